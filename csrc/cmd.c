@@ -1,0 +1,348 @@
+/* Cache commands to RESP; see cmd.h. */
+#include "cmd.h"
+
+#include <math.h>
+
+#include "resp.h"
+
+static int no_memory(void)
+{
+    PyErr_NoMemory();
+    return -1;
+}
+
+int rc_keyspace_init(rc_keyspace *ks, PyObject *namespace_, PyObject *default_ttl,
+                     PyObject *serializer, rc_state *st)
+{
+    ks->prefix = NULL;
+    ks->prefix_len = 0;
+    ks->default_ttl_ms = -1;
+    ks->state = st;
+    if (rc_codec_init(&ks->codec, serializer, st) < 0)
+        return -1;
+    if (rc_ttl_ms(ks, default_ttl, &ks->default_ttl_ms) < 0)
+        goto fail;
+    if (namespace_ != Py_None) {
+        Py_ssize_t n;
+        const char *p;
+        if (!PyUnicode_Check(namespace_)) {
+            PyErr_Format(st->ConfigurationError, "namespace must be a str or None, not %.100s",
+                         Py_TYPE(namespace_)->tp_name);
+            goto fail;
+        }
+        p = PyUnicode_AsUTF8AndSize(namespace_, &n);
+        if (p == NULL)
+            goto fail;
+        if (n > 0) {
+            ks->prefix = PyMem_RawMalloc((size_t)n + 1);
+            if (ks->prefix == NULL) {
+                no_memory();
+                goto fail;
+            }
+            memcpy(ks->prefix, p, (size_t)n);
+            ks->prefix[n] = ':';
+            ks->prefix_len = (size_t)n + 1;
+        }
+    }
+    return 0;
+fail:
+    rc_keyspace_clear(ks);
+    return -1;
+}
+
+void rc_keyspace_clear(rc_keyspace *ks)
+{
+    PyMem_RawFree(ks->prefix);
+    ks->prefix = NULL;
+    ks->prefix_len = 0;
+    rc_codec_clear(&ks->codec);
+}
+
+static int bad_ttl(PyObject *ttl)
+{
+    PyErr_Format(PyExc_ValueError,
+                 "ttl must be a positive number of seconds or a positive timedelta, "
+                 "got %R; use None for the default expiry",
+                 ttl);
+    return -1;
+}
+
+static int seconds_to_ms(PyObject *ttl, double seconds, long long *ms)
+{
+    double v;
+
+    if (!(seconds > 0) || !isfinite(seconds))
+        return bad_ttl(ttl);
+    v = ceil(seconds * 1000.0);
+    if (v > 9.0e15)
+        return bad_ttl(ttl);
+    *ms = (long long)v;
+    return 0;
+}
+
+int rc_ttl_ms(const rc_keyspace *ks, PyObject *ttl, long long *ms)
+{
+    int overflow = 0;
+    long long v;
+    double seconds;
+    PyObject *total;
+
+    if (ttl == NULL || ttl == Py_None) {
+        *ms = ks->default_ttl_ms;
+        return 0;
+    }
+    if (PyBool_Check(ttl)) {
+        PyErr_SetString(PyExc_TypeError, "ttl must be seconds (int or float) or a timedelta, not bool");
+        return -1;
+    }
+    if (PyLong_Check(ttl)) {
+        v = PyLong_AsLongLongAndOverflow(ttl, &overflow);
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (overflow || v <= 0 || v > 9000000000000LL)
+            return bad_ttl(ttl);
+        *ms = v * 1000;
+        return 0;
+    }
+    if (PyFloat_Check(ttl))
+        return seconds_to_ms(ttl, PyFloat_AS_DOUBLE(ttl), ms);
+    /* timedelta, and anything else that knows its length in seconds. */
+    total = PyObject_CallMethod(ttl, "total_seconds", NULL);
+    if (total == NULL) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "ttl must be seconds (int or float) or a timedelta, not %.100s",
+                     Py_TYPE(ttl)->tp_name);
+        return -1;
+    }
+    seconds = PyFloat_AsDouble(total);
+    Py_DECREF(total);
+    if (seconds == -1.0 && PyErr_Occurred())
+        return -1;
+    return seconds_to_ms(ttl, seconds, ms);
+}
+
+static int put_key(const rc_keyspace *ks, rc_buf *b, PyObject *key)
+{
+    const char *p;
+    Py_ssize_t n;
+
+    if (PyUnicode_Check(key)) {
+        p = PyUnicode_AsUTF8AndSize(key, &n);
+        if (p == NULL)
+            return -1;
+    }
+    else if (PyBytes_Check(key)) {
+        p = PyBytes_AS_STRING(key);
+        n = PyBytes_GET_SIZE(key);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "cache keys must be str or bytes, not %.100s; "
+                     "convert the key first (for example with str())",
+                     Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    if (rc_resp_bulk2(b, ks->prefix, ks->prefix_len, p, (size_t)n) < 0)
+        return no_memory();
+    return 0;
+}
+
+static int put_word(rc_buf *b, const char *word)
+{
+    return rc_resp_bulk(b, word, strlen(word)) < 0 ? no_memory() : 0;
+}
+
+static int put_array(rc_buf *b, size_t n)
+{
+    return rc_resp_array(b, n) < 0 ? no_memory() : 0;
+}
+
+int rc_cmd_key(const rc_keyspace *ks, rc_buf *b, const char *name, PyObject *key)
+{
+    if (put_array(b, 2) < 0 || put_word(b, name) < 0)
+        return -1;
+    return put_key(ks, b, key);
+}
+
+/* SET with its expiry; ms from rc_ttl_ms. */
+static int put_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *value, long long ms)
+{
+    if (put_array(b, ms < 0 ? 3 : 5) < 0 || put_word(b, "SET") < 0 || put_key(ks, b, key) < 0 ||
+        rc_codec_encode(&ks->codec, b, value, ks->state) < 0)
+        return -1;
+    if (ms < 0)
+        return 0;
+    /* Whole seconds go as EX: what redis-cli users expect to see in MONITOR. */
+    if (ms % 1000 == 0) {
+        if (put_word(b, "EX") < 0 || rc_resp_bulk_ll(b, ms / 1000) < 0)
+            return no_memory();
+    }
+    else if (put_word(b, "PX") < 0 || rc_resp_bulk_ll(b, ms) < 0) {
+        return no_memory();
+    }
+    return 0;
+}
+
+int rc_cmd_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *value, PyObject *ttl)
+{
+    long long ms;
+
+    if (rc_ttl_ms(ks, ttl, &ms) < 0)
+        return -1;
+    return put_set(ks, b, key, value, ms);
+}
+
+int rc_cmd_expire(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *ttl)
+{
+    long long ms;
+
+    if (ttl == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "expire() needs a ttl (seconds or a timedelta)");
+        return -1;
+    }
+    if (rc_ttl_ms(ks, ttl, &ms) < 0 || put_array(b, 3) < 0 || put_word(b, "PEXPIRE") < 0 ||
+        put_key(ks, b, key) < 0)
+        return -1;
+    return rc_resp_bulk_ll(b, ms) < 0 ? no_memory() : 0;
+}
+
+int rc_cmd_incrby(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *amount)
+{
+    long long v;
+    int overflow = 0;
+
+    if (!PyLong_Check(amount) || PyBool_Check(amount)) {
+        PyErr_Format(PyExc_TypeError, "incr() amount must be an int, not %.100s",
+                     Py_TYPE(amount)->tp_name);
+        return -1;
+    }
+    v = PyLong_AsLongLongAndOverflow(amount, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow) {
+        PyErr_SetString(PyExc_ValueError, "incr() amount must fit in a signed 64-bit integer");
+        return -1;
+    }
+    if (put_array(b, 3) < 0 || put_word(b, "INCRBY") < 0 || put_key(ks, b, key) < 0)
+        return -1;
+    return rc_resp_bulk_ll(b, v) < 0 ? no_memory() : 0;
+}
+
+int rc_cmd_multikey(const rc_keyspace *ks, rc_buf *b, const char *name, PyObject *keys)
+{
+    Py_ssize_t i, n = PySequence_Fast_GET_SIZE(keys);
+    PyObject **items = PySequence_Fast_ITEMS(keys);
+
+    if (put_array(b, (size_t)n + 1) < 0 || put_word(b, name) < 0)
+        return -1;
+    for (i = 0; i < n; i++)
+        if (put_key(ks, b, items[i]) < 0)
+            return -1;
+    return 0;
+}
+
+int rc_cmd_set_many(const rc_keyspace *ks, rc_buf *b, PyObject *mapping, PyObject *ttl,
+                    Py_ssize_t *count)
+{
+    long long ms;
+    PyObject *items = NULL, *fast = NULL;
+    Py_ssize_t i, n = 0;
+    int rc = -1;
+
+    if (rc_ttl_ms(ks, ttl, &ms) < 0)
+        return -1;
+    if (PyDict_Check(mapping)) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(mapping, &pos, &key, &value)) {
+            int failed;
+            Py_INCREF(key);
+            Py_INCREF(value);
+            failed = put_set(ks, b, key, value, ms) < 0;
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (failed)
+                return -1;
+            n++;
+        }
+        *count = n;
+        return 0;
+    }
+    items = PyMapping_Items(mapping);
+    if (items == NULL) {
+        PyErr_Format(PyExc_TypeError, "set_many() takes a mapping of keys to values, not %.100s",
+                     Py_TYPE(mapping)->tp_name);
+        goto out;
+    }
+    fast = PySequence_Fast(items, "items() must give a sequence");
+    if (fast == NULL)
+        goto out;
+    for (i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "set_many(): items() must give (key, value) pairs");
+            goto out;
+        }
+        if (put_set(ks, b, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), ms) < 0)
+            goto out;
+        n++;
+    }
+    *count = n;
+    rc = 0;
+out:
+    Py_XDECREF(fast);
+    Py_XDECREF(items);
+    return rc;
+}
+
+static int put_raw_arg(rc_buf *b, PyObject *arg)
+{
+    const char *p;
+    Py_ssize_t n;
+    PyObject *text = NULL;
+    int rc = -1;
+
+    if (PyBytes_Check(arg)) {
+        p = PyBytes_AS_STRING(arg);
+        n = PyBytes_GET_SIZE(arg);
+    }
+    else if (PyUnicode_Check(arg)) {
+        p = PyUnicode_AsUTF8AndSize(arg, &n);
+        if (p == NULL)
+            return -1;
+    }
+    else if ((PyLong_Check(arg) && !PyBool_Check(arg)) || PyFloat_Check(arg)) {
+        text = PyLong_Check(arg) ? PyLong_Type.tp_repr(arg) : PyFloat_Type.tp_repr(arg);
+        if (text == NULL)
+            return -1;
+        p = PyUnicode_AsUTF8AndSize(text, &n);
+        if (p == NULL)
+            goto out;
+    }
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "command arguments must be bytes, str, int or float, not %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return -1;
+    }
+    rc = rc_resp_bulk(b, p, (size_t)n) < 0 ? no_memory() : 0;
+out:
+    Py_XDECREF(text);
+    return rc;
+}
+
+int rc_cmd_raw(rc_buf *b, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i;
+
+    if (nargs == 0) {
+        PyErr_SetString(PyExc_TypeError, "execute_command() needs at least the command name");
+        return -1;
+    }
+    if (put_array(b, (size_t)nargs) < 0)
+        return -1;
+    for (i = 0; i < nargs; i++)
+        if (put_raw_arg(b, args[i]) < 0)
+            return -1;
+    return 0;
+}

@@ -1,0 +1,38 @@
+/* Value serializers: how a Python value becomes the bytes stored in Redis
+ * and back. JSON (the default) and raw bytes run in C; a custom serializer is
+ * any object with dumps() and loads(). All functions need the GIL.
+ */
+#ifndef RC_CODEC_H
+#define RC_CODEC_H
+
+#include <Python.h>
+
+#include "buf.h"
+#include "state.h"
+
+typedef enum rc_codec_kind {
+    RC_CODEC_JSON,
+    RC_CODEC_RAW,
+    RC_CODEC_CUSTOM,
+} rc_codec_kind;
+
+typedef struct rc_codec {
+    rc_codec_kind kind;
+    PyObject *dumps; /* strong references, custom serializers only */
+    PyObject *loads;
+} rc_codec;
+
+/* Fills codec from the user's `serializer` argument ("json", "raw" or an
+ * object with dumps/loads). Returns 0, or -1 with ConfigurationError set. */
+int rc_codec_init(rc_codec *codec, PyObject *serializer, rc_state *st);
+void rc_codec_clear(rc_codec *codec);
+
+/* Appends value as one RESP bulk string. Returns 0, or -1 with
+ * SerializationError (or MemoryError) set; out may then hold a partial
+ * string, which the caller truncates. */
+int rc_codec_encode(const rc_codec *codec, rc_buf *out, PyObject *value, rc_state *st);
+
+/* Decodes a stored value. New reference, or NULL with SerializationError. */
+PyObject *rc_codec_decode(const rc_codec *codec, const char *p, size_t n, rc_state *st);
+
+#endif

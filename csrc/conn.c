@@ -1,0 +1,442 @@
+/* One Redis connection with blocking I/O; see conn.h. */
+#include "conn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "resp.h"
+
+volatile unsigned long rc_fork_generation = 0;
+
+static void on_fork_child(void)
+{
+    rc_fork_generation++;
+}
+
+static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
+static int fork_handler_rc = 0;
+
+static void install_fork_handler(void)
+{
+    fork_handler_rc = pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+int rc_conn_install_fork_handler(void)
+{
+    /* Once per process, however many interpreters load the module. */
+    if (pthread_once(&fork_handler_once, install_fork_handler) != 0 || fork_handler_rc != 0)
+        return -1;
+    return 0;
+}
+
+void rc_conn_describe(const rc_conn_options *o, char *out, size_t size)
+{
+    if (o->unix_path != NULL)
+        snprintf(out, size, "unix socket %s", o->unix_path);
+    else if (strchr(o->host, ':') != NULL)
+        snprintf(out, size, "[%s]:%d", o->host, o->port);
+    else
+        snprintf(out, size, "%s:%d", o->host, o->port);
+}
+
+static long long monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Where a connect attempt failed, kept until the GIL is back. */
+typedef struct connect_error {
+    int err;        /* errno, or 0 */
+    int timed_out;
+    int gai_err;    /* getaddrinfo's code, or 0 */
+} connect_error;
+
+static int set_blocking(int fd, int blocking)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return -1;
+    flags = blocking ? (flags & ~O_NONBLOCK) : (flags | O_NONBLOCK);
+    return fcntl(fd, F_SETFL, flags);
+}
+
+/* Connects fd to addr within deadline_ms (-1: none). No GIL. */
+static int connect_within(int fd, const struct sockaddr *addr, socklen_t len,
+                          long long deadline_ms, connect_error *ce)
+{
+    struct pollfd pfd;
+    int rc, soerr = 0;
+    socklen_t soerr_len = sizeof(soerr);
+
+    if (set_blocking(fd, 0) < 0)
+        goto fail;
+    do {
+        rc = connect(fd, addr, len);
+    } while (rc < 0 && errno == EINTR);
+    if (rc == 0)
+        return 0;
+    if (errno != EINPROGRESS)
+        goto fail;
+    pfd.fd = fd;
+    pfd.events = POLLOUT;
+    while (1) {
+        int wait_ms = -1;
+        if (deadline_ms >= 0) {
+            long long left = deadline_ms - monotonic_ms();
+            wait_ms = left > 0 ? (int)left : 0;
+        }
+        rc = poll(&pfd, 1, wait_ms);
+        if (rc > 0)
+            break;
+        if (rc == 0) {
+            ce->timed_out = 1;
+            return -1;
+        }
+        if (errno != EINTR)
+            goto fail;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &soerr_len) < 0)
+        goto fail;
+    if (soerr != 0) {
+        errno = soerr;
+        goto fail;
+    }
+    return 0;
+fail:
+    ce->err = errno;
+    return -1;
+}
+
+/* Socket options for a connected socket: blocking I/O bounded by the
+ * socket timeout, no Nagle delay, and keepalive to notice dead peers. */
+static int configure_socket(int fd, const rc_conn_options *o, int is_tcp)
+{
+    int one = 1;
+
+    if (set_blocking(fd, 1) < 0)
+        return -1;
+    if (o->socket_timeout_ms >= 0) {
+        struct timeval tv;
+        tv.tv_sec = o->socket_timeout_ms / 1000;
+        tv.tv_usec = (o->socket_timeout_ms % 1000) * 1000;
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+            return -1;
+    }
+    if (!is_tcp)
+        return 0;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0)
+        return -1;
+#ifdef TCP_KEEPIDLE
+    {
+        int idle = 60, interval = 10, count = 3;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval)) < 0 ||
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count)) < 0)
+            return -1;
+    }
+#endif
+    return 0;
+}
+
+/* Opens a connected socket. No GIL. Returns the fd or -1 with ce filled. */
+static int open_socket(const rc_conn_options *o, connect_error *ce)
+{
+    long long deadline = o->connect_timeout_ms >= 0 ? monotonic_ms() + o->connect_timeout_ms : -1;
+    struct addrinfo hints, *list = NULL, *ai;
+    char port[16];
+    int fd = -1;
+
+    if (o->unix_path != NULL) {
+        struct sockaddr_un sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sun_family = AF_UNIX;
+        if (strlen(o->unix_path) >= sizeof(sa.sun_path)) {
+            ce->err = ENAMETOOLONG;
+            return -1;
+        }
+        strcpy(sa.sun_path, o->unix_path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            ce->err = errno;
+            return -1;
+        }
+        if (connect_within(fd, (struct sockaddr *)&sa, sizeof(sa), deadline, ce) < 0 ||
+            configure_socket(fd, o, 0) < 0) {
+            if (!ce->err && !ce->timed_out)
+                ce->err = errno;
+            close(fd);
+            return -1;
+        }
+        return fd;
+    }
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof(port), "%d", o->port);
+    ce->gai_err = getaddrinfo(o->host, port, &hints, &list);
+    if (ce->gai_err != 0) {
+        if (ce->gai_err == EAI_SYSTEM)
+            ce->err = errno;
+        return -1;
+    }
+    /* Try each address in turn (::1 then 127.0.0.1 for "localhost", say),
+     * all within one connect deadline. */
+    for (ai = list; ai != NULL; ai = ai->ai_next) {
+        connect_error attempt = {0, 0, 0};
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            ce->err = errno;
+            continue;
+        }
+        if (connect_within(fd, ai->ai_addr, ai->ai_addrlen, deadline, &attempt) == 0 &&
+            configure_socket(fd, o, 1) == 0)
+            break;
+        if (!attempt.err && !attempt.timed_out)
+            attempt.err = errno;
+        *ce = attempt;
+        close(fd);
+        fd = -1;
+        if (attempt.timed_out)
+            break;
+    }
+    freeaddrinfo(list);
+    if (fd >= 0)
+        memset(ce, 0, sizeof(*ce));
+    return fd;
+}
+
+static void raise_connect_error(const rc_conn_options *o, const connect_error *ce, rc_state *st)
+{
+    char where[320];
+
+    rc_conn_describe(o, where, sizeof(where));
+    if (ce->timed_out)
+        PyErr_Format(st->TimeoutError, "connecting to redis at %s timed out after %d ms", where,
+                     o->connect_timeout_ms);
+    else if (ce->gai_err != 0 && ce->gai_err != EAI_SYSTEM)
+        PyErr_Format(st->ConnectionError, "cannot resolve redis host %s: %s", where,
+                     gai_strerror(ce->gai_err));
+    else
+        PyErr_Format(st->ConnectionError, "cannot connect to redis at %s: %s", where,
+                     strerror(ce->err));
+}
+
+/* Sends AUTH / SELECT / CLIENT SETNAME in one write and checks each reply.
+ * The password is never part of an error message. */
+static int handshake(rc_conn *c, const rc_conn_options *o, rc_state *st)
+{
+    int n = 0, i, rc = -1;
+    const char *what[3];
+    PyObject *reply = NULL;
+
+    if (o->password != NULL) {
+        int with_user = o->username != NULL;
+        if (rc_resp_array(&c->out, with_user ? 3 : 2) < 0 || rc_resp_bulk(&c->out, "AUTH", 4) < 0 ||
+            (with_user && rc_resp_bulk(&c->out, o->username, strlen(o->username)) < 0) ||
+            rc_resp_bulk(&c->out, o->password, strlen(o->password)) < 0)
+            goto nomem;
+        what[n++] = "AUTH";
+    }
+    if (o->db != 0) {
+        if (rc_resp_array(&c->out, 2) < 0 || rc_resp_bulk(&c->out, "SELECT", 6) < 0 ||
+            rc_resp_bulk_ll(&c->out, o->db) < 0)
+            goto nomem;
+        what[n++] = "SELECT";
+    }
+    if (o->client_name != NULL) {
+        if (rc_resp_array(&c->out, 3) < 0 || rc_resp_bulk(&c->out, "CLIENT", 6) < 0 ||
+            rc_resp_bulk(&c->out, "SETNAME", 7) < 0 ||
+            rc_resp_bulk(&c->out, o->client_name, strlen(o->client_name)) < 0)
+            goto nomem;
+        what[n++] = "CLIENT SETNAME";
+    }
+    if (n == 0)
+        return 0;
+    if (rc_conn_flush(c, st) < 0)
+        goto out;
+    rc = 0;
+    /* Every reply is read, even after a failure, so none is left behind. */
+    for (i = 0; i < n; i++) {
+        if (rc_conn_read(c, NULL, &reply, st) != RC_REPLY_READY) {
+            rc = -1;
+            goto out;
+        }
+        if (rc == 0 && PyObject_TypeCheck(reply, (PyTypeObject *)st->ResponseError)) {
+            PyObject *exc_type = i == 0 && o->password != NULL ? st->AuthenticationError
+                                                                : st->ConnectionError;
+            if (o->username != NULL && i == 0 && o->password != NULL)
+                PyErr_Format(exc_type, "redis refused %s for user '%s': %S", what[i],
+                             o->username, reply);
+            else
+                PyErr_Format(exc_type, "redis refused %s: %S", what[i], reply);
+            rc = -1;
+        }
+        Py_CLEAR(reply);
+    }
+    goto out;
+nomem:
+    PyErr_NoMemory();
+out:
+    Py_XDECREF(reply);
+    return rc;
+}
+
+rc_conn *rc_conn_open(const rc_conn_options *o, rc_state *st)
+{
+    connect_error ce = {0, 0, 0};
+    rc_conn *c;
+    int fd;
+
+    Py_BEGIN_ALLOW_THREADS
+    fd = open_socket(o, &ce);
+    Py_END_ALLOW_THREADS
+    if (fd < 0) {
+        raise_connect_error(o, &ce, st);
+        return NULL;
+    }
+    c = PyMem_RawCalloc(1, sizeof(*c));
+    if (c == NULL) {
+        close(fd);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    c->fd = fd;
+    c->generation = rc_fork_generation;
+    rc_buf_init(&c->out);
+    c->in = PyMem_RawMalloc(RC_CONN_READ_CHUNK);
+    if (c->in == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    if (rc_reader_init(&c->reader, st) < 0 || handshake(c, o, st) < 0)
+        goto fail;
+    return c;
+fail:
+    rc_conn_free(c);
+    return NULL;
+}
+
+void rc_conn_free(rc_conn *c)
+{
+    if (c == NULL)
+        return;
+    /* close() only: in a forked child this must not disturb the parent's
+     * session, and a polite QUIT would do exactly that. */
+    if (c->fd >= 0)
+        close(c->fd);
+    rc_reader_free(&c->reader);
+    rc_buf_free(&c->out);
+    PyMem_RawFree(c->in);
+    PyMem_RawFree(c);
+}
+
+/* Turns an I/O failure into an exception and breaks the connection. */
+static int fail_io(rc_conn *c, int err, const char *doing, rc_state *st)
+{
+    c->broken = 1;
+    if (err == EAGAIN || err == EWOULDBLOCK)
+        PyErr_Format(st->TimeoutError, "redis did not answer in time while %s", doing);
+    else if (err == 0)
+        PyErr_Format(st->ConnectionError, "redis closed the connection while %s", doing);
+    else
+        PyErr_Format(st->ConnectionError, "connection to redis failed while %s: %s", doing,
+                     strerror(err));
+    return -1;
+}
+
+/* An interrupted syscall: run Python's signal handlers; if one raised
+ * (KeyboardInterrupt), the command is abandoned mid-stream and the
+ * connection can no longer be trusted. */
+static int interrupted(rc_conn *c)
+{
+    if (PyErr_CheckSignals() < 0) {
+        c->broken = 1;
+        return -1;
+    }
+    return 0;
+}
+
+int rc_conn_flush(rc_conn *c, rc_state *st)
+{
+    size_t sent = 0;
+    ssize_t n;
+    int err = 0;
+
+    while (sent < c->out.len) {
+        Py_BEGIN_ALLOW_THREADS
+        n = send(c->fd, c->out.data + sent, c->out.len - sent, MSG_NOSIGNAL);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (n >= 0) {
+            sent += (size_t)n;
+            continue;
+        }
+        if (err == EINTR) {
+            if (interrupted(c) < 0)
+                return -1;
+            continue;
+        }
+        rc_buf_reset(&c->out);
+        return fail_io(c, err, "sending a command", st);
+    }
+    rc_buf_reset(&c->out);
+    return 0;
+}
+
+rc_reply_status rc_conn_read(rc_conn *c, const rc_codec *codec, PyObject **reply, rc_state *st)
+{
+    rc_reply_status status;
+    ssize_t n;
+    int err = 0;
+
+    while (1) {
+        status = rc_reader_next(&c->reader, codec, reply);
+        if (status != RC_REPLY_PENDING) {
+            if (status == RC_REPLY_BROKEN)
+                c->broken = 1;
+            return status;
+        }
+        if (c->in_pos < c->in_len) {
+            size_t slice = c->in_len - c->in_pos;
+            if (slice > RC_READER_FEED_MAX)
+                slice = RC_READER_FEED_MAX;
+            if (rc_reader_feed(&c->reader, c->in + c->in_pos, slice) < 0) {
+                c->broken = 1;
+                return RC_REPLY_BROKEN;
+            }
+            c->in_pos += slice;
+            continue;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        n = recv(c->fd, c->in, RC_CONN_READ_CHUNK, 0);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (n > 0) {
+            c->in_pos = 0;
+            c->in_len = (size_t)n;
+            continue;
+        }
+        if (n < 0 && err == EINTR) {
+            if (interrupted(c) < 0)
+                return RC_REPLY_BROKEN;
+            continue;
+        }
+        fail_io(c, n == 0 ? 0 : err, "reading a reply", st);
+        return RC_REPLY_BROKEN;
+    }
+}

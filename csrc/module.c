@@ -1,0 +1,123 @@
+/* The redis_cache._core extension module: multi-phase init, module state,
+ * and the link to the exception classes defined in redis_cache.errors. */
+#include <Python.h>
+#include <hiredis/hiredis.h>
+
+#include "conn.h"
+#include "state.h"
+#include "sync_client.h"
+
+static rc_state *get_state(PyObject *module)
+{
+    return (rc_state *)PyModule_GetState(module);
+}
+
+rc_state *rc_state_of_type(PyTypeObject *type)
+{
+    PyObject *module = PyType_GetModuleByDef(type, &rc_module_def);
+    return module == NULL ? NULL : get_state(module);
+}
+
+/* Looks up one class from redis_cache.errors; new reference or NULL. */
+static PyObject *error_class(PyObject *errors, const char *name)
+{
+    PyObject *cls = PyObject_GetAttrString(errors, name);
+    if (cls != NULL && !PyExceptionClass_Check(cls)) {
+        PyErr_Format(PyExc_ImportError, "redis_cache.errors.%s is not an exception class", name);
+        Py_CLEAR(cls);
+    }
+    return cls;
+}
+
+static int module_exec(PyObject *module)
+{
+    rc_state *st = get_state(module);
+    PyObject *errors = NULL;
+    int rc = -1;
+
+    if (rc_conn_install_fork_handler() < 0) {
+        PyErr_SetString(PyExc_ImportError, "cannot install the fork handler");
+        goto out;
+    }
+    errors = PyImport_ImportModule("redis_cache.errors");
+    if (errors == NULL)
+        goto out;
+    if ((st->ConnectionError = error_class(errors, "ConnectionError")) == NULL ||
+        (st->AuthenticationError = error_class(errors, "AuthenticationError")) == NULL ||
+        (st->TimeoutError = error_class(errors, "TimeoutError")) == NULL ||
+        (st->PoolTimeout = error_class(errors, "PoolTimeout")) == NULL ||
+        (st->ResponseError = error_class(errors, "ResponseError")) == NULL ||
+        (st->SerializationError = error_class(errors, "SerializationError")) == NULL ||
+        (st->ConfigurationError = error_class(errors, "ConfigurationError")) == NULL)
+        goto out;
+    st->missing = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    if (st->missing == NULL || PyModule_AddObjectRef(module, "MISSING", st->missing) < 0)
+        goto out;
+    st->SyncClientType =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &rc_sync_client_spec, NULL);
+    if (st->SyncClientType == NULL || PyModule_AddType(module, st->SyncClientType) < 0)
+        goto out;
+    if (PyModule_AddIntConstant(module, "HIREDIS_MAJOR", HIREDIS_MAJOR) < 0 ||
+        PyModule_AddIntConstant(module, "HIREDIS_MINOR", HIREDIS_MINOR) < 0)
+        goto out;
+    rc = 0;
+out:
+    Py_XDECREF(errors);
+    return rc;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    rc_state *st = get_state(module);
+    Py_VISIT(st->SyncClientType);
+    Py_VISIT(st->ConnectionError);
+    Py_VISIT(st->AuthenticationError);
+    Py_VISIT(st->TimeoutError);
+    Py_VISIT(st->PoolTimeout);
+    Py_VISIT(st->ResponseError);
+    Py_VISIT(st->SerializationError);
+    Py_VISIT(st->ConfigurationError);
+    Py_VISIT(st->missing);
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    rc_state *st = get_state(module);
+    Py_CLEAR(st->SyncClientType);
+    Py_CLEAR(st->ConnectionError);
+    Py_CLEAR(st->AuthenticationError);
+    Py_CLEAR(st->TimeoutError);
+    Py_CLEAR(st->PoolTimeout);
+    Py_CLEAR(st->ResponseError);
+    Py_CLEAR(st->SerializationError);
+    Py_CLEAR(st->ConfigurationError);
+    Py_CLEAR(st->missing);
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+PyModuleDef rc_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "redis_cache._core",
+    .m_doc = "The C core of redis_cache: connections, pool, RESP, serialization.",
+    .m_size = sizeof(rc_state),
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    return PyModuleDef_Init(&rc_module_def);
+}

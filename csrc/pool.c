@@ -1,0 +1,240 @@
+/* Blocking connection pool; see pool.h for the locking rule. */
+#include "pool.h"
+
+#include <errno.h>
+#include <time.h>
+
+struct rc_pool_waiter {
+    pthread_cond_t wake;
+    rc_conn *conn;      /* handed over by a releasing thread */
+    int may_open;       /* a slot was freed for this waiter to open a connection */
+    rc_pool_waiter *next;
+};
+
+int rc_pool_init(rc_pool *p, size_t max_size)
+{
+    memset(p, 0, sizeof(*p));
+    if (pthread_mutex_init(&p->lock, NULL) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot create the pool mutex");
+        return -1;
+    }
+    p->max_size = max_size;
+    p->generation = rc_fork_generation;
+    return 0;
+}
+
+/* Takes the lock; returns the saved thread state when the GIL had to be
+ * released to wait for it (the caller restores it after unlocking). */
+static PyThreadState *lock_pool(rc_pool *p)
+{
+    PyThreadState *ts;
+
+    if (pthread_mutex_trylock(&p->lock) == 0)
+        return NULL;
+    ts = PyEval_SaveThread();
+    pthread_mutex_lock(&p->lock);
+    return ts;
+}
+
+static void unlock_pool(rc_pool *p, PyThreadState *ts)
+{
+    pthread_mutex_unlock(&p->lock);
+    if (ts != NULL)
+        PyEval_RestoreThread(ts);
+}
+
+/* After fork the child has only the forking thread: the connections belong
+ * to the parent and the mutex may have been held by a thread that no longer
+ * exists. Called with the GIL held, which is enough to serialize this. */
+static void free_list(rc_conn *c)
+{
+    while (c != NULL) {
+        rc_conn *next = c->next_idle;
+        rc_conn_free(c);
+        c = next;
+    }
+}
+
+static void forget_parent(rc_pool *p)
+{
+    pthread_mutex_init(&p->lock, NULL);
+    free_list(p->idle);
+    p->idle = NULL;
+    p->n_open = 0;
+    p->head = p->tail = NULL;
+    p->generation = rc_fork_generation;
+}
+
+static int wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, const struct timespec *deadline)
+{
+    return deadline == NULL ? pthread_cond_wait(cond, lock)
+                            : pthread_cond_timedwait(cond, lock, deadline);
+}
+
+rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, rc_state *st)
+{
+    PyThreadState *ts;
+    rc_pool_waiter me;
+    struct timespec deadline, *dl = NULL;
+    rc_conn *c = NULL;
+    int may_open = 0, closed = 0, timed_out = 0;
+
+    if (p->generation != rc_fork_generation)
+        forget_parent(p);
+
+    ts = lock_pool(p);
+    if (p->closed) {
+        closed = 1;
+    }
+    else if (p->head == NULL && p->idle != NULL) {
+        c = p->idle;
+        p->idle = c->next_idle;
+        c->next_idle = NULL;
+    }
+    else if (p->head == NULL && p->n_open < p->max_size) {
+        p->n_open++;
+        may_open = 1;
+    }
+    else {
+        /* Queue up. pthread_cond_timedwait needs the default (realtime)
+         * clock for its deadline; the cond uses CLOCK_MONOTONIC so a clock
+         * change does not stretch or cut the wait. */
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&me.wake, &attr);
+        pthread_condattr_destroy(&attr);
+        me.conn = NULL;
+        me.may_open = 0;
+        me.next = NULL;
+        if (p->tail != NULL)
+            p->tail->next = &me;
+        else
+            p->head = &me;
+        p->tail = &me;
+        if (timeout_ms >= 0) {
+            clock_gettime(CLOCK_MONOTONIC, &deadline);
+            deadline.tv_sec += timeout_ms / 1000;
+            deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+            if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000L;
+            }
+            dl = &deadline;
+        }
+        if (ts == NULL)
+            ts = PyEval_SaveThread();
+        while (me.conn == NULL && !me.may_open && !p->closed) {
+            if (wait_until(&me.wake, &p->lock, dl) == ETIMEDOUT) {
+                timed_out = me.conn == NULL && !me.may_open;
+                break;
+            }
+        }
+        c = me.conn;
+        may_open = me.may_open;
+        closed = c == NULL && !may_open && p->closed;
+        if (c == NULL && !may_open) {
+            /* Leave the queue (timed out or closed). */
+            rc_pool_waiter **link = &p->head, *prev = NULL;
+            while (*link != &me) {
+                prev = *link;
+                link = &(*link)->next;
+            }
+            *link = me.next;
+            if (p->tail == &me)
+                p->tail = prev;
+        }
+        pthread_cond_destroy(&me.wake);
+    }
+    unlock_pool(p, ts);
+
+    if (c != NULL)
+        return c;
+    if (may_open) {
+        c = rc_conn_open(o, st);
+        if (c == NULL)
+            rc_pool_release(p, NULL);
+        return c;
+    }
+    if (closed)
+        PyErr_SetString(st->ConnectionError, "the cache is closed; create a new one");
+    else if (timed_out)
+        PyErr_Format(st->PoolTimeout,
+                     "all %zu connections stayed busy for %d ms; raise max_connections or "
+                     "pool_timeout, or hold connections for less time",
+                     p->max_size, timeout_ms);
+    return NULL;
+}
+
+/* Gives c back, or (c NULL or broken) frees its slot. */
+void rc_pool_release(rc_pool *p, rc_conn *c)
+{
+    PyThreadState *ts;
+    rc_conn *discard = NULL;
+
+    if (c != NULL && c->generation != rc_fork_generation) {
+        /* Lent out before a fork and given back in the child. */
+        rc_conn_free(c);
+        return;
+    }
+    ts = lock_pool(p);
+    if (c == NULL || c->broken || p->closed) {
+        discard = c;
+        if (p->head != NULL && !p->closed) {
+            rc_pool_waiter *w = p->head;
+            p->head = w->next;
+            if (p->head == NULL)
+                p->tail = NULL;
+            w->may_open = 1;
+            pthread_cond_signal(&w->wake);
+        }
+        else {
+            p->n_open--;
+        }
+    }
+    else if (p->head != NULL) {
+        rc_pool_waiter *w = p->head;
+        p->head = w->next;
+        if (p->head == NULL)
+            p->tail = NULL;
+        w->conn = c;
+        pthread_cond_signal(&w->wake);
+    }
+    else {
+        c->next_idle = p->idle;
+        p->idle = c;
+    }
+    unlock_pool(p, ts);
+    rc_conn_free(discard);
+}
+
+void rc_pool_close(rc_pool *p)
+{
+    PyThreadState *ts;
+    rc_conn *idle, *c;
+    rc_pool_waiter *w;
+
+    if (!rc_pool_ready(p))
+        return;
+    if (p->generation != rc_fork_generation)
+        forget_parent(p);
+    ts = lock_pool(p);
+    p->closed = 1;
+    idle = p->idle;
+    p->idle = NULL;
+    for (c = idle; c != NULL; c = c->next_idle)
+        p->n_open--;
+    for (w = p->head; w != NULL; w = w->next)
+        pthread_cond_signal(&w->wake);
+    unlock_pool(p, ts);
+    /* Freed outside the lock: freeing may run arbitrary Python code. */
+    free_list(idle);
+}
+
+void rc_pool_free(rc_pool *p)
+{
+    if (!rc_pool_ready(p))
+        return;
+    pthread_mutex_destroy(&p->lock);
+    p->max_size = 0;
+}

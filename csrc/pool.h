@@ -1,0 +1,54 @@
+/* A thread-safe pool of blocking connections for the sync API.
+ *
+ * At most max_size connections exist at once. A thread that finds none free
+ * waits in a FIFO queue, for at most the pool timeout; a connection given back
+ * goes straight to the longest waiter. Broken connections are dropped and
+ * their slot handed on, so a waiter opens a fresh one.
+ *
+ * Locking rule: the pool mutex guards only C data and is never held while
+ * connecting or while touching Python objects. It is taken with the GIL held
+ * only through trylock; when that fails, or to wait, the GIL is released
+ * first, so a thread holding the mutex never waits for the GIL while another
+ * thread holding the GIL waits for the mutex.
+ */
+#ifndef RC_POOL_H
+#define RC_POOL_H
+
+#include <pthread.h>
+
+#include "conn.h"
+
+typedef struct rc_pool_waiter rc_pool_waiter;
+
+typedef struct rc_pool {
+    pthread_mutex_t lock;
+    rc_conn *idle;         /* a stack: the most recently used is the warmest */
+    size_t n_open;         /* idle + lent out + being opened */
+    size_t max_size;
+    rc_pool_waiter *head, *tail;
+    unsigned long generation; /* rc_fork_generation the pool state belongs to */
+    int closed;
+} rc_pool;
+
+/* Returns 0, or -1 with MemoryError set. GIL held. */
+int rc_pool_init(rc_pool *p, size_t max_size);
+
+/* Non-zero once rc_pool_init succeeded (and until rc_pool_free). */
+#define rc_pool_ready(p) ((p)->max_size != 0)
+
+/* Closes idle connections and refuses further use; connections lent out are
+ * closed when given back. GIL held. Safe to call twice. */
+void rc_pool_close(rc_pool *p);
+
+/* Frees the pool's memory after rc_pool_close. GIL held. */
+void rc_pool_free(rc_pool *p);
+
+/* Lends a connection, opening one when the pool has room, waiting up to
+ * timeout_ms (-1: forever) otherwise. Returns the connection, or NULL with
+ * PoolTimeout, a connect error, or ConnectionError (pool closed) set. */
+rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, rc_state *st);
+
+/* Gives a connection back; a broken one is closed and its slot freed. */
+void rc_pool_release(rc_pool *p, rc_conn *c);
+
+#endif

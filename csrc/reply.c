@@ -1,0 +1,146 @@
+/* hiredis reader glue; see reply.h.
+ *
+ * hiredis 0.14.1 rules these callbacks follow: never return NULL (the reader
+ * would enter a sticky out-of-memory state), so a failed conversion returns a
+ * None placeholder and parks the exception in rc_reader.error; a child object
+ * is owned by its parent list once stored; only the root is ever handed to
+ * freeObject.
+ */
+#include "reply.h"
+
+static rc_reader *reader_of(const redisReadTask *task)
+{
+    return (rc_reader *)task->privdata;
+}
+
+/* Parks the pending exception (the first one wins) and returns the
+ * placeholder that stands in for the object that could not be built. */
+static void *placeholder(rc_reader *r)
+{
+    if (r->error == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (value != NULL && tb != NULL)
+            PyException_SetTraceback(value, tb);
+        r->error = value;
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+    }
+    else {
+        PyErr_Clear();
+    }
+    return Py_NewRef(Py_None);
+}
+
+/* Stores obj in its parent array, if any, and returns it to hiredis. */
+static void *attach(const redisReadTask *task, PyObject *obj)
+{
+    if (obj == NULL)
+        obj = placeholder(reader_of(task));
+    if (task->parent != NULL)
+        PyList_SET_ITEM((PyObject *)task->parent->obj, task->idx, obj);
+    return obj;
+}
+
+static void *create_string(const redisReadTask *task, char *p, size_t n)
+{
+    rc_reader *r = reader_of(task);
+    PyObject *obj, *msg;
+
+    switch (task->type) {
+    case REDIS_REPLY_ERROR:
+        msg = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "replace");
+        obj = msg == NULL ? NULL : PyObject_CallOneArg(r->state->ResponseError, msg);
+        Py_XDECREF(msg);
+        break;
+    case REDIS_REPLY_STATUS:
+        obj = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "replace");
+        break;
+    default:
+        obj = r->codec == NULL ? PyBytes_FromStringAndSize(p, (Py_ssize_t)n)
+                               : rc_codec_decode(r->codec, p, n, r->state);
+        break;
+    }
+    return attach(task, obj);
+}
+
+static void *create_array(const redisReadTask *task, int elements)
+{
+    return attach(task, PyList_New(elements));
+}
+
+static void *create_integer(const redisReadTask *task, long long v)
+{
+    return attach(task, PyLong_FromLongLong(v));
+}
+
+static void *create_nil(const redisReadTask *task)
+{
+    rc_reader *r = reader_of(task);
+    return attach(task, Py_NewRef(r->codec == NULL ? Py_None : r->state->missing));
+}
+
+static void free_object(void *obj)
+{
+    Py_XDECREF((PyObject *)obj);
+}
+
+static redisReplyObjectFunctions object_functions = {
+    create_string, create_array, create_integer, create_nil, free_object,
+};
+
+int rc_reader_init(rc_reader *r, rc_state *st)
+{
+    r->state = st;
+    r->codec = NULL;
+    r->error = NULL;
+    r->reader = redisReaderCreateWithFunctions(&object_functions);
+    if (r->reader == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    r->reader->privdata = r;
+    return 0;
+}
+
+void rc_reader_free(rc_reader *r)
+{
+    if (r->reader != NULL) {
+        redisReaderFree(r->reader);
+        r->reader = NULL;
+    }
+    Py_CLEAR(r->error);
+}
+
+int rc_reader_feed(rc_reader *r, const char *p, size_t n)
+{
+    if (redisReaderFeed(r->reader, p, n) != REDIS_OK) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+rc_reply_status rc_reader_next(rc_reader *r, const rc_codec *codec, PyObject **reply)
+{
+    void *obj = NULL;
+
+    *reply = NULL;
+    r->codec = codec;
+    if (redisReaderGetReply(r->reader, &obj) != REDIS_OK) {
+        PyErr_Format(r->state->ConnectionError, "protocol error in the reply stream: %s",
+                     r->reader->errstr);
+        return RC_REPLY_BROKEN;
+    }
+    if (obj == NULL)
+        return RC_REPLY_PENDING;
+    if (r->error != NULL) {
+        Py_DECREF((PyObject *)obj);
+        PyErr_SetObject((PyObject *)Py_TYPE(r->error), r->error);
+        Py_CLEAR(r->error);
+        return RC_REPLY_BAD_VALUE;
+    }
+    *reply = (PyObject *)obj;
+    return RC_REPLY_READY;
+}

@@ -1,0 +1,50 @@
+/* RESP replies to Python objects: hiredis's redisReader with object
+ * functions that build Python objects directly, so a reply is parsed once
+ * and a stored value is decoded where it lies in the reader's buffer.
+ *
+ * Everything here needs the GIL.
+ */
+#ifndef RC_REPLY_H
+#define RC_REPLY_H
+
+#include <Python.h>
+#include <hiredis/read.h>
+
+#include "codec.h"
+#include "state.h"
+
+/* hiredis shifts its buffer after every reply; feeding it slices of this
+ * size keeps that work proportional to the slice, not to the whole read. */
+#define RC_READER_FEED_MAX 8192
+
+typedef enum rc_reply_status {
+    RC_REPLY_PENDING = 0,   /* more bytes are needed */
+    RC_REPLY_READY = 1,     /* *reply holds a new reference */
+    RC_REPLY_BAD_VALUE = 2, /* the reply was consumed but could not be built;
+                               an exception is set; the stream is still in sync */
+    RC_REPLY_BROKEN = -1,   /* protocol error; exception set; drop the connection */
+} rc_reply_status;
+
+typedef struct rc_reader {
+    redisReader *reader;
+    rc_state *state;
+    /* The codec for bulk strings of the reply being read, NULL for plain
+     * bytes; and the first exception raised while building it. */
+    const rc_codec *codec;
+    PyObject *error;
+} rc_reader;
+
+/* Returns 0, or -1 with MemoryError set. */
+int rc_reader_init(rc_reader *r, rc_state *st);
+void rc_reader_free(rc_reader *r);
+
+/* Returns 0, or -1 with an exception set. */
+int rc_reader_feed(rc_reader *r, const char *p, size_t n);
+
+/* Takes the next complete reply, if any. Bulk strings become values through
+ * codec (NULL: bytes); nil is state->missing with a codec, None without.
+ * Status replies become str, error replies ResponseError instances, which
+ * the caller raises when they stand for the whole reply. */
+rc_reply_status rc_reader_next(rc_reader *r, const rc_codec *codec, PyObject **reply);
+
+#endif

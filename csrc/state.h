@@ -1,0 +1,31 @@
+/* Per-module state: the types and exception classes every file needs.
+ *
+ * The module keeps no globals; each object reaches this through its type
+ * (PyType_GetModuleState) and caches the pointer for its lifetime.
+ */
+#ifndef RC_STATE_H
+#define RC_STATE_H
+
+#include <Python.h>
+
+typedef struct rc_state {
+    PyTypeObject *SyncClientType;
+    PyObject *ConnectionError;
+    PyObject *AuthenticationError;
+    PyObject *TimeoutError;
+    PyObject *PoolTimeout;
+    PyObject *ResponseError;
+    PyObject *SerializationError;
+    PyObject *ConfigurationError;
+    /* Stands for a nil reply where None is a legitimate value. */
+    PyObject *missing;
+} rc_state;
+
+/* The module's definition, for finding the state from a (sub)class. */
+extern PyModuleDef rc_module_def;
+
+/* The state of the module that defined type (or a base of it). NULL with an
+ * exception set if none. */
+rc_state *rc_state_of_type(PyTypeObject *type);
+
+#endif

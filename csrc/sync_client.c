@@ -1,0 +1,645 @@
+/* The blocking client type; see sync_client.h.
+ *
+ * Every method follows one shape: validate and encode into the borrowed
+ * connection's output buffer (nothing is sent if that fails), then send and
+ * read the replies with the GIL released around the syscalls, then give the
+ * connection back. A method that fails mid-stream leaves the connection
+ * marked broken, so the pool closes it rather than lend out a socket with an
+ * unread reply in it.
+ */
+#include "sync_client.h"
+
+#include <math.h>
+
+#include "args.h"
+#include "cmd.h"
+#include "conn.h"
+#include "pool.h"
+#include "state.h"
+
+typedef struct {
+    PyObject_HEAD
+    rc_state *state;
+    rc_keyspace ks;
+    rc_pool pool;
+    rc_conn_options options;
+    /* PyMem_Raw copies behind options' strings. */
+    char *host, *unix_path, *username, *password, *client_name;
+    int pool_timeout_ms;
+    int ready;
+} SyncClient;
+
+/* ------------------------------------------------------------ setup */
+
+static char *copy_string(const char *s)
+{
+    char *copy;
+    size_t n;
+
+    if (s == NULL)
+        return NULL;
+    n = strlen(s) + 1;
+    copy = PyMem_RawMalloc(n);
+    if (copy != NULL)
+        memcpy(copy, s, n);
+    return copy;
+}
+
+/* A timeout in seconds (None: none) to milliseconds (-1: none). */
+static int timeout_ms(rc_state *st, const char *name, PyObject *value, int *ms)
+{
+    double seconds;
+
+    if (value == Py_None) {
+        *ms = -1;
+        return 0;
+    }
+    seconds = PyFloat_AsDouble(value);
+    if (seconds == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(st->ConfigurationError, "%s must be a number of seconds or None, not %.100s",
+                     name, Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    if (!(seconds > 0) || seconds > 2.0e6) {
+        PyErr_Format(st->ConfigurationError,
+                     "%s must be a positive number of seconds (up to 2e6) or None, got %R", name,
+                     value);
+        return -1;
+    }
+    *ms = (int)ceil(seconds * 1000.0);
+    return 0;
+}
+
+static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"host", "port", "db", "username", "password", "unix_socket_path",
+                             "max_connections", "socket_timeout", "socket_connect_timeout",
+                             "pool_timeout", "client_name", "namespace", "default_ttl",
+                             "serializer", NULL};
+    const char *host = "localhost", *username = NULL, *password = NULL, *unix_path = NULL,
+               *client_name = NULL;
+    int port = 6379, db = 0, max_connections = 50;
+    PyObject *socket_timeout = Py_None, *connect_timeout = Py_None, *pool_timeout = Py_None,
+             *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL;
+    rc_state *st = self->state;
+
+    if (self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "the cache is already initialized");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$ziizzziOOOzOOO:SyncRedisCache", kwlist,
+                                     &host, &port, &db, &username, &password, &unix_path,
+                                     &max_connections, &socket_timeout, &connect_timeout,
+                                     &pool_timeout, &client_name, &namespace_, &default_ttl,
+                                     &serializer))
+        return -1;
+    if (port < 1 || port > 65535 || db < 0 || max_connections < 1) {
+        PyErr_Format(st->ConfigurationError,
+                     "port must be 1-65535, db >= 0 and max_connections >= 1 "
+                     "(got port=%d, db=%d, max_connections=%d)",
+                     port, db, max_connections);
+        return -1;
+    }
+    if (timeout_ms(st, "socket_timeout", socket_timeout, &self->options.socket_timeout_ms) < 0 ||
+        timeout_ms(st, "socket_connect_timeout", connect_timeout,
+                   &self->options.connect_timeout_ms) < 0 ||
+        timeout_ms(st, "pool_timeout", pool_timeout, &self->pool_timeout_ms) < 0)
+        return -1;
+    if (serializer == NULL) {
+        serializer = PyUnicode_FromString("json");
+        if (serializer == NULL)
+            return -1;
+    }
+    else {
+        Py_INCREF(serializer);
+    }
+    if (rc_keyspace_init(&self->ks, namespace_, default_ttl, serializer, st) < 0) {
+        Py_DECREF(serializer);
+        return -1;
+    }
+    Py_DECREF(serializer);
+
+    self->host = copy_string(unix_path == NULL ? host : NULL);
+    self->unix_path = copy_string(unix_path);
+    self->username = copy_string(username);
+    self->password = copy_string(password);
+    self->client_name = copy_string(client_name);
+    if ((unix_path == NULL && self->host == NULL) || (unix_path && !self->unix_path) ||
+        (username && !self->username) || (password && !self->password) ||
+        (client_name && !self->client_name)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->options.host = self->host;
+    self->options.port = port;
+    self->options.unix_path = self->unix_path;
+    self->options.username = self->username;
+    self->options.password = self->password;
+    self->options.db = db;
+    self->options.client_name = self->client_name;
+    if (rc_pool_init(&self->pool, (size_t)max_connections) < 0)
+        return -1;
+    self->ready = 1;
+    return 0;
+}
+
+static PyObject *SyncClient_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    rc_state *st = rc_state_of_type(type);
+    SyncClient *self;
+
+    (void)args;
+    (void)kwargs;
+    if (st == NULL)
+        return NULL;
+    self = (SyncClient *)type->tp_alloc(type, 0);
+    if (self != NULL)
+        self->state = st;
+    return (PyObject *)self;
+}
+
+static void release_resources(SyncClient *self)
+{
+    if (self->ready) {
+        rc_pool_close(&self->pool);
+    }
+}
+
+static int SyncClient_traverse(SyncClient *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->ks.codec.dumps);
+    Py_VISIT(self->ks.codec.loads);
+    return 0;
+}
+
+static int SyncClient_clear(SyncClient *self)
+{
+    rc_codec_clear(&self->ks.codec);
+    return 0;
+}
+
+static void SyncClient_finalize(SyncClient *self)
+{
+    PyObject *type, *value, *tb;
+
+    if (!self->ready || self->pool.closed || self->pool.n_open == 0)
+        return;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyErr_ResourceWarning((PyObject *)self, 1,
+                              "unclosed cache %R; call close() or use it in a with block",
+                              self) < 0)
+        PyErr_WriteUnraisable((PyObject *)self);
+    PyErr_Restore(type, value, tb);
+}
+
+static void SyncClient_dealloc(SyncClient *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
+        return;
+    PyObject_GC_UnTrack(self);
+    release_resources(self);
+    rc_pool_free(&self->pool);
+    rc_keyspace_clear(&self->ks);
+    PyMem_RawFree(self->host);
+    PyMem_RawFree(self->unix_path);
+    PyMem_RawFree(self->username);
+    PyMem_RawFree(self->password);
+    PyMem_RawFree(self->client_name);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* ------------------------------------------------------------ one round trip */
+
+static rc_conn *checkout(SyncClient *self)
+{
+    if (!self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "the cache was not initialized (__init__ not called)");
+        return NULL;
+    }
+    return rc_pool_acquire(&self->pool, self->pool_timeout_ms, &self->options, self->state);
+}
+
+/* Drops a command that failed to encode and gives the connection back. */
+static PyObject *abandon(SyncClient *self, rc_conn *c)
+{
+    rc_buf_reset(&c->out);
+    rc_pool_release(&self->pool, c);
+    return NULL;
+}
+
+/* Sends the encoded commands, reads n replies and gives the connection back.
+ * Returns the reply (n == 1) or a list of them. Every reply is read even when
+ * one is an error, so the stream stays in step; the first error is raised. */
+static PyObject *exchange(SyncClient *self, rc_conn *c, Py_ssize_t n, const rc_codec *codec)
+{
+    rc_state *st = self->state;
+    PyObject *result = NULL, *reply, *err_type = NULL, *err_value = NULL, *err_tb = NULL;
+    Py_ssize_t i;
+
+    if (rc_conn_flush(c, st) < 0)
+        goto out;
+    if (n != 1) {
+        result = PyList_New(n);
+        if (result == NULL) {
+            c->broken = 1;
+            goto out;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        rc_reply_status status = rc_conn_read(c, codec, &reply, st);
+        if (status == RC_REPLY_BROKEN) {
+            Py_CLEAR(result);
+            goto out;
+        }
+        if (status == RC_REPLY_BAD_VALUE) {
+            if (err_type == NULL)
+                PyErr_Fetch(&err_type, &err_value, &err_tb);
+            else
+                PyErr_Clear();
+            reply = Py_NewRef(Py_None);
+        }
+        else if (err_type == NULL && PyObject_TypeCheck(reply, (PyTypeObject *)st->ResponseError)) {
+            err_type = Py_NewRef(st->ResponseError);
+            err_value = Py_NewRef(reply);
+        }
+        if (n == 1)
+            result = reply;
+        else
+            PyList_SET_ITEM(result, i, reply);
+    }
+    if (err_type != NULL) {
+        Py_CLEAR(result);
+        PyErr_Restore(err_type, err_value, err_tb);
+        err_type = err_value = err_tb = NULL;
+    }
+out:
+    Py_XDECREF(err_type);
+    Py_XDECREF(err_value);
+    Py_XDECREF(err_tb);
+    rc_pool_release(&self->pool, c);
+    return result;
+}
+
+/* One single-key command with a raw (not decoded) reply. */
+static PyObject *key_command(SyncClient *self, const char *name, PyObject *key)
+{
+    rc_conn *c = checkout(self);
+
+    if (c == NULL)
+        return NULL;
+    if (rc_cmd_key(&self->ks, &c->out, name, key) < 0)
+        return abandon(self, c);
+    return exchange(self, c, 1, NULL);
+}
+
+/* Integer reply to bool: "did it touch a key". */
+static PyObject *positive(PyObject *reply)
+{
+    PyObject *result;
+
+    if (reply == NULL)
+        return NULL;
+    result = PyBool_FromLong(PyLong_Check(reply) && PyLong_AsLong(reply) > 0);
+    Py_DECREF(reply);
+    return result;
+}
+
+/* ------------------------------------------------------------ methods */
+
+static PyObject *SyncClient_get(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    static const char *const names[] = {"key", "default"};
+    PyObject *params[2] = {NULL, Py_None}, *reply;
+    rc_conn *c;
+
+    if (rc_parse_args("get", args, nargs, kwnames, names, 2, 1, params) < 0)
+        return NULL;
+    c = checkout(self);
+    if (c == NULL)
+        return NULL;
+    if (rc_cmd_key(&self->ks, &c->out, "GET", params[0]) < 0)
+        return abandon(self, c);
+    reply = exchange(self, c, 1, &self->ks.codec);
+    if (reply == self->state->missing) {
+        Py_DECREF(reply);
+        return Py_NewRef(params[1]);
+    }
+    return reply;
+}
+
+static PyObject *SyncClient_set(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    static const char *const names[] = {"key", "value", "ttl"};
+    PyObject *params[3] = {NULL, NULL, Py_None}, *reply;
+    rc_conn *c;
+    int ok;
+
+    if (rc_parse_args("set", args, nargs, kwnames, names, 3, 2, params) < 0)
+        return NULL;
+    c = checkout(self);
+    if (c == NULL)
+        return NULL;
+    if (rc_cmd_set(&self->ks, &c->out, params[0], params[1], params[2]) < 0)
+        return abandon(self, c);
+    reply = exchange(self, c, 1, NULL);
+    if (reply == NULL)
+        return NULL;
+    ok = reply != Py_None;
+    Py_DECREF(reply);
+    return PyBool_FromLong(ok);
+}
+
+static PyObject *SyncClient_delete(SyncClient *self, PyObject *key)
+{
+    return positive(key_command(self, "UNLINK", key));
+}
+
+static PyObject *SyncClient_exists(SyncClient *self, PyObject *key)
+{
+    return positive(key_command(self, "EXISTS", key));
+}
+
+static PyObject *SyncClient_ttl(SyncClient *self, PyObject *key)
+{
+    return key_command(self, "TTL", key);
+}
+
+static PyObject *SyncClient_expire(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    static const char *const names[] = {"key", "ttl"};
+    PyObject *params[2] = {NULL, NULL};
+    rc_conn *c;
+
+    if (rc_parse_args("expire", args, nargs, kwnames, names, 2, 2, params) < 0)
+        return NULL;
+    c = checkout(self);
+    if (c == NULL)
+        return NULL;
+    if (rc_cmd_expire(&self->ks, &c->out, params[0], params[1]) < 0)
+        return abandon(self, c);
+    return positive(exchange(self, c, 1, NULL));
+}
+
+static PyObject *SyncClient_incr(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    static const char *const names[] = {"key", "amount"};
+    PyObject *params[2] = {NULL, NULL}, *one = NULL, *result;
+    rc_conn *c;
+
+    if (rc_parse_args("incr", args, nargs, kwnames, names, 2, 1, params) < 0)
+        return NULL;
+    if (params[1] == NULL) {
+        one = PyLong_FromLong(1);
+        if (one == NULL)
+            return NULL;
+        params[1] = one;
+    }
+    c = checkout(self);
+    if (c == NULL) {
+        Py_XDECREF(one);
+        return NULL;
+    }
+    if (rc_cmd_incrby(&self->ks, &c->out, params[0], params[1]) < 0)
+        result = abandon(self, c);
+    else
+        result = exchange(self, c, 1, NULL);
+    Py_XDECREF(one);
+    return result;
+}
+
+/* A list or tuple of keys; a lone str or bytes is refused, as iterating it
+ * would turn one key into one key per character. */
+static PyObject *key_list(const char *fname, PyObject *keys)
+{
+    if (PyUnicode_Check(keys) || PyBytes_Check(keys)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes an iterable of keys, not a single %.100s key",
+                     fname, Py_TYPE(keys)->tp_name);
+        return NULL;
+    }
+    return PySequence_Fast(keys, "keys must be an iterable of str or bytes");
+}
+
+static PyObject *SyncClient_get_many(SyncClient *self, PyObject *keys_arg)
+{
+    PyObject *keys, *reply = NULL, *result = NULL;
+    Py_ssize_t i, n;
+    rc_conn *c;
+
+    keys = key_list("get_many", keys_arg);
+    if (keys == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(keys);
+    if (n == 0) {
+        result = PyDict_New();
+        goto out;
+    }
+    c = checkout(self);
+    if (c == NULL)
+        goto out;
+    if (rc_cmd_multikey(&self->ks, &c->out, "MGET", keys) < 0) {
+        abandon(self, c);
+        goto out;
+    }
+    reply = exchange(self, c, 1, &self->ks.codec);
+    if (reply == NULL)
+        goto out;
+    if (!PyList_Check(reply) || PyList_GET_SIZE(reply) != n) {
+        PyErr_SetString(self->state->ConnectionError, "MGET returned an unexpected reply");
+        goto out;
+    }
+    result = PyDict_New();
+    if (result == NULL)
+        goto out;
+    for (i = 0; i < n; i++) {
+        PyObject *value = PyList_GET_ITEM(reply, i);
+        if (value != self->state->missing &&
+            PyDict_SetItem(result, PySequence_Fast_GET_ITEM(keys, i), value) < 0) {
+            Py_CLEAR(result);
+            goto out;
+        }
+    }
+out:
+    Py_XDECREF(reply);
+    Py_DECREF(keys);
+    return result;
+}
+
+static PyObject *SyncClient_set_many(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames)
+{
+    static const char *const names[] = {"mapping", "ttl"};
+    PyObject *params[2] = {NULL, Py_None}, *replies;
+    Py_ssize_t count = 0, i;
+    rc_conn *c;
+    int ok = 1;
+
+    if (rc_parse_args("set_many", args, nargs, kwnames, names, 2, 1, params) < 0)
+        return NULL;
+    c = checkout(self);
+    if (c == NULL)
+        return NULL;
+    if (rc_cmd_set_many(&self->ks, &c->out, params[0], params[1], &count) < 0)
+        return abandon(self, c);
+    if (count == 0) {
+        rc_pool_release(&self->pool, c);
+        Py_RETURN_TRUE;
+    }
+    replies = exchange(self, c, count, NULL);
+    if (replies == NULL)
+        return NULL;
+    if (count == 1) {
+        ok = replies != Py_None;
+    }
+    else {
+        for (i = 0; i < count; i++)
+            ok &= PyList_GET_ITEM(replies, i) != Py_None;
+    }
+    Py_DECREF(replies);
+    return PyBool_FromLong(ok);
+}
+
+static PyObject *SyncClient_delete_many(SyncClient *self, PyObject *keys_arg)
+{
+    PyObject *keys, *result = NULL;
+    rc_conn *c;
+
+    keys = key_list("delete_many", keys_arg);
+    if (keys == NULL)
+        return NULL;
+    if (PySequence_Fast_GET_SIZE(keys) == 0) {
+        result = PyLong_FromLong(0);
+        goto out;
+    }
+    c = checkout(self);
+    if (c == NULL)
+        goto out;
+    if (rc_cmd_multikey(&self->ks, &c->out, "UNLINK", keys) < 0)
+        abandon(self, c);
+    else
+        result = exchange(self, c, 1, NULL);
+out:
+    Py_DECREF(keys);
+    return result;
+}
+
+static PyObject *SyncClient_ping(SyncClient *self, PyObject *unused)
+{
+    PyObject *arg = PyUnicode_FromString("PING"), *reply = NULL;
+    rc_conn *c;
+    int ok;
+
+    (void)unused;
+    if (arg == NULL)
+        return NULL;
+    c = checkout(self);
+    if (c == NULL)
+        goto out;
+    if (rc_cmd_raw(&c->out, &arg, 1) < 0) {
+        abandon(self, c);
+        goto out;
+    }
+    reply = exchange(self, c, 1, NULL);
+out:
+    Py_DECREF(arg);
+    if (reply == NULL)
+        return NULL;
+    ok = PyUnicode_Check(reply) && PyUnicode_CompareWithASCIIString(reply, "PONG") == 0;
+    Py_DECREF(reply);
+    return PyBool_FromLong(ok);
+}
+
+static PyObject *SyncClient_execute_command(SyncClient *self, PyObject *const *args,
+                                            Py_ssize_t nargs)
+{
+    rc_conn *c = checkout(self);
+
+    if (c == NULL)
+        return NULL;
+    if (rc_cmd_raw(&c->out, args, nargs) < 0)
+        return abandon(self, c);
+    return exchange(self, c, 1, NULL);
+}
+
+static PyObject *SyncClient_close(SyncClient *self, PyObject *unused)
+{
+    (void)unused;
+    release_resources(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *SyncClient_get_closed(SyncClient *self, void *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(!self->ready || self->pool.closed);
+}
+
+static PyObject *SyncClient_get_key_prefix(SyncClient *self, void *unused)
+{
+    (void)unused;
+    return PyBytes_FromStringAndSize(self->ks.prefix ? self->ks.prefix : "",
+                                     (Py_ssize_t)self->ks.prefix_len);
+}
+
+static PyMethodDef SyncClient_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))SyncClient_get, METH_FASTCALL | METH_KEYWORDS,
+     "get(key, default=None): the stored value, or default when the key is missing."},
+    {"set", (PyCFunction)(void (*)(void))SyncClient_set, METH_FASTCALL | METH_KEYWORDS,
+     "set(key, value, ttl=None) -> bool: store value; ttl None means default_ttl."},
+    {"delete", (PyCFunction)SyncClient_delete, METH_O,
+     "delete(key) -> bool: remove the key; True if it existed."},
+    {"exists", (PyCFunction)SyncClient_exists, METH_O, "exists(key) -> bool"},
+    {"expire", (PyCFunction)(void (*)(void))SyncClient_expire, METH_FASTCALL | METH_KEYWORDS,
+     "expire(key, ttl) -> bool: set a new expiry; False if the key does not exist."},
+    {"ttl", (PyCFunction)SyncClient_ttl, METH_O,
+     "ttl(key) -> int: seconds left; -1 when the key has no expiry, -2 when it does not exist."},
+    {"incr", (PyCFunction)(void (*)(void))SyncClient_incr, METH_FASTCALL | METH_KEYWORDS,
+     "incr(key, amount=1) -> int: add amount to an integer value and return the result."},
+    {"get_many", (PyCFunction)SyncClient_get_many, METH_O,
+     "get_many(keys) -> dict: the keys that were found, with their values (one MGET)."},
+    {"set_many", (PyCFunction)(void (*)(void))SyncClient_set_many, METH_FASTCALL | METH_KEYWORDS,
+     "set_many(mapping, ttl=None) -> bool: store every item in one pipeline."},
+    {"delete_many", (PyCFunction)SyncClient_delete_many, METH_O,
+     "delete_many(keys) -> int: remove the keys; the number that existed."},
+    {"ping", (PyCFunction)SyncClient_ping, METH_NOARGS, "ping() -> bool"},
+    {"execute_command", (PyCFunction)(void (*)(void))SyncClient_execute_command, METH_FASTCALL,
+     "execute_command(*args): send any command (no namespace applied) and return the raw reply."},
+    {"close", (PyCFunction)SyncClient_close, METH_NOARGS,
+     "close(): close every connection; the cache cannot be used afterwards."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef SyncClient_getset[] = {
+    {"closed", (getter)SyncClient_get_closed, NULL, "True once close() was called.", NULL},
+    {"_key_prefix", (getter)SyncClient_get_key_prefix, NULL,
+     "The bytes put before every key (\"namespace:\").", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot SyncClient_slots[] = {
+    {Py_tp_new, SyncClient_new},
+    {Py_tp_init, SyncClient_init},
+    {Py_tp_dealloc, SyncClient_dealloc},
+    {Py_tp_finalize, SyncClient_finalize},
+    {Py_tp_traverse, SyncClient_traverse},
+    {Py_tp_clear, SyncClient_clear},
+    {Py_tp_methods, SyncClient_methods},
+    {Py_tp_getset, SyncClient_getset},
+    {Py_tp_doc, "The blocking cache client's C core; use redis_cache.SyncRedisCache."},
+    {0, NULL},
+};
+
+PyType_Spec rc_sync_client_spec = {
+    .name = "redis_cache._core.SyncClient",
+    .basicsize = sizeof(SyncClient),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = SyncClient_slots,
+};

@@ -1,0 +1,38 @@
+"""redis_cache: a Redis cache for Python services with a C core.
+
+>>> from redis_cache import SyncRedisCache
+>>> with SyncRedisCache.from_url("redis://localhost:6379/0", namespace="app") as cache:
+...     cache.set("user:1", {"name": "Ada"}, ttl=60)
+...     cache.get("user:1")
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .cache import TTL, SyncRedisCache
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectionError,
+    PoolTimeout,
+    RedisCacheError,
+    ResponseError,
+    SerializationError,
+    TimeoutError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SyncRedisCache",
+    "TTL",
+    "errors",
+    "RedisCacheError",
+    "ConfigurationError",
+    "ConnectionError",
+    "AuthenticationError",
+    "TimeoutError",
+    "PoolTimeout",
+    "ResponseError",
+    "SerializationError",
+]

@@ -1,0 +1,638 @@
+"""Connection settings: validation, Redis URL parsing and environment variables.
+
+All of this is pure Python on purpose: every configuration mistake is reported
+as a :class:`~redis_cache.errors.ConfigurationError` that says what is wrong and
+how to fix it, before the C core ever opens a socket.
+
+Secrets policy: no error message, ``repr`` or description produced here ever
+contains a password.  URL errors therefore never quote anything taken from
+the user-info, host, port or path of a URL (a forgotten ``@host`` turns
+``redis://user:PASSWORD`` into host ``user`` and port ``PASSWORD``), and
+conversion errors are raised without exception chaining so that a traceback
+cannot show the raw text either.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import numbers
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from urllib.parse import quote, unquote
+
+from .errors import ConfigurationError
+
+__all__ = ["ConnectionSettings", "parse_url", "settings_from_env"]
+
+_DEFAULT_PORT = 6379
+_MAX_PORT = 65535
+_TIMEOUT_FIELDS = ("socket_timeout", "socket_connect_timeout", "pool_timeout")
+
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9._-]+\Z")
+_DIGITS_RE = re.compile(r"[0-9]+\Z")
+_DECIMAL_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z")
+_BAD_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Redis' CLIENT SETNAME accepts only '!'..'~' (printable ASCII, no space).
+_CLIENT_NAME_RE = re.compile(r"[!-~]+\Z")
+
+
+# --------------------------------------------------------------------------
+# Text conversions shared by URL and environment parsing.  They return None
+# instead of raising so that callers decide whether the text may be quoted.
+# --------------------------------------------------------------------------
+
+
+def _int_expectation(minimum: int, maximum: int | None) -> str:
+    """Phrase a range the same way in every message, so users learn it once."""
+    if maximum is None:
+        return f"a whole number >= {minimum}"
+    return f"a whole number from {minimum} to {maximum}"
+
+
+def _text_to_int(text: str, minimum: int, maximum: int | None) -> int | None:
+    """Parse plain ASCII digits only.
+
+    ``int()`` would also accept ``+5``, ``1_0``, surrounding spaces and
+    non-ASCII digits, none of which belong in a URL or a port number.
+    """
+    if not _DIGITS_RE.match(text):
+        return None
+    number = int(text)
+    if number < minimum or (maximum is not None and number > maximum):
+        return None
+    return number
+
+
+def _text_to_seconds(text: str) -> float | None:
+    """Parse a positive decimal number of seconds.
+
+    ``float()`` would accept ``nan``, ``inf`` and exponents, which are never
+    what someone means by a timeout.
+    """
+    if not _DECIMAL_RE.match(text):
+        return None
+    seconds = float(text)
+    if seconds <= 0 or not math.isfinite(seconds):
+        return None
+    return seconds
+
+
+# --------------------------------------------------------------------------
+# Value checks shared by ConnectionSettings and the parsers.
+# --------------------------------------------------------------------------
+
+
+def _check_int(
+    value: object, name: str, minimum: int, maximum: int | None = None, hint: str = ""
+) -> int:
+    """Accept real integers only: a bool or a numeric string is a caller bug."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigurationError(
+            f"{name} must be an int, got {type(value).__name__} {value!r}; convert "
+            "text with int(), or use parse_url()/settings_from_env() for URLs "
+            "and environment variables"
+        )
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
+        message = f"{name} must be {_int_expectation(minimum, maximum)}, got {number}"
+        raise ConfigurationError(f"{message}; {hint}" if hint else message)
+    return number
+
+
+def _check_timeout(value: object, name: str) -> float | None:
+    """A timeout is None (wait forever) or a positive, finite number of seconds.
+
+    Zero is refused rather than read as "no timeout" because socket APIs
+    treat 0 as non-blocking, which would make every command fail at once.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigurationError(
+            f"{name} must be a number of seconds or None, got {type(value).__name__}"
+            f" {value!r}"
+        )
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if seconds <= 0 or not math.isfinite(seconds):
+        raise ConfigurationError(
+            f"{name} must be a positive, finite number of seconds (or None to wait "
+            f"forever), got {value!r}"
+        )
+    return seconds
+
+
+def _check_host(value: object, name: str) -> str:
+    """Catch empty or padded host names early; DNS errors later are far less clear."""
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{name} must be a str such as 'localhost', got {type(value).__name__}"
+        )
+    if not value or any(ch.isspace() for ch in value):
+        raise ConfigurationError(
+            f"{name} must be a non-empty host name or IP address without spaces, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _check_optional_text(value: object, name: str, *, secret: bool = False) -> str | None:
+    """None means "not set"; an empty string is refused as ambiguous.
+
+    For secrets the message names only the type, never the value.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        shown = "" if secret else f" {value!r}"
+        raise ConfigurationError(
+            f"{name} must be a str or None, got {type(value).__name__}{shown}"
+        )
+    if not value:
+        raise ConfigurationError(f"{name} must not be empty; use None when it is not needed")
+    return value
+
+
+def _check_client_name(value: object, name: str) -> str | None:
+    """Refuse names that Redis' CLIENT SETNAME would reject at connect time."""
+    text = _check_optional_text(value, name)
+    if text is not None and not _CLIENT_NAME_RE.match(text):
+        raise ConfigurationError(
+            f"{name} may only contain printable ASCII characters without spaces "
+            f"(Redis rejects others), got {text!r}"
+        )
+    return text
+
+
+def _check_socket_path(value: object, name: str) -> str | None:
+    """Accept str or os.PathLike and store a str, which is what the C core takes."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"{name} must be a str or os.PathLike path, got {type(value).__name__}"
+        )
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise ConfigurationError(
+            f"{name} must be a text path, got {type(path).__name__}; decode it first "
+            "(os.fsdecode)"
+        )
+    if not path or "\0" in path:
+        raise ConfigurationError(
+            f"{name} must be a non-empty path without NUL characters, such as "
+            "'/var/run/redis/redis.sock'"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------
+# ConnectionSettings
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class ConnectionSettings:
+    """Validated, immutable settings for one connection pool.
+
+    When ``unix_socket_path`` is set it is used instead of ``host``/``port``.
+    Construction validates every field, so an invalid object cannot exist
+    (``dataclasses.replace`` validates again).  The password is kept out of
+    ``repr()`` and :meth:`describe` so settings can be logged safely.
+    """
+
+    host: str = "localhost"
+    port: int = _DEFAULT_PORT
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    unix_socket_path: str | None = None
+    max_connections: int = 50
+    socket_timeout: float | None = 5.0
+    socket_connect_timeout: float | None = 5.0
+    client_name: str | None = None
+    pool_timeout: float | None = 5.0
+
+    def __post_init__(self) -> None:
+        """Validate and normalise (ints, float seconds, str socket path)."""
+        _check_host(self.host, "host")
+        normalised: dict[str, object] = {
+            "port": _check_int(
+                self.port, "port", 1, _MAX_PORT, "the Redis default is 6379"
+            ),
+            "db": _check_int(self.db, "db", 0, hint="Redis databases are numbered from 0"),
+            "max_connections": _check_int(
+                self.max_connections, "max_connections", 1,
+                hint="a pool needs at least one connection",
+            ),
+            "unix_socket_path": _check_socket_path(self.unix_socket_path, "unix_socket_path"),
+        }
+        _check_optional_text(self.username, "username")
+        _check_optional_text(self.password, "password", secret=True)
+        _check_client_name(self.client_name, "client_name")
+        for name in _TIMEOUT_FIELDS:
+            normalised[name] = _check_timeout(getattr(self, name), name)
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        """Show every field, but only whether a password is set, never its value."""
+        parts = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            shown = "'***'" if item.name == "password" and value is not None else repr(value)
+            parts.append(f"{item.name}={shown}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def describe(self) -> str:
+        """A URL-like description that is safe to log (the password is left out).
+
+        Examples: ``redis://alice@localhost:6379/0``,
+        ``unix:///tmp/redis.sock?db=2``.  It parses back with :func:`parse_url`.
+        """
+        user = f"{quote(self.username, safe='')}@" if self.username else ""
+        if self.unix_socket_path is not None:
+            return f"unix://{user}{quote(self.unix_socket_path, safe='/')}?db={self.db}"
+        host = self.host
+        if ":" in host:  # IPv6 literal; a zone id's '%' must be escaped as %25
+            host = f"[{host.replace('%', '%25')}]"
+        return f"redis://{user}{host}:{self.port}/{self.db}"
+
+
+# --------------------------------------------------------------------------
+# URL parsing
+# --------------------------------------------------------------------------
+
+_URL_EXAMPLE = "redis://[[username]:password@]host[:port][/db][?option=value]"
+
+
+def _url_error(part: str, problem: str) -> ConfigurationError:
+    """Name the faulty part first so the user knows where to look."""
+    return ConfigurationError(f"invalid Redis URL ({part}): {problem}")
+
+
+def _decode(raw: str, part: str) -> str:
+    """Percent-decode strictly.
+
+    A stray ``%`` is refused rather than kept, because silently keeping it
+    would make ``%25`` and ``%`` mean the same thing for some passwords only.
+    """
+    if _BAD_PERCENT_RE.search(raw):
+        raise _url_error(
+            part, "'%' must be followed by two hex digits; write a literal '%' as %25"
+        )
+    try:
+        return unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise _url_error(part, "percent-escapes do not form valid UTF-8") from None
+
+
+def _split_scheme(url: object) -> tuple[str, str]:
+    """Return the lower-cased scheme and the text after ``://``."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"Redis URL must be a str, got {type(url).__name__}")
+    text = url.strip()
+    if not text:
+        raise _url_error("scheme", f"the URL is empty; expected {_URL_EXAMPLE}")
+    scheme, sep, rest = text.partition("://")
+    if not sep or not _SCHEME_RE.match(scheme):
+        raise _url_error(
+            "scheme", f"the URL must start with redis:// or unix://, e.g. {_URL_EXAMPLE}"
+        )
+    scheme = scheme.lower()
+    if scheme == "rediss":
+        raise ConfigurationError(
+            "TLS (rediss://) is not supported yet; use redis:// or a unix socket"
+        )
+    if scheme not in ("redis", "unix"):
+        raise _url_error("scheme", f"unsupported scheme {scheme!r}; use redis:// or unix://")
+    return scheme, rest
+
+
+def _split_authority(rest: str) -> tuple[str, str, str]:
+    """Split into (authority, path, query) the standard way.
+
+    An ``@`` after the authority means credentials containing an unescaped
+    ``/``, ``?`` or ``#`` were cut in two; refusing it here is what keeps
+    password fragments out of later, value-quoting messages.
+    """
+    ends = [index for index in (rest.find(ch) for ch in "/?#") if index != -1]
+    end = min(ends, default=len(rest))
+    authority, remainder = rest[:end], rest[end:]
+    if "@" in remainder:
+        raise _url_error(
+            "credentials",
+            "'@' found after the host; in a username or password percent-encode "
+            "'/' as %2F, '?' as %3F, '#' as %23 (and '@' elsewhere as %40)",
+        )
+    if "#" in remainder:
+        raise _url_error("fragment", "'#...' is not supported; percent-encode '#' as %23")
+    path, _, query = remainder.partition("?")
+    return authority, path, query
+
+
+def _parse_userinfo(authority: str) -> tuple[dict[str, object], str]:
+    """Take ``[username][:password]@`` off the authority.
+
+    The last ``@`` ends the user-info, so an unescaped ``@`` inside a
+    password still works.  Empty username or password count as absent.
+    """
+    userinfo, at, hostport = authority.rpartition("@")
+    credentials: dict[str, object] = {}
+    if not at:
+        return credentials, authority
+    raw_user, _, raw_password = userinfo.partition(":")
+    username = _decode(raw_user, "username")
+    password = _decode(raw_password, "password")
+    if username:
+        credentials["username"] = username
+    if password:
+        credentials["password"] = password
+    return credentials, hostport
+
+
+def _parse_ipv6(text: str) -> str:
+    """Validate a bracketed IPv6 literal (zone id written as %25) and normalise it."""
+    decoded = _decode(text, "host")  # outside the try: ConfigurationError is a ValueError
+    try:
+        return str(ipaddress.IPv6Address(decoded))
+    except ValueError:
+        raise _url_error(
+            "host", "the text inside [...] is not a valid IPv6 address"
+        ) from None
+
+
+def _parse_port(text: str) -> int:
+    """The port text is never quoted: without an '@' it may be a password."""
+    if not text:
+        raise _url_error("port", "':' is not followed by a port number")
+    port = _text_to_int(text, 1, _MAX_PORT)
+    if port is None:
+        raise _url_error(
+            "port",
+            f"must be {_int_expectation(1, _MAX_PORT)} (if this was 'user:password', "
+            "add '@host' after it)",
+        )
+    return port
+
+
+def _parse_hostport(hostport: str) -> dict[str, object]:
+    """Parse ``host``, ``host:port``, ``[ipv6]`` or ``[ipv6]:port``."""
+    port_text: str | None
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close == -1:
+            raise _url_error("host", "an IPv6 address opened with '[' is never closed with ']'")
+        host = _parse_ipv6(hostport[1:close])
+        after = hostport[close + 1:]
+        if after and not after.startswith(":"):
+            raise _url_error("host", "only ':port' may follow ']'")
+        port_text = after[1:] if after else None
+    else:
+        host, colon, port_text = hostport.partition(":")
+        if ":" in port_text:
+            raise _url_error(
+                "host", "IPv6 addresses must be in brackets, e.g. redis://[::1]:6379/0"
+            )
+        if not colon:
+            port_text = None
+        if not host:
+            raise _url_error("host", f"the host is missing; expected {_URL_EXAMPLE}")
+        if not _HOSTNAME_RE.match(host):
+            raise _url_error(
+                "host", "a host name may only contain letters, digits, '.', '-' and '_'"
+            )
+    result: dict[str, object] = {"host": host}
+    if port_text is not None:
+        result["port"] = _parse_port(port_text)
+    return result
+
+
+def _parse_db_path(path: str) -> int | None:
+    """``/3`` selects database 3; ``/`` or nothing leaves it unset."""
+    if path in ("", "/"):
+        return None
+    db = _text_to_int(path[1:], 0, None)
+    if db is None:
+        raise _url_error(
+            "db",
+            f"the path must be /<db> with {_int_expectation(0, None)}, e.g. "
+            "redis://localhost:6379/2",
+        )
+    return db
+
+
+def _parse_socket_path(hostport: str, path: str) -> str:
+    """A unix:// URL carries only a path; a host usually means two slashes, not three."""
+    if hostport:
+        raise _url_error(
+            "host",
+            "unix:// URLs take no host; write unix:///path/to/redis.sock (three slashes)",
+        )
+    socket_path = _decode(path, "socket path")
+    if not socket_path or "\0" in socket_path:
+        raise _url_error(
+            "socket path", "expected an absolute path, e.g. unix:///var/run/redis.sock?db=0"
+        )
+    return socket_path
+
+
+def _int_option(minimum: int) -> Callable[[str, str], object]:
+    """Build a parser for an integer URL option with a lower bound."""
+
+    def parse(text: str, part: str) -> object:
+        number = _text_to_int(text, minimum, None)
+        if number is None:
+            raise _url_error(part, f"must be {_int_expectation(minimum, None)}, got {text!r}")
+        return number
+
+    return parse
+
+
+def _seconds_option(text: str, part: str) -> object:
+    """Parse a timeout option; the value is quoted because options are not secret."""
+    seconds = _text_to_seconds(text)
+    if seconds is None:
+        raise _url_error(part, f"must be a positive number of seconds, got {text!r}")
+    return seconds
+
+
+def _client_name_option(text: str, part: str) -> object:
+    """Reuse the ConnectionSettings rule so both paths refuse the same names."""
+    try:
+        return _check_client_name(text, "client_name")
+    except ConfigurationError as exc:
+        raise _url_error(part, str(exc)) from None
+
+
+_URL_OPTIONS: Mapping[str, Callable[[str, str], object]] = {
+    "db": _int_option(0),
+    "socket_timeout": _seconds_option,
+    "socket_connect_timeout": _seconds_option,
+    "max_connections": _int_option(1),
+    "client_name": _client_name_option,
+    "pool_timeout": _seconds_option,
+}
+
+
+def _parse_query(query: str) -> dict[str, object]:
+    """Parse ``name=value&...``; unknown or repeated options are errors, not ignored.
+
+    Ignoring a misspelt option would silently keep a default the user meant
+    to change.  Values of unknown options are never quoted.
+    """
+    options: dict[str, object] = {}
+    for item in query.split("&"):
+        if not item:
+            continue  # tolerate "a=1&&b=2" and a trailing '&'
+        raw_name, equals, raw_value = item.partition("=")
+        name = _decode(raw_name, "option name")
+        part = f"option {name!r}"
+        if name not in _URL_OPTIONS:
+            known = ", ".join(_URL_OPTIONS)
+            raise _url_error(part, f"unknown option; known options are: {known}")
+        if name in options:
+            raise _url_error(part, "given more than once")
+        if not equals or not raw_value:
+            raise _url_error(part, f"needs a value, written {name}=<value>")
+        options[name] = _URL_OPTIONS[name](_decode(raw_value, part), part)
+    return options
+
+
+def _merge_db(path_db: int | None, options: dict[str, object]) -> None:
+    """Allow db in the path or the query, but refuse two different answers."""
+    if path_db is None:
+        return
+    query_db = options.setdefault("db", path_db)
+    if query_db != path_db:
+        raise _url_error(
+            "db", f"the path says /{path_db} but the query says db={query_db}; give it once"
+        )
+
+
+def parse_url(url: str) -> dict[str, object]:
+    """Parse a Redis URL into keyword arguments for :class:`ConnectionSettings`.
+
+    Accepted forms::
+
+        redis://[[username]:password@]host[:port][/db][?option=value&...]
+        unix://[[username]:password@]/path/to/redis.sock[?db=N&...]
+
+    Hosts may be IPv6 literals in brackets (``redis://[::1]:6380/0``).
+    Username, password, socket path and option values are percent-decoded.
+    Options: db, socket_timeout, socket_connect_timeout, max_connections,
+    client_name, pool_timeout.  Only keys present in the URL are returned, so
+    the result can be layered over defaults or other sources.
+
+    Raises :class:`ConfigurationError` naming the faulty part; the message
+    never contains the password.  ``rediss://`` (TLS) is refused for now.
+    """
+    scheme, rest = _split_scheme(url)
+    authority, path, query = _split_authority(rest)
+    settings, hostport = _parse_userinfo(authority)
+    if scheme == "redis":
+        settings.update(_parse_hostport(hostport))
+        path_db = _parse_db_path(path)
+    else:
+        settings["unix_socket_path"] = _parse_socket_path(hostport, path)
+        path_db = None
+    options = _parse_query(query)
+    _merge_db(path_db, options)
+    settings.update(options)
+    return settings
+
+
+# --------------------------------------------------------------------------
+# Environment variables
+# --------------------------------------------------------------------------
+
+
+def _env_int(minimum: int, maximum: int | None = None) -> Callable[[str, str], object]:
+    """Build a converter for an integer variable; the value is quoted (not secret)."""
+
+    def convert(text: str, variable: str) -> object:
+        number = _text_to_int(text, minimum, maximum)
+        if number is None:
+            raise ConfigurationError(
+                f"{variable} must be {_int_expectation(minimum, maximum)}, got {text!r}"
+            )
+        return number
+
+    return convert
+
+
+def _env_seconds(text: str, variable: str) -> object:
+    """Convert a timeout variable (seconds, decimals allowed)."""
+    seconds = _text_to_seconds(text)
+    if seconds is None:
+        raise ConfigurationError(
+            f"{variable} must be a positive number of seconds, got {text!r}"
+        )
+    return seconds
+
+
+def _env_host(text: str, variable: str) -> object:
+    """Catch a URL put into REDIS_HOST, a common mix-up."""
+    if "://" in text:
+        raise ConfigurationError(
+            f"{variable} takes a bare host name such as 'localhost'; put URLs in REDIS_URL"
+        )
+    return text
+
+
+def _env_text(text: str, variable: str) -> object:
+    """Keep the value as it is."""
+    return text
+
+
+# (variable, settings key, converter, strip surrounding whitespace).
+# Credentials are not stripped: spaces may be part of a password.
+_ENV_VARIABLES: tuple[tuple[str, str, Callable[[str, str], object], bool], ...] = (
+    ("REDIS_HOST", "host", _env_host, True),
+    ("REDIS_PORT", "port", _env_int(1, _MAX_PORT), True),
+    ("REDIS_DB", "db", _env_int(0), True),
+    ("REDIS_USERNAME", "username", _env_text, False),
+    ("REDIS_PASSWORD", "password", _env_text, False),
+    ("REDIS_SOCKET_PATH", "unix_socket_path", _env_text, True),
+    ("REDIS_MAX_CONNECTIONS", "max_connections", _env_int(1), True),
+    ("REDIS_SOCKET_TIMEOUT", "socket_timeout", _env_seconds, True),
+    ("REDIS_SOCKET_CONNECT_TIMEOUT", "socket_connect_timeout", _env_seconds, True),
+)
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, object]:
+    """Read connection settings from environment variables.
+
+    Order: ``REDIS_URL`` is parsed first (with :func:`parse_url`) as the base;
+    then each of REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_USERNAME,
+    REDIS_PASSWORD, REDIS_SOCKET_PATH, REDIS_MAX_CONNECTIONS,
+    REDIS_SOCKET_TIMEOUT and REDIS_SOCKET_CONNECT_TIMEOUT that is set
+    overrides its one field.  This lets a deployment keep a shared URL and
+    change, say, only the password.
+
+    Empty values count as unset (for everything but the credentials, so do
+    whitespace-only values; surrounding whitespace is stripped from them).
+    Note that ``ConnectionSettings`` prefers a socket path over host/port.
+    Returns only the keys that were set; ``environ`` defaults to ``os.environ``.
+    Raises :class:`ConfigurationError` naming the variable at fault.
+    """
+    env = os.environ if environ is None else environ
+    settings: dict[str, object] = {}
+    url = env.get("REDIS_URL", "")
+    if url.strip():
+        try:
+            settings.update(parse_url(url))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"REDIS_URL: {exc}") from None
+    for variable, key, convert, strip in _ENV_VARIABLES:
+        raw = env.get(variable, "")
+        text = raw.strip() if strip else raw
+        if text:
+            settings[key] = convert(text, variable)
+    return settings

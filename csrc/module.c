@@ -3,7 +3,9 @@
 #include <Python.h>
 #include <hiredis/hiredis.h>
 
+#include "async_client.h"
 #include "conn.h"
+#include "mux.h"
 #include "state.h"
 #include "sync_client.h"
 
@@ -27,6 +29,35 @@ static PyObject *error_class(PyObject *errors, const char *name)
         Py_CLEAR(cls);
     }
     return cls;
+}
+
+/* asyncio pieces the engine calls on every request, looked up once. */
+static int load_asyncio(rc_state *st)
+{
+    PyObject *asyncio = PyImport_ImportModule("asyncio");
+    int rc = -1;
+
+    if (asyncio == NULL)
+        return -1;
+    st->FutureType = PyObject_GetAttrString(asyncio, "Future");
+    st->get_running_loop = PyObject_GetAttrString(asyncio, "get_running_loop");
+    st->loop_kwnames = Py_BuildValue("(s)", "loop");
+    st->str_set_result = PyUnicode_InternFromString("set_result");
+    st->str_set_exception = PyUnicode_InternFromString("set_exception");
+    st->str_call_soon = PyUnicode_InternFromString("call_soon");
+    if (st->FutureType && st->get_running_loop && st->loop_kwnames && st->str_set_result &&
+        st->str_set_exception && st->str_call_soon)
+        rc = 0;
+    Py_DECREF(asyncio);
+    return rc;
+}
+
+static int add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
+{
+    *slot = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, NULL);
+    if (*slot == NULL)
+        return -1;
+    return PyModule_AddType(module, *slot);
 }
 
 static int module_exec(PyObject *module)
@@ -53,9 +84,9 @@ static int module_exec(PyObject *module)
     st->missing = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (st->missing == NULL || PyModule_AddObjectRef(module, "MISSING", st->missing) < 0)
         goto out;
-    st->SyncClientType =
-        (PyTypeObject *)PyType_FromModuleAndSpec(module, &rc_sync_client_spec, NULL);
-    if (st->SyncClientType == NULL || PyModule_AddType(module, st->SyncClientType) < 0)
+    if (load_asyncio(st) < 0 || add_type(module, &rc_sync_client_spec, &st->SyncClientType) < 0 ||
+        add_type(module, &rc_async_client_spec, &st->AsyncClientType) < 0 ||
+        add_type(module, &rc_mux_spec, &st->MuxType) < 0)
         goto out;
     if (PyModule_AddIntConstant(module, "HIREDIS_MAJOR", HIREDIS_MAJOR) < 0 ||
         PyModule_AddIntConstant(module, "HIREDIS_MINOR", HIREDIS_MINOR) < 0)
@@ -70,6 +101,14 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     rc_state *st = get_state(module);
     Py_VISIT(st->SyncClientType);
+    Py_VISIT(st->AsyncClientType);
+    Py_VISIT(st->MuxType);
+    Py_VISIT(st->FutureType);
+    Py_VISIT(st->loop_kwnames);
+    Py_VISIT(st->get_running_loop);
+    Py_VISIT(st->str_set_result);
+    Py_VISIT(st->str_set_exception);
+    Py_VISIT(st->str_call_soon);
     Py_VISIT(st->ConnectionError);
     Py_VISIT(st->AuthenticationError);
     Py_VISIT(st->TimeoutError);
@@ -85,6 +124,14 @@ static int module_clear(PyObject *module)
 {
     rc_state *st = get_state(module);
     Py_CLEAR(st->SyncClientType);
+    Py_CLEAR(st->AsyncClientType);
+    Py_CLEAR(st->MuxType);
+    Py_CLEAR(st->FutureType);
+    Py_CLEAR(st->loop_kwnames);
+    Py_CLEAR(st->get_running_loop);
+    Py_CLEAR(st->str_set_result);
+    Py_CLEAR(st->str_set_exception);
+    Py_CLEAR(st->str_call_soon);
     Py_CLEAR(st->ConnectionError);
     Py_CLEAR(st->AuthenticationError);
     Py_CLEAR(st->TimeoutError);

@@ -10,6 +10,16 @@
 
 typedef struct rc_state {
     PyTypeObject *SyncClientType;
+    PyTypeObject *AsyncClientType;
+    PyTypeObject *MuxType;
+    /* asyncio.Future, created with loop= as a keyword (loop_kwnames). */
+    PyObject *FutureType;
+    PyObject *loop_kwnames;
+    PyObject *get_running_loop;
+    /* Interned method names used on every request. */
+    PyObject *str_set_result;
+    PyObject *str_set_exception;
+    PyObject *str_call_soon;
     PyObject *ConnectionError;
     PyObject *AuthenticationError;
     PyObject *TimeoutError;

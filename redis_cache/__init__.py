@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from . import errors
-from .cache import TTL, SyncRedisCache
+from .cache import TTL, RedisCache, SyncRedisCache
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -24,6 +24,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "RedisCache",
     "SyncRedisCache",
     "TTL",
     "errors",

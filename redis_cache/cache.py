@@ -8,7 +8,10 @@ and the context-manager protocol.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from os import PathLike
@@ -16,14 +19,16 @@ from typing import Any, TypeVar, Union
 
 from . import _core
 from ._config import ConnectionSettings, parse_url, settings_from_env
+from .errors import ConnectionError, TimeoutError
 
-__all__ = ["SyncRedisCache", "TTL"]
+__all__ = ["RedisCache", "SyncRedisCache", "TTL"]
 
 #: A time to live: seconds (int or float) or a timedelta. ``None`` means the
 #: cache's ``default_ttl`` (and no expiry when that is ``None`` too).
 TTL = Union[int, float, timedelta, None]
 
 _Self = TypeVar("_Self", bound="SyncRedisCache")
+_ASelf = TypeVar("_ASelf", bound="RedisCache")
 
 #: Keys removed per UNLINK while clearing a pattern, and the SCAN hint.
 _CLEAR_BATCH = 1000
@@ -34,6 +39,15 @@ _GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
 def escape_glob(prefix: bytes) -> bytes:
     """Escapes glob characters so a namespace matches only itself in SCAN MATCH."""
     return _GLOB_SPECIAL.sub(rb"\\\1", prefix)
+
+
+def _scan_match(key_prefix: bytes, pattern: str | bytes) -> bytes:
+    """The SCAN MATCH pattern for a user pattern inside a namespace."""
+    if isinstance(pattern, str):
+        pattern = pattern.encode()
+    elif not isinstance(pattern, bytes):
+        raise TypeError(f"pattern must be str or bytes, not {type(pattern).__name__}")
+    return escape_glob(key_prefix) + pattern
 
 
 class SyncRedisCache(_core.SyncClient):
@@ -120,18 +134,11 @@ class SyncRedisCache(_core.SyncClient):
         """The validated connection settings (the password is hidden in its repr)."""
         return self._settings
 
-    def _scan_match(self, pattern: str | bytes) -> bytes:
-        if isinstance(pattern, str):
-            pattern = pattern.encode()
-        elif not isinstance(pattern, bytes):
-            raise TypeError(f"pattern must be str or bytes, not {type(pattern).__name__}")
-        return escape_glob(self._key_prefix) + pattern
-
     def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes the keys of this namespace matching a glob ``pattern`` and returns
         how many were removed. Walks the keyspace with SCAN (never KEYS, which
         blocks the server) and removes each batch with UNLINK."""
-        match = self._scan_match(pattern)
+        match = _scan_match(self._key_prefix, pattern)
         removed = 0
         cursor: bytes = b"0"
         while True:
@@ -151,3 +158,231 @@ class SyncRedisCache(_core.SyncClient):
         state = "closed" if self.closed else "open"
         ns = f" namespace={self._namespace!r}" if self._namespace else ""
         return f"<{type(self).__name__} {self._settings.describe()}{ns} {state}>"
+
+
+class _Backoff:
+    """When to try connecting again after a failure: exponential, capped.
+
+    While the server is down, commands fail at once with ConnectionError
+    instead of each waiting for a connect timeout; the first command after
+    the delay tries again."""
+
+    INITIAL = 0.05
+    MAXIMUM = 2.0
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.retry_at = 0.0
+        self.reason = ""
+
+    def check(self, where: str) -> None:
+        wait = self.retry_at - time.monotonic()
+        if wait > 0:
+            raise ConnectionError(
+                f"redis at {where} is unreachable ({self.reason}); "
+                f"the next attempt is in {wait:.2f} s"
+            )
+
+    def failed(self, reason: str) -> None:
+        self.failures += 1
+        self.reason = reason
+        delay = min(self.MAXIMUM, self.INITIAL * 2 ** (self.failures - 1))
+        self.retry_at = time.monotonic() + delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.retry_at = 0.0
+
+
+class RedisCache(_core.AsyncClient):
+    """An asyncio Redis cache with a C engine.
+
+    Every method returns an awaitable. Commands from all coroutines share a
+    few multiplexed connections (``connections``, default 1): those issued
+    during one event-loop iteration leave in one write, and replies are
+    parsed and delivered in C. Connects lazily on first use; use it as
+    ``async with RedisCache(...) as cache`` or call ``await cache.close()``.
+
+    A cache belongs to the event loop it first ran on. Used from a new loop
+    after the old one was closed (a new ``asyncio.run``, a new test), it
+    reconnects; used from a second loop while the first still runs, it
+    raises RuntimeError.
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        unix_socket_path: str | PathLike[str] | None = None,
+        max_connections: int = 50,
+        socket_timeout: float | None = 5.0,
+        socket_connect_timeout: float | None = 5.0,
+        namespace: str | None = None,
+        default_ttl: TTL = None,
+        serializer: Any = "json",
+        *,
+        client_name: str | None = None,
+        pool_timeout: float | None = 5.0,
+        connections: int = 1,
+        max_in_flight: int = 4096,
+    ) -> None:
+        settings = ConnectionSettings(
+            host=host,
+            port=port,
+            db=db,
+            username=username,
+            password=password,
+            unix_socket_path=unix_socket_path,  # type: ignore[arg-type]
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            client_name=client_name,
+            pool_timeout=pool_timeout,
+        )
+        super().__init__(
+            namespace=namespace,
+            default_ttl=default_ttl,
+            serializer=serializer,
+            socket_timeout=settings.socket_timeout,
+            max_in_flight=max_in_flight,
+            connections=connections,
+        )
+        self._settings = settings
+        self._namespace = namespace or None
+        self._default_ttl = default_ttl
+        self._backoff = _Backoff()
+        self._connect_tasks: set[asyncio.Task[None]] = set()
+
+    from_url = classmethod(SyncRedisCache.from_url.__func__)  # type: ignore[attr-defined]
+    from_env = classmethod(SyncRedisCache.from_env.__func__)  # type: ignore[attr-defined]
+    namespace = SyncRedisCache.namespace
+    default_ttl = SyncRedisCache.default_ttl
+    settings = SyncRedisCache.settings
+
+    async def connect(self) -> None:
+        """Connects now rather than on first use, raising if the server is unreachable."""
+        await self.ping()
+
+    async def close(self) -> None:
+        """Closes every connection; requests still waiting fail with ConnectionError."""
+        for task in list(self._connect_tasks):
+            task.cancel()
+        self._close_connections()
+
+    async def clear_pattern(self, pattern: str | bytes) -> int:
+        """Deletes the keys of this namespace matching a glob ``pattern`` (SCAN + UNLINK,
+        never KEYS) and returns how many were removed."""
+        match = _scan_match(self._key_prefix, pattern)
+        removed = 0
+        cursor: bytes = b"0"
+        while True:
+            cursor, keys = await self.execute_command(
+                "SCAN", cursor, "MATCH", match, "COUNT", _CLEAR_BATCH
+            )
+            if keys:
+                removed += await self.execute_command("UNLINK", *keys)
+            if cursor == b"0":
+                return removed
+
+    async def __aenter__(self: _ASelf) -> _ASelf:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        ns = f" namespace={self._namespace!r}" if self._namespace else ""
+        return f"<{type(self).__name__} {self._settings.describe()}{ns} {state}>"
+
+    # -- connecting (called from C when a command finds no usable connection)
+
+    def _open_multiplexer(self, loop: asyncio.AbstractEventLoop, old: Any) -> Any:
+        if old is not None:
+            old_loop = old.loop
+            if old_loop is not loop and old_loop is not None and not old.closed:
+                if not old_loop.is_closed():
+                    raise RuntimeError(
+                        f"{self!r} is in use on another running event loop; "
+                        "create one cache per event loop"
+                    )
+            # Closed, from a closed loop, or from before a fork: let it go
+            # without touching its loop.
+            old.abandon()
+        self._backoff.check(self._settings.describe())
+        mux = self._new_multiplexer(loop)
+        task = loop.create_task(self._connect(mux))
+        self._connect_tasks.add(task)
+        task.add_done_callback(self._connect_tasks.discard)
+        return mux
+
+    def _handshake(self) -> list[tuple[Any, ...]]:
+        s = self._settings
+        commands: list[tuple[Any, ...]] = []
+        if s.password is not None:
+            if s.username is not None:
+                commands.append(("AUTH", s.username, s.password))
+            else:
+                commands.append(("AUTH", s.password))
+        if s.db:
+            commands.append(("SELECT", s.db))
+        if s.client_name is not None:
+            commands.append(("CLIENT", "SETNAME", s.client_name))
+        return commands
+
+    async def _connect(self, mux: Any) -> None:
+        where = self._settings.describe()
+        try:
+            sock = await asyncio.wait_for(
+                self._open_socket(), timeout=self._settings.socket_connect_timeout
+            )
+        except asyncio.TimeoutError:
+            reason = f"connect timed out after {self._settings.socket_connect_timeout} s"
+            self._backoff.failed(reason)
+            mux.fail(TimeoutError, f"connecting to redis at {where} failed: {reason}")
+            return
+        except asyncio.CancelledError:
+            mux.fail(ConnectionError, "the cache was closed while connecting")
+            raise
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            self._backoff.failed(reason)
+            mux.fail(ConnectionError, f"cannot connect to redis at {where}: {reason}")
+            return
+        self._backoff.succeeded()
+        mux.attach(sock.detach(), self._handshake())
+
+    async def _open_socket(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        s = self._settings
+        if s.unix_socket_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, s.unix_socket_path)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        last: OSError | None = None
+        for family, kind, proto, _, address in await loop.getaddrinfo(
+            s.host, s.port, type=socket.SOCK_STREAM
+        ):
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            return sock
+        raise last if last is not None else OSError(f"no address found for {s.host}")

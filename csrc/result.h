@@ -1,0 +1,32 @@
+/* What a request's reply means to the caller: shared by the sync client and
+ * the async engine so both give the same results for the same replies. */
+#ifndef RC_RESULT_H
+#define RC_RESULT_H
+
+#include <Python.h>
+
+#include "state.h"
+
+/* How a request's reply(ies) become its result. */
+typedef enum rc_result_kind {
+    RC_RESULT_RAW,       /* the reply as parsed */
+    RC_RESULT_VALUE,     /* GET: the decoded value, or `extra` (the default) on nil */
+    RC_RESULT_STORED,    /* SET (over one or many replies): True unless a nil came back */
+    RC_RESULT_POSITIVE,  /* integer reply > 0, as a bool */
+    RC_RESULT_PONG,      /* PING: True on PONG */
+    RC_RESULT_MGET,      /* dict of the keys in `extra` (a list or tuple) that were found */
+    RC_RESULT_HANDSHAKE, /* AUTH / SELECT / CLIENT SETNAME: checked by the connection */
+} rc_result_kind;
+
+/* Builds the result from one reply (kinds other than STORED) or from the
+ * list of replies of a pipelined request (STORED). Returns a new reference,
+ * or NULL with an exception set. The reply must not be an error reply. */
+PyObject *rc_result_build(rc_state *st, rc_result_kind kind, PyObject *reply, PyObject *extra);
+
+/* Non-zero when reply is an error reply (a ResponseError instance). */
+static inline int rc_is_error_reply(rc_state *st, PyObject *reply)
+{
+    return PyObject_TypeCheck(reply, (PyTypeObject *)st->ResponseError);
+}
+
+#endif

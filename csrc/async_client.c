@@ -398,6 +398,12 @@ static PyObject *AsyncClient_set_many(AsyncClient *self, PyObject *const *args, 
 
     if (rc_parse_args("set_many", args, nargs, kwnames, names, 2, 1, params) < 0)
         return NULL;
+    if (rc_is_empty_mapping(params[0])) {
+        long long ms;
+        if (rc_ttl_ms(&self->ks, params[1], &ms) < 0)
+            return NULL;
+        return done_future(self, Py_True);
+    }
     {
         BEGIN(self, m, mark);
         ok = rc_cmd_set_many(&self->ks, rc_mux_out(m), params[0], params[1], &count) == 0;

@@ -20,8 +20,16 @@ int rc_keyspace_init(rc_keyspace *ks, PyObject *namespace_, PyObject *default_tt
     ks->state = st;
     if (rc_codec_init(&ks->codec, serializer, st) < 0)
         return -1;
-    if (rc_ttl_ms(ks, default_ttl, &ks->default_ttl_ms) < 0)
+    if (rc_ttl_ms(ks, default_ttl, &ks->default_ttl_ms) < 0) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        PyErr_Format(st->ConfigurationError, "default_ttl: %S", value);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
         goto fail;
+    }
     if (namespace_ != Py_None) {
         Py_ssize_t n;
         const char *p;
@@ -73,7 +81,12 @@ static int seconds_to_ms(PyObject *ttl, double seconds, long long *ms)
 
     if (!(seconds > 0) || !isfinite(seconds))
         return bad_ttl(ttl);
-    v = ceil(seconds * 1000.0);
+    /* Round up to whole milliseconds, but not for binary noise: 2.007 s is
+     * 2007.0000000000002 ms in floating point and must stay 2007. */
+    v = seconds * 1000.0;
+    v = fabs(v - nearbyint(v)) < 1e-6 ? nearbyint(v) : ceil(v);
+    if (v < 1)
+        v = 1; /* Redis's smallest expiry; 0 would delete the key at once */
     if (v > 9.0e15)
         return bad_ttl(ttl);
     *ms = (long long)v;
@@ -164,12 +177,42 @@ int rc_cmd_key(const rc_keyspace *ks, rc_buf *b, const char *name, PyObject *key
     return put_key(ks, b, key);
 }
 
-/* SET with its expiry; ms from rc_ttl_ms. */
-static int put_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *value, long long ms)
+/* Adds which key a value belonged to, for errors in a batch. */
+static void name_the_key(const rc_keyspace *ks, PyObject *key)
 {
-    if (put_array(b, ms < 0 ? 3 : 5) < 0 || put_word(b, "SET") < 0 || put_key(ks, b, key) < 0 ||
-        rc_codec_encode(&ks->codec, b, value, ks->state) < 0)
+    PyObject *type, *value, *tb;
+
+    if (!PyErr_ExceptionMatches(ks->state->SerializationError))
+        return;
+    PyObject *renamed_type, *renamed, *renamed_tb, *cause;
+
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyErr_Format(ks->state->SerializationError, "the value for key %R: %S", key, value);
+    /* Keep the original cause (a custom dumps()'s own exception). */
+    PyErr_Fetch(&renamed_type, &renamed, &renamed_tb);
+    PyErr_NormalizeException(&renamed_type, &renamed, &renamed_tb);
+    cause = value != NULL ? PyException_GetCause(value) : NULL;
+    if (cause != NULL && renamed != NULL)
+        PyException_SetCause(renamed, cause);
+    else
+        Py_XDECREF(cause);
+    PyErr_Restore(renamed_type, renamed, renamed_tb);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
+/* SET with its expiry; ms from rc_ttl_ms; the value already prepared. */
+static int put_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *prepared,
+                   long long ms)
+{
+    if (put_array(b, ms < 0 ? 3 : 5) < 0 || put_word(b, "SET") < 0 || put_key(ks, b, key) < 0)
         return -1;
+    if (rc_codec_write(&ks->codec, b, prepared, ks->state) < 0) {
+        name_the_key(ks, key);
+        return -1;
+    }
     if (ms < 0)
         return 0;
     /* Whole seconds go as EX: what redis-cli users expect to see in MONITOR. */
@@ -183,13 +226,29 @@ static int put_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *va
     return 0;
 }
 
+/* Prepares then writes one SET (see rc_codec_prepare). */
+static int prepare_and_put_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *value,
+                               long long ms)
+{
+    PyObject *prepared = rc_codec_prepare(&ks->codec, value, ks->state);
+    int rc;
+
+    if (prepared == NULL) {
+        name_the_key(ks, key);
+        return -1;
+    }
+    rc = put_set(ks, b, key, prepared, ms);
+    Py_DECREF(prepared);
+    return rc;
+}
+
 int rc_cmd_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *value, PyObject *ttl)
 {
     long long ms;
 
     if (rc_ttl_ms(ks, ttl, &ms) < 0)
         return -1;
-    return put_set(ks, b, key, value, ms);
+    return prepare_and_put_set(ks, b, key, value, ms);
 }
 
 int rc_cmd_expire(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *ttl)
@@ -241,56 +300,85 @@ int rc_cmd_multikey(const rc_keyspace *ks, rc_buf *b, const char *name, PyObject
     return 0;
 }
 
+/* The (key, value) pairs of a mapping as a list of 2-tuples: a snapshot, so
+ * that no Python code (a mapping's items(), a serializer's dumps()) runs
+ * while commands are being written. */
+static PyObject *mapping_items(PyObject *mapping)
+{
+    PyObject *items, *list;
+    Py_ssize_t i;
+
+    items = PyMapping_Items(mapping);
+    if (items == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "set_many() takes a mapping of keys to values, not %.100s",
+                         Py_TYPE(mapping)->tp_name);
+        }
+        return NULL;
+    }
+    list = PySequence_List(items);
+    Py_DECREF(items);
+    if (list == NULL)
+        return NULL;
+    for (i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *pair = PyList_GET_ITEM(list, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "set_many(): items() must give (key, value) pairs");
+            Py_DECREF(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
 int rc_cmd_set_many(const rc_keyspace *ks, rc_buf *b, PyObject *mapping, PyObject *ttl,
                     Py_ssize_t *count)
 {
     long long ms;
-    PyObject *items = NULL, *fast = NULL;
-    Py_ssize_t i, n = 0;
+    PyObject *items = NULL, *prepared = NULL;
+    Py_ssize_t i, n;
     int rc = -1;
 
     if (rc_ttl_ms(ks, ttl, &ms) < 0)
         return -1;
-    if (PyDict_Check(mapping)) {
+    if (PyDict_CheckExact(mapping) && !rc_codec_needs_prepare(&ks->codec)) {
+        /* The common case, with nothing that can run Python code: no copy. */
         Py_ssize_t pos = 0;
         PyObject *key, *value;
+        n = 0;
         while (PyDict_Next(mapping, &pos, &key, &value)) {
-            int failed;
-            Py_INCREF(key);
-            Py_INCREF(value);
-            failed = put_set(ks, b, key, value, ms) < 0;
-            Py_DECREF(key);
-            Py_DECREF(value);
-            if (failed)
+            if (put_set(ks, b, key, value, ms) < 0)
                 return -1;
             n++;
         }
         *count = n;
         return 0;
     }
-    items = PyMapping_Items(mapping);
-    if (items == NULL) {
-        PyErr_Format(PyExc_TypeError, "set_many() takes a mapping of keys to values, not %.100s",
-                     Py_TYPE(mapping)->tp_name);
+    items = mapping_items(mapping);
+    if (items == NULL)
+        return -1;
+    n = PyList_GET_SIZE(items);
+    prepared = PyList_New(n);
+    if (prepared == NULL)
         goto out;
-    }
-    fast = PySequence_Fast(items, "items() must give a sequence");
-    if (fast == NULL)
-        goto out;
-    for (i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
-        PyObject *pair = PySequence_Fast_GET_ITEM(fast, i);
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-            PyErr_SetString(PyExc_TypeError, "set_many(): items() must give (key, value) pairs");
+    for (i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(items, i);
+        PyObject *value = rc_codec_prepare(&ks->codec, PyTuple_GET_ITEM(pair, 1), ks->state);
+        if (value == NULL) {
+            name_the_key(ks, PyTuple_GET_ITEM(pair, 0));
             goto out;
         }
-        if (put_set(ks, b, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), ms) < 0)
-            goto out;
-        n++;
+        PyList_SET_ITEM(prepared, i, value);
     }
+    for (i = 0; i < n; i++)
+        if (put_set(ks, b, PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0),
+                    PyList_GET_ITEM(prepared, i), ms) < 0)
+            goto out;
     *count = n;
     rc = 0;
 out:
-    Py_XDECREF(fast);
+    Py_XDECREF(prepared);
     Py_XDECREF(items);
     return rc;
 }
@@ -345,4 +433,18 @@ int rc_cmd_raw(rc_buf *b, PyObject *const *args, Py_ssize_t nargs)
         if (put_raw_arg(b, args[i]) < 0)
             return -1;
     return 0;
+}
+
+int rc_is_empty_mapping(PyObject *mapping)
+{
+    Py_ssize_t n;
+
+    if (PyDict_Check(mapping))
+        return PyDict_GET_SIZE(mapping) == 0;
+    if (!PyMapping_Check(mapping))
+        return 0;
+    n = PyObject_Size(mapping);
+    if (n < 0)
+        PyErr_Clear();
+    return n == 0;
 }

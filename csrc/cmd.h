@@ -48,6 +48,9 @@ int rc_cmd_multikey(const rc_keyspace *ks, rc_buf *b, const char *name, PyObject
 /* One SET per item of a mapping; *count receives the number of commands. */
 int rc_cmd_set_many(const rc_keyspace *ks, rc_buf *b, PyObject *mapping, PyObject *ttl,
                     Py_ssize_t *count);
+/* Non-zero for a mapping with no items (no round trip needed); never raises. */
+int rc_is_empty_mapping(PyObject *mapping);
+
 /* Any command: each argument bytes, str, int or float; no namespace. */
 int rc_cmd_raw(rc_buf *b, PyObject *const *args, Py_ssize_t nargs);
 

@@ -90,11 +90,21 @@ static int encode_bytes_like(rc_buf *out, PyObject *value, rc_state *st, const c
     return rc;
 }
 
-int rc_codec_encode(const rc_codec *codec, rc_buf *out, PyObject *value, rc_state *st)
+PyObject *rc_codec_prepare(const rc_codec *codec, PyObject *value, rc_state *st)
+{
+    PyObject *encoded;
+
+    if (codec->kind != RC_CODEC_CUSTOM)
+        return Py_NewRef(value);
+    encoded = PyObject_CallOneArg(codec->dumps, value);
+    if (encoded == NULL)
+        raise_from_pending(st->SerializationError, "the serializer's dumps() failed");
+    return encoded;
+}
+
+int rc_codec_write(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_state *st)
 {
     size_t mark;
-    PyObject *encoded;
-    int rc;
 
     switch (codec->kind) {
     case RC_CODEC_JSON:
@@ -102,7 +112,7 @@ int rc_codec_encode(const rc_codec *codec, rc_buf *out, PyObject *value, rc_stat
             PyErr_NoMemory();
             return -1;
         }
-        if (rc_json_encode(out, value, st->SerializationError) < 0)
+        if (rc_json_encode(out, prepared, st->SerializationError) < 0)
             return -1;
         if (rc_resp_bulk_close(out, mark) < 0) {
             PyErr_Format(st->SerializationError, "value too large to store (%zu bytes)",
@@ -111,16 +121,9 @@ int rc_codec_encode(const rc_codec *codec, rc_buf *out, PyObject *value, rc_stat
         }
         return 0;
     case RC_CODEC_RAW:
-        return encode_bytes_like(out, value, st, "serializer=\"raw\"");
+        return encode_bytes_like(out, prepared, st, "serializer=\"raw\"");
     case RC_CODEC_CUSTOM:
-        encoded = PyObject_CallOneArg(codec->dumps, value);
-        if (encoded == NULL) {
-            raise_from_pending(st->SerializationError, "the serializer's dumps() failed");
-            return -1;
-        }
-        rc = encode_bytes_like(out, encoded, st, "the serializer's dumps()");
-        Py_DECREF(encoded);
-        return rc;
+        return encode_bytes_like(out, prepared, st, "the serializer's dumps()");
     }
     Py_UNREACHABLE();
 }

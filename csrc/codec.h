@@ -27,10 +27,19 @@ typedef struct rc_codec {
 int rc_codec_init(rc_codec *codec, PyObject *serializer, rc_state *st);
 void rc_codec_clear(rc_codec *codec);
 
-/* Appends value as one RESP bulk string. Returns 0, or -1 with
- * SerializationError (or MemoryError) set; out may then hold a partial
- * string, which the caller truncates. */
-int rc_codec_encode(const rc_codec *codec, rc_buf *out, PyObject *value, rc_state *st);
+/* Runs the part of encoding that may execute Python code (a custom
+ * serializer's dumps()), so that it happens before a command is half-written
+ * into a buffer that the code could also write to. Returns a new reference
+ * to what rc_codec_write takes, or NULL with SerializationError set. */
+PyObject *rc_codec_prepare(const rc_codec *codec, PyObject *value, rc_state *st);
+
+/* Non-zero when rc_codec_prepare does real work (custom serializers). */
+#define rc_codec_needs_prepare(codec) ((codec)->kind == RC_CODEC_CUSTOM)
+
+/* Appends a prepared value as one RESP bulk string. Runs no Python code.
+ * Returns 0, or -1 with SerializationError (or MemoryError) set; out may
+ * then hold a partial string, which the caller truncates. */
+int rc_codec_write(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_state *st);
 
 /* Decodes a stored value. New reference, or NULL with SerializationError. */
 PyObject *rc_codec_decode(const rc_codec *codec, const char *p, size_t n, rc_state *st);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "resp.h"
+#include "result.h"
 
 volatile unsigned long rc_fork_generation = 0;
 
@@ -242,7 +243,7 @@ static int handshake(rc_conn *c, const rc_conn_options *o, rc_state *st)
 {
     int n = 0, i, rc = -1;
     const char *what[3];
-    PyObject *reply = NULL;
+    PyObject *reply = NULL, *err_type = NULL, *err_value = NULL, *err_tb = NULL;
 
     if (o->password != NULL) {
         int with_user = o->username != NULL;
@@ -270,13 +271,14 @@ static int handshake(rc_conn *c, const rc_conn_options *o, rc_state *st)
     if (rc_conn_flush(c, st) < 0)
         goto out;
     rc = 0;
-    /* Every reply is read, even after a failure, so none is left behind. */
+    /* Every reply is read, even after a failure, so none is left behind;
+     * the first failure is raised once they all are. */
     for (i = 0; i < n; i++) {
         if (rc_conn_read(c, NULL, &reply, st) != RC_REPLY_READY) {
             rc = -1;
             goto out;
         }
-        if (rc == 0 && PyObject_TypeCheck(reply, (PyTypeObject *)st->ResponseError)) {
+        if (rc == 0 && rc_is_error_reply(st, reply)) {
             PyObject *exc_type = i == 0 && o->password != NULL ? st->AuthenticationError
                                                                 : st->ConnectionError;
             if (o->username != NULL && i == 0 && o->password != NULL)
@@ -284,15 +286,23 @@ static int handshake(rc_conn *c, const rc_conn_options *o, rc_state *st)
                              o->username, reply);
             else
                 PyErr_Format(exc_type, "redis refused %s: %S", what[i], reply);
+            PyErr_Fetch(&err_type, &err_value, &err_tb);
             rc = -1;
         }
         Py_CLEAR(reply);
+    }
+    if (err_type != NULL) {
+        PyErr_Restore(err_type, err_value, err_tb);
+        err_type = err_value = err_tb = NULL;
     }
     goto out;
 nomem:
     PyErr_NoMemory();
 out:
     Py_XDECREF(reply);
+    Py_XDECREF(err_type);
+    Py_XDECREF(err_value);
+    Py_XDECREF(err_tb);
     return rc;
 }
 

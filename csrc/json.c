@@ -2,6 +2,7 @@
 #include "json.h"
 
 #include <stdint.h>
+#include <stdio.h>
 
 /* ------------------------------------------------------------------ encode */
 
@@ -107,10 +108,12 @@ static int encode_wide(encoder *e, PyObject *s)
             *p++ = (char)(0x80 | (c & 0x3F));
         }
         else if (c >= 0xD800 && c <= 0xDFFF) {
+            char code[16];
+            snprintf(code, sizeof(code), "U+%04X", (unsigned)c);
             PyErr_Format(e->error_type,
-                         "cannot serialize a str holding a lone surrogate (U+%04X at index %zd): "
+                         "cannot serialize a str holding a lone surrogate (%s at index %zd): "
                          "it has no UTF-8 form; clean the text or store it with serializer=\"raw\"",
-                         (unsigned)c, i);
+                         code, i);
             return -1;
         }
         else if (c < 0x10000) {
@@ -159,8 +162,15 @@ static int encode_int(encoder *e, PyObject *obj)
     }
     /* int.__repr__ rather than str(): an IntEnum member's str() is its name. */
     text = PyLong_Type.tp_repr(obj);
-    if (text == NULL)
+    if (text == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            PyErr_Format(e->error_type,
+                         "cannot serialize an int with more digits than Python converts "
+                         "(sys.get_int_max_str_digits()); store it as a str or raise the limit");
+        }
         goto out;
+    }
     p = PyUnicode_AsUTF8AndSize(text, &n);
     if (p == NULL)
         goto out;

@@ -43,6 +43,15 @@ static void *attach(const redisReadTask *task, PyObject *obj)
     return obj;
 }
 
+/* Credentials problems are not the command's fault: they get their own
+ * class so callers can tell "wrong password" from "wrong type". */
+static PyObject *error_class(rc_state *st, const char *p, size_t n)
+{
+    if ((n >= 6 && memcmp(p, "NOAUTH", 6) == 0) || (n >= 9 && memcmp(p, "WRONGPASS", 9) == 0))
+        return st->AuthenticationError;
+    return st->ResponseError;
+}
+
 static void *create_string(const redisReadTask *task, char *p, size_t n)
 {
     rc_reader *r = reader_of(task);
@@ -51,7 +60,7 @@ static void *create_string(const redisReadTask *task, char *p, size_t n)
     switch (task->type) {
     case REDIS_REPLY_ERROR:
         msg = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "replace");
-        obj = msg == NULL ? NULL : PyObject_CallOneArg(r->state->ResponseError, msg);
+        obj = msg == NULL ? NULL : PyObject_CallOneArg(error_class(r->state, p, n), msg);
         Py_XDECREF(msg);
         break;
     case REDIS_REPLY_STATUS:

@@ -23,10 +23,13 @@ typedef enum rc_result_kind {
  * or NULL with an exception set. The reply must not be an error reply. */
 PyObject *rc_result_build(rc_state *st, rc_result_kind kind, PyObject *reply, PyObject *extra);
 
-/* Non-zero when reply is an error reply (a ResponseError instance). */
+/* Non-zero when reply is an error reply: reply.c turns those into exception
+ * instances (ResponseError, or AuthenticationError for NOAUTH/WRONGPASS), and
+ * no other reply is one. */
 static inline int rc_is_error_reply(rc_state *st, PyObject *reply)
 {
-    return PyObject_TypeCheck(reply, (PyTypeObject *)st->ResponseError);
+    (void)st;
+    return PyExceptionInstance_Check(reply);
 }
 
 #endif

@@ -15,6 +15,7 @@
 #include "cmd.h"
 #include "conn.h"
 #include "pool.h"
+#include "result.h"
 #include "state.h"
 
 typedef struct {
@@ -263,8 +264,8 @@ static PyObject *exchange(SyncClient *self, rc_conn *c, Py_ssize_t n, const rc_c
                 PyErr_Clear();
             reply = Py_NewRef(Py_None);
         }
-        else if (err_type == NULL && PyObject_TypeCheck(reply, (PyTypeObject *)st->ResponseError)) {
-            err_type = Py_NewRef(st->ResponseError);
+        else if (err_type == NULL && rc_is_error_reply(st, reply)) {
+            err_type = Py_NewRef((PyObject *)Py_TYPE(reply));
             err_value = Py_NewRef(reply);
         }
         if (n == 1)
@@ -285,8 +286,22 @@ out:
     return result;
 }
 
+/* exchange() followed by turning the reply into the caller's result. */
+static PyObject *finish(SyncClient *self, rc_conn *c, Py_ssize_t n, const rc_codec *codec,
+                        rc_result_kind kind, PyObject *extra)
+{
+    PyObject *reply = exchange(self, c, n, codec), *result;
+
+    if (reply == NULL)
+        return NULL;
+    result = rc_result_build(self->state, kind, reply, extra);
+    Py_DECREF(reply);
+    return result;
+}
+
 /* One single-key command with a raw (not decoded) reply. */
-static PyObject *key_command(SyncClient *self, const char *name, PyObject *key)
+static PyObject *key_command(SyncClient *self, const char *name, PyObject *key,
+                             rc_result_kind kind)
 {
     rc_conn *c = checkout(self);
 
@@ -294,19 +309,7 @@ static PyObject *key_command(SyncClient *self, const char *name, PyObject *key)
         return NULL;
     if (rc_cmd_key(&self->ks, &c->out, name, key) < 0)
         return abandon(self, c);
-    return exchange(self, c, 1, NULL);
-}
-
-/* Integer reply to bool: "did it touch a key". */
-static PyObject *positive(PyObject *reply)
-{
-    PyObject *result;
-
-    if (reply == NULL)
-        return NULL;
-    result = PyBool_FromLong(PyLong_Check(reply) && PyLong_AsLong(reply) > 0);
-    Py_DECREF(reply);
-    return result;
+    return finish(self, c, 1, NULL, kind, NULL);
 }
 
 /* ------------------------------------------------------------ methods */
@@ -315,7 +318,7 @@ static PyObject *SyncClient_get(SyncClient *self, PyObject *const *args, Py_ssiz
                                 PyObject *kwnames)
 {
     static const char *const names[] = {"key", "default"};
-    PyObject *params[2] = {NULL, Py_None}, *reply;
+    PyObject *params[2] = {NULL, Py_None};
     rc_conn *c;
 
     if (rc_parse_args("get", args, nargs, kwnames, names, 2, 1, params) < 0)
@@ -325,21 +328,15 @@ static PyObject *SyncClient_get(SyncClient *self, PyObject *const *args, Py_ssiz
         return NULL;
     if (rc_cmd_key(&self->ks, &c->out, "GET", params[0]) < 0)
         return abandon(self, c);
-    reply = exchange(self, c, 1, &self->ks.codec);
-    if (reply == self->state->missing) {
-        Py_DECREF(reply);
-        return Py_NewRef(params[1]);
-    }
-    return reply;
+    return finish(self, c, 1, &self->ks.codec, RC_RESULT_VALUE, params[1]);
 }
 
 static PyObject *SyncClient_set(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames)
 {
     static const char *const names[] = {"key", "value", "ttl"};
-    PyObject *params[3] = {NULL, NULL, Py_None}, *reply;
+    PyObject *params[3] = {NULL, NULL, Py_None};
     rc_conn *c;
-    int ok;
 
     if (rc_parse_args("set", args, nargs, kwnames, names, 3, 2, params) < 0)
         return NULL;
@@ -348,27 +345,22 @@ static PyObject *SyncClient_set(SyncClient *self, PyObject *const *args, Py_ssiz
         return NULL;
     if (rc_cmd_set(&self->ks, &c->out, params[0], params[1], params[2]) < 0)
         return abandon(self, c);
-    reply = exchange(self, c, 1, NULL);
-    if (reply == NULL)
-        return NULL;
-    ok = reply != Py_None;
-    Py_DECREF(reply);
-    return PyBool_FromLong(ok);
+    return finish(self, c, 1, NULL, RC_RESULT_STORED, NULL);
 }
 
 static PyObject *SyncClient_delete(SyncClient *self, PyObject *key)
 {
-    return positive(key_command(self, "UNLINK", key));
+    return key_command(self, "UNLINK", key, RC_RESULT_POSITIVE);
 }
 
 static PyObject *SyncClient_exists(SyncClient *self, PyObject *key)
 {
-    return positive(key_command(self, "EXISTS", key));
+    return key_command(self, "EXISTS", key, RC_RESULT_POSITIVE);
 }
 
 static PyObject *SyncClient_ttl(SyncClient *self, PyObject *key)
 {
-    return key_command(self, "TTL", key);
+    return key_command(self, "TTL", key, RC_RESULT_RAW);
 }
 
 static PyObject *SyncClient_expire(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
@@ -385,7 +377,7 @@ static PyObject *SyncClient_expire(SyncClient *self, PyObject *const *args, Py_s
         return NULL;
     if (rc_cmd_expire(&self->ks, &c->out, params[0], params[1]) < 0)
         return abandon(self, c);
-    return positive(exchange(self, c, 1, NULL));
+    return finish(self, c, 1, NULL, RC_RESULT_POSITIVE, NULL);
 }
 
 static PyObject *SyncClient_incr(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
@@ -430,45 +422,24 @@ static PyObject *key_list(const char *fname, PyObject *keys)
 
 static PyObject *SyncClient_get_many(SyncClient *self, PyObject *keys_arg)
 {
-    PyObject *keys, *reply = NULL, *result = NULL;
-    Py_ssize_t i, n;
+    PyObject *keys, *result = NULL;
     rc_conn *c;
 
     keys = key_list("get_many", keys_arg);
     if (keys == NULL)
         return NULL;
-    n = PySequence_Fast_GET_SIZE(keys);
-    if (n == 0) {
+    if (PySequence_Fast_GET_SIZE(keys) == 0) {
         result = PyDict_New();
         goto out;
     }
     c = checkout(self);
     if (c == NULL)
         goto out;
-    if (rc_cmd_multikey(&self->ks, &c->out, "MGET", keys) < 0) {
+    if (rc_cmd_multikey(&self->ks, &c->out, "MGET", keys) < 0)
         abandon(self, c);
-        goto out;
-    }
-    reply = exchange(self, c, 1, &self->ks.codec);
-    if (reply == NULL)
-        goto out;
-    if (!PyList_Check(reply) || PyList_GET_SIZE(reply) != n) {
-        PyErr_SetString(self->state->ConnectionError, "MGET returned an unexpected reply");
-        goto out;
-    }
-    result = PyDict_New();
-    if (result == NULL)
-        goto out;
-    for (i = 0; i < n; i++) {
-        PyObject *value = PyList_GET_ITEM(reply, i);
-        if (value != self->state->missing &&
-            PyDict_SetItem(result, PySequence_Fast_GET_ITEM(keys, i), value) < 0) {
-            Py_CLEAR(result);
-            goto out;
-        }
-    }
+    else
+        result = finish(self, c, 1, &self->ks.codec, RC_RESULT_MGET, keys);
 out:
-    Py_XDECREF(reply);
     Py_DECREF(keys);
     return result;
 }
@@ -477,13 +448,18 @@ static PyObject *SyncClient_set_many(SyncClient *self, PyObject *const *args, Py
                                      PyObject *kwnames)
 {
     static const char *const names[] = {"mapping", "ttl"};
-    PyObject *params[2] = {NULL, Py_None}, *replies;
-    Py_ssize_t count = 0, i;
+    PyObject *params[2] = {NULL, Py_None};
+    Py_ssize_t count = 0;
     rc_conn *c;
-    int ok = 1;
 
     if (rc_parse_args("set_many", args, nargs, kwnames, names, 2, 1, params) < 0)
         return NULL;
+    if (rc_is_empty_mapping(params[0])) {
+        long long ms;
+        if (rc_ttl_ms(&self->ks, params[1], &ms) < 0)
+            return NULL;
+        Py_RETURN_TRUE;
+    }
     c = checkout(self);
     if (c == NULL)
         return NULL;
@@ -493,18 +469,7 @@ static PyObject *SyncClient_set_many(SyncClient *self, PyObject *const *args, Py
         rc_pool_release(&self->pool, c);
         Py_RETURN_TRUE;
     }
-    replies = exchange(self, c, count, NULL);
-    if (replies == NULL)
-        return NULL;
-    if (count == 1) {
-        ok = replies != Py_None;
-    }
-    else {
-        for (i = 0; i < count; i++)
-            ok &= PyList_GET_ITEM(replies, i) != Py_None;
-    }
-    Py_DECREF(replies);
-    return PyBool_FromLong(ok);
+    return finish(self, c, count, NULL, RC_RESULT_STORED, NULL);
 }
 
 static PyObject *SyncClient_delete_many(SyncClient *self, PyObject *keys_arg)
@@ -533,28 +498,21 @@ out:
 
 static PyObject *SyncClient_ping(SyncClient *self, PyObject *unused)
 {
-    PyObject *arg = PyUnicode_FromString("PING"), *reply = NULL;
+    PyObject *word = PyUnicode_FromString("PING"), *result = NULL;
     rc_conn *c;
-    int ok;
 
     (void)unused;
-    if (arg == NULL)
+    if (word == NULL)
         return NULL;
     c = checkout(self);
-    if (c == NULL)
-        goto out;
-    if (rc_cmd_raw(&c->out, &arg, 1) < 0) {
-        abandon(self, c);
-        goto out;
+    if (c != NULL) {
+        if (rc_cmd_raw(&c->out, &word, 1) < 0)
+            abandon(self, c);
+        else
+            result = finish(self, c, 1, NULL, RC_RESULT_PONG, NULL);
     }
-    reply = exchange(self, c, 1, NULL);
-out:
-    Py_DECREF(arg);
-    if (reply == NULL)
-        return NULL;
-    ok = PyUnicode_Check(reply) && PyUnicode_CompareWithASCIIString(reply, "PONG") == 0;
-    Py_DECREF(reply);
-    return PyBool_FromLong(ok);
+    Py_DECREF(word);
+    return result;
 }
 
 static PyObject *SyncClient_execute_command(SyncClient *self, PyObject *const *args,

@@ -9,6 +9,7 @@ and the context-manager protocol.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import time
@@ -39,6 +40,16 @@ _GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
 def escape_glob(prefix: bytes) -> bytes:
     """Escapes glob characters so a namespace matches only itself in SCAN MATCH."""
     return _GLOB_SPECIAL.sub(rb"\\\1", prefix)
+
+
+def _describe(cache: Any) -> str:
+    """The repr of either cache class; safe on a half-initialized one."""
+    settings = getattr(cache, "_settings", None)
+    where = settings.describe() if settings is not None else "(not initialized)"
+    namespace = getattr(cache, "_namespace", None)
+    ns = f" namespace={namespace!r}" if namespace else ""
+    state = "closed" if cache.closed else "open"
+    return f"<{type(cache).__name__} {where}{ns} {state}>"
 
 
 def _scan_match(key_prefix: bytes, pattern: str | bytes) -> bytes:
@@ -155,9 +166,7 @@ class SyncRedisCache(_core.SyncClient):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        ns = f" namespace={self._namespace!r}" if self._namespace else ""
-        return f"<{type(self).__name__} {self._settings.describe()}{ns} {state}>"
+        return _describe(self)
 
 
 class _Backoff:
@@ -294,9 +303,7 @@ class RedisCache(_core.AsyncClient):
         await self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        ns = f" namespace={self._namespace!r}" if self._namespace else ""
-        return f"<{type(self).__name__} {self._settings.describe()}{ns} {state}>"
+        return _describe(self)
 
     # -- connecting (called from C when a command finds no usable connection)
 
@@ -348,7 +355,9 @@ class RedisCache(_core.AsyncClient):
             mux.fail(ConnectionError, "the cache was closed while connecting")
             raise
         except OSError as exc:
-            reason = exc.strerror or str(exc)
+            # asyncio's sock_connect words its errors "Connect call failed
+            # (addr)"; the errno says what actually happened.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             self._backoff.failed(reason)
             mux.fail(ConnectionError, f"cannot connect to redis at {where}: {reason}")
             return

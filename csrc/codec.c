@@ -112,7 +112,7 @@ int rc_codec_write(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_st
             PyErr_NoMemory();
             return -1;
         }
-        if (rc_json_encode(out, prepared, st->SerializationError) < 0)
+        if (rc_json_encode(out, prepared, st) < 0)
             return -1;
         if (rc_resp_bulk_close(out, mark) < 0) {
             PyErr_Format(st->SerializationError, "value too large to store (%zu bytes)",
@@ -134,7 +134,7 @@ PyObject *rc_codec_decode(const rc_codec *codec, const char *p, size_t n, rc_sta
 
     switch (codec->kind) {
     case RC_CODEC_JSON:
-        return rc_json_decode(p, n, st->SerializationError);
+        return rc_json_decode(p, n, st);
     case RC_CODEC_RAW:
         return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
     case RC_CODEC_CUSTOM:

@@ -1,6 +1,7 @@
 /* JSON codec; see json.h. */
 #include "json.h"
 
+#include <datetime.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -8,10 +9,14 @@
 
 typedef struct encoder {
     rc_buf *out;
+    rc_state *st;
     PyObject *error_type;
     /* Path segments collected while an error unwinds, innermost first. */
     PyObject *path;
     int depth;
+    /* The containers being encoded, outermost first: a container met again
+     * among them is a cycle. */
+    PyObject *open[RC_JSON_MAX_DEPTH + 1];
 } encoder;
 
 static int encode_value(encoder *e, PyObject *obj);
@@ -208,16 +213,18 @@ static void note_path(encoder *e, PyObject *segment_source, int is_index)
     PyObject *exc_type, *exc_value, *exc_tb, *segment;
 
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    if (e->path == NULL)
+        e->path = PyList_New(0);
     segment = is_index ? PyUnicode_FromFormat("[%S]", segment_source)
                        : PyUnicode_FromFormat("[%R]", segment_source);
-    if (segment != NULL) {
+    if (segment != NULL && e->path != NULL) {
         if (PyList_Append(e->path, segment) < 0)
             PyErr_Clear();
-        Py_DECREF(segment);
     }
     else {
         PyErr_Clear();
     }
+    Py_XDECREF(segment);
     PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
@@ -287,21 +294,113 @@ static int encode_sequence(encoder *e, PyObject *obj)
 
 static int encode_container(encoder *e, PyObject *obj)
 {
-    int rc;
+    int rc, i;
 
+    for (i = 0; i < e->depth; i++) {
+        if (e->open[i] == obj) {
+            PyErr_Format(e->error_type,
+                         "cannot serialize a %.100s that contains itself (circular reference)",
+                         Py_TYPE(obj)->tp_name);
+            return -1;
+        }
+    }
+    e->open[e->depth] = obj;
     if (++e->depth > RC_JSON_MAX_DEPTH) {
-        PyErr_Format(e->error_type,
-                     "cannot serialize a value nested deeper than %d levels "
-                     "(is there a circular reference?)",
+        e->depth--;
+        PyErr_Format(e->error_type, "cannot serialize a value nested deeper than %d levels",
                      RC_JSON_MAX_DEPTH);
         return -1;
     }
-    if (Py_EnterRecursiveCall(" while serializing a value to JSON"))
+    if (Py_EnterRecursiveCall(" while serializing a value to JSON")) {
+        e->depth--;
         return -1;
+    }
     rc = PyDict_Check(obj) ? encode_dict(e, obj) : encode_sequence(e, obj);
     Py_LeaveRecursiveCall();
     e->depth--;
     return rc;
+}
+
+/* Encodes what a method call returns in obj's place (isoformat(), str(),
+ * model_dump(), ...). */
+static int encode_converted(encoder *e, PyObject *converted)
+{
+    int rc;
+
+    if (converted == NULL)
+        return -1;
+    rc = encode_value(e, converted);
+    Py_DECREF(converted);
+    return rc;
+}
+
+/* A dataclass instance as an object of its fields (dataclasses.fields(),
+ * which leaves out ClassVar and InitVar pseudo-fields). */
+static int encode_dataclass(encoder *e, PyObject *obj)
+{
+    PyObject *fields, *dict = NULL, *name = NULL, *value = NULL;
+    Py_ssize_t i;
+    int rc = -1;
+
+    fields = PyObject_CallOneArg(e->st->dataclass_fields, obj);
+    if (fields == NULL || !PyTuple_Check(fields))
+        goto out;
+    dict = PyDict_New();
+    if (dict == NULL)
+        goto out;
+    for (i = 0; i < PyTuple_GET_SIZE(fields); i++) {
+        name = PyObject_GetAttrString(PyTuple_GET_ITEM(fields, i), "name");
+        if (name == NULL)
+            goto out;
+        value = PyObject_GetAttr(obj, name);
+        if (value == NULL || PyDict_SetItem(dict, name, value) < 0)
+            goto out;
+        Py_CLEAR(name);
+        Py_CLEAR(value);
+    }
+    rc = encode_converted(e, Py_NewRef(dict));
+out:
+    Py_XDECREF(name);
+    Py_XDECREF(value);
+    Py_XDECREF(dict);
+    Py_XDECREF(fields);
+    return rc;
+}
+
+/* Types beyond JSON's own; -2 when obj is none of them (no error set). */
+static int encode_other(encoder *e, PyObject *obj)
+{
+    rc_state *st = e->st;
+    PyObject *attr;
+
+    if (PyAnySet_Check(obj))
+        return encode_converted(e, PySequence_List(obj));
+    if (PyDateTime_Check(obj) || PyDate_Check(obj) || PyTime_Check(obj))
+        return encode_converted(e, PyObject_CallMethodNoArgs(obj, st->str_isoformat));
+    if (PyObject_IsInstance(obj, st->EnumType) == 1)
+        return encode_converted(e, PyObject_GetAttrString(obj, "value"));
+    if (PyObject_IsInstance(obj, st->UUIDType) == 1 || PyObject_IsInstance(obj, st->DecimalType) == 1)
+        return encode_converted(e, PyObject_Str(obj));
+    if (PyErr_Occurred())
+        return -1;
+    /* dataclasses and pydantic models are recognized by their class
+     * attributes, so neither library has to be imported. */
+    attr = PyObject_GetAttr((PyObject *)Py_TYPE(obj), st->str_dataclass_fields);
+    if (attr != NULL) {
+        Py_DECREF(attr);
+        return encode_dataclass(e, obj);
+    }
+    PyErr_Clear();
+    if (PyObject_HasAttrString((PyObject *)Py_TYPE(obj), "__pydantic_fields__")) {
+        PyObject *method = PyObject_GetAttr(obj, st->str_model_dump);
+        PyObject *dumped;
+        if (method == NULL)
+            return -1;
+        dumped = PyObject_Vectorcall(method, st->model_dump_args, 0, st->model_dump_kwnames);
+        Py_DECREF(method);
+        return encode_converted(e, dumped);
+    }
+    return -2;
 }
 
 static int encode_value(encoder *e, PyObject *obj)
@@ -320,9 +419,19 @@ static int encode_value(encoder *e, PyObject *obj)
         return encode_float(e, obj);
     if (PyDict_Check(obj) || PyList_Check(obj) || PyTuple_Check(obj))
         return encode_container(e, obj);
+    {
+        int rc;
+        if (Py_EnterRecursiveCall(" while serializing a value to JSON"))
+            return -1;
+        rc = encode_other(e, obj);
+        Py_LeaveRecursiveCall();
+        if (rc != -2)
+            return rc;
+    }
     PyErr_Format(e->error_type,
-                 "cannot serialize a value of type '%.100s' to JSON; store dict, list, tuple, "
-                 "str, int, float, bool or None, convert it first, or choose another serializer",
+                 "cannot serialize a value of type '%.100s' to JSON; store JSON types, "
+                 "datetimes, UUIDs, Decimals, enums, sets, dataclasses or pydantic models, "
+                 "convert it first, or choose another serializer",
                  Py_TYPE(obj)->tp_name);
     return -1;
 }
@@ -334,7 +443,8 @@ static void attach_path(encoder *e)
 
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
     PyErr_NormalizeException(&exc_type, &exc_value, &exc_tb);
-    if (exc_type != e->error_type || PyList_GET_SIZE(e->path) == 0 || PyList_Reverse(e->path) < 0)
+    if (exc_type != e->error_type || e->path == NULL || PyList_GET_SIZE(e->path) == 0 ||
+        PyList_Reverse(e->path) < 0)
         goto out;
     sep = PyUnicode_FromStringAndSize(NULL, 0);
     if (sep == NULL)
@@ -354,18 +464,20 @@ out:
     PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
-int rc_json_encode(rc_buf *out, PyObject *obj, PyObject *error_type)
+int rc_json_encode(rc_buf *out, PyObject *obj, rc_state *st)
 {
-    encoder e = {out, error_type, NULL, 0};
+    encoder e;
     int rc;
 
-    e.path = PyList_New(0);
-    if (e.path == NULL)
-        return -1;
+    e.out = out;
+    e.st = st;
+    e.error_type = st->SerializationError;
+    e.depth = 0;
+    e.path = NULL;
     rc = encode_value(&e, obj);
     if (rc < 0)
         attach_path(&e);
-    Py_DECREF(e.path);
+    Py_XDECREF(e.path);
     return rc;
 }
 
@@ -373,6 +485,7 @@ int rc_json_encode(rc_buf *out, PyObject *obj, PyObject *error_type)
 
 typedef struct decoder {
     const unsigned char *start, *p, *end;
+    rc_state *st;
     PyObject *error_type;
     int depth;
 } decoder;
@@ -710,6 +823,38 @@ static PyObject *decode_string(decoder *d)
     return syntax_error(d, "unterminated string");
 }
 
+/* An object key: short plain ASCII keys come from the key cache, a
+ * direct-mapped table of recent keys, so the records of a list share their
+ * key strings (and those strings' cached hashes). */
+static PyObject *decode_key(decoder *d)
+{
+    const unsigned char *begin = d->p + 1, *q = begin;
+    size_t n, slot;
+    uint32_t hash = 2166136261u;
+    PyObject **entry, *key;
+
+    while (q < d->end && (size_t)(q - begin) <= RC_JSON_KEY_CACHE_MAX_LEN && *q != '"' &&
+           *q != '\\' && *q >= 0x20 && *q < 0x80) {
+        hash = (hash ^ *q) * 16777619u;
+        q++;
+    }
+    if (q >= d->end || *q != '"' || (size_t)(q - begin) > RC_JSON_KEY_CACHE_MAX_LEN)
+        return decode_string(d);
+    n = (size_t)(q - begin);
+    slot = hash & (sizeof(d->st->key_cache) / sizeof(d->st->key_cache[0]) - 1);
+    entry = &d->st->key_cache[slot];
+    d->p = q + 1;
+    if (*entry != NULL && (size_t)PyUnicode_GET_LENGTH(*entry) == n &&
+        memcmp(PyUnicode_DATA(*entry), begin, n) == 0)
+        return Py_NewRef(*entry);
+    key = PyUnicode_New((Py_ssize_t)n, 127);
+    if (key == NULL)
+        return NULL;
+    memcpy(PyUnicode_DATA(key), begin, n);
+    Py_XSETREF(*entry, Py_NewRef(key));
+    return key;
+}
+
 static int enter_container(decoder *d)
 {
     if (++d->depth > RC_JSON_MAX_DEPTH) {
@@ -785,7 +930,7 @@ static PyObject *decode_object(decoder *d)
             syntax_error(d, "expected a string key in object");
             goto error;
         }
-        key = decode_string(d);
+        key = decode_key(d);
         if (key == NULL)
             goto error;
         skip_space(d);
@@ -840,14 +985,15 @@ static PyObject *decode_value(decoder *d)
     }
 }
 
-PyObject *rc_json_decode(const char *p, size_t n, PyObject *error_type)
+PyObject *rc_json_decode(const char *p, size_t n, rc_state *st)
 {
     decoder d;
     PyObject *value;
 
     d.start = d.p = (const unsigned char *)p;
     d.end = d.start + n;
-    d.error_type = error_type;
+    d.st = st;
+    d.error_type = st->SerializationError;
     d.depth = 0;
     value = decode_value(&d);
     if (value == NULL)
@@ -858,4 +1004,44 @@ PyObject *rc_json_decode(const char *p, size_t n, PyObject *error_type)
         return syntax_error(&d, "extra data after the JSON value");
     }
     return value;
+}
+
+int rc_json_init_types(rc_state *st)
+{
+    PyObject *module;
+
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL)
+        return -1;
+    module = PyImport_ImportModule("enum");
+    if (module == NULL)
+        return -1;
+    st->EnumType = PyObject_GetAttrString(module, "Enum");
+    Py_DECREF(module);
+    module = PyImport_ImportModule("uuid");
+    if (module == NULL)
+        return -1;
+    st->UUIDType = PyObject_GetAttrString(module, "UUID");
+    Py_DECREF(module);
+    module = PyImport_ImportModule("decimal");
+    if (module == NULL)
+        return -1;
+    st->DecimalType = PyObject_GetAttrString(module, "Decimal");
+    Py_DECREF(module);
+    module = PyImport_ImportModule("dataclasses");
+    if (module == NULL)
+        return -1;
+    st->dataclass_fields = PyObject_GetAttrString(module, "fields");
+    Py_DECREF(module);
+    st->str_isoformat = PyUnicode_InternFromString("isoformat");
+    st->str_model_dump = PyUnicode_InternFromString("model_dump");
+    st->str_dataclass_fields = PyUnicode_InternFromString("__dataclass_fields__");
+    st->model_dump_kwnames = Py_BuildValue("(ss)", "mode", "by_alias");
+    st->model_dump_args[0] = PyUnicode_InternFromString("json");
+    st->model_dump_args[1] = Py_NewRef(Py_True);
+    if (!st->EnumType || !st->UUIDType || !st->DecimalType || !st->dataclass_fields ||
+        !st->str_isoformat || !st->str_model_dump || !st->str_dataclass_fields ||
+        !st->model_dump_kwnames || !st->model_dump_args[0])
+        return -1;
+    return 0;
 }

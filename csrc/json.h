@@ -11,18 +11,30 @@
 #include <Python.h>
 
 #include "buf.h"
+#include "state.h"
 
 /* Deeper nesting than this is refused both ways (and catches cycles when
  * encoding) long before the C stack is at risk. */
 #define RC_JSON_MAX_DEPTH 512
 
-/* Append the JSON form of obj to out. Returns 0, or -1 with an exception of
- * error_type set whose message names the offending type and where in the
- * value it sits; out may then hold a partial value the caller must drop. */
-int rc_json_encode(rc_buf *out, PyObject *obj, PyObject *error_type);
+/* Decoded object keys up to this length are shared through a small cache in
+ * the module state, so a list of 1000 records holds one str per key name. */
+#define RC_JSON_KEY_CACHE_MAX_LEN 32
 
-/* Decode exactly one JSON value from p[0..n). Returns a new reference, or
- * NULL with an exception of error_type set that gives the byte offset. */
-PyObject *rc_json_decode(const char *p, size_t n, PyObject *error_type);
+/* Append the JSON form of obj to out. Besides the JSON types (dict with str
+ * keys, list, tuple, str, int, float, bool, None) it writes datetime, date
+ * and time as ISO 8601 strings, UUID and Decimal as strings, Enum members as
+ * their value, set and frozenset as arrays, dataclasses and pydantic models
+ * as objects. Returns 0, or -1 with SerializationError set naming the
+ * offending type and where in the value it sits; out may then hold a partial
+ * value the caller must drop. */
+int rc_json_encode(rc_buf *out, PyObject *obj, rc_state *st);
+
+/* Decode exactly one JSON value from p[0..n) (strict RFC 8259). Returns a
+ * new reference, or NULL with SerializationError set giving the byte offset. */
+PyObject *rc_json_decode(const char *p, size_t n, rc_state *st);
+
+/* Loads the classes the encoder recognizes into st. Returns 0 or -1. */
+int rc_json_init_types(rc_state *st);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include "async_client.h"
 #include "conn.h"
+#include "json.h"
 #include "mux.h"
 #include "state.h"
 #include "sync_client.h"
@@ -84,7 +85,7 @@ static int module_exec(PyObject *module)
     st->missing = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (st->missing == NULL || PyModule_AddObjectRef(module, "MISSING", st->missing) < 0)
         goto out;
-    if (load_asyncio(st) < 0 || add_type(module, &rc_sync_client_spec, &st->SyncClientType) < 0 ||
+    if (load_asyncio(st) < 0 || rc_json_init_types(st) < 0 || add_type(module, &rc_sync_client_spec, &st->SyncClientType) < 0 ||
         add_type(module, &rc_async_client_spec, &st->AsyncClientType) < 0 ||
         add_type(module, &rc_mux_spec, &st->MuxType) < 0)
         goto out;
@@ -96,6 +97,45 @@ out:
     Py_XDECREF(errors);
     return rc;
 }
+
+/* json_dumps(obj) -> bytes: the cache's JSON encoder, for direct use. */
+static PyObject *json_dumps(PyObject *module, PyObject *obj)
+{
+    rc_buf b;
+    PyObject *result = NULL;
+
+    rc_buf_init(&b);
+    if (rc_json_encode(&b, obj, get_state(module)) == 0)
+        result = PyBytes_FromStringAndSize(b.data ? b.data : "", (Py_ssize_t)b.len);
+    rc_buf_free(&b);
+    return result;
+}
+
+/* json_loads(data) -> object: the cache's strict JSON decoder; data is
+ * bytes-like (UTF-8) or str. */
+static PyObject *json_loads(PyObject *module, PyObject *data)
+{
+    Py_buffer view;
+    PyObject *result;
+    Py_ssize_t n;
+    const char *p;
+
+    if (PyUnicode_Check(data)) {
+        p = PyUnicode_AsUTF8AndSize(data, &n);
+        return p == NULL ? NULL : rc_json_decode(p, (size_t)n, get_state(module));
+    }
+    if (PyObject_GetBuffer(data, &view, PyBUF_CONTIG_RO) < 0)
+        return NULL;
+    result = rc_json_decode(view.buf, (size_t)view.len, get_state(module));
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"json_dumps", json_dumps, METH_O, "json_dumps(obj) -> bytes: encode obj as compact JSON."},
+    {"json_loads", json_loads, METH_O, "json_loads(data) -> object: decode strict JSON."},
+    {NULL, NULL, 0, NULL},
+};
 
 static int module_traverse(PyObject *module, visitproc visit, void *arg)
 {
@@ -117,6 +157,16 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->SerializationError);
     Py_VISIT(st->ConfigurationError);
     Py_VISIT(st->missing);
+    Py_VISIT(st->EnumType);
+    Py_VISIT(st->UUIDType);
+    Py_VISIT(st->DecimalType);
+    Py_VISIT(st->dataclass_fields);
+    Py_VISIT(st->str_isoformat);
+    Py_VISIT(st->str_model_dump);
+    Py_VISIT(st->str_dataclass_fields);
+    Py_VISIT(st->model_dump_kwnames);
+    Py_VISIT(st->model_dump_args[0]);
+    Py_VISIT(st->model_dump_args[1]);
     return 0;
 }
 
@@ -140,6 +190,18 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->SerializationError);
     Py_CLEAR(st->ConfigurationError);
     Py_CLEAR(st->missing);
+    Py_CLEAR(st->EnumType);
+    Py_CLEAR(st->UUIDType);
+    Py_CLEAR(st->DecimalType);
+    Py_CLEAR(st->dataclass_fields);
+    Py_CLEAR(st->str_isoformat);
+    Py_CLEAR(st->str_model_dump);
+    Py_CLEAR(st->str_dataclass_fields);
+    Py_CLEAR(st->model_dump_kwnames);
+    Py_CLEAR(st->model_dump_args[0]);
+    Py_CLEAR(st->model_dump_args[1]);
+    for (size_t i = 0; i < sizeof(st->key_cache) / sizeof(st->key_cache[0]); i++)
+        Py_CLEAR(st->key_cache[i]);
     return 0;
 }
 
@@ -158,6 +220,7 @@ PyModuleDef rc_module_def = {
     .m_name = "redis_cache._core",
     .m_doc = "The C core of redis_cache: connections, pool, RESP, serialization.",
     .m_size = sizeof(rc_state),
+    .m_methods = module_methods,
     .m_slots = module_slots,
     .m_traverse = module_traverse,
     .m_clear = module_clear,

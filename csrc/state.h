@@ -29,6 +29,18 @@ typedef struct rc_state {
     PyObject *ConfigurationError;
     /* Stands for a nil reply where None is a legitimate value. */
     PyObject *missing;
+    /* Classes the JSON encoder recognizes beyond the JSON types. */
+    PyObject *EnumType;
+    PyObject *UUIDType;
+    PyObject *DecimalType;
+    PyObject *dataclass_fields; /* dataclasses.fields */
+    PyObject *str_isoformat;
+    PyObject *str_model_dump;
+    PyObject *str_dataclass_fields;
+    PyObject *model_dump_kwnames; /* ("mode", "by_alias") */
+    PyObject *model_dump_args[2]; /* "json", True */
+    /* Recently decoded JSON object keys (see json.c). */
+    PyObject *key_cache[512];
 } rc_state;
 
 /* The module's definition, for finding the state from a (sub)class. */

@@ -139,7 +139,7 @@ class Opaque:
 @pytest.mark.parametrize(
     ("value", "type_text", "path"),
     [
-        ({1, 2}, "'set'", None),
+        (1 + 2j, "'complex'", None),
         (object(), "'object'", None),
         (Opaque(), "'Opaque'", None),
         (b"bytes", "'bytes'", None),
@@ -147,7 +147,7 @@ class Opaque:
         (float("inf"), "float inf", None),
         ({1: "int key"}, "dict key of type 'int'", None),
         ("lone \ud800 surrogate", "lone surrogate", None),
-        ({"a": [0, {1}]}, "'set'", "value['a'][1]"),
+        ({"a": [0, b"raw"]}, "'bytes'", "value['a'][1]"),
         ({"a": [0, {"b": float("-inf")}]}, "float -inf", "value['a'][1]['b']"),
         ([[0, 1], [2, {3: 4}]], "dict key of type 'int'", "value[1][1]"),
         ({"a": ("x", "\udc00")}, "lone surrogate", "value['a'][1]"),
@@ -196,7 +196,7 @@ def test_circular_reference_is_a_serialization_error(
         cache.set("k", loop)
     cyclic: dict[str, object] = {}
     cyclic["self"] = cyclic
-    with pytest.raises(SerializationError, match="nested deeper"):
+    with pytest.raises(SerializationError, match=r"circular reference.*value\['self'\]"):
         cache.set("k", cyclic)
     assert_nothing_written(redis)
     assert_still_usable(cache)
@@ -309,8 +309,8 @@ def test_bad_default_ttl_is_refused_at_construction(
 
 @pytest.mark.parametrize(
     "bad",
-    [{1, 2}, float("nan"), object(), {"deep": [1, {2: 3}]}],
-    ids=["set", "nan", "object", "nested-int-key"],
+    [1 + 2j, float("nan"), object(), {"deep": [1, {2: 3}]}],
+    ids=["complex", "nan", "object", "nested-int-key"],
 )
 def test_set_many_with_one_bad_value_in_the_middle_writes_nothing(
     cache: SyncRedisCache, redis: RedisServer, bad: object

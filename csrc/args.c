@@ -2,15 +2,14 @@
 #include "args.h"
 
 int rc_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                  const char *const *names, Py_ssize_t nnames, Py_ssize_t required,
-                  PyObject **out)
+                  const char *const *names, Py_ssize_t nnames, Py_ssize_t required, PyObject **out)
 {
     Py_ssize_t i, j, nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
     unsigned long given = 0;
 
     if (nargs > nnames) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname,
-                     nnames, nargs);
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname, nnames,
+                     nargs);
         return -1;
     }
     for (i = 0; i < nargs; i++) {

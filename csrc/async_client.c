@@ -11,8 +11,7 @@
 #define RC_MAX_MUX 64
 
 typedef struct {
-    PyObject_HEAD
-    rc_state *state;
+    PyObject_HEAD rc_state *state;
     rc_keyspace ks;
     rc_mux *muxes[RC_MAX_MUX];
     size_t n_mux, next;
@@ -23,7 +22,7 @@ typedef struct {
 
 static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"namespace", "default_ttl", "serializer", "socket_timeout",
+    static char *kwlist[] = {"namespace",     "default_ttl", "serializer", "socket_timeout",
                              "max_in_flight", "connections", NULL};
     PyObject *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL,
              *socket_timeout = Py_None;
@@ -129,7 +128,8 @@ static void AsyncClient_finalize(AsyncClient *self)
     PyErr_Fetch(&type, &value, &tb);
     if (PyErr_ResourceWarning((PyObject *)self, 1,
                               "unclosed cache %R; await cache.close() or use "
-                              "'async with'", self) < 0)
+                              "'async with'",
+                              self) < 0)
         PyErr_WriteUnraisable((PyObject *)self);
     PyErr_Restore(type, value, tb);
 }
@@ -213,22 +213,23 @@ static PyObject *done_future(AsyncClient *self, PyObject *result)
 }
 
 /* The common tail of every method: m's buffer holds the command encoded
- * since mark (or encoding failed: ok == 0). */
-static PyObject *submit(rc_mux *m, size_t mark, int ok, Py_ssize_t replies, rc_result_kind kind,
-                        const rc_codec *codec, PyObject *extra)
+ * since mark (or encoding failed: ok == 0). A codec, when given, is this
+ * client's. */
+static PyObject *submit(AsyncClient *self, rc_mux *m, size_t mark, int ok, Py_ssize_t replies,
+                        rc_result_kind kind, const rc_codec *codec, PyObject *extra)
 {
     if (!ok) {
         rc_mux_discard(m, mark);
         return NULL;
     }
-    return rc_mux_submit(m, mark, replies, kind, codec, extra);
+    return rc_mux_submit(m, mark, replies, kind, codec, codec ? (PyObject *)self : NULL, extra);
 }
 
-#define BEGIN(self, m, mark)                                                                  \
-    rc_mux *m = pick(self);                                                                   \
-    size_t mark;                                                                              \
-    if (m == NULL)                                                                            \
-        return NULL;                                                                          \
+#define BEGIN(self, m, mark)                                                                       \
+    rc_mux *m = pick(self);                                                                        \
+    size_t mark;                                                                                   \
+    if (m == NULL)                                                                                 \
+        return NULL;                                                                               \
     mark = rc_mux_out(m)->len
 
 /* ------------------------------------------------------------ methods */
@@ -243,7 +244,7 @@ static PyObject *AsyncClient_get(AsyncClient *self, PyObject *const *args, Py_ss
         return NULL;
     {
         BEGIN(self, m, mark);
-        return submit(m, mark, rc_cmd_key(&self->ks, rc_mux_out(m), "GET", params[0]) == 0, 1,
+        return submit(self, m, mark, rc_cmd_key(&self->ks, rc_mux_out(m), "GET", params[0]) == 0, 1,
                       RC_RESULT_VALUE, &self->ks.codec, params[1]);
     }
 }
@@ -252,24 +253,33 @@ static PyObject *AsyncClient_set(AsyncClient *self, PyObject *const *args, Py_ss
                                  PyObject *kwnames)
 {
     static const char *const names[] = {"key", "value", "ttl"};
-    PyObject *params[3] = {NULL, NULL, Py_None};
+    PyObject *params[3] = {NULL, NULL, Py_None}, *prepared, *result = NULL;
+    long long ms;
+    rc_mux *m;
 
-    if (rc_parse_args("set", args, nargs, kwnames, names, 3, 2, params) < 0)
+    if (rc_parse_args("set", args, nargs, kwnames, names, 3, 2, params) < 0 ||
+        rc_ttl_ms(&self->ks, params[2], &ms) < 0)
         return NULL;
-    {
-        BEGIN(self, m, mark);
-        return submit(m, mark,
-                      rc_cmd_set(&self->ks, rc_mux_out(m), params[0], params[1], params[2]) == 0,
-                      1, RC_RESULT_STORED, NULL, NULL);
+    prepared = rc_prepare_value(&self->ks, params[0], params[1]);
+    if (prepared == NULL)
+        return NULL;
+    m = pick(self);
+    if (m != NULL) {
+        size_t mark = rc_mux_out(m)->len;
+        result = submit(self, m, mark,
+                        rc_cmd_set(&self->ks, rc_mux_out(m), params[0], prepared, ms) == 0, 1,
+                        RC_RESULT_STORED, NULL, NULL);
     }
+    Py_DECREF(prepared);
+    return result;
 }
 
 static PyObject *key_command(AsyncClient *self, const char *name, PyObject *key,
                              rc_result_kind kind)
 {
     BEGIN(self, m, mark);
-    return submit(m, mark, rc_cmd_key(&self->ks, rc_mux_out(m), name, key) == 0, 1, kind, NULL,
-                  NULL);
+    return submit(self, m, mark, rc_cmd_key(&self->ks, rc_mux_out(m), name, key) == 0, 1, kind,
+                  NULL, NULL);
 }
 
 static PyObject *AsyncClient_delete(AsyncClient *self, PyObject *key)
@@ -292,13 +302,14 @@ static PyObject *AsyncClient_expire(AsyncClient *self, PyObject *const *args, Py
 {
     static const char *const names[] = {"key", "ttl"};
     PyObject *params[2] = {NULL, NULL};
+    long long ms;
 
-    if (rc_parse_args("expire", args, nargs, kwnames, names, 2, 2, params) < 0)
+    if (rc_parse_args("expire", args, nargs, kwnames, names, 2, 2, params) < 0 ||
+        rc_expire_ms(&self->ks, params[1], &ms) < 0)
         return NULL;
     {
         BEGIN(self, m, mark);
-        return submit(m, mark,
-                      rc_cmd_expire(&self->ks, rc_mux_out(m), params[0], params[1]) == 0, 1,
+        return submit(self, m, mark, rc_cmd_expire(&self->ks, rc_mux_out(m), params[0], ms) == 0, 1,
                       RC_RESULT_POSITIVE, NULL, NULL);
     }
 }
@@ -322,10 +333,10 @@ static PyObject *AsyncClient_incr(AsyncClient *self, PyObject *const *args, Py_s
             return NULL;
         }
         mark = rc_mux_out(m)->len;
-        result = submit(m, mark,
-                        rc_cmd_incrby(&self->ks, rc_mux_out(m), params[0],
-                                      params[1] ? params[1] : one) == 0,
-                        1, RC_RESULT_RAW, NULL, NULL);
+        result = submit(
+            self, m, mark,
+            rc_cmd_incrby(&self->ks, rc_mux_out(m), params[0], params[1] ? params[1] : one) == 0, 1,
+            RC_RESULT_RAW, NULL, NULL);
     }
     Py_DECREF(one);
     return result;
@@ -352,14 +363,13 @@ static PyObject *multikey(AsyncClient *self, const char *fname, const char *comm
         return NULL;
     if (PySequence_Fast_GET_SIZE(keys) == 0) {
         result = done_future(self, empty_result);
-    }
-    else {
+    } else {
         rc_mux *m = pick(self);
         if (m != NULL) {
             size_t mark = rc_mux_out(m)->len;
-            result = submit(m, mark,
-                            rc_cmd_multikey(&self->ks, rc_mux_out(m), command, keys) == 0, 1,
-                            kind, codec, keys);
+            result =
+                submit(self, m, mark, rc_cmd_multikey(&self->ks, rc_mux_out(m), command, keys) == 0,
+                       1, kind, codec, keys);
         }
     }
     Py_DECREF(keys);
@@ -392,27 +402,33 @@ static PyObject *AsyncClient_set_many(AsyncClient *self, PyObject *const *args, 
                                       PyObject *kwnames)
 {
     static const char *const names[] = {"mapping", "ttl"};
-    PyObject *params[2] = {NULL, Py_None};
+    PyObject *params[2] = {NULL, Py_None}, *batch, *result = NULL;
     Py_ssize_t count = 0;
+    long long ms;
+    rc_mux *m;
     int ok;
 
-    if (rc_parse_args("set_many", args, nargs, kwnames, names, 2, 1, params) < 0)
+    if (rc_parse_args("set_many", args, nargs, kwnames, names, 2, 1, params) < 0 ||
+        rc_ttl_ms(&self->ks, params[1], &ms) < 0)
         return NULL;
-    if (rc_is_empty_mapping(params[0])) {
-        long long ms;
-        if (rc_ttl_ms(&self->ks, params[1], &ms) < 0)
-            return NULL;
+    if (rc_is_empty_mapping(params[0]))
         return done_future(self, Py_True);
-    }
-    {
-        BEGIN(self, m, mark);
-        ok = rc_cmd_set_many(&self->ks, rc_mux_out(m), params[0], params[1], &count) == 0;
+    batch = rc_prepare_batch(&self->ks, params[0]);
+    if (batch == NULL)
+        return NULL;
+    m = pick(self);
+    if (m != NULL) {
+        size_t mark = rc_mux_out(m)->len;
+        ok = rc_cmd_set_many(&self->ks, rc_mux_out(m), batch, ms, &count) == 0;
         if (ok && count == 0) {
             rc_mux_discard(m, mark);
-            return done_future(self, Py_True);
+            result = done_future(self, Py_True);
+        } else {
+            result = submit(self, m, mark, ok, count, RC_RESULT_STORED, NULL, NULL);
         }
-        return submit(m, mark, ok, count, RC_RESULT_STORED, NULL, NULL);
     }
+    Py_DECREF(batch);
+    return result;
 }
 
 static PyObject *AsyncClient_ping(AsyncClient *self, PyObject *unused)
@@ -426,7 +442,7 @@ static PyObject *AsyncClient_ping(AsyncClient *self, PyObject *unused)
         rc_mux *m = pick(self);
         if (m != NULL) {
             size_t mark = rc_mux_out(m)->len;
-            result = submit(m, mark, rc_cmd_raw(rc_mux_out(m), &word, 1) == 0, 1,
+            result = submit(self, m, mark, rc_cmd_raw(rc_mux_out(m), &word, 1) == 0, 1,
                             RC_RESULT_PONG, NULL, NULL);
         }
     }
@@ -438,8 +454,8 @@ static PyObject *AsyncClient_execute_command(AsyncClient *self, PyObject *const 
                                              Py_ssize_t nargs)
 {
     BEGIN(self, m, mark);
-    return submit(m, mark, rc_cmd_raw(rc_mux_out(m), args, nargs) == 0, 1, RC_RESULT_RAW, NULL,
-                  NULL);
+    return submit(self, m, mark, rc_cmd_raw(rc_mux_out(m), args, nargs) == 0, 1, RC_RESULT_RAW,
+                  NULL, NULL);
 }
 
 /* _new_multiplexer(loop): a fresh, not yet attached connection object with
@@ -513,8 +529,8 @@ static PyMethodDef AsyncClient_methods[] = {
     {"incr", (PyCFunction)(void (*)(void))AsyncClient_incr, METH_FASTCALL | METH_KEYWORDS,
      "incr(key, amount=1) -> int"},
     {"get_many", (PyCFunction)AsyncClient_get_many, METH_O, "get_many(keys) -> dict"},
-    {"set_many", (PyCFunction)(void (*)(void))AsyncClient_set_many,
-     METH_FASTCALL | METH_KEYWORDS, "set_many(mapping, ttl=None) -> bool"},
+    {"set_many", (PyCFunction)(void (*)(void))AsyncClient_set_many, METH_FASTCALL | METH_KEYWORDS,
+     "set_many(mapping, ttl=None) -> bool"},
     {"delete_many", (PyCFunction)AsyncClient_delete_many, METH_O, "delete_many(keys) -> int"},
     {"ping", (PyCFunction)AsyncClient_ping, METH_NOARGS, "ping() -> bool"},
     {"execute_command", (PyCFunction)(void (*)(void))AsyncClient_execute_command, METH_FASTCALL,

@@ -56,8 +56,7 @@ size_t rc_format_ll(char *p, long long v)
     if (v < 0) {
         *p++ = '-';
         u = 0ULL - (unsigned long long)v;
-    }
-    else {
+    } else {
         u = (unsigned long long)v;
     }
     do {

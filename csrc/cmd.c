@@ -105,7 +105,8 @@ int rc_ttl_ms(const rc_keyspace *ks, PyObject *ttl, long long *ms)
         return 0;
     }
     if (PyBool_Check(ttl)) {
-        PyErr_SetString(PyExc_TypeError, "ttl must be seconds (int or float) or a timedelta, not bool");
+        PyErr_SetString(PyExc_TypeError,
+                        "ttl must be seconds (int or float) or a timedelta, not bool");
         return -1;
     }
     if (PyLong_Check(ttl)) {
@@ -144,13 +145,12 @@ static int put_key(const rc_keyspace *ks, rc_buf *b, PyObject *key)
         p = PyUnicode_AsUTF8AndSize(key, &n);
         if (p == NULL)
             return -1;
-    }
-    else if (PyBytes_Check(key)) {
+    } else if (PyBytes_Check(key)) {
         p = PyBytes_AS_STRING(key);
         n = PyBytes_GET_SIZE(key);
-    }
-    else {
-        PyErr_Format(PyExc_TypeError, "cache keys must be str or bytes, not %.100s; "
+    } else {
+        PyErr_Format(PyExc_TypeError,
+                     "cache keys must be str or bytes, not %.100s; "
                      "convert the key first (for example with str())",
                      Py_TYPE(key)->tp_name);
         return -1;
@@ -219,48 +219,38 @@ static int put_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *pr
     if (ms % 1000 == 0) {
         if (put_word(b, "EX") < 0 || rc_resp_bulk_ll(b, ms / 1000) < 0)
             return no_memory();
-    }
-    else if (put_word(b, "PX") < 0 || rc_resp_bulk_ll(b, ms) < 0) {
+    } else if (put_word(b, "PX") < 0 || rc_resp_bulk_ll(b, ms) < 0) {
         return no_memory();
     }
     return 0;
 }
 
-/* Prepares then writes one SET (see rc_codec_prepare). */
-static int prepare_and_put_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *value,
-                               long long ms)
+PyObject *rc_prepare_value(const rc_keyspace *ks, PyObject *key, PyObject *value)
 {
     PyObject *prepared = rc_codec_prepare(&ks->codec, value, ks->state);
-    int rc;
 
-    if (prepared == NULL) {
+    if (prepared == NULL)
         name_the_key(ks, key);
-        return -1;
-    }
-    rc = put_set(ks, b, key, prepared, ms);
-    Py_DECREF(prepared);
-    return rc;
+    return prepared;
 }
 
-int rc_cmd_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *value, PyObject *ttl)
+int rc_cmd_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *prepared, long long ms)
 {
-    long long ms;
-
-    if (rc_ttl_ms(ks, ttl, &ms) < 0)
-        return -1;
-    return prepare_and_put_set(ks, b, key, value, ms);
+    return put_set(ks, b, key, prepared, ms);
 }
 
-int rc_cmd_expire(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *ttl)
+int rc_expire_ms(const rc_keyspace *ks, PyObject *ttl, long long *ms)
 {
-    long long ms;
-
     if (ttl == Py_None) {
         PyErr_SetString(PyExc_ValueError, "expire() needs a ttl (seconds or a timedelta)");
         return -1;
     }
-    if (rc_ttl_ms(ks, ttl, &ms) < 0 || put_array(b, 3) < 0 || put_word(b, "PEXPIRE") < 0 ||
-        put_key(ks, b, key) < 0)
+    return rc_ttl_ms(ks, ttl, ms);
+}
+
+int rc_cmd_expire(const rc_keyspace *ks, rc_buf *b, PyObject *key, long long ms)
+{
+    if (put_array(b, 3) < 0 || put_word(b, "PEXPIRE") < 0 || put_key(ks, b, key) < 0)
         return -1;
     return rc_resp_bulk_ll(b, ms) < 0 ? no_memory() : 0;
 }
@@ -310,9 +300,11 @@ static PyObject *mapping_items(PyObject *mapping)
 
     items = PyMapping_Items(mapping);
     if (items == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
+            PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "set_many() takes a mapping of keys to values, not %.100s",
+            PyErr_Format(PyExc_TypeError,
+                         "set_many() takes a mapping of keys to values, not %.100s",
                          Py_TYPE(mapping)->tp_name);
         }
         return NULL;
@@ -332,55 +324,62 @@ static PyObject *mapping_items(PyObject *mapping)
     return list;
 }
 
-int rc_cmd_set_many(const rc_keyspace *ks, rc_buf *b, PyObject *mapping, PyObject *ttl,
+PyObject *rc_prepare_batch(const rc_keyspace *ks, PyObject *mapping)
+{
+    PyObject *items, *pairs = NULL;
+    Py_ssize_t i, n;
+
+    /* The common case runs no Python code while written: no copy. */
+    if (PyDict_CheckExact(mapping) && !rc_codec_needs_prepare(&ks->codec))
+        return Py_NewRef(mapping);
+    items = mapping_items(mapping);
+    if (items == NULL)
+        return NULL;
+    n = PyList_GET_SIZE(items);
+    pairs = PyList_New(n);
+    if (pairs == NULL)
+        goto fail;
+    for (i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(items, i), *key = PyTuple_GET_ITEM(pair, 0);
+        PyObject *value = rc_prepare_value(ks, key, PyTuple_GET_ITEM(pair, 1)), *prepared;
+        if (value == NULL)
+            goto fail;
+        prepared = PyTuple_Pack(2, key, value);
+        Py_DECREF(value);
+        if (prepared == NULL)
+            goto fail;
+        PyList_SET_ITEM(pairs, i, prepared);
+    }
+    Py_DECREF(items);
+    return pairs;
+fail:
+    Py_XDECREF(pairs);
+    Py_DECREF(items);
+    return NULL;
+}
+
+int rc_cmd_set_many(const rc_keyspace *ks, rc_buf *b, PyObject *batch, long long ms,
                     Py_ssize_t *count)
 {
-    long long ms;
-    PyObject *items = NULL, *prepared = NULL;
-    Py_ssize_t i, n;
-    int rc = -1;
+    Py_ssize_t n = 0;
 
-    if (rc_ttl_ms(ks, ttl, &ms) < 0)
-        return -1;
-    if (PyDict_CheckExact(mapping) && !rc_codec_needs_prepare(&ks->codec)) {
-        /* The common case, with nothing that can run Python code: no copy. */
+    if (PyDict_Check(batch)) {
         Py_ssize_t pos = 0;
         PyObject *key, *value;
-        n = 0;
-        while (PyDict_Next(mapping, &pos, &key, &value)) {
+        while (PyDict_Next(batch, &pos, &key, &value)) {
             if (put_set(ks, b, key, value, ms) < 0)
                 return -1;
             n++;
         }
-        *count = n;
-        return 0;
-    }
-    items = mapping_items(mapping);
-    if (items == NULL)
-        return -1;
-    n = PyList_GET_SIZE(items);
-    prepared = PyList_New(n);
-    if (prepared == NULL)
-        goto out;
-    for (i = 0; i < n; i++) {
-        PyObject *pair = PyList_GET_ITEM(items, i);
-        PyObject *value = rc_codec_prepare(&ks->codec, PyTuple_GET_ITEM(pair, 1), ks->state);
-        if (value == NULL) {
-            name_the_key(ks, PyTuple_GET_ITEM(pair, 0));
-            goto out;
+    } else {
+        for (n = 0; n < PyList_GET_SIZE(batch); n++) {
+            PyObject *pair = PyList_GET_ITEM(batch, n);
+            if (put_set(ks, b, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), ms) < 0)
+                return -1;
         }
-        PyList_SET_ITEM(prepared, i, value);
     }
-    for (i = 0; i < n; i++)
-        if (put_set(ks, b, PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0),
-                    PyList_GET_ITEM(prepared, i), ms) < 0)
-            goto out;
     *count = n;
-    rc = 0;
-out:
-    Py_XDECREF(prepared);
-    Py_XDECREF(items);
-    return rc;
+    return 0;
 }
 
 static int put_raw_arg(rc_buf *b, PyObject *arg)
@@ -393,21 +392,18 @@ static int put_raw_arg(rc_buf *b, PyObject *arg)
     if (PyBytes_Check(arg)) {
         p = PyBytes_AS_STRING(arg);
         n = PyBytes_GET_SIZE(arg);
-    }
-    else if (PyUnicode_Check(arg)) {
+    } else if (PyUnicode_Check(arg)) {
         p = PyUnicode_AsUTF8AndSize(arg, &n);
         if (p == NULL)
             return -1;
-    }
-    else if ((PyLong_Check(arg) && !PyBool_Check(arg)) || PyFloat_Check(arg)) {
+    } else if ((PyLong_Check(arg) && !PyBool_Check(arg)) || PyFloat_Check(arg)) {
         text = PyLong_Check(arg) ? PyLong_Type.tp_repr(arg) : PyFloat_Type.tp_repr(arg);
         if (text == NULL)
             return -1;
         p = PyUnicode_AsUTF8AndSize(text, &n);
         if (p == NULL)
             goto out;
-    }
-    else {
+    } else {
         PyErr_Format(PyExc_TypeError,
                      "command arguments must be bytes, str, int or float, not %.100s",
                      Py_TYPE(arg)->tp_name);

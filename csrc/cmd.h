@@ -2,6 +2,12 @@
  * TTLs) and writes the RESP for them. Shared by the sync and async clients,
  * which differ only in how the bytes travel.
  *
+ * Two phases. The rc_prepare_* / rc_ttl_ms functions may run Python code (a
+ * custom serializer's dumps(), a timedelta subclass, a mapping's items()),
+ * and that code may itself use the cache. So they run first, before the
+ * caller picks a buffer; the rc_cmd_* writers that follow run no Python code,
+ * so no other command can land in the middle of the one being written.
+ *
  * Every function needs the GIL and returns 0, or -1 with an exception set
  * (TypeError / ValueError / SerializationError for bad input, MemoryError).
  * On failure the buffer may hold a partial command: callers remember its
@@ -18,7 +24,7 @@
 
 /* How a client names keys and stores values. */
 typedef struct rc_keyspace {
-    char *prefix;             /* "namespace:" or empty; PyMem_Raw, owned */
+    char *prefix; /* "namespace:" or empty; PyMem_Raw, owned */
     size_t prefix_len;
     long long default_ttl_ms; /* -1: keys do not expire by default */
     rc_codec codec;
@@ -34,19 +40,27 @@ void rc_keyspace_clear(rc_keyspace *ks);
  * milliseconds; None gives the default (-1: none). Zero, negative, NaN and
  * non-numbers are refused. */
 int rc_ttl_ms(const rc_keyspace *ks, PyObject *ttl, long long *ms);
+/* The same for expire(), where None is refused. */
+int rc_expire_ms(const rc_keyspace *ks, PyObject *ttl, long long *ms);
+
+/* What rc_cmd_set takes as its value: a new reference, or NULL. */
+PyObject *rc_prepare_value(const rc_keyspace *ks, PyObject *key, PyObject *value);
+/* What rc_cmd_set_many takes: the dict itself when nothing needs preparing,
+ * else a list of (key, prepared value) pairs. New reference, or NULL. */
+PyObject *rc_prepare_batch(const rc_keyspace *ks, PyObject *mapping);
 
 /* NAME key — GET, UNLINK, EXISTS, TTL. */
 int rc_cmd_key(const rc_keyspace *ks, rc_buf *b, const char *name, PyObject *key);
-/* SET key value [EX s | PX ms] */
-int rc_cmd_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *value, PyObject *ttl);
-/* PEXPIRE key ms (ttl must not be None) */
-int rc_cmd_expire(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *ttl);
+/* SET key value [EX s | PX ms]; ms < 0: no expiry. */
+int rc_cmd_set(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *prepared, long long ms);
+/* PEXPIRE key ms */
+int rc_cmd_expire(const rc_keyspace *ks, rc_buf *b, PyObject *key, long long ms);
 /* INCRBY key amount */
 int rc_cmd_incrby(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *amount);
 /* NAME key1 key2 ... from a list or tuple of keys — MGET, UNLINK. */
 int rc_cmd_multikey(const rc_keyspace *ks, rc_buf *b, const char *name, PyObject *keys);
-/* One SET per item of a mapping; *count receives the number of commands. */
-int rc_cmd_set_many(const rc_keyspace *ks, rc_buf *b, PyObject *mapping, PyObject *ttl,
+/* One SET per item of a prepared batch; *count receives the number. */
+int rc_cmd_set_many(const rc_keyspace *ks, rc_buf *b, PyObject *batch, long long ms,
                     Py_ssize_t *count);
 /* Non-zero for a mapping with no items (no round trip needed); never raises. */
 int rc_is_empty_mapping(PyObject *mapping);

@@ -59,9 +59,9 @@ static long long monotonic_ms(void)
 
 /* Where a connect attempt failed, kept until the GIL is back. */
 typedef struct connect_error {
-    int err;        /* errno, or 0 */
+    int err; /* errno, or 0 */
     int timed_out;
-    int gai_err;    /* getaddrinfo's code, or 0 */
+    int gai_err; /* getaddrinfo's code, or 0 */
 } connect_error;
 
 static int set_blocking(int fd, int blocking)
@@ -74,8 +74,8 @@ static int set_blocking(int fd, int blocking)
 }
 
 /* Connects fd to addr within deadline_ms (-1: none). No GIL. */
-static int connect_within(int fd, const struct sockaddr *addr, socklen_t len,
-                          long long deadline_ms, connect_error *ce)
+static int connect_within(int fd, const struct sockaddr *addr, socklen_t len, long long deadline_ms,
+                          connect_error *ce)
 {
     struct pollfd pfd;
     int rc, soerr = 0;
@@ -279,11 +279,11 @@ static int handshake(rc_conn *c, const rc_conn_options *o, rc_state *st)
             goto out;
         }
         if (rc == 0 && rc_is_error_reply(st, reply)) {
-            PyObject *exc_type = i == 0 && o->password != NULL ? st->AuthenticationError
-                                                                : st->ConnectionError;
+            PyObject *exc_type =
+                i == 0 && o->password != NULL ? st->AuthenticationError : st->ConnectionError;
             if (o->username != NULL && i == 0 && o->password != NULL)
-                PyErr_Format(exc_type, "redis refused %s for user '%s': %S", what[i],
-                             o->username, reply);
+                PyErr_Format(exc_type, "redis refused %s for user '%s': %S", what[i], o->username,
+                             reply);
             else
                 PyErr_Format(exc_type, "redis refused %s: %S", what[i], reply);
             PyErr_Fetch(&err_type, &err_value, &err_tb);
@@ -312,10 +312,9 @@ rc_conn *rc_conn_open(const rc_conn_options *o, rc_state *st)
     rc_conn *c;
     int fd;
 
-    Py_BEGIN_ALLOW_THREADS
-    fd = open_socket(o, &ce);
-    Py_END_ALLOW_THREADS
-    if (fd < 0) {
+    Py_BEGIN_ALLOW_THREADS fd = open_socket(o, &ce);
+    Py_END_ALLOW_THREADS if (fd < 0)
+    {
         raise_connect_error(o, &ce, st);
         return NULL;
     }
@@ -388,11 +387,10 @@ int rc_conn_flush(rc_conn *c, rc_state *st)
     int err = 0;
 
     while (sent < c->out.len) {
-        Py_BEGIN_ALLOW_THREADS
-        n = send(c->fd, c->out.data + sent, c->out.len - sent, MSG_NOSIGNAL);
+        Py_BEGIN_ALLOW_THREADS n = send(c->fd, c->out.data + sent, c->out.len - sent, MSG_NOSIGNAL);
         err = errno;
-        Py_END_ALLOW_THREADS
-        if (n >= 0) {
+        Py_END_ALLOW_THREADS if (n >= 0)
+        {
             sent += (size_t)n;
             continue;
         }
@@ -432,11 +430,10 @@ rc_reply_status rc_conn_read(rc_conn *c, const rc_codec *codec, PyObject **reply
             c->in_pos += slice;
             continue;
         }
-        Py_BEGIN_ALLOW_THREADS
-        n = recv(c->fd, c->in, RC_CONN_READ_CHUNK, 0);
+        Py_BEGIN_ALLOW_THREADS n = recv(c->fd, c->in, RC_CONN_READ_CHUNK, 0);
         err = errno;
-        Py_END_ALLOW_THREADS
-        if (n > 0) {
+        Py_END_ALLOW_THREADS if (n > 0)
+        {
             c->in_pos = 0;
             c->in_len = (size_t)n;
             continue;

@@ -22,13 +22,13 @@
 /* Where and how to connect. Strings are owned by whoever owns the options
  * (the client), and outlive every connection made from them. */
 typedef struct rc_conn_options {
-    const char *host;        /* NULL when unix_path is set */
+    const char *host; /* NULL when unix_path is set */
     int port;
-    const char *unix_path;   /* NULL for TCP */
-    int connect_timeout_ms;  /* -1: wait as long as the OS does */
-    int socket_timeout_ms;   /* -1: no timeout on reads and writes */
-    const char *username;    /* NULL: AUTH with the password alone */
-    const char *password;    /* NULL: no AUTH */
+    const char *unix_path;  /* NULL for TCP */
+    int connect_timeout_ms; /* -1: wait as long as the OS does */
+    int socket_timeout_ms;  /* -1: no timeout on reads and writes */
+    const char *username;   /* NULL: AUTH with the password alone */
+    const char *password;   /* NULL: no AUTH */
     long db;
     const char *client_name; /* NULL: no CLIENT SETNAME */
 } rc_conn_options;

@@ -33,6 +33,7 @@ static int put(encoder *e, const char *p, size_t n)
 }
 
 /* Non-zero for ASCII bytes that JSON strings must escape. */
+/* clang-format off */
 static const unsigned char ascii_escape[128] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
@@ -41,6 +42,7 @@ static const unsigned char ascii_escape[128] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
 };
+/* clang-format on */
 
 /* Writes the escape for ASCII character c at p; returns its length. */
 static size_t write_escape(char *p, unsigned char c)
@@ -107,12 +109,10 @@ static int encode_wide(encoder *e, PyObject *s)
                 p += write_escape(p, (unsigned char)c);
             else
                 *p++ = (char)c;
-        }
-        else if (c < 0x800) {
+        } else if (c < 0x800) {
             *p++ = (char)(0xC0 | (c >> 6));
             *p++ = (char)(0x80 | (c & 0x3F));
-        }
-        else if (c >= 0xD800 && c <= 0xDFFF) {
+        } else if (c >= 0xD800 && c <= 0xDFFF) {
             char code[16];
             snprintf(code, sizeof(code), "U+%04X", (unsigned)c);
             PyErr_Format(e->error_type,
@@ -120,13 +120,11 @@ static int encode_wide(encoder *e, PyObject *s)
                          "it has no UTF-8 form; clean the text or store it with serializer=\"raw\"",
                          code, i);
             return -1;
-        }
-        else if (c < 0x10000) {
+        } else if (c < 0x10000) {
             *p++ = (char)(0xE0 | (c >> 12));
             *p++ = (char)(0x80 | ((c >> 6) & 0x3F));
             *p++ = (char)(0x80 | (c & 0x3F));
-        }
-        else {
+        } else {
             *p++ = (char)(0xF0 | (c >> 18));
             *p++ = (char)(0x80 | ((c >> 12) & 0x3F));
             *p++ = (char)(0x80 | ((c >> 6) & 0x3F));
@@ -144,8 +142,7 @@ static int encode_str(encoder *e, PyObject *s)
     if (PyUnicode_IS_ASCII(s)) {
         if (encode_ascii(e, PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s)) < 0)
             return -1;
-    }
-    else if (encode_wide(e, s) < 0) {
+    } else if (encode_wide(e, s) < 0) {
         return -1;
     }
     return put(e, "\"", 1);
@@ -220,8 +217,7 @@ static void note_path(encoder *e, PyObject *segment_source, int is_index)
     if (segment != NULL && e->path != NULL) {
         if (PyList_Append(e->path, segment) < 0)
             PyErr_Clear();
-    }
-    else {
+    } else {
         PyErr_Clear();
     }
     Py_XDECREF(segment);
@@ -379,7 +375,8 @@ static int encode_other(encoder *e, PyObject *obj)
         return encode_converted(e, PyObject_CallMethodNoArgs(obj, st->str_isoformat));
     if (PyObject_IsInstance(obj, st->EnumType) == 1)
         return encode_converted(e, PyObject_GetAttrString(obj, "value"));
-    if (PyObject_IsInstance(obj, st->UUIDType) == 1 || PyObject_IsInstance(obj, st->DecimalType) == 1)
+    if (PyObject_IsInstance(obj, st->UUIDType) == 1 ||
+        PyObject_IsInstance(obj, st->DecimalType) == 1)
         return encode_converted(e, PyObject_Str(obj));
     if (PyErr_Occurred())
         return -1;
@@ -494,8 +491,8 @@ static PyObject *decode_value(decoder *d);
 
 static PyObject *syntax_error(decoder *d, const char *what)
 {
-    PyErr_Format(d->error_type, "invalid JSON at byte %zd: %s",
-                 (Py_ssize_t)(d->p - d->start), what);
+    PyErr_Format(d->error_type, "invalid JSON at byte %zd: %s", (Py_ssize_t)(d->p - d->start),
+                 what);
     return NULL;
 }
 
@@ -534,8 +531,7 @@ static PyObject *decode_number(decoder *d)
     }
     if (*p == '0') {
         p++;
-    }
-    else {
+    } else {
         while (p < d->end && is_digit(*p))
             p++;
     }
@@ -584,8 +580,7 @@ static PyObject *decode_number(decoder *d)
         double v = PyOS_string_to_double(text, NULL, NULL);
         if (!(v == -1.0 && PyErr_Occurred()))
             result = PyFloat_FromDouble(v);
-    }
-    else {
+    } else {
         result = PyLong_FromString(text, NULL, 10);
     }
     if (result == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
@@ -640,16 +635,13 @@ static size_t utf8_sequence(const unsigned char *p, const unsigned char *end)
     if (c < 0xE0) {
         n = 2;
         cp = c & 0x1F;
-    }
-    else if (c < 0xF0) {
+    } else if (c < 0xF0) {
         n = 3;
         cp = c & 0x0F;
-    }
-    else if (c < 0xF5) {
+    } else if (c < 0xF5) {
         n = 4;
         cp = c & 0x07;
-    }
-    else {
+    } else {
         return 0;
     }
     if ((size_t)(end - p) < n)
@@ -671,17 +663,14 @@ static void put_utf8(rc_buf *b, uint32_t cp)
 
     if (cp < 0x80) {
         *p++ = (char)cp;
-    }
-    else if (cp < 0x800) {
+    } else if (cp < 0x800) {
         *p++ = (char)(0xC0 | (cp >> 6));
         *p++ = (char)(0x80 | (cp & 0x3F));
-    }
-    else if (cp < 0x10000) {
+    } else if (cp < 0x10000) {
         *p++ = (char)(0xE0 | (cp >> 12));
         *p++ = (char)(0x80 | ((cp >> 6) & 0x3F));
         *p++ = (char)(0x80 | (cp & 0x3F));
-    }
-    else {
+    } else {
         *p++ = (char)(0xF0 | (cp >> 18));
         *p++ = (char)(0x80 | ((cp >> 12) & 0x3F));
         *p++ = (char)(0x80 | ((cp >> 6) & 0x3F));

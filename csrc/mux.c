@@ -33,10 +33,11 @@ typedef enum mux_status {
 } mux_status;
 
 typedef struct rc_slot {
-    PyObject *future;  /* NULL for handshake commands */
-    PyObject *extra;   /* see rc_result_kind */
-    PyObject *replies; /* collected replies of a pipelined request */
-    PyObject *error;   /* first error reply or decode error among them */
+    PyObject *future;      /* NULL for handshake commands */
+    PyObject *extra;       /* see rc_result_kind */
+    PyObject *codec_owner; /* keeps *codec alive */
+    PyObject *replies;     /* collected replies of a pipelined request */
+    PyObject *error;       /* first error reply or decode error among them */
     const rc_codec *codec;
     Py_ssize_t remaining;
     uint64_t end;
@@ -45,8 +46,7 @@ typedef struct rc_slot {
 } rc_slot;
 
 struct rc_mux {
-    PyObject_HEAD
-    rc_state *state;
+    PyObject_HEAD rc_state *state;
     PyObject *loop;
     /* Bound methods handed to the loop, made once at attach. */
     PyObject *on_readable, *on_writable, *on_flush, *on_timer;
@@ -85,6 +85,7 @@ static rc_slot *slot_at(rc_mux *m, size_t i)
 
 static void slot_clear(rc_slot *s)
 {
+    Py_CLEAR(s->codec_owner);
     Py_CLEAR(s->future);
     Py_CLEAR(s->extra);
     Py_CLEAR(s->replies);
@@ -166,8 +167,7 @@ static void fail_all(rc_mux *m, PyObject *exc_type, PyObject *message)
             PyObject *exc = PyObject_CallOneArg(exc_type, message);
             if (exc == NULL) {
                 PyErr_Clear();
-            }
-            else {
+            } else {
                 complete(m, s->future, NULL, exc);
                 Py_DECREF(exc);
             }
@@ -217,8 +217,7 @@ static void fail_with_pending(rc_mux *m)
     if (text == NULL) {
         PyErr_Clear();
         fail_format(m, m->state->ConnectionError, "redis connection failed");
-    }
-    else {
+    } else {
         fail_all(m, m->state->ConnectionError, text);
     }
     Py_XDECREF(text);
@@ -252,11 +251,9 @@ static void finish_head(rc_mux *m)
     m->count--;
     if (s.kind == RC_RESULT_HANDSHAKE) {
         check_handshake(m, &s);
-    }
-    else if (s.error != NULL) {
+    } else if (s.error != NULL) {
         complete(m, s.future, NULL, s.error);
-    }
-    else {
+    } else {
         result = rc_result_build(m->state, s.kind, s.replies, s.extra);
         if (result == NULL) {
             PyObject *type, *value, *tb;
@@ -267,8 +264,7 @@ static void finish_head(rc_mux *m)
             Py_XDECREF(type);
             Py_XDECREF(value);
             Py_XDECREF(tb);
-        }
-        else {
+        } else {
             complete(m, s.future, result, NULL);
             Py_DECREF(result);
         }
@@ -284,17 +280,14 @@ static void take_reply(rc_mux *m, PyObject *reply, PyObject *error)
     if (error != NULL) {
         if (s->error == NULL)
             s->error = Py_NewRef(error);
-    }
-    else if (rc_is_error_reply(m->state, reply)) {
+    } else if (rc_is_error_reply(m->state, reply)) {
         if (s->error == NULL)
             s->error = Py_NewRef(reply);
-    }
-    else if (s->kind == RC_RESULT_STORED) {
+    } else if (s->kind == RC_RESULT_STORED) {
         /* Pipelined SETs: only whether any came back nil matters. */
         if (reply == Py_None || s->replies == NULL)
             Py_XSETREF(s->replies, Py_NewRef(reply));
-    }
-    else {
+    } else {
         Py_XSETREF(s->replies, Py_NewRef(reply));
     }
     if (--s->remaining == 0)
@@ -321,8 +314,7 @@ static void dispatch(rc_mux *m, const char *p, size_t n)
         if (status == RC_REPLY_READY) {
             take_reply(m, reply, NULL);
             Py_DECREF(reply);
-        }
-        else if (status == RC_REPLY_BAD_VALUE) {
+        } else if (status == RC_REPLY_BAD_VALUE) {
             PyObject *type, *value, *tb;
             PyErr_Fetch(&type, &value, &tb);
             PyErr_NormalizeException(&type, &value, &tb);
@@ -330,17 +322,14 @@ static void dispatch(rc_mux *m, const char *p, size_t n)
             Py_XDECREF(type);
             Py_XDECREF(value);
             Py_XDECREF(tb);
-        }
-        else if (status == RC_REPLY_BROKEN) {
+        } else if (status == RC_REPLY_BROKEN) {
             fail_with_pending(m);
-        }
-        else if (fed < n) {
+        } else if (fed < n) {
             size_t slice = n - fed < RC_READER_FEED_MAX ? n - fed : RC_READER_FEED_MAX;
             if (rc_reader_feed(&m->reader, p + fed, slice) < 0)
                 fail_with_pending(m);
             fed += slice;
-        }
-        else {
+        } else {
             break;
         }
     }
@@ -398,8 +387,7 @@ static void flush(rc_mux *m)
     if (m->out_off == m->out.len) {
         m->out_off = 0;
         rc_buf_reset(&m->out);
-    }
-    else if (m->out_off > m->out.len / 2) {
+    } else if (m->out_off > m->out.len / 2) {
         memmove(m->out.data, m->out.data + m->out_off, m->out.len - m->out_off);
         m->out.len -= m->out_off;
         m->out_off = 0;
@@ -489,7 +477,7 @@ void rc_mux_discard(rc_mux *m, size_t mark)
 }
 
 PyObject *rc_mux_submit(rc_mux *m, size_t mark, Py_ssize_t replies, rc_result_kind kind,
-                        const rc_codec *codec, PyObject *extra)
+                        const rc_codec *codec, PyObject *codec_owner, PyObject *extra)
 {
     PyObject *future = NULL, *args[1];
     rc_slot *s;
@@ -512,6 +500,7 @@ PyObject *rc_mux_submit(rc_mux *m, size_t mark, Py_ssize_t replies, rc_result_ki
     m->bytes_queued += m->out.len - mark;
     s->future = future == NULL ? NULL : Py_NewRef(future);
     s->extra = Py_XNewRef(extra);
+    s->codec_owner = Py_XNewRef(codec_owner);
     s->replies = NULL;
     s->error = NULL;
     s->codec = codec;
@@ -746,6 +735,9 @@ static PyObject *mux_fail(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *mux_close(rc_mux *m, PyObject *unused)
 {
     (void)unused;
+    /* In a forked child the loop is the parent's: leave it alone. */
+    if (m->generation != rc_fork_generation)
+        Py_CLEAR(m->loop);
     fail_format(m, m->state->ConnectionError, "the cache was closed while this request waited");
     Py_RETURN_NONE;
 }
@@ -768,7 +760,7 @@ static PyObject *mux_execute_command(rc_mux *m, PyObject *const *args, Py_ssize_
         rc_mux_discard(m, mark);
         return NULL;
     }
-    return rc_mux_submit(m, mark, 1, RC_RESULT_RAW, NULL, NULL);
+    return rc_mux_submit(m, mark, 1, RC_RESULT_RAW, NULL, NULL, NULL);
 }
 
 static PyObject *mux_get_closed(rc_mux *m, void *unused)
@@ -811,6 +803,7 @@ static int mux_traverse(rc_mux *m, visitproc visit, void *arg)
         rc_slot *s = slot_at(m, i);
         Py_VISIT(s->future);
         Py_VISIT(s->extra);
+        Py_VISIT(s->codec_owner);
         Py_VISIT(s->replies);
         Py_VISIT(s->error);
     }
@@ -821,6 +814,9 @@ static int mux_clear(rc_mux *m)
 {
     size_t i;
 
+    for (i = 0; i < m->count; i++)
+        slot_clear(slot_at(m, i));
+    m->count = 0;
     Py_CLEAR(m->loop);
     Py_CLEAR(m->on_readable);
     Py_CLEAR(m->on_writable);
@@ -828,9 +824,6 @@ static int mux_clear(rc_mux *m)
     Py_CLEAR(m->on_timer);
     Py_CLEAR(m->timer);
     Py_CLEAR(m->closed_reason);
-    for (i = 0; i < m->count; i++)
-        slot_clear(slot_at(m, i));
-    m->count = 0;
     return 0;
 }
 

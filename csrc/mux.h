@@ -39,11 +39,12 @@ rc_buf *rc_mux_out(rc_mux *m);
 /* Queues the command(s) encoded since `mark` (the buffer's length before
  * encoding) as one request expecting `replies` replies, and returns the
  * future that completes with its result. codec decodes bulk strings (NULL:
- * bytes); extra is kept for the result (the default of a GET, the keys of
- * an MGET). On failure returns NULL with an exception set and the encoded
- * bytes dropped. */
+ * bytes) and belongs to codec_owner, which the request keeps alive: the
+ * loop may outlive a client dropped with requests in flight. extra is kept
+ * for the result (the default of a GET, the keys of an MGET). On failure
+ * returns NULL with an exception set and the encoded bytes dropped. */
 PyObject *rc_mux_submit(rc_mux *m, size_t mark, Py_ssize_t replies, rc_result_kind kind,
-                        const rc_codec *codec, PyObject *extra);
+                        const rc_codec *codec, PyObject *codec_owner, PyObject *extra);
 
 /* Drops what was encoded since mark (the command failed to encode). */
 void rc_mux_discard(rc_mux *m, size_t mark);

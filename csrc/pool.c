@@ -4,10 +4,13 @@
 #include <errno.h>
 #include <time.h>
 
+/* How often a thread waiting for a connection checks for signals. */
+#define RC_POOL_SIGNAL_CHECK_NS 100000000L
+
 struct rc_pool_waiter {
     pthread_cond_t wake;
-    rc_conn *conn;      /* handed over by a releasing thread */
-    int may_open;       /* a slot was freed for this waiter to open a connection */
+    rc_conn *conn; /* handed over by a releasing thread */
+    int may_open;  /* a slot was freed for this waiter to open a connection */
     rc_pool_waiter *next;
 };
 
@@ -77,7 +80,7 @@ rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, r
     rc_pool_waiter me;
     struct timespec deadline, *dl = NULL;
     rc_conn *c = NULL;
-    int may_open = 0, closed = 0, timed_out = 0;
+    int may_open = 0, closed = 0, timed_out = 0, interrupted = 0;
 
     if (p->generation != rc_fork_generation)
         forget_parent(p);
@@ -85,17 +88,14 @@ rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, r
     ts = lock_pool(p);
     if (p->closed) {
         closed = 1;
-    }
-    else if (p->head == NULL && p->idle != NULL) {
+    } else if (p->head == NULL && p->idle != NULL) {
         c = p->idle;
         p->idle = c->next_idle;
         c->next_idle = NULL;
-    }
-    else if (p->head == NULL && p->n_open < p->max_size) {
+    } else if (p->head == NULL && p->n_open < p->max_size) {
         p->n_open++;
         may_open = 1;
-    }
-    else {
+    } else {
         /* Queue up. pthread_cond_timedwait needs the default (realtime)
          * clock for its deadline; the cond uses CLOCK_MONOTONIC so a clock
          * change does not stretch or cut the wait. */
@@ -125,10 +125,35 @@ rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, r
         if (ts == NULL)
             ts = PyEval_SaveThread();
         while (me.conn == NULL && !me.may_open && !p->closed) {
-            if (wait_until(&me.wake, &p->lock, dl) == ETIMEDOUT) {
-                timed_out = me.conn == NULL && !me.may_open;
+            /* Wait in slices so Ctrl-C (or any signal handler that raises)
+             * reaches a thread queued here: signal handlers run only with
+             * the GIL, which is retaken between slices, the pool lock
+             * released first. */
+            struct timespec slice;
+            int is_last;
+            clock_gettime(CLOCK_MONOTONIC, &slice);
+            slice.tv_nsec += RC_POOL_SIGNAL_CHECK_NS;
+            if (slice.tv_nsec >= 1000000000L) {
+                slice.tv_sec++;
+                slice.tv_nsec -= 1000000000L;
+            }
+            is_last = dl != NULL && (dl->tv_sec < slice.tv_sec ||
+                                     (dl->tv_sec == slice.tv_sec && dl->tv_nsec <= slice.tv_nsec));
+            if (wait_until(&me.wake, &p->lock, is_last ? dl : &slice) != ETIMEDOUT)
+                continue;
+            if (me.conn != NULL || me.may_open || p->closed)
+                break;
+            if (is_last) {
+                timed_out = 1;
                 break;
             }
+            pthread_mutex_unlock(&p->lock);
+            PyEval_RestoreThread(ts);
+            interrupted = PyErr_CheckSignals() < 0;
+            ts = PyEval_SaveThread();
+            pthread_mutex_lock(&p->lock);
+            if (interrupted)
+                break;
         }
         c = me.conn;
         may_open = me.may_open;
@@ -148,6 +173,16 @@ rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, r
     }
     unlock_pool(p, ts);
 
+    if (interrupted) {
+        /* The signal handler's exception is pending; hand back what may
+         * have arrived in the meantime. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (c != NULL || may_open)
+            rc_pool_release(p, c);
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
     if (c != NULL)
         return c;
     if (may_open) {
@@ -187,20 +222,17 @@ void rc_pool_release(rc_pool *p, rc_conn *c)
                 p->tail = NULL;
             w->may_open = 1;
             pthread_cond_signal(&w->wake);
-        }
-        else {
+        } else {
             p->n_open--;
         }
-    }
-    else if (p->head != NULL) {
+    } else if (p->head != NULL) {
         rc_pool_waiter *w = p->head;
         p->head = w->next;
         if (p->head == NULL)
             p->tail = NULL;
         w->conn = c;
         pthread_cond_signal(&w->wake);
-    }
-    else {
+    } else {
         c->next_idle = p->idle;
         p->idle = c;
     }

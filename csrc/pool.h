@@ -22,8 +22,8 @@ typedef struct rc_pool_waiter rc_pool_waiter;
 
 typedef struct rc_pool {
     pthread_mutex_t lock;
-    rc_conn *idle;         /* a stack: the most recently used is the warmest */
-    size_t n_open;         /* idle + lent out + being opened */
+    rc_conn *idle; /* a stack: the most recently used is the warmest */
+    size_t n_open; /* idle + lent out + being opened */
     size_t max_size;
     rc_pool_waiter *head, *tail;
     unsigned long generation; /* rc_fork_generation the pool state belongs to */

@@ -26,8 +26,7 @@ static void *placeholder(rc_reader *r)
         r->error = value;
         Py_XDECREF(type);
         Py_XDECREF(tb);
-    }
-    else {
+    } else {
         PyErr_Clear();
     }
     return Py_NewRef(Py_None);
@@ -63,9 +62,7 @@ static void *create_string(const redisReadTask *task, char *p, size_t n)
         obj = msg == NULL ? NULL : PyObject_CallOneArg(error_class(r->state, p, n), msg);
         Py_XDECREF(msg);
         break;
-    case REDIS_REPLY_STATUS:
-        obj = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "replace");
-        break;
+    case REDIS_REPLY_STATUS: obj = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "replace"); break;
     default:
         obj = r->codec == NULL ? PyBytes_FromStringAndSize(p, (Py_ssize_t)n)
                                : rc_codec_decode(r->codec, p, n, r->state);

@@ -29,8 +29,7 @@ PyObject *rc_result_build(rc_state *st, rc_result_kind kind, PyObject *reply, Py
     Py_ssize_t i;
 
     switch (kind) {
-    case RC_RESULT_VALUE:
-        return Py_NewRef(reply == st->missing ? extra : reply);
+    case RC_RESULT_VALUE: return Py_NewRef(reply == st->missing ? extra : reply);
     case RC_RESULT_STORED:
         if (PyList_Check(reply)) {
             for (i = 0; i < PyList_GET_SIZE(reply); i++)
@@ -44,11 +43,9 @@ PyObject *rc_result_build(rc_state *st, rc_result_kind kind, PyObject *reply, Py
     case RC_RESULT_PONG:
         return PyBool_FromLong(PyUnicode_Check(reply) &&
                                PyUnicode_CompareWithASCIIString(reply, "PONG") == 0);
-    case RC_RESULT_MGET:
-        return mget_dict(st, reply, extra);
+    case RC_RESULT_MGET: return mget_dict(st, reply, extra);
     case RC_RESULT_RAW:
-    case RC_RESULT_HANDSHAKE:
-        break;
+    case RC_RESULT_HANDSHAKE: break;
     }
     return Py_NewRef(reply);
 }

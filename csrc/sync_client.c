@@ -19,8 +19,7 @@
 #include "state.h"
 
 typedef struct {
-    PyObject_HEAD
-    rc_state *state;
+    PyObject_HEAD rc_state *state;
     rc_keyspace ks;
     rc_pool pool;
     rc_conn_options options;
@@ -74,10 +73,21 @@ static int timeout_ms(rc_state *st, const char *name, PyObject *value, int *ms)
 
 static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"host", "port", "db", "username", "password", "unix_socket_path",
-                             "max_connections", "socket_timeout", "socket_connect_timeout",
-                             "pool_timeout", "client_name", "namespace", "default_ttl",
-                             "serializer", NULL};
+    static char *kwlist[] = {"host",
+                             "port",
+                             "db",
+                             "username",
+                             "password",
+                             "unix_socket_path",
+                             "max_connections",
+                             "socket_timeout",
+                             "socket_connect_timeout",
+                             "pool_timeout",
+                             "client_name",
+                             "namespace",
+                             "default_ttl",
+                             "serializer",
+                             NULL};
     const char *host = "localhost", *username = NULL, *password = NULL, *unix_path = NULL,
                *client_name = NULL;
     int port = 6379, db = 0, max_connections = 50;
@@ -89,11 +99,10 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "the cache is already initialized");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$ziizzziOOOzOOO:SyncRedisCache", kwlist,
-                                     &host, &port, &db, &username, &password, &unix_path,
-                                     &max_connections, &socket_timeout, &connect_timeout,
-                                     &pool_timeout, &client_name, &namespace_, &default_ttl,
-                                     &serializer))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$ziizzziOOOzOOO:SyncRedisCache", kwlist, &host,
+                                     &port, &db, &username, &password, &unix_path, &max_connections,
+                                     &socket_timeout, &connect_timeout, &pool_timeout, &client_name,
+                                     &namespace_, &default_ttl, &serializer))
         return -1;
     if (port < 1 || port > 65535 || db < 0 || max_connections < 1) {
         PyErr_Format(st->ConfigurationError,
@@ -111,8 +120,7 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
         serializer = PyUnicode_FromString("json");
         if (serializer == NULL)
             return -1;
-    }
-    else {
+    } else {
         Py_INCREF(serializer);
     }
     if (rc_keyspace_init(&self->ks, namespace_, default_ttl, serializer, st) < 0) {
@@ -263,8 +271,7 @@ static PyObject *exchange(SyncClient *self, rc_conn *c, Py_ssize_t n, const rc_c
             else
                 PyErr_Clear();
             reply = Py_NewRef(Py_None);
-        }
-        else if (err_type == NULL && rc_is_error_reply(st, reply)) {
+        } else if (err_type == NULL && rc_is_error_reply(st, reply)) {
             err_type = Py_NewRef((PyObject *)Py_TYPE(reply));
             err_value = Py_NewRef(reply);
         }
@@ -300,8 +307,7 @@ static PyObject *finish(SyncClient *self, rc_conn *c, Py_ssize_t n, const rc_cod
 }
 
 /* One single-key command with a raw (not decoded) reply. */
-static PyObject *key_command(SyncClient *self, const char *name, PyObject *key,
-                             rc_result_kind kind)
+static PyObject *key_command(SyncClient *self, const char *name, PyObject *key, rc_result_kind kind)
 {
     rc_conn *c = checkout(self);
 
@@ -335,17 +341,25 @@ static PyObject *SyncClient_set(SyncClient *self, PyObject *const *args, Py_ssiz
                                 PyObject *kwnames)
 {
     static const char *const names[] = {"key", "value", "ttl"};
-    PyObject *params[3] = {NULL, NULL, Py_None};
+    PyObject *params[3] = {NULL, NULL, Py_None}, *prepared, *result = NULL;
+    long long ms;
     rc_conn *c;
 
-    if (rc_parse_args("set", args, nargs, kwnames, names, 3, 2, params) < 0)
+    if (rc_parse_args("set", args, nargs, kwnames, names, 3, 2, params) < 0 ||
+        rc_ttl_ms(&self->ks, params[2], &ms) < 0)
+        return NULL;
+    prepared = rc_prepare_value(&self->ks, params[0], params[1]);
+    if (prepared == NULL)
         return NULL;
     c = checkout(self);
-    if (c == NULL)
-        return NULL;
-    if (rc_cmd_set(&self->ks, &c->out, params[0], params[1], params[2]) < 0)
-        return abandon(self, c);
-    return finish(self, c, 1, NULL, RC_RESULT_STORED, NULL);
+    if (c != NULL) {
+        if (rc_cmd_set(&self->ks, &c->out, params[0], prepared, ms) < 0)
+            abandon(self, c);
+        else
+            result = finish(self, c, 1, NULL, RC_RESULT_STORED, NULL);
+    }
+    Py_DECREF(prepared);
+    return result;
 }
 
 static PyObject *SyncClient_delete(SyncClient *self, PyObject *key)
@@ -368,14 +382,16 @@ static PyObject *SyncClient_expire(SyncClient *self, PyObject *const *args, Py_s
 {
     static const char *const names[] = {"key", "ttl"};
     PyObject *params[2] = {NULL, NULL};
+    long long ms;
     rc_conn *c;
 
-    if (rc_parse_args("expire", args, nargs, kwnames, names, 2, 2, params) < 0)
+    if (rc_parse_args("expire", args, nargs, kwnames, names, 2, 2, params) < 0 ||
+        rc_expire_ms(&self->ks, params[1], &ms) < 0)
         return NULL;
     c = checkout(self);
     if (c == NULL)
         return NULL;
-    if (rc_cmd_expire(&self->ks, &c->out, params[0], params[1]) < 0)
+    if (rc_cmd_expire(&self->ks, &c->out, params[0], ms) < 0)
         return abandon(self, c);
     return finish(self, c, 1, NULL, RC_RESULT_POSITIVE, NULL);
 }
@@ -448,28 +464,33 @@ static PyObject *SyncClient_set_many(SyncClient *self, PyObject *const *args, Py
                                      PyObject *kwnames)
 {
     static const char *const names[] = {"mapping", "ttl"};
-    PyObject *params[2] = {NULL, Py_None};
+    PyObject *params[2] = {NULL, Py_None}, *batch, *result = NULL;
     Py_ssize_t count = 0;
+    long long ms;
     rc_conn *c;
 
-    if (rc_parse_args("set_many", args, nargs, kwnames, names, 2, 1, params) < 0)
+    if (rc_parse_args("set_many", args, nargs, kwnames, names, 2, 1, params) < 0 ||
+        rc_ttl_ms(&self->ks, params[1], &ms) < 0)
         return NULL;
-    if (rc_is_empty_mapping(params[0])) {
-        long long ms;
-        if (rc_ttl_ms(&self->ks, params[1], &ms) < 0)
-            return NULL;
+    if (rc_is_empty_mapping(params[0]))
         Py_RETURN_TRUE;
-    }
+    batch = rc_prepare_batch(&self->ks, params[0]);
+    if (batch == NULL)
+        return NULL;
     c = checkout(self);
     if (c == NULL)
-        return NULL;
-    if (rc_cmd_set_many(&self->ks, &c->out, params[0], params[1], &count) < 0)
-        return abandon(self, c);
-    if (count == 0) {
+        goto out;
+    if (rc_cmd_set_many(&self->ks, &c->out, batch, ms, &count) < 0) {
+        abandon(self, c);
+    } else if (count == 0) {
         rc_pool_release(&self->pool, c);
-        Py_RETURN_TRUE;
+        result = Py_NewRef(Py_True);
+    } else {
+        result = finish(self, c, count, NULL, RC_RESULT_STORED, NULL);
     }
-    return finish(self, c, count, NULL, RC_RESULT_STORED, NULL);
+out:
+    Py_DECREF(batch);
+    return result;
 }
 
 static PyObject *SyncClient_delete_many(SyncClient *self, PyObject *keys_arg)

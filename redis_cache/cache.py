@@ -308,17 +308,23 @@ class RedisCache(_core.AsyncClient):
     # -- connecting (called from C when a command finds no usable connection)
 
     def _open_multiplexer(self, loop: asyncio.AbstractEventLoop, old: Any) -> Any:
+        for mux in self._multiplexers:
+            other = mux.loop
+            if other is not None and other is not loop and not mux.closed and other.is_running():
+                raise RuntimeError(
+                    f"{self!r} is in use on another running event loop; "
+                    "create one cache per event loop"
+                )
         if old is not None:
+            # Closed, from a loop that has stopped, or from before a fork:
+            # close() unregisters it from a loop that still exists (and
+            # leaves a forked parent's loop alone); abandon() is for loops
+            # that are closed, where there is nothing to unregister.
             old_loop = old.loop
-            if old_loop is not loop and old_loop is not None and not old.closed:
-                if not old_loop.is_closed():
-                    raise RuntimeError(
-                        f"{self!r} is in use on another running event loop; "
-                        "create one cache per event loop"
-                    )
-            # Closed, from a closed loop, or from before a fork: let it go
-            # without touching its loop.
-            old.abandon()
+            if old_loop is None or old_loop.is_closed():
+                old.abandon()
+            else:
+                old.close()
         self._backoff.check(self._settings.describe())
         mux = self._new_multiplexer(loop)
         task = loop.create_task(self._connect(mux))

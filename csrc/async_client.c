@@ -458,11 +458,26 @@ static PyObject *AsyncClient_execute_command(AsyncClient *self, PyObject *const 
                   NULL, NULL);
 }
 
-/* _new_multiplexer(loop): a fresh, not yet attached connection object with
- * this client's timeout and backpressure limit. */
-static PyObject *AsyncClient_new_multiplexer(AsyncClient *self, PyObject *loop)
+/* _new_multiplexer(loop, dedicated=False): a fresh, not yet attached
+ * connection object with this client's limits. A dedicated one (for
+ * blocking commands and transactions) has no request timeout: a BLPOP may
+ * rightly wait longer than socket_timeout. */
+static PyObject *AsyncClient_new_multiplexer(AsyncClient *self, PyObject *const *args,
+                                             Py_ssize_t nargs)
 {
-    return (PyObject *)rc_mux_new(self->state, loop, self->timeout_ms, self->max_in_flight);
+    int dedicated = 0;
+
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "_new_multiplexer(loop, dedicated=False)");
+        return NULL;
+    }
+    if (nargs == 2) {
+        dedicated = PyObject_IsTrue(args[1]);
+        if (dedicated < 0)
+            return NULL;
+    }
+    return (PyObject *)rc_mux_new(self->state, args[0], dedicated ? -1 : self->timeout_ms,
+                                  self->max_in_flight);
 }
 
 /* _close_connections(): marks the client closed and closes every
@@ -535,7 +550,8 @@ static PyMethodDef AsyncClient_methods[] = {
     {"ping", (PyCFunction)AsyncClient_ping, METH_NOARGS, "ping() -> bool"},
     {"execute_command", (PyCFunction)(void (*)(void))AsyncClient_execute_command, METH_FASTCALL,
      "execute_command(*args): any command (no namespace applied); the raw reply."},
-    {"_new_multiplexer", (PyCFunction)AsyncClient_new_multiplexer, METH_O, NULL},
+    {"_new_multiplexer", (PyCFunction)(void (*)(void))AsyncClient_new_multiplexer, METH_FASTCALL,
+     NULL},
     {"_close_connections", (PyCFunction)AsyncClient_close_connections, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -9,18 +9,20 @@ and the context-manager protocol.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import os
 import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from os import PathLike
 from typing import Any, TypeVar, Union
 
 from . import _core
 from ._config import ConnectionSettings, parse_url, settings_from_env
-from .errors import ConnectionError, TimeoutError
+from .errors import ConnectionError, PoolTimeout, TimeoutError
 
 __all__ = ["RedisCache", "SyncRedisCache", "TTL"]
 
@@ -28,6 +30,7 @@ __all__ = ["RedisCache", "SyncRedisCache", "TTL"]
 #: cache's ``default_ttl`` (and no expiry when that is ``None`` too).
 TTL = Union[int, float, timedelta, None]
 
+_C = TypeVar("_C", bound="_CacheSettings")
 _Self = TypeVar("_Self", bound="SyncRedisCache")
 _ASelf = TypeVar("_ASelf", bound="RedisCache")
 
@@ -61,7 +64,43 @@ def _scan_match(key_prefix: bytes, pattern: str | bytes) -> bytes:
     return escape_glob(key_prefix) + pattern
 
 
-class SyncRedisCache(_core.SyncClient):
+class _CacheSettings:
+    """What both cache classes share beyond the C core: the constructors from
+    a URL or the environment, and the settings they were made with."""
+
+    _settings: ConnectionSettings
+    _namespace: str | None
+    _default_ttl: TTL
+
+    @classmethod
+    def from_url(cls: type[_C], url: str, **options: Any) -> _C:
+        """Builds a cache from ``redis://[[user]:password@]host[:port][/db][?option=value]``
+        or ``unix:///path/to/redis.sock[?db=N]``; keyword options override the URL."""
+        return cls(**{**parse_url(url), **options})
+
+    @classmethod
+    def from_env(cls: type[_C], environ: Mapping[str, str] | None = None, **options: Any) -> _C:
+        """Builds a cache from REDIS_URL and the REDIS_* variables (see the README)."""
+        return cls(**{**settings_from_env(environ), **options})
+
+    @property
+    def namespace(self) -> str | None:
+        return self._namespace
+
+    @property
+    def default_ttl(self) -> TTL:
+        return self._default_ttl
+
+    @property
+    def settings(self) -> ConnectionSettings:
+        """The validated connection settings (the password is hidden in its repr)."""
+        return self._settings
+
+    def __repr__(self) -> str:
+        return _describe(self)
+
+
+class SyncRedisCache(_CacheSettings, _core.SyncClient):
     """A blocking Redis cache with a C core.
 
     Connections come from a thread-safe pool of at most ``max_connections``;
@@ -121,30 +160,6 @@ class SyncRedisCache(_core.SyncClient):
         self._namespace = namespace or None
         self._default_ttl = default_ttl
 
-    @classmethod
-    def from_url(cls: type[_Self], url: str, **options: Any) -> _Self:
-        """Builds a cache from ``redis://[[user]:password@]host[:port][/db][?option=value]``
-        or ``unix:///path/to/redis.sock[?db=N]``; keyword options override the URL."""
-        return cls(**{**parse_url(url), **options})
-
-    @classmethod
-    def from_env(cls: type[_Self], environ: Mapping[str, str] | None = None, **options: Any) -> _Self:
-        """Builds a cache from REDIS_URL and the REDIS_* variables (see the README)."""
-        return cls(**{**settings_from_env(environ), **options})
-
-    @property
-    def namespace(self) -> str | None:
-        return self._namespace
-
-    @property
-    def default_ttl(self) -> TTL:
-        return self._default_ttl
-
-    @property
-    def settings(self) -> ConnectionSettings:
-        """The validated connection settings (the password is hidden in its repr)."""
-        return self._settings
-
     def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes the keys of this namespace matching a glob ``pattern`` and returns
         how many were removed. Walks the keyspace with SCAN (never KEYS, which
@@ -164,9 +179,6 @@ class SyncRedisCache(_core.SyncClient):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return _describe(self)
 
 
 class _Backoff:
@@ -203,7 +215,7 @@ class _Backoff:
         self.retry_at = 0.0
 
 
-class RedisCache(_core.AsyncClient):
+class RedisCache(_CacheSettings, _core.AsyncClient):
     """An asyncio Redis cache with a C engine.
 
     Every method returns an awaitable. Commands from all coroutines share a
@@ -264,12 +276,7 @@ class RedisCache(_core.AsyncClient):
         self._default_ttl = default_ttl
         self._backoff = _Backoff()
         self._connect_tasks: set[asyncio.Task[None]] = set()
-
-    from_url = classmethod(SyncRedisCache.from_url.__func__)  # type: ignore[attr-defined]
-    from_env = classmethod(SyncRedisCache.from_env.__func__)  # type: ignore[attr-defined]
-    namespace = SyncRedisCache.namespace
-    default_ttl = SyncRedisCache.default_ttl
-    settings = SyncRedisCache.settings
+        self._dedicated = _DedicatedPool(self, settings.max_connections)
 
     async def connect(self) -> None:
         """Connects now rather than on first use, raising if the server is unreachable."""
@@ -280,6 +287,29 @@ class RedisCache(_core.AsyncClient):
         for task in list(self._connect_tasks):
             task.cancel()
         self._close_connections()
+        self._dedicated.close()
+
+    @contextlib.asynccontextmanager
+    async def dedicated(self) -> AsyncIterator[Any]:
+        """A connection of your own, for commands that hold per-connection state
+        (WATCH/MULTI/EXEC, blocking commands like BLPOP, SUBSCRIBE), which must
+        never ride the shared connections.
+
+        ``async with cache.dedicated() as conn: await conn.execute_command(...)``
+        sends raw commands (no namespace, replies as parsed) and has no request
+        timeout. At most ``max_connections`` exist at once; callers beyond that
+        wait in FIFO order for ``pool_timeout`` (then ``PoolTimeout``). The block
+        must leave the connection as it found it (EXEC or DISCARD, UNSUBSCRIBE);
+        after an exception it is closed rather than reused.
+        """
+        loop = asyncio.get_running_loop()
+        conn = await self._dedicated.acquire(loop, self._settings.pool_timeout)
+        ok = False
+        try:
+            yield conn
+            ok = True
+        finally:
+            self._dedicated.release(conn, reuse=ok)
 
     async def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes the keys of this namespace matching a glob ``pattern`` (SCAN + UNLINK,
@@ -302,10 +332,12 @@ class RedisCache(_core.AsyncClient):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def __repr__(self) -> str:
-        return _describe(self)
-
     # -- connecting (called from C when a command finds no usable connection)
+
+    def _start_connecting(self, loop: asyncio.AbstractEventLoop, mux: Any) -> None:
+        task = loop.create_task(self._connect(mux))
+        self._connect_tasks.add(task)
+        task.add_done_callback(self._connect_tasks.discard)
 
     def _open_multiplexer(self, loop: asyncio.AbstractEventLoop, old: Any) -> Any:
         for mux in self._multiplexers:
@@ -327,9 +359,7 @@ class RedisCache(_core.AsyncClient):
                 old.close()
         self._backoff.check(self._settings.describe())
         mux = self._new_multiplexer(loop)
-        task = loop.create_task(self._connect(mux))
-        self._connect_tasks.add(task)
-        task.add_done_callback(self._connect_tasks.discard)
+        self._start_connecting(loop, mux)
         return mux
 
     def _handshake(self) -> list[tuple[Any, ...]]:
@@ -401,3 +431,79 @@ class RedisCache(_core.AsyncClient):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             return sock
         raise last if last is not None else OSError(f"no address found for {s.host}")
+
+
+class _DedicatedPool:
+    """Connections lent to one caller at a time (see RedisCache.dedicated).
+
+    At most ``size`` exist (``open`` counts idle, lent and connecting ones).
+    A caller that finds none free waits in a FIFO queue; a connection given
+    back goes to the longest waiter, and so does the slot of one that was
+    closed (the waiter then opens a fresh connection in it)."""
+
+    def __init__(self, cache: RedisCache, size: int) -> None:
+        self._cache = cache
+        self._size = size
+        self._open = 0
+        self._idle: list[Any] = []
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+
+    async def acquire(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> Any:
+        if self._cache.closed:
+            raise ConnectionError("the cache is closed; create a new one")
+        while self._idle and not self._waiters:
+            conn = self._idle.pop()
+            if not conn.closed and conn.loop is loop:
+                return conn
+            self._discard(conn)
+        if self._open < self._size and not self._waiters:
+            return self._open_one(loop)
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            handed = await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                # Handed over just as this caller gave up: pass it on.
+                self._give(waiter.result())
+            else:
+                waiter.cancel()
+                self._waiters.remove(waiter)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise PoolTimeout(
+                    f"all {self._size} dedicated connections stayed busy for {timeout} s; "
+                    "raise max_connections or pool_timeout"
+                ) from None
+            raise
+        return self._open_one(loop) if handed is None else handed
+
+    def release(self, conn: Any, *, reuse: bool) -> None:
+        if not reuse or conn.closed or self._cache.closed:
+            self._discard(conn)
+            conn = None
+        self._give(conn)
+
+    def close(self) -> None:
+        for conn in self._idle:
+            self._discard(conn)
+        self._idle.clear()
+
+    def _open_one(self, loop: asyncio.AbstractEventLoop) -> Any:
+        self._open += 1
+        conn = self._cache._new_multiplexer(loop, True)
+        self._cache._start_connecting(loop, conn)
+        return conn
+
+    def _discard(self, conn: Any) -> None:
+        conn.close()
+        self._open -= 1
+
+    def _give(self, conn: Any) -> None:
+        """Hands conn, or with None a free slot, to the longest waiter."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            self._idle.append(conn)

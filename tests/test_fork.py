@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis_cache import SyncRedisCache
 from redis_cache.testing import RedisServer
-from sync_helpers import SAFETY_TIMEOUT, Hold, HookSerializer, ResultThread, hold_hook
+from sync_helpers import SAFETY_TIMEOUT, Hold, HookSerializer, start_holder
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -108,17 +108,12 @@ def test_closing_the_cache_in_the_child_leaves_the_parents_connection_alone(
 def test_child_whose_parent_had_every_connection_lent_out(redis: RedisServer) -> None:
     """A connection the parent's other thread holds at fork time is not the
     child's to wait for: the child starts with an empty pool."""
-    serializer = HookSerializer()
-    serializer.hook = hold_hook()
     with SyncRedisCache(
-        port=redis.port, max_connections=1, pool_timeout=0.5, serializer=serializer
+        port=redis.port, max_connections=1, pool_timeout=0.5, serializer=HookSerializer()
     ) as cache:
         hold = Hold("from-parent")
-        holder = ResultThread(lambda: cache.set("held", hold), name="holder")
-        holder.start()
+        holder = start_holder(cache, "held", hold, name="holder")  # holds the only connection
         try:
-            assert hold.acquired.wait(SAFETY_TIMEOUT)
-
             def child() -> bytes:
                 assert cache.set("child", "c")  # would be PoolTimeout if it waited
                 return str(cache.get("child")).encode()
@@ -128,7 +123,7 @@ def test_child_whose_parent_had_every_connection_lent_out(redis: RedisServer) ->
             hold.release()
         assert code == 0, message.decode()
         assert message == b"c"
-        assert holder.outcome() is True
+        assert holder.outcome() == "from-parent"
         assert cache.get_many(["held", "child"]) == {"held": "from-parent", "child": "c"}
 
 

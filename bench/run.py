@@ -1,0 +1,204 @@
+"""Benchmark redis_cache against other Redis clients, side by side, in one run.
+
+    .venv/bin/python bench/run.py [--quick] [--scenarios NAME ...] [--write-docs]
+
+Starts one private redis-server (loopback TCP, free port), runs every client
+against it scenario by scenario with interleaved rounds, then runs
+redis-benchmark against the same server as the ceiling.  Prints markdown to
+stdout (progress goes to stderr), saves the raw figures as JSON under
+bench/results/, and with --write-docs rewrites docs/benchmarks.md.
+
+One server for everyone, in one run, so no client is measured on a warmer
+machine, another server version or a different day than the one it is
+compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+# Run as a script, Python puts bench/ on sys.path; the package needs its parent.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.adapters import ADAPTERS, Adapter
+from bench.harness import Driver, Settings, make_driver, measure
+from bench.machine import CpuSnapshot, describe_machine, other_cpu_use
+from bench.redis_benchmark import LIMIT_RUNS, run_redis_benchmark
+from bench.report import RunResults, docs_page, markdown_tables
+from bench.scenarios import SCENARIOS, json_loads_us, seed
+from redis_cache.testing import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
+HOST = "127.0.0.1"
+#: Cores used by other processes above which the run is flagged as noisy.
+NOISY_OTHER_CORES = 0.2
+
+#: Full run: ~0.5 s warm-up + 7 x 0.4 s per client and scenario, about 75 s in all.
+FULL = Settings(rounds=7, round_seconds=0.4, warmup_seconds=0.5)
+#: Smoke run: enough to see that everything works, in about 10 s.
+QUICK = Settings(rounds=3, round_seconds=0.08, warmup_seconds=0.08)
+FULL_BENCHMARK_REQUESTS = 100_000
+QUICK_BENCHMARK_REQUESTS = 10_000
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    names = [scenario.name for scenario in SCENARIOS]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~10 s)")
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=names,
+        metavar="NAME",
+        help=f"scenarios to run (default: all): {', '.join(names)}",
+    )
+    parser.add_argument(
+        "--clients",
+        nargs="+",
+        choices=[a.name for a in ADAPTERS],
+        metavar="NAME",
+        help=f"clients to run (default: all): {', '.join(a.name for a in ADAPTERS)}",
+    )
+    parser.add_argument("--rounds", type=int, help="rounds per client and scenario")
+    parser.add_argument("--round-seconds", type=float, help="target length of one round")
+    parser.add_argument(
+        "--no-redis-benchmark", action="store_true", help="skip the redis-benchmark ceiling"
+    )
+    parser.add_argument(
+        "--write-docs", action="store_true", help=f"rewrite {DOCS_PAGE.relative_to(ROOT)}"
+    )
+    return parser.parse_args(argv)
+
+
+def hiredis_available() -> bool:
+    """Whether redis-py will parse replies with hiredis (else its pure-Python parser)."""
+    try:
+        from redis.utils import HIREDIS_AVAILABLE
+    except ImportError:
+        return False
+    return bool(HIREDIS_AVAILABLE)
+
+
+def pick_adapters(wanted: list[str] | None) -> tuple[list[Adapter], dict[str, str]]:
+    """Instantiates the selected clients; a missing library skips its client."""
+    chosen: list[Adapter] = []
+    skipped: dict[str, str] = {}
+    for cls in ADAPTERS:
+        if wanted and cls.name not in wanted:
+            continue
+        reason = cls.unavailable()
+        if reason:
+            skipped[cls.name] = reason
+            log(f"skipping {cls.name}: {reason}")
+        else:
+            chosen.append(cls())
+    return chosen, skipped
+
+
+def save_json(results: RunResults) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = RESULTS_DIR / f"{stamp}{'-quick' if results.quick else ''}.json"
+    path.write_text(json.dumps(results.to_json(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def run(args: argparse.Namespace) -> RunResults:
+    settings = QUICK if args.quick else FULL
+    if args.rounds:
+        settings = replace(settings, rounds=args.rounds)
+    if args.round_seconds:
+        settings = replace(settings, round_seconds=args.round_seconds)
+    scenarios = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios]
+
+    hiredis = hiredis_available()
+    log(f"redis.utils.HIREDIS_AVAILABLE = {hiredis}")
+    if not hiredis:
+        log("WARNING: redis-py runs with its pure-Python parser; install redis[hiredis]")
+
+    adapters, skipped = pick_adapters(args.clients)
+    command = " ".join([".venv/bin/python bench/run.py", *sys.argv[1:]])
+    results = RunResults(
+        machine=describe_machine(),
+        settings=settings,
+        quick=args.quick,
+        command=command,
+        clients={a.name: a.describe() for a in adapters},
+        skipped=skipped,
+        hiredis_available=hiredis,
+    )
+    for name, text in results.clients.items():
+        log(f"client {name}: {text}")
+
+    started = time.perf_counter()
+    loop = asyncio.new_event_loop()
+    drivers: list[Driver] = []
+    try:
+        with RedisServer() as server:
+            log(f"redis-server {results.machine['redis-server']} on {HOST}:{server.port}")
+            seed(server)
+            try:
+                for adapter in adapters:
+                    driver = make_driver(adapter, loop)
+                    driver.setup(HOST, server.port)
+                    drivers.append(driver)
+                pids = [server.pid] if server.pid is not None else []
+                before, measuring = CpuSnapshot.take(pids), time.perf_counter()
+                results.measurements = measure(scenarios, drivers, settings, server)
+                seconds = time.perf_counter() - measuring
+                use = other_cpu_use(before, CpuSnapshot.take(pids), seconds)
+                if use is not None:
+                    results.other_cores, steal = use
+                    results.machine["CPU used by other processes while measuring"] = (
+                        f"{results.other_cores:.2f} cores on average (hypervisor steal {steal:.2f})"
+                    )
+                    log(f"other processes used {results.other_cores:.2f} cores on average")
+                    if results.other_cores > NOISY_OTHER_CORES:
+                        log("WARNING: the machine was busy; figures are noisier than usual")
+            finally:
+                for driver in reversed(drivers):
+                    driver.teardown()
+            if not args.no_redis_benchmark:
+                requests = QUICK_BENCHMARK_REQUESTS if args.quick else FULL_BENCHMARK_REQUESTS
+                for clients, pipeline in LIMIT_RUNS:
+                    limit = run_redis_benchmark(HOST, server.port, clients, pipeline, requests)
+                    log(
+                        f"  redis-benchmark {limit.label}: GET {limit.rps['GET']:,.0f}/s, "
+                        f"SET {limit.rps['SET']:,.0f}/s"
+                    )
+                    results.limits.append(limit)
+    finally:
+        loop.close()
+    results.json_loads_us = json_loads_us()
+    results.duration_s = time.perf_counter() - started
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run(args)
+    print(markdown_tables(results))
+    log(f"raw results: {os.path.relpath(save_json(results), Path.cwd())}")
+    if args.write_docs:
+        DOCS_PAGE.parent.mkdir(parents=True, exist_ok=True)
+        DOCS_PAGE.write_text(docs_page(results), encoding="utf-8")
+        log(f"wrote {os.path.relpath(DOCS_PAGE, Path.cwd())}")
+    log(f"done in {results.duration_s:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -237,16 +237,29 @@ static PyObject *submit(AsyncClient *self, rc_mux *m, size_t mark, int ok, Py_ss
 static PyObject *AsyncClient_get(AsyncClient *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames)
 {
-    static const char *const names[] = {"key", "default"};
-    PyObject *params[2] = {NULL, Py_None};
+    static const char *const names[] = {"key", "default", "model"};
+    PyObject *params[3] = {NULL, Py_None, Py_None}, *extra, *result = NULL;
+    rc_result_kind kind = RC_RESULT_VALUE;
+    rc_mux *m;
 
-    if (rc_parse_args("get", args, nargs, kwnames, names, 2, 1, params) < 0)
+    if (rc_parse_args("get", args, nargs, kwnames, names, 3, 1, params) < 0)
         return NULL;
-    {
-        BEGIN(self, m, mark);
-        return submit(self, m, mark, rc_cmd_key(&self->ks, rc_mux_out(m), "GET", params[0]) == 0, 1,
-                      RC_RESULT_VALUE, &self->ks.codec, params[1]);
+    if (params[2] != Py_None) {
+        kind = RC_RESULT_TYPED_VALUE;
+        extra = rc_result_typed_extra(params[1], params[2]);
+        if (extra == NULL)
+            return NULL;
+    } else {
+        extra = Py_NewRef(params[1]);
     }
+    m = pick(self);
+    if (m != NULL) {
+        size_t mark = rc_mux_out(m)->len;
+        result = submit(self, m, mark, rc_cmd_key(&self->ks, rc_mux_out(m), "GET", params[0]) == 0,
+                        1, kind, &self->ks.codec, extra);
+    }
+    Py_DECREF(extra);
+    return result;
 }
 
 static PyObject *AsyncClient_set(AsyncClient *self, PyObject *const *args, Py_ssize_t nargs,
@@ -352,37 +365,55 @@ static PyObject *key_list(const char *fname, PyObject *keys)
     return PySequence_Fast(keys, "keys must be an iterable of str or bytes");
 }
 
+/* MGET / UNLINK of a list of keys; model, when given, makes MGET typed. */
 static PyObject *multikey(AsyncClient *self, const char *fname, const char *command,
                           PyObject *keys_arg, rc_result_kind kind, const rc_codec *codec,
-                          PyObject *empty_result)
+                          PyObject *empty_result, PyObject *model)
 {
-    PyObject *keys, *result = NULL;
+    PyObject *keys, *extra = NULL, *result = NULL;
+    rc_mux *m;
 
     keys = key_list(fname, keys_arg);
     if (keys == NULL)
         return NULL;
     if (PySequence_Fast_GET_SIZE(keys) == 0) {
         result = done_future(self, empty_result);
-    } else {
-        rc_mux *m = pick(self);
-        if (m != NULL) {
-            size_t mark = rc_mux_out(m)->len;
-            result =
-                submit(self, m, mark, rc_cmd_multikey(&self->ks, rc_mux_out(m), command, keys) == 0,
-                       1, kind, codec, keys);
-        }
+        goto out;
     }
+    if (model != NULL) {
+        kind = RC_RESULT_TYPED_MGET;
+        extra = rc_result_typed_extra(keys, model);
+        if (extra == NULL)
+            goto out;
+    } else {
+        extra = Py_NewRef(keys);
+    }
+    m = pick(self);
+    if (m != NULL) {
+        size_t mark = rc_mux_out(m)->len;
+        result =
+            submit(self, m, mark, rc_cmd_multikey(&self->ks, rc_mux_out(m), command, keys) == 0, 1,
+                   kind, codec, extra);
+    }
+out:
+    Py_XDECREF(extra);
     Py_DECREF(keys);
     return result;
 }
 
-static PyObject *AsyncClient_get_many(AsyncClient *self, PyObject *keys)
+static PyObject *AsyncClient_get_many(AsyncClient *self, PyObject *const *args, Py_ssize_t nargs,
+                                      PyObject *kwnames)
 {
-    PyObject *empty = PyDict_New(), *result;
+    static const char *const names[] = {"keys", "model"};
+    PyObject *params[2] = {NULL, Py_None}, *empty, *result;
 
+    if (rc_parse_args("get_many", args, nargs, kwnames, names, 2, 1, params) < 0)
+        return NULL;
+    empty = PyDict_New();
     if (empty == NULL)
         return NULL;
-    result = multikey(self, "get_many", "MGET", keys, RC_RESULT_MGET, &self->ks.codec, empty);
+    result = multikey(self, "get_many", "MGET", params[0], RC_RESULT_MGET, &self->ks.codec, empty,
+                      params[1] != Py_None ? params[1] : NULL);
     Py_DECREF(empty);
     return result;
 }
@@ -393,7 +424,7 @@ static PyObject *AsyncClient_delete_many(AsyncClient *self, PyObject *keys)
 
     if (zero == NULL)
         return NULL;
-    result = multikey(self, "delete_many", "UNLINK", keys, RC_RESULT_RAW, NULL, zero);
+    result = multikey(self, "delete_many", "UNLINK", keys, RC_RESULT_RAW, NULL, zero, NULL);
     Py_DECREF(zero);
     return result;
 }
@@ -533,7 +564,8 @@ static PyObject *AsyncClient_get_multiplexers(AsyncClient *self, void *unused)
 
 static PyMethodDef AsyncClient_methods[] = {
     {"get", (PyCFunction)(void (*)(void))AsyncClient_get, METH_FASTCALL | METH_KEYWORDS,
-     "get(key, default=None): await the stored value, or default when the key is missing."},
+     "get(key, default=None, model=None): await the stored value, or default when the key "
+     "is missing; with model, the value made an instance of it."},
     {"set", (PyCFunction)(void (*)(void))AsyncClient_set, METH_FASTCALL | METH_KEYWORDS,
      "set(key, value, ttl=None) -> bool"},
     {"delete", (PyCFunction)AsyncClient_delete, METH_O, "delete(key) -> bool"},
@@ -543,7 +575,8 @@ static PyMethodDef AsyncClient_methods[] = {
     {"ttl", (PyCFunction)AsyncClient_ttl, METH_O, "ttl(key) -> int"},
     {"incr", (PyCFunction)(void (*)(void))AsyncClient_incr, METH_FASTCALL | METH_KEYWORDS,
      "incr(key, amount=1) -> int"},
-    {"get_many", (PyCFunction)AsyncClient_get_many, METH_O, "get_many(keys) -> dict"},
+    {"get_many", (PyCFunction)(void (*)(void))AsyncClient_get_many, METH_FASTCALL | METH_KEYWORDS,
+     "get_many(keys, model=None) -> dict"},
     {"set_many", (PyCFunction)(void (*)(void))AsyncClient_set_many, METH_FASTCALL | METH_KEYWORDS,
      "set_many(mapping, ttl=None) -> bool"},
     {"delete_many", (PyCFunction)AsyncClient_delete_many, METH_O, "delete_many(keys) -> int"},

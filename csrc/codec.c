@@ -120,8 +120,10 @@ int rc_codec_write(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_st
             return -1;
         }
         return 0;
-    case RC_CODEC_RAW: return encode_bytes_like(out, prepared, st, "serializer=\"raw\"");
-    case RC_CODEC_CUSTOM: return encode_bytes_like(out, prepared, st, "the serializer's dumps()");
+    case RC_CODEC_RAW:
+        return encode_bytes_like(out, prepared, st, "serializer=\"raw\"");
+    case RC_CODEC_CUSTOM:
+        return encode_bytes_like(out, prepared, st, "the serializer's dumps()");
     }
     Py_UNREACHABLE();
 }
@@ -131,8 +133,10 @@ PyObject *rc_codec_decode(const rc_codec *codec, const char *p, size_t n, rc_sta
     PyObject *raw, *value;
 
     switch (codec->kind) {
-    case RC_CODEC_JSON: return rc_json_decode(p, n, st);
-    case RC_CODEC_RAW: return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    case RC_CODEC_JSON:
+        return rc_json_decode(p, n, st);
+    case RC_CODEC_RAW:
+        return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
     case RC_CODEC_CUSTOM:
         raw = PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
         if (raw == NULL)

@@ -51,13 +51,27 @@ static size_t write_escape(char *p, unsigned char c)
 
     p[0] = '\\';
     switch (c) {
-    case '"': p[1] = '"'; return 2;
-    case '\\': p[1] = '\\'; return 2;
-    case '\n': p[1] = 'n'; return 2;
-    case '\r': p[1] = 'r'; return 2;
-    case '\t': p[1] = 't'; return 2;
-    case '\b': p[1] = 'b'; return 2;
-    case '\f': p[1] = 'f'; return 2;
+    case '"':
+        p[1] = '"';
+        return 2;
+    case '\\':
+        p[1] = '\\';
+        return 2;
+    case '\n':
+        p[1] = 'n';
+        return 2;
+    case '\r':
+        p[1] = 'r';
+        return 2;
+    case '\t':
+        p[1] = 't';
+        return 2;
+    case '\b':
+        p[1] = 'b';
+        return 2;
+    case '\f':
+        p[1] = 'f';
+        return 2;
     default:
         p[1] = 'u';
         p[2] = '0';
@@ -732,14 +746,30 @@ static PyObject *decode_escaped_string(decoder *d)
         }
         d->p++;
         switch (*d->p++) {
-        case '"': put_utf8(&scratch, '"'); break;
-        case '\\': put_utf8(&scratch, '\\'); break;
-        case '/': put_utf8(&scratch, '/'); break;
-        case 'b': put_utf8(&scratch, '\b'); break;
-        case 'f': put_utf8(&scratch, '\f'); break;
-        case 'n': put_utf8(&scratch, '\n'); break;
-        case 'r': put_utf8(&scratch, '\r'); break;
-        case 't': put_utf8(&scratch, '\t'); break;
+        case '"':
+            put_utf8(&scratch, '"');
+            break;
+        case '\\':
+            put_utf8(&scratch, '\\');
+            break;
+        case '/':
+            put_utf8(&scratch, '/');
+            break;
+        case 'b':
+            put_utf8(&scratch, '\b');
+            break;
+        case 'f':
+            put_utf8(&scratch, '\f');
+            break;
+        case 'n':
+            put_utf8(&scratch, '\n');
+            break;
+        case 'r':
+            put_utf8(&scratch, '\r');
+            break;
+        case 't':
+            put_utf8(&scratch, '\t');
+            break;
         case 'u': {
             long cp = read_hex4(d);
             if (cp < 0) {
@@ -961,12 +991,18 @@ static PyObject *decode_value(decoder *d)
     if (d->p >= d->end)
         return syntax_error(d, "expected a JSON value, found the end of the input");
     switch (*d->p) {
-    case '{': return decode_object(d);
-    case '[': return decode_array(d);
-    case '"': return decode_string(d);
-    case 't': return decode_literal(d, "true", 4, Py_True);
-    case 'f': return decode_literal(d, "false", 5, Py_False);
-    case 'n': return decode_literal(d, "null", 4, Py_None);
+    case '{':
+        return decode_object(d);
+    case '[':
+        return decode_array(d);
+    case '"':
+        return decode_string(d);
+    case 't':
+        return decode_literal(d, "true", 4, Py_True);
+    case 'f':
+        return decode_literal(d, "false", 5, Py_False);
+    case 'n':
+        return decode_literal(d, "null", 4, Py_None);
     default:
         if (*d->p == '-' || is_digit(*d->p))
             return decode_number(d);

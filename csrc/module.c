@@ -158,6 +158,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->SerializationError);
     Py_VISIT(st->ConfigurationError);
     Py_VISIT(st->missing);
+    Py_VISIT(st->typed_convert);
     Py_VISIT(st->EnumType);
     Py_VISIT(st->UUIDType);
     Py_VISIT(st->DecimalType);
@@ -191,6 +192,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->SerializationError);
     Py_CLEAR(st->ConfigurationError);
     Py_CLEAR(st->missing);
+    Py_CLEAR(st->typed_convert);
     Py_CLEAR(st->EnumType);
     Py_CLEAR(st->UUIDType);
     Py_CLEAR(st->DecimalType);

@@ -62,7 +62,9 @@ static void *create_string(const redisReadTask *task, char *p, size_t n)
         obj = msg == NULL ? NULL : PyObject_CallOneArg(error_class(r->state, p, n), msg);
         Py_XDECREF(msg);
         break;
-    case REDIS_REPLY_STATUS: obj = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "replace"); break;
+    case REDIS_REPLY_STATUS:
+        obj = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "replace");
+        break;
     default:
         obj = r->codec == NULL ? PyBytes_FromStringAndSize(p, (Py_ssize_t)n)
                                : rc_codec_decode(r->codec, p, n, r->state);

@@ -9,14 +9,19 @@
 
 /* How a request's reply(ies) become its result. */
 typedef enum rc_result_kind {
-    RC_RESULT_RAW,       /* the reply as parsed */
-    RC_RESULT_VALUE,     /* GET: the decoded value, or `extra` (the default) on nil */
-    RC_RESULT_STORED,    /* SET (over one or many replies): True unless a nil came back */
-    RC_RESULT_POSITIVE,  /* integer reply > 0, as a bool */
-    RC_RESULT_PONG,      /* PING: True on PONG */
-    RC_RESULT_MGET,      /* dict of the keys in `extra` (a list or tuple) that were found */
-    RC_RESULT_HANDSHAKE, /* AUTH / SELECT / CLIENT SETNAME: checked by the connection */
+    RC_RESULT_RAW,         /* the reply as parsed */
+    RC_RESULT_VALUE,       /* GET: the decoded value, or `extra` (the default) on nil */
+    RC_RESULT_STORED,      /* SET (over one or many replies): True unless a nil came back */
+    RC_RESULT_POSITIVE,    /* integer reply > 0, as a bool */
+    RC_RESULT_PONG,        /* PING: True on PONG */
+    RC_RESULT_MGET,        /* dict of the keys in `extra` (a list or tuple) that were found */
+    RC_RESULT_TYPED_VALUE, /* VALUE made an instance of a model: extra is (default, model) */
+    RC_RESULT_TYPED_MGET,  /* MGET with each value made a model: extra is (keys, model) */
+    RC_RESULT_HANDSHAKE,   /* AUTH / SELECT / CLIENT SETNAME: checked by the connection */
 } rc_result_kind;
+
+/* The `extra` of a typed request, (first, model). New reference or NULL. */
+PyObject *rc_result_typed_extra(PyObject *first, PyObject *model);
 
 /* Builds the result from one reply (kinds other than STORED) or from the
  * list of replies of a pipelined request (STORED). Returns a new reference,

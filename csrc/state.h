@@ -39,6 +39,8 @@ typedef struct rc_state {
     PyObject *str_dataclass_fields;
     PyObject *model_dump_kwnames; /* ("mode", "by_alias") */
     PyObject *model_dump_args[2]; /* "json", True */
+    /* redis_cache._typed.convert, once a typed read asked for it. */
+    PyObject *typed_convert;
     /* Recently decoded JSON object keys (see json.c). */
     PyObject *key_cache[512];
 } rc_state;

@@ -323,18 +323,30 @@ static PyObject *key_command(SyncClient *self, const char *name, PyObject *key, 
 static PyObject *SyncClient_get(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames)
 {
-    static const char *const names[] = {"key", "default"};
-    PyObject *params[2] = {NULL, Py_None};
+    static const char *const names[] = {"key", "default", "model"};
+    PyObject *params[3] = {NULL, Py_None, Py_None}, *extra, *result = NULL;
+    rc_result_kind kind = RC_RESULT_VALUE;
     rc_conn *c;
 
-    if (rc_parse_args("get", args, nargs, kwnames, names, 2, 1, params) < 0)
+    if (rc_parse_args("get", args, nargs, kwnames, names, 3, 1, params) < 0)
         return NULL;
+    if (params[2] != Py_None) {
+        kind = RC_RESULT_TYPED_VALUE;
+        extra = rc_result_typed_extra(params[1], params[2]);
+        if (extra == NULL)
+            return NULL;
+    } else {
+        extra = Py_NewRef(params[1]);
+    }
     c = checkout(self);
-    if (c == NULL)
-        return NULL;
-    if (rc_cmd_key(&self->ks, &c->out, "GET", params[0]) < 0)
-        return abandon(self, c);
-    return finish(self, c, 1, &self->ks.codec, RC_RESULT_VALUE, params[1]);
+    if (c != NULL) {
+        if (rc_cmd_key(&self->ks, &c->out, "GET", params[0]) < 0)
+            abandon(self, c);
+        else
+            result = finish(self, c, 1, &self->ks.codec, kind, extra);
+    }
+    Py_DECREF(extra);
+    return result;
 }
 
 static PyObject *SyncClient_set(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
@@ -436,26 +448,40 @@ static PyObject *key_list(const char *fname, PyObject *keys)
     return PySequence_Fast(keys, "keys must be an iterable of str or bytes");
 }
 
-static PyObject *SyncClient_get_many(SyncClient *self, PyObject *keys_arg)
+static PyObject *SyncClient_get_many(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames)
 {
-    PyObject *keys, *result = NULL;
+    static const char *const names[] = {"keys", "model"};
+    PyObject *params[2] = {NULL, Py_None}, *keys, *extra = NULL, *result = NULL;
+    rc_result_kind kind = RC_RESULT_MGET;
     rc_conn *c;
 
-    keys = key_list("get_many", keys_arg);
+    if (rc_parse_args("get_many", args, nargs, kwnames, names, 2, 1, params) < 0)
+        return NULL;
+    keys = key_list("get_many", params[0]);
     if (keys == NULL)
         return NULL;
     if (PySequence_Fast_GET_SIZE(keys) == 0) {
         result = PyDict_New();
         goto out;
     }
+    if (params[1] != Py_None) {
+        kind = RC_RESULT_TYPED_MGET;
+        extra = rc_result_typed_extra(keys, params[1]);
+    } else {
+        extra = Py_NewRef(keys);
+    }
+    if (extra == NULL)
+        goto out;
     c = checkout(self);
     if (c == NULL)
         goto out;
     if (rc_cmd_multikey(&self->ks, &c->out, "MGET", keys) < 0)
         abandon(self, c);
     else
-        result = finish(self, c, 1, &self->ks.codec, RC_RESULT_MGET, keys);
+        result = finish(self, c, 1, &self->ks.codec, kind, extra);
 out:
+    Py_XDECREF(extra);
     Py_DECREF(keys);
     return result;
 }
@@ -570,7 +596,8 @@ static PyObject *SyncClient_get_key_prefix(SyncClient *self, void *unused)
 
 static PyMethodDef SyncClient_methods[] = {
     {"get", (PyCFunction)(void (*)(void))SyncClient_get, METH_FASTCALL | METH_KEYWORDS,
-     "get(key, default=None): the stored value, or default when the key is missing."},
+     "get(key, default=None, model=None): the stored value, or default when the key is "
+     "missing; with model, the value made an instance of it (pydantic model, dataclass, ...)."},
     {"set", (PyCFunction)(void (*)(void))SyncClient_set, METH_FASTCALL | METH_KEYWORDS,
      "set(key, value, ttl=None) -> bool: store value; ttl None means default_ttl."},
     {"delete", (PyCFunction)SyncClient_delete, METH_O,
@@ -582,8 +609,9 @@ static PyMethodDef SyncClient_methods[] = {
      "ttl(key) -> int: seconds left; -1 when the key has no expiry, -2 when it does not exist."},
     {"incr", (PyCFunction)(void (*)(void))SyncClient_incr, METH_FASTCALL | METH_KEYWORDS,
      "incr(key, amount=1) -> int: add amount to an integer value and return the result."},
-    {"get_many", (PyCFunction)SyncClient_get_many, METH_O,
-     "get_many(keys) -> dict: the keys that were found, with their values (one MGET)."},
+    {"get_many", (PyCFunction)(void (*)(void))SyncClient_get_many, METH_FASTCALL | METH_KEYWORDS,
+     "get_many(keys, model=None) -> dict: the keys that were found, with their values (one "
+     "MGET)."},
     {"set_many", (PyCFunction)(void (*)(void))SyncClient_set_many, METH_FASTCALL | METH_KEYWORDS,
      "set_many(mapping, ttl=None) -> bool: store every item in one pipeline."},
     {"delete_many", (PyCFunction)SyncClient_delete_many, METH_O,

@@ -1,6 +1,6 @@
 """Build script for the redis_cache C extension.
 
-hiredis is found with pkg-config. Environment switches:
+hiredis, zstd and zlib are found with pkg-config. Environment switches:
 
 * ``REDIS_CACHE_STRICT=1``: compile with ``-Wall -Wextra -Werror`` (development and CI).
 * ``REDIS_CACHE_SANITIZE=1``: build with AddressSanitizer and UBSan (``make sanitize``).
@@ -16,42 +16,42 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 
-HIREDIS_MIN_VERSION = "0.14.1"
+#: The C libraries, as pkg-config names them, with the oldest version that works.
+LIBRARIES = {"hiredis": "0.14.1", "libzstd": "1.4.0", "zlib": "1.2.8"}
 
-MISSING_HIREDIS = f"""
-redis_cache needs the hiredis C library (version {HIREDIS_MIN_VERSION} or newer) and
-pkg-config to find it. Install them, then build again:
+MISSING_LIBRARIES = """
+redis_cache needs the C libraries hiredis (0.14.1 or newer), zstd and zlib, and
+pkg-config to find them. Install them, then build again:
 
-    Debian / Ubuntu:  sudo apt-get install libhiredis-dev pkg-config
-    Fedora / RHEL:    sudo dnf install hiredis-devel pkgconf-pkg-config
-    macOS (Homebrew): brew install hiredis pkg-config
+    Debian / Ubuntu:  sudo apt-get install libhiredis-dev libzstd-dev zlib1g-dev pkg-config
+    Fedora / RHEL:    sudo dnf install hiredis-devel libzstd-devel zlib-devel pkgconf-pkg-config
+    macOS (Homebrew): brew install hiredis zstd pkg-config
 """
 
 
 def pkg_config(*args: str) -> list[str]:
-    """Runs pkg-config for hiredis, stopping the build with one clear message if it fails."""
+    """Runs pkg-config, stopping the build with one clear message if it fails."""
     if shutil.which("pkg-config") is None:
-        sys.exit(MISSING_HIREDIS)
+        sys.exit(MISSING_LIBRARIES)
     try:
-        out = subprocess.run(
-            ["pkg-config", *args, "hiredis"], check=True, capture_output=True, text=True
-        ).stdout
+        out = subprocess.run(["pkg-config", *args], check=True, capture_output=True, text=True).stdout
     except subprocess.CalledProcessError:
-        sys.exit(MISSING_HIREDIS)
+        sys.exit(MISSING_LIBRARIES)
     return out.split()
 
 
-def hiredis_build_flags() -> tuple[list[str], list[str], list[str], list[str]]:
-    pkg_config(f"--atleast-version={HIREDIS_MIN_VERSION}")
+def library_build_flags() -> tuple[list[str], list[str], list[str], list[str]]:
+    for name, version in LIBRARIES.items():
+        pkg_config(f"--atleast-version={version}", name)
     include_dirs, defines, lib_dirs, libs = [], [], [], []
-    for flag in pkg_config("--cflags"):
+    for flag in pkg_config("--cflags", *LIBRARIES):
         if flag.startswith("-I"):
             # pkg-config names .../include/hiredis; the sources include
             # <hiredis/read.h>, so the parent directory is what is needed.
             include_dirs.append(str(Path(flag[2:]).parent))
         else:
             defines.append(flag)
-    for flag in pkg_config("--libs"):
+    for flag in pkg_config("--libs", *LIBRARIES):
         if flag.startswith("-L"):
             lib_dirs.append(flag[2:])
         elif flag.startswith("-l"):
@@ -60,7 +60,7 @@ def hiredis_build_flags() -> tuple[list[str], list[str], list[str], list[str]]:
 
 
 def extension() -> Extension:
-    include_dirs, extra_compile, lib_dirs, libs = hiredis_build_flags()
+    include_dirs, extra_compile, lib_dirs, libs = library_build_flags()
     extra_link: list[str] = []
     extra_compile += ["-std=c11", "-D_GNU_SOURCE", "-fvisibility=hidden"]
     if os.environ.get("REDIS_CACHE_STRICT") == "1":

@@ -22,8 +22,11 @@ typedef struct {
 
 static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"namespace",     "default_ttl", "serializer", "socket_timeout",
-                             "max_in_flight", "connections", NULL};
+    static char *kwlist[] = {
+        "namespace",         "default_ttl",           "serializer",  "socket_timeout",
+        "max_in_flight",     "connections",           "compression", "compression_threshold",
+        "compression_level", "max_decompressed_size", NULL};
+    rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     PyObject *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL,
              *socket_timeout = Py_None;
     Py_ssize_t max_in_flight = 4096, connections = 1;
@@ -34,9 +37,10 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "the cache is already initialized");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnn:RedisCache", kwlist, &namespace_,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnnOnin:RedisCache", kwlist, &namespace_,
                                      &default_ttl, &serializer, &socket_timeout, &max_in_flight,
-                                     &connections))
+                                     &connections, &compress.compression, &compress.threshold,
+                                     &compress.level, &compress.max_decompressed))
         return -1;
     if (connections < 1 || connections > RC_MAX_MUX || max_in_flight < 1) {
         PyErr_Format(self->state->ConfigurationError,
@@ -62,7 +66,7 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
         Py_INCREF(serializer);
     if (serializer == NULL)
         return -1;
-    rc = rc_keyspace_init(&self->ks, namespace_, default_ttl, serializer, self->state);
+    rc = rc_keyspace_init(&self->ks, namespace_, default_ttl, serializer, &compress, self->state);
     Py_DECREF(serializer);
     if (rc < 0)
         return -1;

@@ -12,13 +12,13 @@ static int no_memory(void)
 }
 
 int rc_keyspace_init(rc_keyspace *ks, PyObject *namespace_, PyObject *default_ttl,
-                     PyObject *serializer, rc_state *st)
+                     PyObject *serializer, const rc_compress_options *compress, rc_state *st)
 {
     ks->prefix = NULL;
     ks->prefix_len = 0;
     ks->default_ttl_ms = -1;
     ks->state = st;
-    if (rc_codec_init(&ks->codec, serializer, st) < 0)
+    if (rc_codec_init(&ks->codec, serializer, compress, st) < 0)
         return -1;
     if (rc_ttl_ms(ks, default_ttl, &ks->default_ttl_ms) < 0) {
         PyObject *type, *value, *tb;

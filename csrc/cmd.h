@@ -33,7 +33,7 @@ typedef struct rc_keyspace {
 
 /* Fills ks from the constructor arguments. Returns 0 or -1. */
 int rc_keyspace_init(rc_keyspace *ks, PyObject *namespace_, PyObject *default_ttl,
-                     PyObject *serializer, rc_state *st);
+                     PyObject *serializer, const rc_compress_options *compress, rc_state *st);
 void rc_keyspace_clear(rc_keyspace *ks);
 
 /* Converts a user TTL (seconds as int or float, or a timedelta) to

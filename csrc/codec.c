@@ -4,11 +4,51 @@
 #include "json.h"
 #include "resp.h"
 
-int rc_codec_init(rc_codec *codec, PyObject *serializer, rc_state *st)
+static int init_compression(rc_codec *codec, const rc_compress_options *o, rc_state *st)
+{
+    codec->compress = RC_COMPRESS_NONE;
+    codec->compress_level = o->level;
+    codec->compress_threshold = o->threshold < 0 ? 0 : (size_t)o->threshold;
+    codec->max_decompressed = (size_t)o->max_decompressed;
+    if (o->threshold < 0 || o->max_decompressed < 1) {
+        PyErr_SetString(st->ConfigurationError, "compression_threshold must be >= 0 and "
+                                                "max_decompressed_size >= 1");
+        return -1;
+    }
+    if (o->compression == Py_None)
+        return 0;
+    if (PyUnicode_Check(o->compression) &&
+        PyUnicode_CompareWithASCIIString(o->compression, "zlib") == 0) {
+        codec->compress = RC_COMPRESS_ZLIB;
+        if (o->level < -1 || o->level > 9)
+            goto bad_level;
+        return 0;
+    }
+    if (PyUnicode_Check(o->compression) &&
+        PyUnicode_CompareWithASCIIString(o->compression, "zstd") == 0) {
+        codec->compress = RC_COMPRESS_ZSTD;
+        if (o->level < -1 || o->level > 22)
+            goto bad_level;
+        return 0;
+    }
+    PyErr_Format(st->ConfigurationError, "unknown compression %R: use None, \"zlib\" or \"zstd\"",
+                 o->compression);
+    return -1;
+bad_level:
+    PyErr_Format(st->ConfigurationError,
+                 "compression_level %d is out of range (zlib: 0-9, zstd: 1-22, -1: default)",
+                 o->level);
+    return -1;
+}
+
+int rc_codec_init(rc_codec *codec, PyObject *serializer, const rc_compress_options *compress,
+                  rc_state *st)
 {
     codec->kind = RC_CODEC_JSON;
     codec->dumps = NULL;
     codec->loads = NULL;
+    if (init_compression(codec, compress, st) < 0)
+        return -1;
     if (PyUnicode_Check(serializer)) {
         if (PyUnicode_CompareWithASCIIString(serializer, "json") == 0)
             return 0;
@@ -63,30 +103,100 @@ static void raise_from_pending(PyObject *error_type, const char *what)
     Py_XDECREF(tb);
 }
 
-/* Appends a bytes-like or str value verbatim. */
-static int encode_bytes_like(rc_buf *out, PyObject *value, rc_state *st, const char *who)
+/* The bytes of a bytes-like or str value: *p and *n, with view to release
+ * by the caller (view->obj NULL when there is nothing to release). */
+static int bytes_of(PyObject *value, const char **p, Py_ssize_t *n, Py_buffer *view, rc_state *st,
+                    const char *who)
 {
-    Py_buffer view;
-    int rc;
-
+    view->obj = NULL;
     if (PyUnicode_Check(value)) {
-        Py_ssize_t n;
-        const char *p = PyUnicode_AsUTF8AndSize(value, &n);
-        if (p == NULL) {
+        *p = PyUnicode_AsUTF8AndSize(value, n);
+        if (*p == NULL) {
             raise_from_pending(st->SerializationError, "cannot store a str with no UTF-8 form");
             return -1;
         }
-        return rc_resp_bulk(out, p, (size_t)n) < 0 ? (PyErr_NoMemory(), -1) : 0;
+        return 0;
     }
     if (!PyObject_CheckBuffer(value)) {
         PyErr_Format(st->SerializationError, "%s must give bytes or str; got '%.100s'", who,
                      Py_TYPE(value)->tp_name);
         return -1;
     }
-    if (PyObject_GetBuffer(value, &view, PyBUF_CONTIG_RO) < 0)
+    if (PyObject_GetBuffer(value, view, PyBUF_CONTIG_RO) < 0)
         return -1;
-    rc = rc_resp_bulk(out, view.buf, (size_t)view.len) < 0 ? (PyErr_NoMemory(), -1) : 0;
-    PyBuffer_Release(&view);
+    *p = view->buf;
+    *n = view->len;
+    return 0;
+}
+
+/* The serialized form of a prepared value, appended to out as it is. */
+static int serialize(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_state *st)
+{
+    const char *p;
+    Py_ssize_t n;
+    Py_buffer view;
+    int rc;
+
+    if (codec->kind == RC_CODEC_JSON)
+        return rc_json_encode(out, prepared, st);
+    if (bytes_of(prepared, &p, &n, &view, st,
+                 codec->kind == RC_CODEC_RAW ? "serializer=\"raw\"" : "the serializer's dumps()") <
+        0)
+        return -1;
+    rc = rc_buf_append(out, p, (size_t)n) < 0 ? (PyErr_NoMemory(), -1) : 0;
+    if (view.obj != NULL)
+        PyBuffer_Release(&view);
+    return rc;
+}
+
+/* With compression on: serialize to a scratch buffer, then store it
+ * compressed (at or above the threshold) or as it is, escaped when it could
+ * be mistaken for a compression header. */
+static int write_compressed(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_state *st)
+{
+    rc_buf plain, packed;
+    char err[128];
+    int rc = -1;
+
+    rc_buf_init(&plain);
+    rc_buf_init(&packed);
+    if (serialize(codec, &plain, prepared, st) < 0)
+        goto out;
+    if (plain.len >= codec->compress_threshold && plain.len > 0) {
+        if (rc_compress(codec->compress, codec->compress_level, plain.data, plain.len, &packed, err,
+                        sizeof(err)) < 0) {
+            PyErr_Format(st->SerializationError, "cannot compress the value: %s", err);
+            goto out;
+        }
+        rc = rc_resp_bulk(out, packed.data, packed.len);
+    } else if (rc_is_compressed(plain.data, plain.len) ||
+               (plain.len == 1 && (unsigned char)plain.data[0] == RC_COMPRESS_MAGIC)) {
+        static const char escape[RC_COMPRESS_HEADER] = {(char)RC_COMPRESS_MAGIC, 'n'};
+        rc = rc_resp_bulk2(out, escape, sizeof(escape), plain.data, plain.len);
+    } else {
+        rc = rc_resp_bulk(out, plain.data ? plain.data : "", plain.len);
+    }
+    if (rc < 0)
+        PyErr_NoMemory();
+out:
+    rc_buf_free(&plain);
+    rc_buf_free(&packed);
+    return rc;
+}
+
+/* Appends a bytes-like or str value verbatim, as one bulk string. */
+static int encode_bytes_like(rc_buf *out, PyObject *value, rc_state *st, const char *who)
+{
+    const char *p;
+    Py_ssize_t n;
+    Py_buffer view;
+    int rc;
+
+    if (bytes_of(value, &p, &n, &view, st, who) < 0)
+        return -1;
+    rc = rc_resp_bulk(out, p, (size_t)n) < 0 ? (PyErr_NoMemory(), -1) : 0;
+    if (view.obj != NULL)
+        PyBuffer_Release(&view);
     return rc;
 }
 
@@ -106,6 +216,8 @@ int rc_codec_write(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_st
 {
     size_t mark;
 
+    if (codec->compress != RC_COMPRESS_NONE)
+        return write_compressed(codec, out, prepared, st);
     switch (codec->kind) {
     case RC_CODEC_JSON:
         if (rc_resp_bulk_open(out, &mark) < 0) {
@@ -128,7 +240,8 @@ int rc_codec_write(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_st
     Py_UNREACHABLE();
 }
 
-PyObject *rc_codec_decode(const rc_codec *codec, const char *p, size_t n, rc_state *st)
+/* Decodes plain bytes (no compression header). */
+static PyObject *decode_plain(const rc_codec *codec, const char *p, size_t n, rc_state *st)
 {
     PyObject *raw, *value;
 
@@ -148,4 +261,29 @@ PyObject *rc_codec_decode(const rc_codec *codec, const char *p, size_t n, rc_sta
         return value;
     }
     Py_UNREACHABLE();
+}
+
+PyObject *rc_codec_decode(const rc_codec *codec, const char *p, size_t n, rc_state *st)
+{
+    rc_buf plain;
+    char err[128];
+    PyObject *value;
+
+    /* A JSON value never starts with the header byte, so JSON caches read
+     * compressed values whatever their own setting; raw and custom values
+     * could, so only caches with compression on look for it. */
+    if (!rc_is_compressed(p, n) ||
+        (codec->kind != RC_CODEC_JSON && codec->compress == RC_COMPRESS_NONE))
+        return decode_plain(codec, p, n, st);
+    if (p[1] == 'n')
+        return decode_plain(codec, p + RC_COMPRESS_HEADER, n - RC_COMPRESS_HEADER, st);
+    rc_buf_init(&plain);
+    if (rc_decompress(p, n, codec->max_decompressed, &plain, err, sizeof(err)) < 0) {
+        PyErr_Format(st->SerializationError, "cannot decompress the stored value: %s", err);
+        value = NULL;
+    } else {
+        value = decode_plain(codec, plain.data ? plain.data : "", plain.len, st);
+    }
+    rc_buf_free(&plain);
+    return value;
 }

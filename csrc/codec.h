@@ -8,7 +8,11 @@
 #include <Python.h>
 
 #include "buf.h"
+#include "compress.h"
 #include "state.h"
+
+/* Largest value decompression may produce unless told otherwise. */
+#define RC_DEFAULT_MAX_DECOMPRESSED (64 * 1024 * 1024)
 
 typedef enum rc_codec_kind {
     RC_CODEC_JSON,
@@ -20,11 +24,31 @@ typedef struct rc_codec {
     rc_codec_kind kind;
     PyObject *dumps; /* strong references, custom serializers only */
     PyObject *loads;
+    /* Values of at least compress_threshold bytes are compressed. */
+    rc_compress_kind compress;
+    int compress_level; /* -1: the format's default */
+    size_t compress_threshold;
+    size_t max_decompressed;
 } rc_codec;
 
+/* The user's compression settings, as the constructors take them. */
+typedef struct rc_compress_options {
+    PyObject *compression; /* None, "zlib" or "zstd" */
+    Py_ssize_t threshold;
+    int level;
+    Py_ssize_t max_decompressed;
+} rc_compress_options;
+
+#define RC_COMPRESS_OPTIONS_DEFAULT                                                                \
+    {                                                                                              \
+        Py_None, 1024, -1, RC_DEFAULT_MAX_DECOMPRESSED                                             \
+    }
+
 /* Fills codec from the user's `serializer` argument ("json", "raw" or an
- * object with dumps/loads). Returns 0, or -1 with ConfigurationError set. */
-int rc_codec_init(rc_codec *codec, PyObject *serializer, rc_state *st);
+ * object with dumps/loads) and compression settings. Returns 0, or -1 with
+ * ConfigurationError set. */
+int rc_codec_init(rc_codec *codec, PyObject *serializer, const rc_compress_options *compress,
+                  rc_state *st);
 void rc_codec_clear(rc_codec *codec);
 
 /* Runs the part of encoding that may execute Python code (a custom

@@ -87,7 +87,12 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
                              "namespace",
                              "default_ttl",
                              "serializer",
+                             "compression",
+                             "compression_threshold",
+                             "compression_level",
+                             "max_decompressed_size",
                              NULL};
+    rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     const char *host = "localhost", *username = NULL, *password = NULL, *unix_path = NULL,
                *client_name = NULL;
     int port = 6379, db = 0, max_connections = 50;
@@ -99,10 +104,12 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "the cache is already initialized");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$ziizzziOOOzOOO:SyncRedisCache", kwlist, &host,
-                                     &port, &db, &username, &password, &unix_path, &max_connections,
-                                     &socket_timeout, &connect_timeout, &pool_timeout, &client_name,
-                                     &namespace_, &default_ttl, &serializer))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$ziizzziOOOzOOOOnin:SyncRedisCache", kwlist,
+                                     &host, &port, &db, &username, &password, &unix_path,
+                                     &max_connections, &socket_timeout, &connect_timeout,
+                                     &pool_timeout, &client_name, &namespace_, &default_ttl,
+                                     &serializer, &compress.compression, &compress.threshold,
+                                     &compress.level, &compress.max_decompressed))
         return -1;
     if (port < 1 || port > 65535 || db < 0 || max_connections < 1) {
         PyErr_Format(st->ConfigurationError,
@@ -123,7 +130,7 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
     } else {
         Py_INCREF(serializer);
     }
-    if (rc_keyspace_init(&self->ks, namespace_, default_ttl, serializer, st) < 0) {
+    if (rc_keyspace_init(&self->ks, namespace_, default_ttl, serializer, &compress, st) < 0) {
         Py_DECREF(serializer);
         return -1;
     }

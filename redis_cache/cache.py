@@ -22,7 +22,8 @@ from typing import Any, TypeVar, Union
 
 from . import _core
 from ._config import ConnectionSettings, parse_url, settings_from_env
-from .errors import ConnectionError, PoolTimeout, TimeoutError
+from .errors import ConfigurationError, ConnectionError, PoolTimeout, TimeoutError
+from .serializers import SignedPickle
 
 __all__ = ["RedisCache", "SyncRedisCache", "TTL"]
 
@@ -43,6 +44,36 @@ _GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
 def escape_glob(prefix: bytes) -> bytes:
     """Escapes glob characters so a namespace matches only itself in SCAN MATCH."""
     return _GLOB_SPECIAL.sub(rb"\\\1", prefix)
+
+
+_DEFAULT_MAX_DECOMPRESSED = 64 * 1024 * 1024
+
+
+def _codec_options(
+    serializer: Any,
+    pickle_secret: str | bytes | None,
+    compression: str | None,
+    compression_threshold: int,
+    compression_level: int | None,
+    max_decompressed_size: int,
+) -> dict[str, Any]:
+    """The C core's serializer and compression arguments, from the user's."""
+    if serializer == "pickle":
+        if pickle_secret is None:
+            raise ConfigurationError(
+                'serializer="pickle" needs pickle_secret=: values are signed so that a '
+                "value someone else wrote is refused instead of unpickled"
+            )
+        serializer = SignedPickle(pickle_secret)
+    elif pickle_secret is not None:
+        raise ConfigurationError('pickle_secret is only used with serializer="pickle"')
+    return {
+        "serializer": serializer,
+        "compression": compression,
+        "compression_threshold": compression_threshold,
+        "compression_level": -1 if compression_level is None else compression_level,
+        "max_decompressed_size": max_decompressed_size,
+    }
 
 
 def _describe(cache: Any) -> str:
@@ -126,6 +157,11 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         *,
         client_name: str | None = None,
         pool_timeout: float | None = 5.0,
+        pickle_secret: str | bytes | None = None,
+        compression: str | None = None,
+        compression_threshold: int = 1024,
+        compression_level: int | None = None,
+        max_decompressed_size: int = _DEFAULT_MAX_DECOMPRESSED,
     ) -> None:
         settings = ConnectionSettings(
             host=host,
@@ -154,7 +190,14 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
             client_name=settings.client_name,
             namespace=namespace,
             default_ttl=default_ttl,
-            serializer=serializer,
+            **_codec_options(
+                serializer,
+                pickle_secret,
+                compression,
+                compression_threshold,
+                compression_level,
+                max_decompressed_size,
+            ),
         )
         self._settings = settings
         self._namespace = namespace or None
@@ -247,6 +290,11 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         *,
         client_name: str | None = None,
         pool_timeout: float | None = 5.0,
+        pickle_secret: str | bytes | None = None,
+        compression: str | None = None,
+        compression_threshold: int = 1024,
+        compression_level: int | None = None,
+        max_decompressed_size: int = _DEFAULT_MAX_DECOMPRESSED,
         connections: int = 1,
         max_in_flight: int = 4096,
     ) -> None:
@@ -266,8 +314,15 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         super().__init__(
             namespace=namespace,
             default_ttl=default_ttl,
-            serializer=serializer,
             socket_timeout=settings.socket_timeout,
+            **_codec_options(
+                serializer,
+                pickle_secret,
+                compression,
+                compression_threshold,
+                compression_level,
+                max_decompressed_size,
+            ),
             max_in_flight=max_in_flight,
             connections=connections,
         )

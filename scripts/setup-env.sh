@@ -13,6 +13,8 @@ need_debian_packages() {
     local missing=()
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     pkg-config --exists hiredis 2>/dev/null || missing+=(libhiredis-dev)
+    pkg-config --exists libzstd 2>/dev/null || missing+=(libzstd-dev)
+    pkg-config --exists zlib 2>/dev/null || missing+=(zlib1g-dev)
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v cc >/dev/null || missing+=(gcc)
     "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
@@ -36,8 +38,8 @@ install_system_packages() {
 redis_cache needs these system packages, which are missing: $missing
 Install them, then run this command again:
     Debian / Ubuntu:  sudo apt-get install $missing
-    Fedora:           sudo dnf install hiredis-devel redis gcc python3-devel pkgconf-pkg-config
-    macOS (Homebrew): brew install hiredis redis pkg-config
+    Fedora:           sudo dnf install hiredis-devel libzstd-devel zlib-devel redis gcc python3-devel pkgconf-pkg-config
+    macOS (Homebrew): brew install hiredis zstd redis pkg-config
 MSG
         exit 1
     fi

@@ -1,5 +1,6 @@
 /* JSON codec; see json.h. */
 #include "json.h"
+#include "floats.h"
 
 #include <datetime.h>
 #include <stdint.h>
@@ -208,6 +209,12 @@ static int encode_float(encoder *e, PyObject *obj)
                      "store None or a string instead",
                      obj);
         return -1;
+    }
+    {
+        char quick[RC_FLOAT_TEXT_MAX];
+        size_t n = rc_float_format_short(v, quick);
+        if (n > 0)
+            return put(e, quick, n);
     }
     text = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (text == NULL)
@@ -529,25 +536,48 @@ static int is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
+/* Scans digits at *pp, adding them to the significand (past 19 digits
+ * only their count matters: the fast paths stop at 15). */
+static void scan_digits(const unsigned char **pp, const unsigned char *end, uint64_t *digits,
+                        int *significant, int *count)
+{
+    const unsigned char *p = *pp;
+
+    while (p < end && *p >= '0' && *p <= '9') {
+        if (*significant > 0 || *p != '0') {
+            if (*significant < 19)
+                *digits = *digits * 10 + (uint64_t)(*p - '0');
+            (*significant)++;
+        }
+        (*count)++;
+        p++;
+    }
+    *pp = p;
+}
+
 static PyObject *decode_number(decoder *d)
 {
     const unsigned char *begin = d->p, *p = d->p;
-    int is_float = 0;
+    int is_float = 0, negative = 0, significant = 0, int_count = 0, frac_count = 0;
+    long exponent = 0;
+    uint64_t digits = 0;
     char small[64], *text = small;
     size_t n;
     PyObject *result = NULL;
 
-    if (p < d->end && *p == '-')
+    if (p < d->end && *p == '-') {
+        negative = 1;
         p++;
+    }
     if (p >= d->end || !is_digit(*p)) {
         d->p = p;
         return syntax_error(d, "expected a digit");
     }
     if (*p == '0') {
         p++;
+        int_count = 1;
     } else {
-        while (p < d->end && is_digit(*p))
-            p++;
+        scan_digits(&p, d->end, &digits, &significant, &int_count);
     }
     if (p < d->end && *p == '.') {
         is_float = 1;
@@ -556,30 +586,41 @@ static PyObject *decode_number(decoder *d)
             d->p = p;
             return syntax_error(d, "expected a digit after the decimal point");
         }
-        while (p < d->end && is_digit(*p))
-            p++;
+        scan_digits(&p, d->end, &digits, &significant, &frac_count);
     }
     if (p < d->end && (*p == 'e' || *p == 'E')) {
+        int exp_negative = 0, exp_digits = 0;
         is_float = 1;
         p++;
         if (p < d->end && (*p == '+' || *p == '-'))
-            p++;
+            exp_negative = *p++ == '-';
         if (p >= d->end || !is_digit(*p)) {
             d->p = p;
             return syntax_error(d, "expected a digit in the exponent");
         }
-        while (p < d->end && is_digit(*p))
+        while (p < d->end && is_digit(*p)) {
+            if (exponent < 100000)
+                exponent = exponent * 10 + (*p - '0');
+            exp_digits++;
             p++;
+        }
+        (void)exp_digits;
+        if (exp_negative)
+            exponent = -exponent;
     }
     n = (size_t)(p - begin);
     d->p = p;
 
-    if (!is_float && n <= 18) {
-        long long v = 0;
-        const unsigned char *q = begin + (*begin == '-');
-        for (; q < p; q++)
-            v = v * 10 + (*q - '0');
-        return PyLong_FromLongLong(*begin == '-' ? -v : v);
+    if (!is_float && int_count <= 18) {
+        long long v = (long long)digits;
+        return PyLong_FromLongLong(negative ? -v : v);
+    }
+    if (is_float && significant <= 15) {
+        double v;
+        if (significant == 0)
+            return PyFloat_FromDouble(negative ? -0.0 : 0.0);
+        if (rc_float_from_decimal(digits, (int)(exponent - frac_count), negative, &v))
+            return PyFloat_FromDouble(v);
     }
     /* The rest need a NUL-terminated copy for CPython's own conversions,
      * which round floats correctly and build ints of any size. */

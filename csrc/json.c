@@ -15,6 +15,8 @@ typedef struct encoder {
     /* Path segments collected while an error unwinds, innermost first. */
     PyObject *path;
     int depth;
+    /* Calls into Python code so far (see encode_other). */
+    unsigned long hooks;
     /* The containers being encoded, outermost first: a container met again
      * among them is a cycle. */
     PyObject *open[RC_JSON_MAX_DEPTH + 1];
@@ -245,15 +247,34 @@ static void note_path(encoder *e, PyObject *segment_source, int is_index)
     PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
+/* Non-zero when a dict is no longer as it was when its encoding started:
+ * Python code run by a hook (model_dump(), a dataclass property) may have
+ * changed it, and going on would write a mix of old and new items. */
+static int dict_changed(PyObject *dict, Py_ssize_t size, uint64_t version)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return PyDict_GET_SIZE(dict) != size || ((PyDictObject *)dict)->ma_version_tag != version;
+#else
+    (void)version; /* deprecated from 3.12; the size still tells most changes */
+    return PyDict_GET_SIZE(dict) != size;
+#endif
+}
+
 static int encode_dict(encoder *e, PyObject *obj)
 {
-    Py_ssize_t pos = 0;
+    Py_ssize_t pos = 0, size = PyDict_GET_SIZE(obj);
     PyObject *key, *value;
     int first = 1;
+#if PY_VERSION_HEX < 0x030C0000
+    uint64_t version = ((PyDictObject *)obj)->ma_version_tag;
+#else
+    uint64_t version = 0;
+#endif
 
     if (put(e, "{", 1) < 0)
         return -1;
     while (PyDict_Next(obj, &pos, &key, &value)) {
+        unsigned long hooks = e->hooks;
         if (!first && put(e, ",", 1) < 0)
             return -1;
         first = 0;
@@ -276,6 +297,11 @@ static int encode_dict(encoder *e, PyObject *obj)
         }
         Py_DECREF(key);
         Py_DECREF(value);
+        if (e->hooks != hooks && dict_changed(obj, size, version)) {
+            PyErr_SetString(e->error_type, "a dict changed while it was being serialized "
+                                           "(by a hook such as model_dump() or a property)");
+            return -1;
+        }
     }
     return put(e, "}", 1);
 }
@@ -309,9 +335,11 @@ static int encode_sequence(encoder *e, PyObject *obj)
     return put(e, "]", 1);
 }
 
-static int encode_container(encoder *e, PyObject *obj)
+/* Steps into a container (or an object encoded as one): refuses cycles and
+ * nesting past the limit. Every enter() is paired with a leave(). */
+static int enter(encoder *e, PyObject *obj)
 {
-    int rc, i;
+    int i;
 
     for (i = 0; i < e->depth; i++) {
         if (e->open[i] == obj) {
@@ -321,20 +349,31 @@ static int encode_container(encoder *e, PyObject *obj)
             return -1;
         }
     }
-    e->open[e->depth] = obj;
-    if (++e->depth > RC_JSON_MAX_DEPTH) {
-        e->depth--;
+    if (e->depth >= RC_JSON_MAX_DEPTH) {
         PyErr_Format(e->error_type, "cannot serialize a value nested deeper than %d levels",
                      RC_JSON_MAX_DEPTH);
         return -1;
     }
-    if (Py_EnterRecursiveCall(" while serializing a value to JSON")) {
-        e->depth--;
+    if (Py_EnterRecursiveCall(" while serializing a value to JSON"))
         return -1;
-    }
-    rc = PyDict_Check(obj) ? encode_dict(e, obj) : encode_sequence(e, obj);
-    Py_LeaveRecursiveCall();
+    e->open[e->depth++] = obj;
+    return 0;
+}
+
+static void leave(encoder *e)
+{
     e->depth--;
+    Py_LeaveRecursiveCall();
+}
+
+static int encode_container(encoder *e, PyObject *obj)
+{
+    int rc;
+
+    if (enter(e, obj) < 0)
+        return -1;
+    rc = PyDict_Check(obj) ? encode_dict(e, obj) : encode_sequence(e, obj);
+    leave(e);
     return rc;
 }
 
@@ -375,7 +414,7 @@ static int encode_dataclass(encoder *e, PyObject *obj)
         Py_CLEAR(name);
         Py_CLEAR(value);
     }
-    rc = encode_converted(e, Py_NewRef(dict));
+    rc = encode_dict(e, dict);
 out:
     Py_XDECREF(name);
     Py_XDECREF(value);
@@ -384,14 +423,41 @@ out:
     return rc;
 }
 
-/* Types beyond JSON's own; -2 when obj is none of them (no error set). */
+/* An object written as the container it converts to (a set as an array, a
+ * model as an object): entered as itself, so cycles through such objects
+ * are caught and each level counts once. */
+static int encode_as_container(encoder *e, PyObject *obj, PyObject *converted)
+{
+    int rc;
+
+    if (converted == NULL)
+        return -1;
+    if (enter(e, obj) < 0) {
+        Py_DECREF(converted);
+        return -1;
+    }
+    if (PyDict_Check(converted))
+        rc = encode_dict(e, converted);
+    else if (PyList_Check(converted) || PyTuple_Check(converted))
+        rc = encode_sequence(e, converted);
+    else
+        rc = encode_value(e, converted);
+    leave(e);
+    Py_DECREF(converted);
+    return rc;
+}
+
+/* Types beyond JSON's own; -2 when obj is none of them (no error set).
+ * These may run Python code (isoformat(), model_dump(), ...): hooks counts
+ * such calls so encode_dict can notice a dict changed under it. */
 static int encode_other(encoder *e, PyObject *obj)
 {
     rc_state *st = e->st;
     PyObject *attr;
 
+    e->hooks++;
     if (PyAnySet_Check(obj))
-        return encode_converted(e, PySequence_List(obj));
+        return encode_as_container(e, obj, PySequence_List(obj));
     if (PyDateTime_Check(obj) || PyDate_Check(obj) || PyTime_Check(obj))
         return encode_converted(e, PyObject_CallMethodNoArgs(obj, st->str_isoformat));
     if (PyObject_IsInstance(obj, st->EnumType) == 1)
@@ -405,8 +471,13 @@ static int encode_other(encoder *e, PyObject *obj)
      * attributes, so neither library has to be imported. */
     attr = PyObject_GetAttr((PyObject *)Py_TYPE(obj), st->str_dataclass_fields);
     if (attr != NULL) {
+        int rc;
         Py_DECREF(attr);
-        return encode_dataclass(e, obj);
+        if (enter(e, obj) < 0)
+            return -1;
+        rc = encode_dataclass(e, obj);
+        leave(e);
+        return rc;
     }
     PyErr_Clear();
     if (PyObject_HasAttrString((PyObject *)Py_TYPE(obj), "__pydantic_fields__")) {
@@ -416,7 +487,7 @@ static int encode_other(encoder *e, PyObject *obj)
             return -1;
         dumped = PyObject_Vectorcall(method, st->model_dump_args, 0, st->model_dump_kwnames);
         Py_DECREF(method);
-        return encode_converted(e, dumped);
+        return encode_as_container(e, obj, dumped);
     }
     return -2;
 }
@@ -438,11 +509,7 @@ static int encode_value(encoder *e, PyObject *obj)
     if (PyDict_Check(obj) || PyList_Check(obj) || PyTuple_Check(obj))
         return encode_container(e, obj);
     {
-        int rc;
-        if (Py_EnterRecursiveCall(" while serializing a value to JSON"))
-            return -1;
-        rc = encode_other(e, obj);
-        Py_LeaveRecursiveCall();
+        int rc = encode_other(e, obj);
         if (rc != -2)
             return rc;
     }
@@ -491,6 +558,7 @@ int rc_json_encode(rc_buf *out, PyObject *obj, rc_state *st)
     e.st = st;
     e.error_type = st->SerializationError;
     e.depth = 0;
+    e.hooks = 0;
     e.path = NULL;
     rc = encode_value(&e, obj);
     if (rc < 0)

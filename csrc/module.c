@@ -123,7 +123,14 @@ static PyObject *json_loads(PyObject *module, PyObject *data)
 
     if (PyUnicode_Check(data)) {
         p = PyUnicode_AsUTF8AndSize(data, &n);
-        return p == NULL ? NULL : rc_json_decode(p, (size_t)n, get_state(module));
+        if (p == NULL) {
+            PyErr_Clear();
+            PyErr_SetString(get_state(module)->SerializationError,
+                            "invalid JSON: the str holds a lone surrogate, which has no UTF-8 "
+                            "form; decode it from the original bytes instead");
+            return NULL;
+        }
+        return rc_json_decode(p, (size_t)n, get_state(module));
     }
     if (PyObject_GetBuffer(data, &view, PyBUF_CONTIG_RO) < 0)
         return NULL;

@@ -1,0 +1,868 @@
+"""Unit tests of the C JSON codec (csrc/json.c) through _core.json_dumps/json_loads.
+
+The encoder part checks each supported type, the escapes, Unicode on every
+plane, big ints, the shortest float repr and every refusal with its message
+and path; the decoder part checks its inputs, limits and error offsets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import json
+import math
+import random
+import re
+import struct
+import sys
+import uuid
+from collections import OrderedDict
+from typing import Any, ClassVar
+
+import pytest
+from json_support import MAX_DEPTH, same
+
+from redis_cache._core import json_dumps, json_loads
+from redis_cache.errors import SerializationError
+
+
+def python_compact(value: Any) -> bytes:
+    """What Python's json module writes for value in the codec's style."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+        "utf-8"
+    )
+
+
+def nested(depth: int, wrap: Any = lambda inner: [inner], leaf: Any = 0) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = wrap(value)
+    return value
+
+
+# ======================================================================= encoder
+
+# ------------------------------------------------------------- JSON's own types
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, b"null"),
+        (True, b"true"),
+        (False, b"false"),
+        (0, b"0"),
+        (-1, b"-1"),
+        ("", b'""'),
+        ([], b"[]"),
+        ({}, b"{}"),
+        ((), b"[]"),
+        ([1, "a", None, True, 2.5], b'[1,"a",null,true,2.5]'),
+        ({"a": [1, {"b": None}]}, b'{"a":[1,{"b":null}]}'),
+        ((1, (2, 3)), b"[1,[2,3]]"),
+        (OrderedDict([("z", 1), ("a", 2)]), b'{"z":1,"a":2}'),
+    ],
+)
+def test_json_types(value: Any, expected: bytes) -> None:
+    assert json_dumps(value) == expected
+
+
+def test_dict_keeps_insertion_order() -> None:
+    value = {k: i for i, k in enumerate("zyxabc")}
+    assert json_dumps(value) == python_compact(value)
+    assert list(json_loads(json_dumps(value))) == list("zyxabc")
+
+
+def test_subclasses_of_json_types() -> None:
+    class MyStr(str):
+        def __str__(self) -> str:
+            return "nope"
+
+    class MyInt(int):
+        def __repr__(self) -> str:
+            return "nope"
+
+    class MyFloat(float):
+        def __repr__(self) -> str:
+            return "nope"
+
+    class MyDict(dict):  # type: ignore[type-arg]
+        pass
+
+    class MyList(list):  # type: ignore[type-arg]
+        pass
+
+    value = MyDict(s=MyStr("x"), i=MyInt(7), big=MyInt(2**80), f=MyFloat(1.5), l=MyList([1]))
+    assert json_dumps(value) == b'{"s":"x","i":7,"big":1208925819614629174706176,"f":1.5,"l":[1]}'
+
+
+# ---------------------------------------------------------------------- ints
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        1,
+        -1,
+        2**31 - 1,
+        2**31,
+        -(2**31),
+        2**53 + 1,
+        2**63 - 1,
+        2**63,
+        -(2**63),
+        -(2**63) - 1,
+        2**64,
+        10**18 - 1,
+        10**18,
+        10**19,
+        -(10**19),
+        10**100,
+        -(3**500),
+    ],
+)
+def test_ints_exact(value: int) -> None:
+    encoded = json_dumps(value)
+    assert encoded == str(value).encode()
+    decoded = json_loads(encoded)
+    assert type(decoded) is int and decoded == value
+
+
+def test_int_at_the_digit_limit() -> None:
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 4300
+    if limit == 0:
+        pytest.skip("int/str digit limit is off in this interpreter")
+    largest = 10**limit - 1  # limit digits
+    assert json_dumps(largest) == b"9" * limit
+    assert json_loads(b"9" * limit) == largest
+    assert json_loads(b"-" + b"9" * limit) == -largest
+
+
+def test_int_past_the_digit_limit_is_refused() -> None:
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 4300
+    if limit == 0:
+        pytest.skip("int/str digit limit is off in this interpreter")
+    with pytest.raises(
+        SerializationError, match=r"cannot serialize an int with more digits than Python converts"
+    ):
+        json_dumps(10**limit)
+    with pytest.raises(
+        SerializationError,
+        match=r"cannot serialize an int with more digits .* \(at value\['n'\]\[0\]\)",
+    ):
+        json_dumps({"n": [10**limit]})
+    with pytest.raises(
+        SerializationError, match=r"^invalid JSON at byte 1: number cannot be converted"
+    ):
+        json_loads(b"[" + b"1" * (limit + 1) + b"]")
+
+
+def test_bool_is_not_an_int() -> None:
+    assert json_dumps([True, False, 1, 0]) == b"[true,false,1,0]"
+    assert json_loads(b"[true,1]") == [True, 1] and type(json_loads(b"[1]")[0]) is int
+
+
+# -------------------------------------------------------------------- floats
+
+NOTABLE_FLOATS = [
+    0.0,
+    -0.0,
+    0.1,
+    0.2,
+    0.3,
+    1.0,
+    -1.0,
+    1.5,
+    1 / 3,
+    2 / 3,
+    100.0,
+    1e15,
+    1e16,
+    1e17,
+    1e22,
+    1e23,
+    9007199254740993.0,
+    123456789012345678.0,
+    1e-4,
+    1e-5,
+    1e-7,
+    5e-324,  # smallest subnormal
+    2.2250738585072009e-308,  # largest subnormal
+    2.2250738585072014e-308,  # smallest normal
+    1.7976931348623157e308,  # largest finite
+    -1.7976931348623157e308,
+    math.pi,
+    math.e,
+    0.30000000000000004,
+    1.2345678901234567e-300,
+    4.35,
+    2.675,
+    1e300 * 1e8,  # still finite
+]
+
+
+@pytest.mark.parametrize("value", NOTABLE_FLOATS, ids=[repr(f) for f in NOTABLE_FLOATS])
+def test_float_is_shortest_repr(value: float) -> None:
+    encoded = json_dumps(value)
+    assert encoded == repr(value).encode() == python_compact(value)
+    assert same(json_loads(encoded), value)
+
+
+def test_float_repr_for_many_random_doubles() -> None:
+    rng = random.Random(20240611)
+    checked = 0
+    while checked < 20000:
+        (value,) = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))
+        if not math.isfinite(value):
+            continue
+        checked += 1
+        encoded = json_dumps(value)
+        assert encoded == repr(value).encode(), value
+        assert same(json_loads(encoded), value)
+    for _ in range(5000):
+        value = rng.uniform(-1e6, 1e6)
+        assert json_dumps(value) == repr(value).encode()
+
+
+def test_negative_zero_keeps_its_sign() -> None:
+    assert json_dumps(-0.0) == b"-0.0"
+    decoded = json_loads(b"-0.0")
+    assert decoded == 0.0 and math.copysign(1.0, decoded) == -1.0
+    # "-0" is an integer literal: int 0, as Python's json reads it.
+    assert json_loads(b"-0") == 0 and type(json_loads(b"-0")) is int
+
+
+def test_float_stays_float() -> None:
+    assert json_dumps(1.0) == b"1.0"
+    assert json_dumps(1e16) == b"1e+16"
+    assert type(json_loads(b"1.0")) is float
+    assert type(json_loads(b"1e2")) is float and json_loads(b"1e2") == 100.0
+
+
+@pytest.mark.parametrize("value", [math.nan, -math.nan, math.inf, -math.inf])
+def test_non_finite_floats_are_refused(value: float) -> None:
+    with pytest.raises(
+        SerializationError,
+        match=r"^cannot serialize float (nan|inf|-inf): JSON has no NaN or infinity",
+    ):
+        json_dumps(value)
+
+
+# ------------------------------------------------------------------- strings
+
+
+def test_ascii_escapes() -> None:
+    assert json_dumps('"') == b'"\\""'
+    assert json_dumps("\\") == b'"\\\\"'
+    assert json_dumps("\b\f\n\r\t") == b'"\\b\\f\\n\\r\\t"'
+    assert json_dumps("/") == b'"/"'  # legal unescaped
+    assert json_dumps("\x7f") == b'"\x7f"'  # DEL is no control character to JSON
+    assert json_dumps("a\x00b") == b'"a\\u0000b"'
+
+
+@pytest.mark.parametrize("code", range(0x20))
+def test_every_control_character_is_escaped(code: int) -> None:
+    short = {0x08: b"\\b", 0x09: b"\\t", 0x0A: b"\\n", 0x0C: b"\\f", 0x0D: b"\\r"}
+    expected = short.get(code, b"\\u%04x" % code)
+    assert json_dumps(chr(code)) == b'"' + expected + b'"'
+    # The same inside a non-ASCII string (the wide path of the encoder).
+    assert (
+        json_dumps("é" + chr(code) + "\U0001f600")
+        == b'"\xc3\xa9' + expected + '\U0001f600"'.encode()
+    )
+    assert json_loads(json_dumps(chr(code))) == chr(code)
+    assert json_dumps(chr(code)) == python_compact(chr(code))
+
+
+def test_all_ascii_matches_python() -> None:
+    text = "".join(map(chr, range(128)))
+    assert json_dumps(text) == python_compact(text)
+    assert json_loads(json_dumps(text)) == text
+
+
+def test_line_and_paragraph_separators_are_written_raw() -> None:
+    # U+2028/U+2029 are legal unescaped in JSON (only old JavaScript minded):
+    # the encoder writes their UTF-8, as Python's json does with ensure_ascii=False.
+    assert json_dumps("\u2028") == b'"\xe2\x80\xa8"'
+    assert json_dumps("a\u2029b") == b'"a\xe2\x80\xa9b"'
+    assert json_dumps("\u2028\u2029") == python_compact("\u2028\u2029")
+    assert json_loads(b'"\xe2\x80\xa8"') == "\u2028"
+    assert json_loads(b'"\\u2028\\u2029"') == "\u2028\u2029"
+
+
+# One character from each Unicode plane in use, and the edges of the ranges.
+PLANE_CHARS = [
+    "\u0080",
+    "\u00e9",
+    "\u07ff",
+    "\u0800",
+    "\u20ac",
+    "\ud7ff",
+    "\ue000",
+    "\ufeff",
+    "\ufffd",
+    "\ufffe",
+    "\uffff",
+    "\U00010000",
+    "\U0001d11e",
+    "\U0001f600",
+    "\U00020000",
+    "\U0002a6d6",
+    "\U00030000",
+    "\U000e0001",
+    "\U000f0000",
+    "\U000fffff",
+    "\U00100000",
+    "\U0010fffd",
+    "\U0010ffff",
+]
+
+
+def utf16_escaped(text: str, form: str = "\\u%04x") -> bytes:
+    """text as a JSON string of \\uXXXX escapes only (surrogate pairs past the BMP)."""
+    units = text.encode("utf-16-be")
+    codes = [int.from_bytes(units[i : i + 2], "big") for i in range(0, len(units), 2)]
+    return ('"' + "".join(form % c for c in codes) + '"').encode("ascii")
+
+
+@pytest.mark.parametrize("char", PLANE_CHARS, ids=[f"U+{ord(c):04X}" for c in PLANE_CHARS])
+def test_unicode_on_every_plane(char: str) -> None:
+    for text in (char, "a" + char + "z", char * 3, "\u00e9" + char, "\U0001f600" + char):
+        encoded = json_dumps(text)
+        assert encoded == b'"' + text.encode("utf-8") + b'"' == python_compact(text)
+        assert json_loads(encoded) == text
+        assert json_loads(json.dumps(text).encode()) == text  # \uXXXX escapes, pairs for astral
+        assert json_loads(utf16_escaped(text, "\\u%04X")) == text  # upper-case hex digits too
+
+
+def test_every_plane_in_one_string() -> None:
+    text = "".join(chr(plane << 16 | 0x1234) for plane in range(17) if plane not in (3,)) + "".join(
+        PLANE_CHARS
+    )
+    assert json_loads(json_dumps(text)) == text
+    assert json_dumps({text: [text]}) == python_compact({text: [text]})
+
+
+def test_long_strings_cross_the_encoders_buffer_steps() -> None:
+    for n in (1023, 1024, 1025, 4096, 100_000):
+        for text in ("x" * n, "é" * n, "\U0001f600" * n, "\x01" * n, ("é\x01" * n)[:n]):
+            assert json_dumps(text) == python_compact(text)
+            assert json_loads(json_dumps(text)) == text
+
+
+def test_surrogate_pair_escapes_decode_to_one_character() -> None:
+    assert json_loads(b'"\\ud83d\\ude00"') == "\U0001f600"
+    assert json_loads(b'"\\uD83D\\uDE00"') == "\U0001f600"
+    assert json_loads(b'"\\udbff\\udfff"') == "\U0010ffff"
+    # A lone escaped surrogate is kept, as Python's json does; it cannot go back out.
+    assert json_loads(b'"\\ud800"') == "\ud800"
+    assert json_loads(b'"\\udc00\\ud800"') == "\udc00\ud800"
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern"),
+    [
+        ("\ud800", r"lone surrogate \(U\+D800 at index 0\)"),
+        ("ab\udfff", r"lone surrogate \(U\+DFFF at index 2\)"),
+        ("é\udc80", r"lone surrogate \(U\+DC80 at index 1\)"),
+        (["ok", "\ud800"], r"lone surrogate \(U\+D800 at index 0\).* \(at value\[1\]\)$"),
+        (
+            {"a": {"b": "x\ud800"}},
+            r"lone surrogate \(U\+D800 at index 1\).* \(at value\['a'\]\['b'\]\)$",
+        ),
+        ({"\ud800": 1}, r"lone surrogate \(U\+D800 at index 0\)"),
+    ],
+)
+def test_lone_surrogates_are_refused(value: Any, pattern: str) -> None:
+    with pytest.raises(
+        SerializationError, match=r"^cannot serialize a str holding a lone surrogate"
+    ) as info:
+        json_dumps(value)
+    assert re.search(pattern, str(info.value)), str(info.value)
+    assert "no UTF-8 form" in str(info.value)
+
+
+# ------------------------------------------------------------- other types
+
+
+def test_datetimes_are_isoformat_strings() -> None:
+    utc = datetime.timezone.utc
+    plus2 = datetime.timezone(datetime.timedelta(hours=2, minutes=30))
+    values: list[datetime.date | datetime.time] = [
+        datetime.datetime(2024, 2, 29, 13, 45, 7),
+        datetime.datetime(2024, 2, 29, 13, 45, 7, 123456, tzinfo=utc),
+        datetime.datetime(1, 1, 1, tzinfo=plus2),
+        datetime.date(2024, 2, 29),
+        datetime.date.max,
+        datetime.time(0, 0),
+        datetime.time(23, 59, 59, 999999, tzinfo=plus2),
+    ]
+    encoded = json_dumps(values)
+    assert json_loads(encoded) == [v.isoformat() for v in values]
+    assert encoded == python_compact([v.isoformat() for v in values])
+
+
+def test_datetime_subclass_uses_its_isoformat() -> None:
+    class Stamp(datetime.datetime):
+        def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+            return "custom"
+
+    assert json_dumps(Stamp(2020, 1, 1)) == b'"custom"'
+
+
+def test_uuid_and_decimal_are_strings() -> None:
+    u = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    assert json_dumps(u) == b'"12345678-1234-5678-1234-567812345678"'
+    assert json_dumps({"id": uuid.UUID(int=0)}) == b'{"id":"00000000-0000-0000-0000-000000000000"}'
+    for text in (
+        "1.10",
+        "-0",
+        "1E+3",
+        "0.000001",
+        "123456789012345678901234567890.5",
+        "NaN",
+        "-Infinity",
+        "sNaN",
+    ):
+        assert (
+            json_dumps(decimal.Decimal(text)) == b'"' + str(decimal.Decimal(text)).encode() + b'"'
+        )
+
+
+class Color(enum.Enum):
+    RED = 1
+    GREEN = "green"
+    BLUE = (0, 0, 255)
+    NONE = None
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HUGE = 2**70
+
+
+class Mode(str, enum.Enum):
+    READ = "r"
+
+
+class Perm(enum.IntFlag):
+    R = 4
+    W = 2
+
+
+class Bad(enum.Enum):
+    NAN = math.nan
+    KEYS = {1: "x"}  # noqa: RUF012
+
+
+def test_enums_are_their_values() -> None:
+    assert (
+        json_dumps([Color.RED, Color.GREEN, Color.BLUE, Color.NONE])
+        == b'[1,"green",[0,0,255],null]'
+    )
+    assert json_dumps([Level.LOW, Level.HUGE]) == b"[1,1180591620717411303424]"
+    assert json_dumps({"m": Mode.READ}) == b'{"m":"r"}'
+    assert json_dumps(Perm.R | Perm.W) == b"6"
+
+
+def test_enum_value_refusals_carry_the_path() -> None:
+    with pytest.raises(
+        SerializationError, match=r"^cannot serialize float nan.* \(at value\['c'\]\)$"
+    ):
+        json_dumps({"c": Bad.NAN})
+    with pytest.raises(
+        SerializationError, match=r"dict key of type 'int' \(1\).* \(at value\[0\]\)$"
+    ):
+        json_dumps([Bad.KEYS])
+
+
+def test_sets_are_arrays() -> None:
+    assert json_dumps(set()) == b"[]"
+    assert json_dumps(frozenset()) == b"[]"
+    assert json_dumps({1}) == b"[1]"
+    assert sorted(json_loads(json_dumps({3, 1, 2}))) == [1, 2, 3]
+    assert sorted(json_loads(json_dumps(frozenset({"a", "b"})))) == ["a", "b"]
+    assert json_dumps({"s": frozenset({(1, 2)})}) == b'{"s":[[1,2]]}'
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float
+
+
+@dataclasses.dataclass
+class Shape:
+    name: str
+    points: list[Point]
+    created: datetime.date
+    tags: set[str] = dataclasses.field(default_factory=set)
+    kind: ClassVar[str] = "shape"  # not a field
+    scale: dataclasses.InitVar[int] = 1  # not a field either
+
+    def __post_init__(self, scale: int) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Slotted:
+    a: int
+    b: Slotted | None = None
+
+
+def test_dataclasses_are_objects_of_their_fields() -> None:
+    shape = Shape("tri", [Point(0, 0.5), Point(1, 2.0)], datetime.date(2024, 1, 2), {"x"}, scale=3)
+    assert json_loads(json_dumps(shape)) == {
+        "name": "tri",
+        "points": [{"x": 0, "y": 0.5}, {"x": 1, "y": 2.0}],
+        "created": "2024-01-02",
+        "tags": ["x"],
+    }
+    assert json_dumps(Slotted(1, Slotted(2))) == b'{"a":1,"b":{"a":2,"b":null}}'
+
+
+def test_a_dataclass_class_is_not_an_instance() -> None:
+    with pytest.raises(SerializationError, match=r"cannot serialize a value of type 'type'"):
+        json_dumps(Point)
+
+
+def test_dataclass_refusal_carries_the_path() -> None:
+    with pytest.raises(
+        SerializationError, match=r"^cannot serialize float inf.* \(at value\[0\]\['y'\]\)$"
+    ):
+        json_dumps([Point(1, math.inf)])
+
+
+def test_nested_dataclasses_within_python_s_recursion_budget() -> None:
+    assert json_loads(json_dumps(nested(100, lambda inner: Slotted(0, inner), None)))["a"] == 0
+
+
+def test_pydantic_models_dump_as_json_with_aliases() -> None:
+    pydantic = pytest.importorskip("pydantic", minversion="2")
+
+    class Inner(pydantic.BaseModel):  # type: ignore[name-defined,misc]
+        when: datetime.datetime
+        ident: uuid.UUID
+
+    class Outer(pydantic.BaseModel):  # type: ignore[name-defined,misc]
+        model_config = pydantic.ConfigDict(populate_by_name=True)
+        user_name: str = pydantic.Field(alias="userName")
+        amount: decimal.Decimal
+        inner: Inner
+        tags: frozenset[int] = frozenset()
+
+    model = Outer(
+        userName="ada",
+        amount=decimal.Decimal("1.50"),
+        inner=Inner(when=datetime.datetime(2024, 1, 2, 3, 4, 5), ident=uuid.UUID(int=1)),
+        tags=frozenset({7}),
+    )
+    decoded = json_loads(json_dumps(model))
+    assert decoded == model.model_dump(mode="json", by_alias=True)
+    assert decoded["userName"] == "ada" and "user_name" not in decoded
+    assert decoded["inner"]["when"] == "2024-01-02T03:04:05"
+    assert json_loads(json_dumps({"models": [model, model]})) == {"models": [decoded, decoded]}
+
+
+# ------------------------------------------------------ refusals and their paths
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            math.nan,
+            r"^cannot serialize float nan: JSON has no NaN or infinity; store None or a string instead$",
+        ),
+        ({"a": [0, math.nan]}, r"^cannot serialize float nan: .* \(at value\['a'\]\[1\]\)$"),
+        ([[[-math.inf]]], r"^cannot serialize float -inf: .* \(at value\[0\]\[0\]\[0\]\)$"),
+        (
+            {"a": {"it's": math.inf}},
+            r"^cannot serialize float inf: .* \(at value\['a'\]\[\"it's\"\]\)$",
+        ),
+        (
+            {1: "x"},
+            r"^cannot serialize a dict key of type 'int' \(1\): JSON object keys are strings; convert the keys with str\(\) first$",
+        ),
+        ({None: 1}, r"^cannot serialize a dict key of type 'NoneType' \(None\)"),
+        ({True: 1}, r"^cannot serialize a dict key of type 'bool' \(True\)"),
+        ({(1, 2): 1}, r"^cannot serialize a dict key of type 'tuple' \(\(1, 2\)\)"),
+        ({b"k": 1}, r"^cannot serialize a dict key of type 'bytes' \(b'k'\)"),
+        (
+            {"a": [0, {1: 2}]},
+            r"^cannot serialize a dict key of type 'int' \(1\).* \(at value\['a'\]\[1\]\)$",
+        ),
+        (
+            b"raw",
+            r"^cannot serialize a value of type 'bytes' to JSON; store JSON types, datetimes, UUIDs, Decimals, enums, sets, dataclasses or pydantic models, convert it first, or choose another serializer$",
+        ),
+        (
+            {"k": [bytearray(b"x")]},
+            r"^cannot serialize a value of type 'bytearray' to JSON; .* \(at value\['k'\]\[0\]\)$",
+        ),
+        (object(), r"^cannot serialize a value of type 'object' to JSON"),
+        ([1, 2j], r"^cannot serialize a value of type 'complex' to JSON; .* \(at value\[1\]\)$"),
+        (
+            {"f": len},
+            r"^cannot serialize a value of type 'builtin_function_or_method' to JSON; .* \(at value\['f'\]\)$",
+        ),
+        (datetime.timedelta(1), r"^cannot serialize a value of type 'datetime.timedelta' to JSON"),
+        ({"set": {1, math.nan}}, r"^cannot serialize float nan: .* \(at value\['set'\]\[\d\]\)$"),
+    ],
+)
+def test_refusal_message_and_path(value: Any, message: str) -> None:
+    with pytest.raises(SerializationError, match=message):
+        json_dumps(value)
+
+
+def test_refusal_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        json_dumps(math.nan)
+
+
+def test_circular_references_are_refused_with_the_path() -> None:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    with pytest.raises(
+        SerializationError,
+        match=r"^cannot serialize a list that contains itself \(circular reference\) \(at value\[1\]\)$",
+    ):
+        json_dumps(loop)
+
+    d: dict[str, Any] = {}
+    d["a"] = [0, d]
+    with pytest.raises(
+        SerializationError,
+        match=r"^cannot serialize a dict that contains itself \(circular reference\) \(at value\['a'\]\[1\]\)$",
+    ):
+        json_dumps(d)
+
+    outer: dict[str, Any] = {"x": {"y": []}}
+    outer["x"]["y"].append(outer["x"])
+    with pytest.raises(
+        SerializationError, match=r"circular reference\) \(at value\['x'\]\['y'\]\[0\]\)$"
+    ):
+        json_dumps(outer)
+
+
+def test_shared_but_acyclic_references_are_fine() -> None:
+    shared = [1, 2]
+    assert json_dumps([shared, shared, {"a": shared}]) == b'[[1,2],[1,2],{"a":[1,2]}]'
+
+
+def test_nesting_limit_of_the_encoder() -> None:
+    assert json_dumps(nested(MAX_DEPTH)) == b"[" * MAX_DEPTH + b"0" + b"]" * MAX_DEPTH
+    assert json_dumps(nested(MAX_DEPTH, lambda inner: {"k": inner})).count(b"{") == MAX_DEPTH
+    for value in (
+        nested(MAX_DEPTH + 1),
+        nested(MAX_DEPTH + 1, lambda inner: {"k": inner}),
+        nested(100_000),
+    ):
+        with pytest.raises(
+            SerializationError,
+            match=rf"^cannot serialize a value nested deeper than {MAX_DEPTH} levels \(at value\[",
+        ):
+            json_dumps(value)
+
+
+def test_encoder_survives_a_failed_call() -> None:
+    # A refusal leaves no state behind: the next call is clean.
+    with pytest.raises(SerializationError):
+        json_dumps([1, [2, [math.nan]]])
+    assert json_dumps([1, [2, [3]]]) == b"[1,[2,[3]]]"
+
+
+# --------------------------------------------------------------- known bugs
+
+
+@dataclasses.dataclass
+class Node:
+    next: Any = None
+
+
+def test_self_referencing_dataclass_is_refused() -> None:
+    node = Node()
+    node.next = node
+    with pytest.raises(SerializationError):
+        json_dumps(node)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda inner: Node(inner), lambda inner: frozenset([inner])],
+    ids=["dataclass", "frozenset"],
+)
+def test_nesting_within_the_limit_encodes_whatever_the_container(wrap: Any) -> None:
+    depth = MAX_DEPTH - 2
+    encoded = json_dumps(nested(depth, wrap, None))
+    assert encoded.count(b"[") + encoded.count(b"{") == depth
+
+
+def test_too_deep_dataclass_nesting_is_a_serialization_error() -> None:
+    with pytest.raises(SerializationError, match="nested deeper than"):
+        json_dumps(nested(MAX_DEPTH + 10, Node, None))
+
+
+def test_dict_changed_during_encoding_is_not_written_inconsistently() -> None:
+    target: dict[str, Any] = {}
+
+    @dataclasses.dataclass
+    class Mutator:
+        x: int = 0
+
+        def __getattribute__(self, name: str) -> Any:
+            if name == "x" and isinstance(target.get("a"), Mutator):
+                del target["a"]
+                target["a"] = "again"
+            return object.__getattribute__(self, name)
+
+    target.update(a=Mutator(), b=1)
+    try:
+        encoded = json_dumps(target)
+    except (RuntimeError, SerializationError):
+        return
+    keys = [k for k, _ in json.loads(encoded, object_pairs_hook=lambda pairs: pairs)]
+    assert len(keys) == len(set(keys)), encoded
+
+
+# ======================================================================= decoder
+
+
+def test_decoder_inputs() -> None:
+    doc = b'{"a":[1,2.5,"\xc3\xa9",null,true,false]}'
+    expected = {"a": [1, 2.5, "é", None, True, False]}
+    for form in (doc, bytearray(doc), memoryview(doc), doc.decode("utf-8")):
+        assert json_loads(form) == expected
+    assert json_loads(memoryview(b"xx[1]xx")[2:5]) == [1]
+
+
+def test_decoder_refuses_non_text_types() -> None:
+    with pytest.raises(TypeError):
+        json_loads(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        json_loads(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("doc", "value"),
+    [
+        (b" \t\r\n[ 1 , 2 ]\n ", [1, 2]),
+        (b'{"a":1,"a":2}', {"a": 2}),
+        (b'{"a":1,"b":2,"a":3}', {"a": 3, "b": 2}),
+        (b"123456789012345678901234567890", 123456789012345678901234567890),
+        (b"-123456789012345678901234567890", -123456789012345678901234567890),
+        (b"999999999999999999", 999999999999999999),
+        (b"-999999999999999999", -999999999999999999),
+        (b"9223372036854775807", 2**63 - 1),
+        (b"9223372036854775808", 2**63),
+        (b"-9223372036854775809", -(2**63) - 1),
+        (b"1E400", math.inf),
+        (b"-1e400", -math.inf),
+        (b"1e-400", 0.0),
+        (b"0.1e1", 1.0),
+        (b"1.000000000000000000000000000000000000000000000000000000000000000000001", 1.0),
+        (b'"\\u0000"', "\x00"),
+        (b'"\\/\\"\\\\\\b\\f\\n\\r\\t"', '/"\\\b\f\n\r\t'),
+        (b'"\\u00e9\\u00E9"', "éé"),
+    ],
+)
+def test_decoder_values(doc: bytes, value: Any) -> None:
+    assert same(json_loads(doc), value)
+    assert same(json_loads(doc), json.loads(doc))
+
+
+def test_decoder_shares_short_keys_between_records() -> None:
+    records = json_loads(
+        b'[{"name":1,"a-much-longer-key-than-the-cache-holds-xxxxxxxxx":1},{"name":2,"a-much-longer-key-than-the-cache-holds-xxxxxxxxx":2}]'
+    )
+    first, second = (list(r) for r in records)
+    assert first == second
+    assert first[0] is second[0]
+
+
+def test_decoder_keys_with_escapes_and_unicode() -> None:
+    assert json_loads(b'{"a\\u0062":1,"\xc3\xa9":2,"\\ud83d\\ude00":3,"":4}') == {
+        "ab": 1,
+        "é": 2,
+        "\U0001f600": 3,
+        "": 4,
+    }
+    assert json_loads(b'{"k":1,"K":2,"k":3}') == {"k": 3, "K": 2}
+
+
+def test_decoder_nesting_limit() -> None:
+    assert json_loads(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) == nested(MAX_DEPTH - 1, leaf=[])
+    deep_object = b'{"k":' * MAX_DEPTH + b"0" + b"}" * MAX_DEPTH
+    assert json_loads(deep_object) == nested(MAX_DEPTH, lambda inner: {"k": inner})
+    with pytest.raises(
+        SerializationError,
+        match=rf"^invalid JSON at byte {MAX_DEPTH}: nested deeper than {MAX_DEPTH} levels$",
+    ):
+        json_loads(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+    with pytest.raises(SerializationError, match=rf"at byte {MAX_DEPTH}: nested deeper"):
+        json_loads(b"[" * 1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("doc", "offset", "what"),
+    [
+        (b"", 0, "expected a JSON value, found the end of the input"),
+        (b"   ", 3, "expected a JSON value, found the end of the input"),
+        (b"[1,]", 3, "expected a JSON value"),
+        (b"[1 2]", 3, "expected ',' or ']' in array"),
+        (b'{"a" 1}', 5, "expected ':' after object key"),
+        (b'{"a":1,}', 7, "expected a string key in object"),
+        (b"{'a':1}", 1, "expected a string key in object"),
+        (b'{"a":1 "b":2}', 7, "expected ',' or '}' in object"),
+        (b" [1] x", 5, "extra data after the JSON value"),
+        (b"[1]]", 3, "extra data after the JSON value"),
+        (b"nul", 0, "expected a JSON value"),
+        (b"True", 0, "expected a JSON value"),
+        (b"NaN", 0, "expected a JSON value"),
+        (b"-", 1, "expected a digit"),
+        (b"-a", 1, "expected a digit"),
+        (b"01", 1, "extra data after the JSON value"),
+        (b"1.", 2, "expected a digit after the decimal point"),
+        (b"1.e5", 2, "expected a digit after the decimal point"),
+        (b"1e", 2, "expected a digit in the exponent"),
+        (b"1e+", 3, "expected a digit in the exponent"),
+        (b"+1", 0, "expected a JSON value"),
+        (b".5", 0, "expected a JSON value"),
+        (b'"abc', 4, "unterminated string"),
+        (b'"a\\', 2, "unterminated escape"),
+        (b'"a\\u12"', 4, "invalid \\u escape (expected 4 hex digits)"),
+        (b'"\\x"', 2, "invalid escape in string"),
+        (b'"\\u00e9\\q"', 8, "invalid escape in string"),
+        (b'"a\tb"', 2, "control character in string (escape it)"),
+        (b'"a\\n\x01"', 4, "control character in string (escape it)"),
+        (b'"\xff"', 1, "invalid UTF-8 in string"),
+        (b'"ab\xc3"', 3, "invalid UTF-8 in string"),
+        (b'"\\n\xed\xa0\x80"', 3, "invalid UTF-8 in string"),
+        (b'"\xc0\xaf"', 1, "invalid UTF-8 in string"),
+        (b'"\xf4\x90\x80\x80"', 1, "invalid UTF-8 in string"),
+        (b"\xef\xbb\xbf{}", 0, "expected a JSON value"),
+        (b"[\xff]", 1, "expected a JSON value"),
+    ],
+)
+def test_decoder_error_offsets(doc: bytes, offset: int, what: str) -> None:
+    with pytest.raises(SerializationError) as info:
+        json_loads(doc)
+    assert str(info.value) == f"invalid JSON at byte {offset}: {what}"
+
+
+def test_decoder_offsets_for_str_input_count_utf8_bytes() -> None:
+    with pytest.raises(
+        SerializationError, match=r"^invalid JSON at byte 7: expected a JSON value$"
+    ):
+        json_loads('["é", x]')  # 'x' is character 6, byte 7
+
+
+@pytest.mark.parametrize("text", ['"\ud800"', "\udc00", '["ok", "a\udfffb"]'])
+def test_str_input_with_lone_surrogate_is_a_serialization_error_or_accepted(text: str) -> None:
+    try:
+        json_loads(text)
+    except SerializationError:
+        pass

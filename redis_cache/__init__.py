@@ -10,6 +10,15 @@ from __future__ import annotations
 
 from . import errors
 from .cache import TTL, RedisCache, SyncRedisCache
+from .decorators import (
+    CircuitBreaker,
+    cached,
+    cached_batch,
+    get_default_cache,
+    invalidate,
+    set_default_cache,
+    stats,
+)
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -27,6 +36,13 @@ __all__ = [
     "RedisCache",
     "SyncRedisCache",
     "TTL",
+    "cached",
+    "cached_batch",
+    "invalidate",
+    "set_default_cache",
+    "get_default_cache",
+    "stats",
+    "CircuitBreaker",
     "errors",
     "RedisCacheError",
     "ConfigurationError",

@@ -15,7 +15,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
 from os import PathLike
 from typing import Any, TypeVar, Union
@@ -32,6 +32,7 @@ __all__ = ["RedisCache", "SyncRedisCache", "TTL"]
 TTL = Union[int, float, timedelta, None]
 
 _C = TypeVar("_C", bound="_CacheSettings")
+_F = TypeVar("_F", bound=Callable[..., Any])
 _Self = TypeVar("_Self", bound="SyncRedisCache")
 _ASelf = TypeVar("_ASelf", bound="RedisCache")
 
@@ -76,6 +77,11 @@ def _codec_options(
     }
 
 
+def _arguments(scope: dict[str, Any]) -> dict[str, Any]:
+    """A constructor's arguments, from its locals() taken first thing."""
+    return {name: value for name, value in scope.items() if name not in ("self", "__class__")}
+
+
 def _describe(cache: Any) -> str:
     """The repr of either cache class; safe on a half-initialized one."""
     settings = getattr(cache, "_settings", None)
@@ -102,6 +108,7 @@ class _CacheSettings:
     _settings: ConnectionSettings
     _namespace: str | None
     _default_ttl: TTL
+    _init_kwargs: dict[str, Any]
 
     @classmethod
     def from_url(cls: type[_C], url: str, **options: Any) -> _C:
@@ -129,6 +136,38 @@ class _CacheSettings:
 
     def __repr__(self) -> str:
         return _describe(self)
+
+    def cached(self, ttl: TTL = None, **options: Any) -> Callable[[_F], _F]:
+        """Caches a function's results in this cache; see redis_cache.decorators.cached."""
+        from .decorators import cached
+
+        return cached(ttl, cache=self, **options)  # type: ignore[arg-type]
+
+    def invalidate(self, *templates: str, namespace: str | None = None) -> Callable[[_F], _F]:
+        """Deletes the keys the templates name after the decorated function returns."""
+        from .decorators import invalidate
+
+        return invalidate(*templates, namespace=namespace, cache=self)  # type: ignore[arg-type]
+
+    def cached_batch(self, ttl: TTL = None, **options: Any) -> Callable[[_F], _F]:
+        """Caches ``fn(ids) -> {id: value}`` per id; see redis_cache.decorators.cached_batch."""
+        from .decorators import cached_batch
+
+        return cached_batch(ttl, cache=self, **options)  # type: ignore[arg-type]
+
+    def _twin(self, kind: type[_C]) -> _C:
+        """A cache of the other kind (sync for async, or the reverse) with the same
+        settings: what a decorator uses for a function of the other kind."""
+        if isinstance(self, kind):
+            return self
+        twins: dict[type, Any] = self.__dict__.setdefault("_twins", {})
+        twin = twins.get(kind)
+        if twin is None:
+            kwargs = dict(self._init_kwargs)
+            for only_async in ("connections", "max_in_flight"):
+                kwargs.pop(only_async, None)
+            twin = twins[kind] = kind(**kwargs)
+        return twin  # type: ignore[no-any-return]
 
 
 class SyncRedisCache(_CacheSettings, _core.SyncClient):
@@ -163,6 +202,7 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         compression_level: int | None = None,
         max_decompressed_size: int = _DEFAULT_MAX_DECOMPRESSED,
     ) -> None:
+        self._init_kwargs = _arguments(locals())
         settings = ConnectionSettings(
             host=host,
             port=port,
@@ -222,6 +262,13 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def close(self) -> None:
+        """Closes every connection (and those of a twin a decorator made); the cache
+        cannot be used afterwards."""
+        super().close()
+        for twin in self.__dict__.get("_twins", {}).values():
+            twin._close_connections()
 
 
 class _Backoff:
@@ -298,6 +345,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         connections: int = 1,
         max_in_flight: int = 4096,
     ) -> None:
+        self._init_kwargs = _arguments(locals())
         settings = ConnectionSettings(
             host=host,
             port=port,
@@ -343,6 +391,8 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
             task.cancel()
         self._close_connections()
         self._dedicated.close()
+        for twin in self.__dict__.get("_twins", {}).values():
+            twin.close()
 
     @contextlib.asynccontextmanager
     async def dedicated(self) -> AsyncIterator[Any]:

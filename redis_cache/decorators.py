@@ -1,0 +1,839 @@
+"""Caching decorators for sync and async functions.
+
+``@cache.cached(ttl=60)`` caches a function's results under keys built by
+:mod:`redis_cache.keys`; ``@cached(...)`` does the same with the default
+cache (:func:`set_default_cache`), looked up at call time so modules can be
+decorated before the cache exists. What every decorated function gets:
+
+* a miss is told apart from a cached ``None`` (``None`` results are cached);
+* results come back as the function's annotated return type (pydantic
+  models, dataclasses, lists of them) through typed reads;
+* concurrent misses of one key in one process wait for one computation
+  (single flight); ``lock=True`` extends that across processes with a Redis
+  lock whose lease renews while the computation runs, waiters being woken by
+  a blocking pop rather than by polling;
+* ``early_refresh=1.0`` recomputes an entry shortly before it expires, at a
+  random moment weighted by how long the function takes (so not everyone at
+  once);
+* fail-open: if Redis is unreachable the function still runs and returns;
+  a warning is logged at most every 30 s, and after repeated failures a
+  circuit breaker skips Redis for a while so calls do not each wait for a
+  timeout;
+* ``fn.invalidate(*args, **kwargs)`` deletes exactly the entry that call
+  would read; ``fn.key(...)`` shows it; ``fn.stats`` counts hits, misses,
+  errors and time saved.
+
+A sync function decorated through an async cache (or the reverse) uses a
+companion cache of the other kind with the same settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import math
+import random
+import secrets
+import threading
+import time
+import typing
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .cache import RedisCache, SyncRedisCache, TTL
+from .errors import RedisCacheError, SerializationError
+from .keys import KeyBuilder
+
+__all__ = [
+    "CircuitBreaker",
+    "FunctionStats",
+    "cached",
+    "cached_batch",
+    "get_default_cache",
+    "invalidate",
+    "set_default_cache",
+    "stats",
+]
+
+log = logging.getLogger("redis_cache")
+
+F = TypeVar("F", bound=Callable[..., Any])
+AnyCache = RedisCache | SyncRedisCache
+
+_MISSING = object()
+
+#: How long a lock holder's lease lasts; it is renewed every third of it.
+DEFAULT_LOCK_LEASE = 10.0
+#: How long a caller waits for another process's computation before doing it.
+DEFAULT_LOCK_WAIT = 5.0
+#: At most one "cache unavailable" warning per function this often.
+WARNING_INTERVAL = 30.0
+
+# ---------------------------------------------------------------------- stats
+
+
+@dataclass
+class FunctionStats:
+    """What the cache did for one decorated function in this process."""
+
+    name: str
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    computations: int = 0
+    compute_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def average_compute_seconds(self) -> float:
+        return self.compute_seconds / self.computations if self.computations else 0.0
+
+    @property
+    def time_saved_seconds(self) -> float:
+        """Hits times the average computation: what the cache spared this process."""
+        return self.hits * self.average_compute_seconds
+
+    @property
+    def hit_rate(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+    def count(self, what: str, seconds: float = 0.0, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, what, getattr(self, what) + n)
+            self.compute_seconds += seconds
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "errors": self.errors,
+            "computations": self.computations,
+            "hit_rate": round(self.hit_rate, 4),
+            "average_compute_ms": round(self.average_compute_seconds * 1000, 3),
+            "time_saved_seconds": round(self.time_saved_seconds, 3),
+        }
+
+
+_stats: dict[str, FunctionStats] = {}
+
+
+def stats() -> dict[str, dict[str, float | int]]:
+    """Per-function statistics of every decorated function, by qualified name."""
+    return {name: s.as_dict() for name, s in sorted(_stats.items())}
+
+
+# ---------------------------------------------------------------------- failures
+
+
+class CircuitBreaker:
+    """Stops trying Redis for ``reset_after`` seconds after ``threshold``
+    failures in a row, then lets one call through to see if it is back."""
+
+    def __init__(self, threshold: int = 5, reset_after: float = 10.0) -> None:
+        self.threshold = threshold
+        self.reset_after = reset_after
+        self._failures = 0
+        self._open_until = 0.0
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            if self._failures < self.threshold:
+                return True
+            if time.monotonic() >= self._open_until:
+                # Half open: one trial; a failure re-opens it at once.
+                self._failures = self.threshold - 1
+                return True
+            return False
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failures = 0
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._failures >= self.threshold:
+                self._open_until = time.monotonic() + self.reset_after
+
+    @property
+    def open(self) -> bool:
+        return self._failures >= self.threshold and time.monotonic() < self._open_until
+
+
+def _breaker_of(cache: AnyCache) -> CircuitBreaker:
+    # One breaker per cache (shared with its twin): the server is the same.
+    owner = cache.__dict__.get("_twin_of", cache)
+    breaker = owner.__dict__.get("_breaker")
+    if breaker is None:
+        breaker = owner.__dict__["_breaker"] = CircuitBreaker()
+    return breaker  # type: ignore[no-any-return]
+
+
+class _Warnings:
+    """Rate-limited "cache unavailable" warnings, one clock per function."""
+
+    def __init__(self) -> None:
+        self._last = -math.inf
+
+    def warn(self, name: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last >= WARNING_INTERVAL:
+            self._last = now
+            log.warning(
+                "redis_cache: cache unavailable for %s (%s: %s); calling the function directly",
+                name,
+                type(exc).__name__,
+                exc,
+            )
+
+
+# ---------------------------------------------------------------------- default cache
+
+_default_cache: AnyCache | None = None
+
+
+def set_default_cache(cache: AnyCache | None) -> None:
+    """Sets the cache that the module-level decorators use."""
+    global _default_cache
+    _default_cache = cache
+
+
+def get_default_cache() -> AnyCache:
+    if _default_cache is None:
+        raise RuntimeError(
+            "no default cache: call redis_cache.set_default_cache(cache) at startup, "
+            "or decorate with @cache.cached(...) on a cache instance"
+        )
+    return _default_cache
+
+
+class _Binding:
+    """The cache a decorator uses: a given one, or the default at call time,
+    in the kind (sync or async) the decorated function needs."""
+
+    def __init__(self, cache: AnyCache | None) -> None:
+        self._cache = cache
+
+    def get(self, kind: type[Any]) -> Any:
+        cache = self._cache if self._cache is not None else get_default_cache()
+        twin = cache._twin(kind)
+        if twin is not cache:
+            twin.__dict__.setdefault("_twin_of", cache)
+        return twin
+
+
+# ---------------------------------------------------------------------- typed reads
+
+_PLAIN = (int, float, str, bool, bytes, dict, list, tuple, type(None), Any)
+
+
+def _return_model(func: Callable[..., Any]) -> Any:
+    """The return annotation when a stored value needs converting back to it."""
+    try:
+        annotation = typing.get_type_hints(func).get("return")
+    except Exception:
+        return None
+    if annotation is None or annotation in _PLAIN:
+        return None
+    origin = typing.get_origin(annotation)
+    if origin in (Awaitable, typing.Coroutine) or (
+        origin is not None and getattr(origin, "__name__", "") == "Coroutine"
+    ):
+        return None
+    if origin in (list, dict, tuple) and all(a in _PLAIN for a in typing.get_args(annotation)):
+        return None
+    return annotation
+
+
+# ---------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class _Options:
+    ttl: TTL
+    condition: Callable[[Any], bool] | None
+    lock: bool
+    lock_lease: float
+    lock_wait: float
+    early_refresh: float | None
+
+
+def _should_store(options: _Options, value: Any) -> bool:
+    return options.condition is None or bool(options.condition(value))
+
+
+def _refresh_due(options: _Options, stats_: FunctionStats, remaining_ms: Any) -> bool:
+    """Probabilistic early expiry: the closer to expiry, and the slower the
+    function, the likelier a caller recomputes now; -log(U) spreads callers."""
+    if not options.early_refresh or not isinstance(remaining_ms, int) or remaining_ms < 0:
+        return False
+    delta = stats_.average_compute_seconds or 0.05
+    return remaining_ms / 1000.0 <= delta * options.early_refresh * -math.log(random.random() or 1e-12)
+
+
+# Lua scripts for the cross-process lock: renew and release only if the
+# lock still holds this caller's token (it may have expired and moved on).
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) "
+    "redis.call('rpush', KEYS[2], '1') redis.call('pexpire', KEYS[2], ARGV[2]) return 1 end return 0"
+)
+
+
+def _lock_keys(cache: AnyCache, key: str) -> tuple[bytes, bytes]:
+    full = cache._key_prefix + key.encode()
+    return full + b":lock", full + b":wake"
+
+
+# ---------------------------------------------------------------------- async path
+
+
+class _AsyncCached:
+    def __init__(self, func: Callable[..., Awaitable[Any]], binding: _Binding, keys: KeyBuilder,
+                 options: _Options, stats_: FunctionStats) -> None:
+        self.func = func
+        self.binding = binding
+        self.keys = keys
+        self.options = options
+        self.stats = stats_
+        self.model = _return_model(func)
+        self.warnings = _Warnings()
+        self.inflight: dict[tuple[int, str], asyncio.Future[Any]] = {}
+        self.background: set[asyncio.Task[Any]] = set()
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        key = self.keys.key(args, kwargs)
+        cache: RedisCache = self.binding.get(RedisCache)
+        breaker = _breaker_of(cache)
+        if breaker.allow():
+            try:
+                if self.options.early_refresh:
+                    pending = cache.get(key, _MISSING, self.model)
+                    remaining = cache.execute_command("PTTL", cache._key_prefix + key.encode())
+                    value, remaining_ms = await asyncio.gather(pending, remaining)
+                else:
+                    value, remaining_ms = await cache.get(key, _MISSING, self.model), None
+            except SerializationError:
+                raise
+            except RedisCacheError as exc:
+                self._failed(breaker, exc)
+            else:
+                breaker.succeeded()
+                if value is not _MISSING:
+                    self.stats.count("hits")
+                    if _refresh_due(self.options, self.stats, remaining_ms):
+                        self._refresh_soon(cache, key, args, kwargs)
+                    return value
+        self.stats.count("misses")
+        return await self._single_flight(cache, key, args, kwargs)
+
+    def _failed(self, breaker: CircuitBreaker, exc: BaseException) -> None:
+        breaker.failed()
+        self.stats.count("errors")
+        self.warnings.warn(self.stats.name, exc)
+
+    async def _single_flight(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        slot = (id(asyncio.get_running_loop()), key)
+        running = self.inflight.get(slot)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.inflight[slot] = future
+        try:
+            value = await self._compute(cache, key, args, kwargs)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: waiters may be none
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            self.inflight.pop(slot, None)
+
+    async def _compute(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        if self.options.lock and _breaker_of(cache).allow():
+            with contextlib.suppress(RedisCacheError):
+                return await self._compute_locked(cache, key, args, kwargs)
+        return await self._run_and_store(cache, key, args, kwargs)
+
+    async def _run_and_store(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        start = time.perf_counter()
+        value = await self.func(*args, **kwargs)
+        self.stats.count("computations", time.perf_counter() - start)
+        if _should_store(self.options, value) and _breaker_of(cache).allow():
+            try:
+                await cache.set(key, value, self.options.ttl)
+            except SerializationError as exc:
+                log.warning("redis_cache: %s returned a value the cache cannot store: %s",
+                            self.stats.name, exc)
+            except RedisCacheError as exc:
+                self._failed(_breaker_of(cache), exc)
+        return value
+
+    async def _compute_locked(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        lock_key, wake_key = _lock_keys(cache, key)
+        token = secrets.token_hex(16)
+        lease_ms = int(self.options.lock_lease * 1000)
+        if await cache.execute_command("SET", lock_key, token, "NX", "PX", lease_ms) == "OK":
+            await cache.execute_command("DEL", wake_key)
+            renewer = asyncio.create_task(self._renew(cache, lock_key, token, lease_ms))
+            try:
+                return await self._run_and_store(cache, key, args, kwargs)
+            finally:
+                renewer.cancel()
+                with contextlib.suppress(RedisCacheError):
+                    await cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token,
+                                                lease_ms)
+        # Another process computes: wait for its wake-up (a blocking pop on a
+        # connection of our own), pass the wake-up on to the next waiter, read.
+        value = await cache.get(key, _MISSING, self.model)
+        if value is _MISSING:
+            async with cache.dedicated() as conn:
+                woke = await conn.execute_command("BLPOP", wake_key, self.options.lock_wait)
+                if woke is not None:
+                    await conn.execute_command("RPUSH", wake_key, "1")
+            value = await cache.get(key, _MISSING, self.model)
+        if value is not _MISSING:
+            return value
+        return await self._run_and_store(cache, key, args, kwargs)
+
+    async def _renew(self, cache: RedisCache, lock_key: bytes, token: str, lease_ms: int) -> None:
+        with contextlib.suppress(RedisCacheError):
+            while True:
+                await asyncio.sleep(lease_ms / 3000)
+                await cache.execute_command("EVAL", _RENEW, 1, lock_key, token, lease_ms)
+
+    def _refresh_soon(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> None:
+        slot = (id(asyncio.get_running_loop()), key)
+        if slot in self.inflight:
+            return
+        task = asyncio.ensure_future(self._single_flight(cache, key, args, kwargs))
+        self.background.add(task)
+        task.add_done_callback(self._refresh_done)
+
+    def _refresh_done(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("redis_cache: early refresh of %s failed: %s", self.stats.name,
+                        task.exception())
+
+
+# ---------------------------------------------------------------------- sync path
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class _SyncCached:
+    def __init__(self, func: Callable[..., Any], binding: _Binding, keys: KeyBuilder,
+                 options: _Options, stats_: FunctionStats) -> None:
+        self.func = func
+        self.binding = binding
+        self.keys = keys
+        self.options = options
+        self.stats = stats_
+        self.model = _return_model(func)
+        self.warnings = _Warnings()
+        self.inflight: dict[str, _Flight] = {}
+        self.inflight_lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        key = self.keys.key(args, kwargs)
+        cache: SyncRedisCache = self.binding.get(SyncRedisCache)
+        breaker = _breaker_of(cache)
+        if breaker.allow():
+            try:
+                value = cache.get(key, _MISSING, self.model)
+                remaining = (
+                    cache.execute_command("PTTL", cache._key_prefix + key.encode())
+                    if self.options.early_refresh and value is not _MISSING
+                    else None
+                )
+            except SerializationError:
+                raise
+            except RedisCacheError as exc:
+                self._failed(breaker, exc)
+            else:
+                breaker.succeeded()
+                if value is not _MISSING:
+                    self.stats.count("hits")
+                    if _refresh_due(self.options, self.stats, remaining):
+                        with contextlib.suppress(Exception):
+                            return self._single_flight(cache, key, args, kwargs)
+                    return value
+        self.stats.count("misses")
+        return self._single_flight(cache, key, args, kwargs)
+
+    def _failed(self, breaker: CircuitBreaker, exc: BaseException) -> None:
+        breaker.failed()
+        self.stats.count("errors")
+        self.warnings.warn(self.stats.name, exc)
+
+    def _single_flight(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        with self.inflight_lock:
+            flight = self.inflight.get(key)
+            leader = flight is None
+            if leader:
+                flight = self.inflight[key] = _Flight()
+        assert flight is not None
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
+        try:
+            flight.value = self._compute(cache, key, args, kwargs)
+            return flight.value
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self.inflight_lock:
+                self.inflight.pop(key, None)
+            flight.done.set()
+
+    def _compute(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        if self.options.lock and _breaker_of(cache).allow():
+            with contextlib.suppress(RedisCacheError):
+                return self._compute_locked(cache, key, args, kwargs)
+        return self._run_and_store(cache, key, args, kwargs)
+
+    def _run_and_store(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        start = time.perf_counter()
+        value = self.func(*args, **kwargs)
+        self.stats.count("computations", time.perf_counter() - start)
+        if _should_store(self.options, value) and _breaker_of(cache).allow():
+            try:
+                cache.set(key, value, self.options.ttl)
+            except SerializationError as exc:
+                log.warning("redis_cache: %s returned a value the cache cannot store: %s",
+                            self.stats.name, exc)
+            except RedisCacheError as exc:
+                self._failed(_breaker_of(cache), exc)
+        return value
+
+    def _compute_locked(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        lock_key, wake_key = _lock_keys(cache, key)
+        token = secrets.token_hex(16)
+        lease_ms = int(self.options.lock_lease * 1000)
+        if cache.execute_command("SET", lock_key, token, "NX", "PX", lease_ms) == "OK":
+            cache.execute_command("DEL", wake_key)
+            stop = threading.Event()
+            renewer = threading.Thread(
+                target=self._renew, args=(cache, lock_key, token, lease_ms, stop), daemon=True
+            )
+            renewer.start()
+            try:
+                return self._run_and_store(cache, key, args, kwargs)
+            finally:
+                stop.set()
+                with contextlib.suppress(RedisCacheError):
+                    cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token, lease_ms)
+        value = cache.get(key, _MISSING, self.model)
+        if value is _MISSING:
+            # The pop blocks one pooled connection; it must end before the
+            # socket timeout would break that connection.
+            timeout = cache.settings.socket_timeout
+            wait = self.options.lock_wait if timeout is None else min(self.options.lock_wait,
+                                                                        timeout * 0.8)
+            woke = cache.execute_command("BLPOP", wake_key, round(wait, 3))
+            if woke is not None:
+                cache.execute_command("RPUSH", wake_key, "1")
+            value = cache.get(key, _MISSING, self.model)
+        if value is not _MISSING:
+            return value
+        return self._run_and_store(cache, key, args, kwargs)
+
+    @staticmethod
+    def _renew(cache: SyncRedisCache, lock_key: bytes, token: str, lease_ms: int,
+               stop: threading.Event) -> None:
+        with contextlib.suppress(RedisCacheError):
+            while not stop.wait(lease_ms / 3000):
+                cache.execute_command("EVAL", _RENEW, 1, lock_key, token, lease_ms)
+
+
+# ---------------------------------------------------------------------- decorators
+
+
+def _qualified_name(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def _make_cached(
+    cache: AnyCache | None,
+    *,
+    ttl: TTL,
+    key: str | Callable[..., str] | None,
+    namespace: str | None,
+    condition: Callable[[Any], bool] | None,
+    exclude: Iterable[str],
+    exclude_types: Iterable[type],
+    lock: bool,
+    lock_lease: float,
+    lock_wait: float,
+    early_refresh: float | None,
+) -> Callable[[F], F]:
+    options = _Options(ttl, condition, lock, lock_lease, lock_wait, early_refresh)
+    binding = _Binding(cache)
+
+    def decorate(func: F) -> F:
+        keys = KeyBuilder(func, key=key, namespace=namespace, exclude=exclude,
+                          exclude_types=exclude_types)
+        name = _qualified_name(func)
+        stats_ = _stats.setdefault(name, FunctionStats(name))
+        is_async = inspect.iscoroutinefunction(func)
+        engine: Any = (_AsyncCached if is_async else _SyncCached)(func, binding, keys, options,
+                                                                   stats_)
+        if is_async:
+            @functools.wraps(func)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await engine(*args, **kwargs)
+        else:
+            @functools.wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return engine(*args, **kwargs)
+
+        wrapper.key = lambda *a, **kw: keys.key(a, kw)  # type: ignore[attr-defined]
+        wrapper.invalidate = _invalidator(binding, keys, is_async)  # type: ignore[attr-defined]
+        wrapper.stats = stats_  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _invalidator(binding: _Binding, keys: KeyBuilder, is_async: bool) -> Callable[..., Any]:
+    """fn.invalidate(*args, **kwargs): deletes the entry that call would read.
+    For methods, self may be left out (it is not part of the key)."""
+
+    def key_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        try:
+            return keys.key(args, kwargs)
+        except TypeError:
+            first = next(iter(keys.signature.parameters), None)
+            if first not in ("self", "cls"):
+                raise
+            return keys.key((None, *args), kwargs)
+
+    if is_async:
+        async def invalidate_async(*args: Any, **kwargs: Any) -> bool:
+            cache: RedisCache = binding.get(RedisCache)
+            return await cache.delete(key_for(args, kwargs))
+
+        return invalidate_async
+
+    def invalidate_sync(*args: Any, **kwargs: Any) -> bool:
+        cache: SyncRedisCache = binding.get(SyncRedisCache)
+        return cache.delete(key_for(args, kwargs))
+
+    return invalidate_sync
+
+
+def _make_invalidate(cache: AnyCache | None, templates: tuple[str, ...],
+                     namespace: str | None) -> Callable[[F], F]:
+    """After the decorated function returns, deletes the keys its templates
+    name (filled in with its arguments); a template with * clears a pattern."""
+    if not templates:
+        raise ValueError("invalidate() needs at least one key template, e.g. 'user:{user_id}'")
+    binding = _Binding(cache)
+
+    def decorate(func: F) -> F:
+        keys = KeyBuilder(func, namespace=namespace)
+        for template in templates:
+            keys._check_template(func, template)
+
+        def targets(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[str], list[str]]:
+            rendered = [keys.render(t, args, kwargs) for t in templates]
+            return ([k for k in rendered if "*" not in k], [k for k in rendered if "*" in k])
+
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                result = await func(*args, **kwargs)
+                exact, patterns = targets(args, kwargs)
+                cache: RedisCache = binding.get(RedisCache)
+                try:
+                    if exact:
+                        await cache.delete_many(exact)
+                    for pattern in patterns:
+                        await cache.clear_pattern(pattern)
+                except RedisCacheError as exc:
+                    log.warning("redis_cache: could not invalidate %s after %s: %s",
+                                exact + patterns, _qualified_name(func), exc)
+                return result
+        else:
+            @functools.wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                result = func(*args, **kwargs)
+                exact, patterns = targets(args, kwargs)
+                cache: SyncRedisCache = binding.get(SyncRedisCache)
+                try:
+                    if exact:
+                        cache.delete_many(exact)
+                    for pattern in patterns:
+                        cache.clear_pattern(pattern)
+                except RedisCacheError as exc:
+                    log.warning("redis_cache: could not invalidate %s after %s: %s",
+                                exact + patterns, _qualified_name(func), exc)
+                return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _make_cached_batch(cache: AnyCache | None, *, ttl: TTL, key: str | None,
+                       namespace: str | None) -> Callable[[F], F]:
+    """For ``fn(ids) -> {id: value}``: one get_many for all ids, the function
+    called with only the missing ones, one set_many for what it returned."""
+    binding = _Binding(cache)
+
+    def decorate(func: F) -> F:
+        name = _qualified_name(func)
+        prefix = namespace or name
+        stats_ = _stats.setdefault(name, FunctionStats(name))
+        model = _batch_model(func)
+        warnings_ = _Warnings()
+
+        def key_of(item: Any) -> str:
+            if key is not None:
+                return key.format(item)
+            if isinstance(item, bool) or not isinstance(item, (int, str)):
+                from .keys import canonical_digest
+
+                return f"{prefix}:h:{canonical_digest(item, 'an id').hex()}"
+            return f"{prefix}:{'i' if isinstance(item, int) else 's'}:{item}"
+
+        def split(ids: Iterable[Any]) -> tuple[list[Any], dict[str, Any]]:
+            ids = list(dict.fromkeys(ids))
+            return ids, {key_of(i): i for i in ids}
+
+        def fail(exc: BaseException) -> None:
+            stats_.count("errors")
+            warnings_.warn(name, exc)
+
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def wrapper(ids: Iterable[Any], *args: Any, **kwargs: Any) -> dict[Any, Any]:
+                ordered, by_key = split(ids)
+                c: RedisCache = binding.get(RedisCache)
+                try:
+                    found = await c.get_many(list(by_key), model) if by_key else {}
+                except RedisCacheError as exc:
+                    fail(exc)
+                    found = {}
+                result = {by_key[k]: v for k, v in found.items()}
+                missing = [i for i in ordered if i not in result]
+                stats_.count("hits", n=len(result))
+                stats_.count("misses", n=len(missing))
+                if missing:
+                    start = time.perf_counter()
+                    fresh = await func(missing, *args, **kwargs)
+                    stats_.count("computations", time.perf_counter() - start)
+                    try:
+                        await c.set_many({key_of(i): v for i, v in fresh.items()}, ttl)
+                    except RedisCacheError as exc:
+                        fail(exc)
+                    result.update(fresh)
+                return {i: result[i] for i in ordered if i in result}
+        else:
+            @functools.wraps(func)
+            def wrapper(ids: Iterable[Any], *args: Any, **kwargs: Any) -> dict[Any, Any]:
+                ordered, by_key = split(ids)
+                c: SyncRedisCache = binding.get(SyncRedisCache)
+                try:
+                    found = c.get_many(list(by_key), model) if by_key else {}
+                except RedisCacheError as exc:
+                    fail(exc)
+                    found = {}
+                result = {by_key[k]: v for k, v in found.items()}
+                missing = [i for i in ordered if i not in result]
+                stats_.count("hits", n=len(result))
+                stats_.count("misses", n=len(missing))
+                if missing:
+                    start = time.perf_counter()
+                    fresh = func(missing, *args, **kwargs)
+                    stats_.count("computations", time.perf_counter() - start)
+                    try:
+                        c.set_many({key_of(i): v for i, v in fresh.items()}, ttl)
+                    except RedisCacheError as exc:
+                        fail(exc)
+                    result.update(fresh)
+                return {i: result[i] for i in ordered if i in result}
+
+        wrapper.stats = stats_  # type: ignore[attr-defined]
+        wrapper.key = key_of  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _batch_model(func: Callable[..., Any]) -> Any:
+    """For ``-> dict[K, V]``, V when stored values need converting to it."""
+    try:
+        annotation = typing.get_type_hints(func).get("return")
+    except Exception:
+        return None
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (dict, Mapping) and len(args) == 2:
+        value = args[1]
+        return None if value in _PLAIN else value
+    return None
+
+
+# ---------------------------------------------------------------------- public
+
+
+def cached(
+    ttl: TTL = None,
+    *,
+    key: str | Callable[..., str] | None = None,
+    namespace: str | None = None,
+    condition: Callable[[Any], bool] | None = None,
+    exclude: Iterable[str] = (),
+    exclude_types: Iterable[type] = (),
+    lock: bool = False,
+    lock_lease: float = DEFAULT_LOCK_LEASE,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
+    early_refresh: float | None = None,
+    cache: AnyCache | None = None,
+) -> Callable[[F], F]:
+    """Caches a sync or async function's results (see the module docs).
+
+    ``ttl``: seconds or timedelta (None: the cache's default_ttl). ``key``: a
+    template over the parameters (``"user:{user_id}"``, ``"{user.id}"``) or a
+    callable; default a hash of all arguments. ``namespace``: the key prefix
+    instead of the function's qualified name. ``condition(result)``: store only
+    when true. ``exclude`` / ``exclude_types``: arguments left out of the key.
+    ``lock``: single flight across processes. ``early_refresh``: recompute
+    before expiry (1.0 is a good start; higher refreshes earlier).
+    """
+    return _make_cached(cache, ttl=ttl, key=key, namespace=namespace, condition=condition,
+                        exclude=exclude, exclude_types=exclude_types, lock=lock,
+                        lock_lease=lock_lease, lock_wait=lock_wait, early_refresh=early_refresh)
+
+
+def invalidate(*templates: str, namespace: str | None = None,
+               cache: AnyCache | None = None) -> Callable[[F], F]:
+    """Deletes the keys named by templates after the decorated function returns
+    (``@invalidate("user:{user_id}", "users:*")``)."""
+    return _make_invalidate(cache, templates, namespace)
+
+
+def cached_batch(ttl: TTL = None, *, key: str | None = None, namespace: str | None = None,
+                 cache: AnyCache | None = None) -> Callable[[F], F]:
+    """Caches ``fn(ids) -> {id: value}`` per id: one get_many, the function called
+    with only the missing ids, one set_many. ``key``: a template with ``{}`` for
+    the id (``"user:{}"``); default ``<function>:i:<id>`` / ``:s:<id>``."""
+    return _make_cached_batch(cache, ttl=ttl, key=key, namespace=namespace)

@@ -10,6 +10,8 @@
  */
 #include "floats.h"
 
+#include "buf.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -17,21 +19,6 @@ static const double powers_of_ten[23] = {
     1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 };
-
-/* Decimal digits of n (< 1e15), most significant first; returns the count. */
-static size_t digits_of(uint64_t n, char *out)
-{
-    char tmp[24];
-    size_t len = 0, i;
-
-    do {
-        tmp[len++] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n);
-    for (i = 0; i < len; i++)
-        out[i] = tmp[len - 1 - i];
-    return len;
-}
 
 size_t rc_float_format_short(double v, char *out)
 {
@@ -60,7 +47,7 @@ size_t rc_float_format_short(double v, char *out)
         return 0;
     if (signbit(v))
         *p++ = '-';
-    nd = digits_of((uint64_t)whole, digits);
+    nd = rc_format_ll(digits, (long long)whole);
     if (places == 0) {
         memcpy(p, digits, nd);
         memcpy(p + nd, ".0", 2);

@@ -46,7 +46,8 @@ typedef struct rc_slot {
 } rc_slot;
 
 struct rc_mux {
-    PyObject_HEAD rc_state *state;
+    PyObject_HEAD
+    rc_state *state;
     PyObject *loop;
     /* Bound methods handed to the loop, made once at attach. */
     PyObject *on_readable, *on_writable, *on_flush, *on_timer;

@@ -1,17 +1,17 @@
-/* The blocking client type; see sync_client.h.
+/* The blocking client type; see sync_client.h. Its methods are the shared
+ * ones (client.c); this file is its transport and its pool.
  *
- * Every method follows one shape: validate and encode into the borrowed
- * connection's output buffer (nothing is sent if that fails), then send and
- * read the replies with the GIL released around the syscalls, then give the
- * connection back. A method that fails mid-stream leaves the connection
- * marked broken, so the pool closes it rather than lend out a socket with an
- * unread reply in it.
+ * A request borrows a connection, is encoded into its output buffer (nothing
+ * is sent if that fails), sent, and its replies read with the GIL released
+ * around the syscalls; then the connection goes back. A request that fails
+ * mid-stream leaves the connection marked broken, so the pool closes it
+ * rather than lend out a socket with an unread reply in it.
  */
 #include "sync_client.h"
 
 #include <math.h>
 
-#include "args.h"
+#include "client.h"
 #include "cmd.h"
 #include "conn.h"
 #include "pool.h"
@@ -19,8 +19,7 @@
 #include "state.h"
 
 typedef struct {
-    PyObject_HEAD rc_state *state;
-    rc_keyspace ks;
+    rc_client base; /* state, keyspace, transport: see client.h */
     rc_pool pool;
     rc_conn_options options;
     /* PyMem_Raw copies behind options' strings. */
@@ -28,6 +27,8 @@ typedef struct {
     int pool_timeout_ms;
     int ready;
 } SyncClient;
+
+static const rc_transport sync_transport;
 
 /* ------------------------------------------------------------ setup */
 
@@ -98,7 +99,7 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
     int port = 6379, db = 0, max_connections = 50;
     PyObject *socket_timeout = Py_None, *connect_timeout = Py_None, *pool_timeout = Py_None,
              *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL;
-    rc_state *st = self->state;
+    rc_state *st = self->base.state;
 
     if (self->ready) {
         PyErr_SetString(PyExc_RuntimeError, "the cache is already initialized");
@@ -130,7 +131,7 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
     } else {
         Py_INCREF(serializer);
     }
-    if (rc_keyspace_init(&self->ks, namespace_, default_ttl, serializer, &compress, st) < 0) {
+    if (rc_keyspace_init(&self->base.ks, namespace_, default_ttl, serializer, &compress, st) < 0) {
         Py_DECREF(serializer);
         return -1;
     }
@@ -170,8 +171,10 @@ static PyObject *SyncClient_new(PyTypeObject *type, PyObject *args, PyObject *kw
     if (st == NULL)
         return NULL;
     self = (SyncClient *)type->tp_alloc(type, 0);
-    if (self != NULL)
-        self->state = st;
+    if (self != NULL) {
+        self->base.state = st;
+        self->base.transport = &sync_transport;
+    }
     return (PyObject *)self;
 }
 
@@ -185,14 +188,14 @@ static void release_resources(SyncClient *self)
 static int SyncClient_traverse(SyncClient *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->ks.codec.dumps);
-    Py_VISIT(self->ks.codec.loads);
+    Py_VISIT(self->base.ks.codec.dumps);
+    Py_VISIT(self->base.ks.codec.loads);
     return 0;
 }
 
 static int SyncClient_clear(SyncClient *self)
 {
-    rc_codec_clear(&self->ks.codec);
+    rc_codec_clear(&self->base.ks.codec);
     return 0;
 }
 
@@ -219,7 +222,7 @@ static void SyncClient_dealloc(SyncClient *self)
     PyObject_GC_UnTrack(self);
     release_resources(self);
     rc_pool_free(&self->pool);
-    rc_keyspace_clear(&self->ks);
+    rc_keyspace_clear(&self->base.ks);
     PyMem_RawFree(self->host);
     PyMem_RawFree(self->unix_path);
     PyMem_RawFree(self->username);
@@ -237,7 +240,7 @@ static rc_conn *checkout(SyncClient *self)
         PyErr_SetString(PyExc_RuntimeError, "the cache was not initialized (__init__ not called)");
         return NULL;
     }
-    return rc_pool_acquire(&self->pool, self->pool_timeout_ms, &self->options, self->state);
+    return rc_pool_acquire(&self->pool, self->pool_timeout_ms, &self->options, self->base.state);
 }
 
 /* Drops a command that failed to encode and gives the connection back. */
@@ -253,7 +256,7 @@ static PyObject *abandon(SyncClient *self, rc_conn *c)
  * one is an error, so the stream stays in step; the first error is raised. */
 static PyObject *exchange(SyncClient *self, rc_conn *c, Py_ssize_t n, const rc_codec *codec)
 {
-    rc_state *st = self->state;
+    rc_state *st = self->base.state;
     PyObject *result = NULL, *reply, *err_type = NULL, *err_value = NULL, *err_tb = NULL;
     Py_ssize_t i;
 
@@ -308,278 +311,31 @@ static PyObject *finish(SyncClient *self, rc_conn *c, Py_ssize_t n, const rc_cod
 
     if (reply == NULL)
         return NULL;
-    result = rc_result_build(self->state, kind, reply, extra);
+    result = rc_result_build(self->base.state, kind, reply, extra);
     Py_DECREF(reply);
     return result;
 }
 
-/* One single-key command with a raw (not decoded) reply. */
-static PyObject *key_command(SyncClient *self, const char *name, PyObject *key, rc_result_kind kind)
+/* The transport: a pooled blocking connection per request. */
+static PyObject *sync_send(rc_client *base, const rc_request *r)
 {
+    SyncClient *self = (SyncClient *)base;
     rc_conn *c = checkout(self);
 
     if (c == NULL)
         return NULL;
-    if (rc_cmd_key(&self->ks, &c->out, name, key) < 0)
+    if (r->encode(&base->ks, &c->out, r->arg) < 0)
         return abandon(self, c);
-    return finish(self, c, 1, NULL, kind, NULL);
+    return finish(self, c, r->replies, r->codec, r->kind, r->extra);
 }
 
-/* ------------------------------------------------------------ methods */
-
-static PyObject *SyncClient_get(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
-                                PyObject *kwnames)
+static PyObject *sync_done(rc_client *base, PyObject *result)
 {
-    static const char *const names[] = {"key", "default", "model"};
-    PyObject *params[3] = {NULL, Py_None, Py_None}, *extra, *result = NULL;
-    rc_result_kind kind = RC_RESULT_VALUE;
-    rc_conn *c;
-
-    if (rc_parse_args("get", args, nargs, kwnames, names, 3, 1, params) < 0)
-        return NULL;
-    if (params[2] != Py_None) {
-        kind = RC_RESULT_TYPED_VALUE;
-        extra = rc_result_typed_extra(params[1], params[2]);
-        if (extra == NULL)
-            return NULL;
-    } else {
-        extra = Py_NewRef(params[1]);
-    }
-    c = checkout(self);
-    if (c != NULL) {
-        if (rc_cmd_key(&self->ks, &c->out, "GET", params[0]) < 0)
-            abandon(self, c);
-        else
-            result = finish(self, c, 1, &self->ks.codec, kind, extra);
-    }
-    Py_DECREF(extra);
-    return result;
+    (void)base;
+    return Py_NewRef(result);
 }
 
-static PyObject *SyncClient_set(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
-                                PyObject *kwnames)
-{
-    static const char *const names[] = {"key", "value", "ttl"};
-    PyObject *params[3] = {NULL, NULL, Py_None}, *prepared, *result = NULL;
-    long long ms;
-    rc_conn *c;
-
-    if (rc_parse_args("set", args, nargs, kwnames, names, 3, 2, params) < 0 ||
-        rc_ttl_ms(&self->ks, params[2], &ms) < 0)
-        return NULL;
-    prepared = rc_prepare_value(&self->ks, params[0], params[1]);
-    if (prepared == NULL)
-        return NULL;
-    c = checkout(self);
-    if (c != NULL) {
-        if (rc_cmd_set(&self->ks, &c->out, params[0], prepared, ms) < 0)
-            abandon(self, c);
-        else
-            result = finish(self, c, 1, NULL, RC_RESULT_STORED, NULL);
-    }
-    Py_DECREF(prepared);
-    return result;
-}
-
-static PyObject *SyncClient_delete(SyncClient *self, PyObject *key)
-{
-    return key_command(self, "UNLINK", key, RC_RESULT_POSITIVE);
-}
-
-static PyObject *SyncClient_exists(SyncClient *self, PyObject *key)
-{
-    return key_command(self, "EXISTS", key, RC_RESULT_POSITIVE);
-}
-
-static PyObject *SyncClient_ttl(SyncClient *self, PyObject *key)
-{
-    return key_command(self, "TTL", key, RC_RESULT_RAW);
-}
-
-static PyObject *SyncClient_expire(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames)
-{
-    static const char *const names[] = {"key", "ttl"};
-    PyObject *params[2] = {NULL, NULL};
-    long long ms;
-    rc_conn *c;
-
-    if (rc_parse_args("expire", args, nargs, kwnames, names, 2, 2, params) < 0 ||
-        rc_expire_ms(&self->ks, params[1], &ms) < 0)
-        return NULL;
-    c = checkout(self);
-    if (c == NULL)
-        return NULL;
-    if (rc_cmd_expire(&self->ks, &c->out, params[0], ms) < 0)
-        return abandon(self, c);
-    return finish(self, c, 1, NULL, RC_RESULT_POSITIVE, NULL);
-}
-
-static PyObject *SyncClient_incr(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
-                                 PyObject *kwnames)
-{
-    static const char *const names[] = {"key", "amount"};
-    PyObject *params[2] = {NULL, NULL}, *one = NULL, *result;
-    rc_conn *c;
-
-    if (rc_parse_args("incr", args, nargs, kwnames, names, 2, 1, params) < 0)
-        return NULL;
-    if (params[1] == NULL) {
-        one = PyLong_FromLong(1);
-        if (one == NULL)
-            return NULL;
-        params[1] = one;
-    }
-    c = checkout(self);
-    if (c == NULL) {
-        Py_XDECREF(one);
-        return NULL;
-    }
-    if (rc_cmd_incrby(&self->ks, &c->out, params[0], params[1]) < 0)
-        result = abandon(self, c);
-    else
-        result = exchange(self, c, 1, NULL);
-    Py_XDECREF(one);
-    return result;
-}
-
-/* A list or tuple of keys; a lone str or bytes is refused, as iterating it
- * would turn one key into one key per character. */
-static PyObject *key_list(const char *fname, PyObject *keys)
-{
-    if (PyUnicode_Check(keys) || PyBytes_Check(keys)) {
-        PyErr_Format(PyExc_TypeError, "%s() takes an iterable of keys, not a single %.100s key",
-                     fname, Py_TYPE(keys)->tp_name);
-        return NULL;
-    }
-    return PySequence_Fast(keys, "keys must be an iterable of str or bytes");
-}
-
-static PyObject *SyncClient_get_many(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
-                                     PyObject *kwnames)
-{
-    static const char *const names[] = {"keys", "model"};
-    PyObject *params[2] = {NULL, Py_None}, *keys, *extra = NULL, *result = NULL;
-    rc_result_kind kind = RC_RESULT_MGET;
-    rc_conn *c;
-
-    if (rc_parse_args("get_many", args, nargs, kwnames, names, 2, 1, params) < 0)
-        return NULL;
-    keys = key_list("get_many", params[0]);
-    if (keys == NULL)
-        return NULL;
-    if (PySequence_Fast_GET_SIZE(keys) == 0) {
-        result = PyDict_New();
-        goto out;
-    }
-    if (params[1] != Py_None) {
-        kind = RC_RESULT_TYPED_MGET;
-        extra = rc_result_typed_extra(keys, params[1]);
-    } else {
-        extra = Py_NewRef(keys);
-    }
-    if (extra == NULL)
-        goto out;
-    c = checkout(self);
-    if (c == NULL)
-        goto out;
-    if (rc_cmd_multikey(&self->ks, &c->out, "MGET", keys) < 0)
-        abandon(self, c);
-    else
-        result = finish(self, c, 1, &self->ks.codec, kind, extra);
-out:
-    Py_XDECREF(extra);
-    Py_DECREF(keys);
-    return result;
-}
-
-static PyObject *SyncClient_set_many(SyncClient *self, PyObject *const *args, Py_ssize_t nargs,
-                                     PyObject *kwnames)
-{
-    static const char *const names[] = {"mapping", "ttl"};
-    PyObject *params[2] = {NULL, Py_None}, *batch, *result = NULL;
-    Py_ssize_t count = 0;
-    long long ms;
-    rc_conn *c;
-
-    if (rc_parse_args("set_many", args, nargs, kwnames, names, 2, 1, params) < 0 ||
-        rc_ttl_ms(&self->ks, params[1], &ms) < 0)
-        return NULL;
-    if (rc_is_empty_mapping(params[0]))
-        Py_RETURN_TRUE;
-    batch = rc_prepare_batch(&self->ks, params[0]);
-    if (batch == NULL)
-        return NULL;
-    c = checkout(self);
-    if (c == NULL)
-        goto out;
-    if (rc_cmd_set_many(&self->ks, &c->out, batch, ms, &count) < 0) {
-        abandon(self, c);
-    } else if (count == 0) {
-        rc_pool_release(&self->pool, c);
-        result = Py_NewRef(Py_True);
-    } else {
-        result = finish(self, c, count, NULL, RC_RESULT_STORED, NULL);
-    }
-out:
-    Py_DECREF(batch);
-    return result;
-}
-
-static PyObject *SyncClient_delete_many(SyncClient *self, PyObject *keys_arg)
-{
-    PyObject *keys, *result = NULL;
-    rc_conn *c;
-
-    keys = key_list("delete_many", keys_arg);
-    if (keys == NULL)
-        return NULL;
-    if (PySequence_Fast_GET_SIZE(keys) == 0) {
-        result = PyLong_FromLong(0);
-        goto out;
-    }
-    c = checkout(self);
-    if (c == NULL)
-        goto out;
-    if (rc_cmd_multikey(&self->ks, &c->out, "UNLINK", keys) < 0)
-        abandon(self, c);
-    else
-        result = exchange(self, c, 1, NULL);
-out:
-    Py_DECREF(keys);
-    return result;
-}
-
-static PyObject *SyncClient_ping(SyncClient *self, PyObject *unused)
-{
-    PyObject *word = PyUnicode_FromString("PING"), *result = NULL;
-    rc_conn *c;
-
-    (void)unused;
-    if (word == NULL)
-        return NULL;
-    c = checkout(self);
-    if (c != NULL) {
-        if (rc_cmd_raw(&c->out, &word, 1) < 0)
-            abandon(self, c);
-        else
-            result = finish(self, c, 1, NULL, RC_RESULT_PONG, NULL);
-    }
-    Py_DECREF(word);
-    return result;
-}
-
-static PyObject *SyncClient_execute_command(SyncClient *self, PyObject *const *args,
-                                            Py_ssize_t nargs)
-{
-    rc_conn *c = checkout(self);
-
-    if (c == NULL)
-        return NULL;
-    if (rc_cmd_raw(&c->out, args, nargs) < 0)
-        return abandon(self, c);
-    return exchange(self, c, 1, NULL);
-}
+static const rc_transport sync_transport = {sync_send, sync_done};
 
 static PyObject *SyncClient_close(SyncClient *self, PyObject *unused)
 {
@@ -594,38 +350,8 @@ static PyObject *SyncClient_get_closed(SyncClient *self, void *unused)
     return PyBool_FromLong(!self->ready || self->pool.closed);
 }
 
-static PyObject *SyncClient_get_key_prefix(SyncClient *self, void *unused)
-{
-    (void)unused;
-    return PyBytes_FromStringAndSize(self->ks.prefix ? self->ks.prefix : "",
-                                     (Py_ssize_t)self->ks.prefix_len);
-}
-
 static PyMethodDef SyncClient_methods[] = {
-    {"get", (PyCFunction)(void (*)(void))SyncClient_get, METH_FASTCALL | METH_KEYWORDS,
-     "get(key, default=None, model=None): the stored value, or default when the key is "
-     "missing; with model, the value made an instance of it (pydantic model, dataclass, ...)."},
-    {"set", (PyCFunction)(void (*)(void))SyncClient_set, METH_FASTCALL | METH_KEYWORDS,
-     "set(key, value, ttl=None) -> bool: store value; ttl None means default_ttl."},
-    {"delete", (PyCFunction)SyncClient_delete, METH_O,
-     "delete(key) -> bool: remove the key; True if it existed."},
-    {"exists", (PyCFunction)SyncClient_exists, METH_O, "exists(key) -> bool"},
-    {"expire", (PyCFunction)(void (*)(void))SyncClient_expire, METH_FASTCALL | METH_KEYWORDS,
-     "expire(key, ttl) -> bool: set a new expiry; False if the key does not exist."},
-    {"ttl", (PyCFunction)SyncClient_ttl, METH_O,
-     "ttl(key) -> int: seconds left; -1 when the key has no expiry, -2 when it does not exist."},
-    {"incr", (PyCFunction)(void (*)(void))SyncClient_incr, METH_FASTCALL | METH_KEYWORDS,
-     "incr(key, amount=1) -> int: add amount to an integer value and return the result."},
-    {"get_many", (PyCFunction)(void (*)(void))SyncClient_get_many, METH_FASTCALL | METH_KEYWORDS,
-     "get_many(keys, model=None) -> dict: the keys that were found, with their values (one "
-     "MGET)."},
-    {"set_many", (PyCFunction)(void (*)(void))SyncClient_set_many, METH_FASTCALL | METH_KEYWORDS,
-     "set_many(mapping, ttl=None) -> bool: store every item in one pipeline."},
-    {"delete_many", (PyCFunction)SyncClient_delete_many, METH_O,
-     "delete_many(keys) -> int: remove the keys; the number that existed."},
-    {"ping", (PyCFunction)SyncClient_ping, METH_NOARGS, "ping() -> bool"},
-    {"execute_command", (PyCFunction)(void (*)(void))SyncClient_execute_command, METH_FASTCALL,
-     "execute_command(*args): send any command (no namespace applied) and return the raw reply."},
+    RC_CLIENT_METHOD_DEFS,
     {"close", (PyCFunction)SyncClient_close, METH_NOARGS,
      "close(): close every connection; the cache cannot be used afterwards."},
     {NULL, NULL, 0, NULL},
@@ -633,7 +359,7 @@ static PyMethodDef SyncClient_methods[] = {
 
 static PyGetSetDef SyncClient_getset[] = {
     {"closed", (getter)SyncClient_get_closed, NULL, "True once close() was called.", NULL},
-    {"_key_prefix", (getter)SyncClient_get_key_prefix, NULL,
+    {"_key_prefix", (getter)rc_client_key_prefix, NULL,
      "The bytes put before every key (\"namespace:\").", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

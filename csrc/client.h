@@ -1,0 +1,100 @@
+/* What the sync and async clients share: the cache's methods, written once.
+ *
+ * A method parses its arguments, runs what may run Python code (rc_prepare_*,
+ * rc_ttl_ms), and describes the request: how to encode it and how to turn its
+ * replies into the result. The client's transport then carries it: the sync
+ * one over a pooled blocking connection, returning the result; the async one
+ * over a multiplexed connection, returning a future of it.
+ */
+#ifndef RC_CLIENT_H
+#define RC_CLIENT_H
+
+#include <Python.h>
+
+#include "buf.h"
+#include "cmd.h"
+#include "result.h"
+#include "state.h"
+
+/* Writes a request's command(s) into b, running no Python code. Returns 0,
+ * or -1 with an exception set. */
+typedef int (*rc_encode_fn)(const rc_keyspace *ks, rc_buf *b, void *arg);
+
+typedef struct rc_request {
+    rc_encode_fn encode;
+    void *arg;
+    Py_ssize_t replies;
+    rc_result_kind kind;
+    const rc_codec *codec; /* decodes bulk replies; NULL: bytes */
+    PyObject *extra;       /* see rc_result_kind */
+} rc_request;
+
+typedef struct rc_client rc_client;
+
+typedef struct rc_transport {
+    /* Carries a request: the result (sync), or a future of it (async). */
+    PyObject *(*send)(rc_client *self, const rc_request *request);
+    /* A result known without a round trip, in the same form. */
+    PyObject *(*done)(rc_client *self, PyObject *result);
+} rc_transport;
+
+/* The head of both client structs. */
+struct rc_client {
+    PyObject_HEAD
+    rc_state *state;
+    rc_keyspace ks;
+    const rc_transport *transport;
+};
+
+/* The cache methods, shared by both types (self is an rc_client). */
+PyObject *rc_client_get(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames);
+PyObject *rc_client_set(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames);
+PyObject *rc_client_delete(rc_client *self, PyObject *key);
+PyObject *rc_client_exists(rc_client *self, PyObject *key);
+PyObject *rc_client_ttl(rc_client *self, PyObject *key);
+PyObject *rc_client_expire(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames);
+PyObject *rc_client_incr(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames);
+PyObject *rc_client_get_many(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames);
+PyObject *rc_client_set_many(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames);
+PyObject *rc_client_delete_many(rc_client *self, PyObject *keys);
+PyObject *rc_client_ping(rc_client *self, PyObject *unused);
+PyObject *rc_client_execute_command(rc_client *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *rc_client_key_prefix(PyObject *self, void *unused);
+
+#define RC_FASTCALL_KW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
+
+/* The entries of the shared methods, for the start of each type's table. */
+#define RC_CLIENT_METHOD_DEFS                                                                      \
+    {"get", RC_FASTCALL_KW(rc_client_get),                                                         \
+     "get(key, default=None, model=None): the stored value, or default when the key is "           \
+     "missing; with model, the value made an instance of it (pydantic model, dataclass, ...)."},   \
+        {"set", RC_FASTCALL_KW(rc_client_set),                                                     \
+         "set(key, value, ttl=None) -> bool: store value; ttl None means default_ttl."},           \
+        {"delete", (PyCFunction)rc_client_delete, METH_O,                                          \
+         "delete(key) -> bool: remove the key; True if it existed."},                              \
+        {"exists", (PyCFunction)rc_client_exists, METH_O, "exists(key) -> bool"},                  \
+        {"expire", RC_FASTCALL_KW(rc_client_expire),                                               \
+         "expire(key, ttl) -> bool: set a new expiry; False if the key does not exist."},          \
+        {"ttl", (PyCFunction)rc_client_ttl, METH_O,                                                \
+         "ttl(key) -> int: seconds left; -1 without expiry, -2 when the key does not exist."},     \
+        {"incr", RC_FASTCALL_KW(rc_client_incr),                                                   \
+         "incr(key, amount=1) -> int: add amount to an integer value and return the result."},     \
+        {"get_many", RC_FASTCALL_KW(rc_client_get_many),                                           \
+         "get_many(keys, model=None) -> dict: the keys found, with their values (one MGET)."},     \
+        {"set_many", RC_FASTCALL_KW(rc_client_set_many),                                           \
+         "set_many(mapping, ttl=None) -> bool: store every item in one pipeline."},                \
+        {"delete_many", (PyCFunction)rc_client_delete_many, METH_O,                                \
+         "delete_many(keys) -> int: remove the keys; the number that existed."},                   \
+        {"ping", (PyCFunction)rc_client_ping, METH_NOARGS, "ping() -> bool"},                      \
+    {                                                                                              \
+        "execute_command", (PyCFunction)(void (*)(void))rc_client_execute_command, METH_FASTCALL,  \
+            "execute_command(*args): any command (no namespace applied); the raw reply."           \
+    }
+
+#endif

@@ -17,6 +17,15 @@ Method, and why:
 * **No GC pauses inside a round.**  The collector runs before each round and
   is disabled during it (as ``timeit`` does); allocation differences between
   clients still show up, collection timing luck does not.
+* **Concurrency.**  A scenario with N callers makes a fixed number of calls
+  per round (calibrated per client as above, at least
+  ``MIN_CALLS_PER_CALLER`` per caller) split evenly over N coroutines that
+  each await their share back to back.
+* **Destructive scenarios** (clear_pattern) get fresh data before every round
+  of exactly one call, untimed; they have no warm-up beyond the checked call.
+* **External clients** (redis-benchmark) take part in the same interleaved
+  rounds through a driver of their own; they report rate and percentiles,
+  not every call's latency.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from typing import Any
 from redis_cache.testing import RedisServer
 
 from .adapters import Adapter, AsyncAdapter, AsyncOp, SyncAdapter, SyncOp
-from .scenarios import Scenario, clear_written, verify
+from .scenarios import Scenario, prepare, verify
 
 __all__ = [
     "AsyncDriver",
@@ -58,13 +67,23 @@ class Settings:
     warmup_seconds: float = 0.5
 
 
+#: Fewest calls each caller of a concurrent scenario makes per round, so that
+#: a round is not all ramp-up and ramp-down.
+MIN_CALLS_PER_CALLER = 5
+
+
 @dataclass
 class RoundTiming:
-    """One round: its wall time and the latency of each call in it."""
+    """One round: its wall time and the latency of each call in it.
+
+    An external client that reports only percentiles (redis-benchmark) leaves
+    ``latencies_ns`` empty and fills ``percentiles_ns`` (p50, p99, mean).
+    """
 
     calls: int
     elapsed_ns: int
     latencies_ns: list[int]
+    percentiles_ns: tuple[float, float, float] | None = None
 
     @property
     def rate(self) -> float:
@@ -128,12 +147,19 @@ class Driver(ABC):
     """Runs one adapter's callables: the part of the harness that differs
     between blocking and asyncio clients."""
 
+    #: Whether one call's result can be checked with :func:`bench.scenarios.verify`.
+    verifiable = True
+
     def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
 
     @property
     def name(self) -> str:
         return self.adapter.name
+
+    def calibrate(self, scenario: Scenario, settings: Settings) -> int:
+        """Warms up and returns how many calls make a round of ``round_seconds``."""
+        return _calibrate(self, scenario, settings)
 
     @abstractmethod
     def setup(self, host: str, port: int) -> None: ...
@@ -199,6 +225,8 @@ class AsyncDriver(Driver):
     adapter: AsyncAdapter
 
     def __init__(self, adapter: AsyncAdapter, loop: asyncio.AbstractEventLoop) -> None:
+        """``loop``: the event loop every call of this adapter runs in (asyncio's
+        own or uvloop's, as the adapter's ``event_loop`` says)."""
         super().__init__(adapter)
         self._loop = loop
         self._ops: Mapping[str, AsyncOp] = {}
@@ -241,9 +269,12 @@ class AsyncDriver(Driver):
         return RoundTiming(share * concurrency, elapsed, [x for part in parts for x in part])
 
 
-def make_driver(adapter: Adapter, loop: asyncio.AbstractEventLoop) -> Driver:
+def make_driver(
+    adapter: Adapter, loops: Callable[[str], asyncio.AbstractEventLoop]
+) -> Driver:
+    """A driver for ``adapter``; ``loops(kind)`` gives the event loop of a kind."""
     if isinstance(adapter, AsyncAdapter):
-        return AsyncDriver(adapter, loop)
+        return AsyncDriver(adapter, loops(adapter.event_loop))
     if isinstance(adapter, SyncAdapter):
         return SyncDriver(adapter)
     raise TypeError(f"{type(adapter).__name__} is neither a SyncAdapter nor an AsyncAdapter")
@@ -251,9 +282,12 @@ def make_driver(adapter: Adapter, loop: asyncio.AbstractEventLoop) -> Driver:
 
 def _calibrate(driver: Driver, scenario: Scenario, settings: Settings) -> int:
     """Warms the client up and returns the calls per round for ``round_seconds``."""
+    if scenario.one_call_per_round:
+        return 1
     warmup_ns = settings.warmup_seconds * 1e9
     round_ns = settings.round_seconds * 1e9
     step = scenario.concurrency
+    least = step * (MIN_CALLS_PER_CALLER if step > 1 else 1)
     calls = max(16, step)
     spent = 0
     while True:
@@ -268,11 +302,28 @@ def _calibrate(driver: Driver, scenario: Scenario, settings: Settings) -> int:
         calls = max(2 * calls, int(target / per_call_ns))
         calls = max(step, calls - calls % step)
     calls = int(round_ns / per_call_ns)
-    return max(step, calls - calls % step)
+    return max(least, calls - calls % step)
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _summary(rounds: Sequence[RoundTiming]) -> tuple[float, float, float]:
+    """p50, p99 and mean latency (ns) over every call of the rounds; for an
+    external client, the median over the rounds of what it reported."""
+    latencies = sorted(x for timing in rounds for x in timing.latencies_ns)
+    if latencies:
+        return (
+            percentile(latencies, 0.50),
+            percentile(latencies, 0.99),
+            statistics.fmean(latencies),
+        )
+    reported = [timing.percentiles_ns for timing in rounds if timing.percentiles_ns]
+    if not reported:
+        raise ValueError("a round reported neither latencies nor percentiles")
+    p50, p99, mean = zip(*reported, strict=True)
+    return statistics.median(p50), statistics.median(p99), statistics.median(mean)
 
 
 def measure(
@@ -292,9 +343,10 @@ def measure(
     pairs = [(sc, d) for sc in scenarios for d in drivers if d.offers(sc)]
     sizes: list[int] = []
     for scenario, driver in pairs:
-        clear_written(server, scenario)
-        verify(server, scenario, driver.call_once(scenario))
-        sizes.append(_calibrate(driver, scenario, settings))
+        if driver.verifiable:
+            prepare(server, scenario)
+            verify(server, scenario, driver.call_once(scenario))
+        sizes.append(driver.calibrate(scenario, settings))
         log(f"  warmed up {scenario.name} / {driver.name}: {sizes[-1]:,} calls per round")
     timings: list[list[RoundTiming]] = [[] for _ in pairs]
     for round_index in range(settings.rounds):
@@ -302,10 +354,12 @@ def measure(
         shift = round_index % len(pairs) if pairs else 0
         for index in [*range(shift, len(pairs)), *range(shift)]:
             scenario, driver = pairs[index]
+            if scenario.one_call_per_round:
+                prepare(server, scenario)
             timings[index].append(driver.run_round(scenario, sizes[index]))
     results = []
     for (scenario, driver), size, rounds in zip(pairs, sizes, timings, strict=True):
-        latencies = sorted(x for timing in rounds for x in timing.latencies_ns)
+        p50, p99, mean = _summary(rounds)
         measurement = Measurement(
             scenario=scenario.name,
             client=driver.name,
@@ -313,12 +367,12 @@ def measure(
             concurrency=scenario.concurrency,
             calls_per_round=size,
             round_rates=[timing.rate for timing in rounds],
-            p50_us=percentile(latencies, 0.50) / 1000,
-            p99_us=percentile(latencies, 0.99) / 1000,
-            mean_us=statistics.fmean(latencies) / 1000,
+            p50_us=p50 / 1000,
+            p99_us=p99 / 1000,
+            mean_us=mean / 1000,
         )
         log(
-            f"  {scenario.name:<15} {driver.name:<18} {measurement.median_rate:>11,.0f} calls/s"
+            f"  {scenario.name:<15} {driver.name:<26} {measurement.median_rate:>11,.0f} calls/s"
             f"  p50 {measurement.p50_us:7.1f} us  p99 {measurement.p99_us:7.1f} us"
             f"  spread {measurement.spread:5.1%}"
         )

@@ -131,7 +131,8 @@ def describe_machine() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class CpuSnapshot:
-    """CPU ticks so far: the whole machine's, the hypervisor's steal, and ours.
+    """CPU ticks so far: the whole machine's, the hypervisor's steal, and ours
+    (the benchmark, its threads, its finished child processes, and the server).
 
     The machine is shared (other sessions run test suites on it); the
     difference of two snapshots says how much CPU went to processes other
@@ -152,8 +153,11 @@ class CpuSnapshot:
         ours = 0
         for pid in (os.getpid(), *pids):
             stat = _read(f"/proc/{pid}/stat").rsplit(")", 1)[-1].split()
-            if len(stat) > 12:  # utime, stime are the 14th and 15th fields
+            if len(stat) > 14:  # utime, stime are the 14th and 15th fields
                 ours += int(stat[11]) + int(stat[12])
+                if pid == os.getpid():
+                    # cutime, cstime: the children we waited for (redis-benchmark's rounds)
+                    ours += int(stat[13]) + int(stat[14])
         return cls(user + nice + system + irq + softirq, steal, ours)
 
 

@@ -1,12 +1,17 @@
 """Benchmark redis_cache against other Redis clients, side by side, in one run.
 
-    .venv/bin/python bench/run.py [--quick] [--scenarios NAME ...] [--write-docs]
+    .venv/bin/python bench/run.py [--install] [--quick] [--scenarios NAME ...] [--write-docs]
 
 Starts one private redis-server (loopback TCP, free port), runs every client
-against it scenario by scenario with interleaved rounds, then runs
-redis-benchmark against the same server as the ceiling.  Prints markdown to
-stdout (progress goes to stderr), saves the raw figures as JSON under
-bench/results/, and with --write-docs rewrites docs/benchmarks.md.
+(redis_cache async on asyncio and on uvloop, redis_cache sync, redis-py sync
+and asyncio, coredis, valkey-glide) and redis-benchmark, the limit, against it
+scenario by scenario with interleaved rounds, then measures the server's
+pipelined ceiling.  Prints markdown to stdout (progress goes to stderr), saves
+the raw figures as JSON under bench/results/, and with --write-docs rewrites
+docs/benchmarks.md and docs/benchmarks.png.  The peers are bench-only
+packages: ``--install`` (or ``pip install -r bench/requirements.txt``) adds them;
+a client whose package is missing, or that cannot start, is skipped and the
+reason is printed and written to the docs.
 
 One server for everyone, in one run, so no client is measured on a warmer
 machine, another server version or a different day than the one it is
@@ -17,10 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
+import re
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,24 +39,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.adapters import ADAPTERS, Adapter
 from bench.harness import Driver, Settings, make_driver, measure
 from bench.machine import CpuSnapshot, describe_machine, other_cpu_use
-from bench.redis_benchmark import LIMIT_RUNS, run_redis_benchmark
-from bench.report import RunResults, docs_page, markdown_tables
+from bench.redis_benchmark import LIMIT_RUNS, RedisBenchmarkDriver, run_redis_benchmark
+from bench.redis_benchmark import NAME as REDIS_BENCHMARK
+from bench.redis_benchmark import available as redis_benchmark_unavailable
+from bench.report import RunResults, docs_page, markdown_tables, write_chart
 from bench.scenarios import SCENARIOS, json_loads_us, seed
 from redis_cache.testing import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
+DOCS_CHART = ROOT / "docs" / "benchmarks.png"
+REQUIREMENTS = ROOT / "bench" / "requirements.txt"
 HOST = "127.0.0.1"
 #: Cores used by other processes above which the run is flagged as noisy.
 NOISY_OTHER_CORES = 0.2
 
-#: Full run: ~0.5 s warm-up + 7 x 0.4 s per client and scenario, about 75 s in all.
-FULL = Settings(rounds=7, round_seconds=0.4, warmup_seconds=0.5)
-#: Smoke run: enough to see that everything works, in about 10 s.
-QUICK = Settings(rounds=3, round_seconds=0.08, warmup_seconds=0.08)
-FULL_BENCHMARK_REQUESTS = 100_000
-QUICK_BENCHMARK_REQUESTS = 10_000
+#: Full run: ~0.2 s warm-up + 5 x 0.25 s per client and scenario (about 85 pairs),
+#: about 3 minutes in all.
+FULL = Settings(rounds=5, round_seconds=0.25, warmup_seconds=0.2)
+#: Smoke run: enough to see that everything works, in well under a minute.
+QUICK = Settings(rounds=3, round_seconds=0.05, warmup_seconds=0.05)
+FULL_BENCHMARK_REQUESTS = 1_000_000
+QUICK_BENCHMARK_REQUESTS = 100_000
 
 
 def log(message: str) -> None:
@@ -57,7 +71,12 @@ def log(message: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     names = [scenario.name for scenario in SCENARIOS]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~10 s)")
+    parser.add_argument(
+        "--install",
+        action="store_true",
+        help=f"first pip-install {REQUIREMENTS.relative_to(ROOT)} (the peers, matplotlib)",
+    )
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~30 s)")
     parser.add_argument(
         "--scenarios",
         nargs="+",
@@ -68,17 +87,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--clients",
         nargs="+",
-        choices=[a.name for a in ADAPTERS],
+        choices=[*(a.name for a in ADAPTERS), REDIS_BENCHMARK],
         metavar="NAME",
-        help=f"clients to run (default: all): {', '.join(a.name for a in ADAPTERS)}",
+        help="clients to run (default: all): "
+        + ", ".join(repr(name) for name in [*(a.name for a in ADAPTERS), REDIS_BENCHMARK]),
     )
     parser.add_argument("--rounds", type=int, help="rounds per client and scenario")
     parser.add_argument("--round-seconds", type=float, help="target length of one round")
     parser.add_argument(
-        "--no-redis-benchmark", action="store_true", help="skip the redis-benchmark ceiling"
+        "--no-redis-benchmark", action="store_true", help="skip redis-benchmark (the limit)"
     )
     parser.add_argument(
-        "--write-docs", action="store_true", help=f"rewrite {DOCS_PAGE.relative_to(ROOT)}"
+        "--write-docs",
+        action="store_true",
+        help=f"rewrite {DOCS_PAGE.relative_to(ROOT)} and {DOCS_CHART.relative_to(ROOT)}",
     )
     return parser.parse_args(argv)
 
@@ -108,12 +130,82 @@ def pick_adapters(wanted: list[str] | None) -> tuple[list[Adapter], dict[str, st
     return chosen, skipped
 
 
+def install_requirements() -> None:
+    """pip-installs bench/requirements.txt into the running Python (the .venv)."""
+    log(f"installing {REQUIREMENTS.relative_to(ROOT)} into {sys.prefix}")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True
+    )
+    importlib.invalidate_caches()
+
+
 def save_json(results: RunResults) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = RESULTS_DIR / f"{stamp}{'-quick' if results.quick else ''}.json"
     path.write_text(json.dumps(results.to_json(), indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def server_config() -> dict[str, str]:
+    """redis.conf extras: DEBUG for local clients (redis >= 7 asks for it), so
+    the clear_pattern scenario can seed 100k keys with DEBUG POPULATE."""
+    try:
+        out = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    match = re.search(r"v=(\d+)\.", out)
+    return {"enable-debug-command": "local"} if match and int(match.group(1)) >= 7 else {}
+
+
+class EventLoops:
+    """One event loop of each kind, made on first use and closed at the end.
+
+    Every asyncio adapter shares asyncio's loop, uvloop adapters uvloop's;
+    only one runs at a time (the harness drives them in turn).
+    """
+
+    def __init__(self) -> None:
+        self._loops: dict[str, asyncio.AbstractEventLoop] = {}
+
+    def __call__(self, kind: str) -> asyncio.AbstractEventLoop:
+        if kind not in self._loops:
+            if kind == "uvloop":
+                import uvloop
+
+                self._loops[kind] = uvloop.new_event_loop()
+            elif kind == "asyncio":
+                self._loops[kind] = asyncio.new_event_loop()
+            else:
+                raise ValueError(f"unknown event loop kind {kind!r}")
+        return self._loops[kind]
+
+    def close(self) -> None:
+        for loop in self._loops.values():
+            loop.close()
+
+
+def start_drivers(
+    adapters: list[Adapter],
+    loops: Callable[[str], asyncio.AbstractEventLoop],
+    port: int,
+    skipped: dict[str, str],
+) -> list[Driver]:
+    """Connects every client; one that cannot start is skipped, with the reason."""
+    drivers: list[Driver] = []
+    for adapter in adapters:
+        driver = make_driver(adapter, loops)
+        try:
+            driver.setup(HOST, port)
+        except Exception as exc:  # noqa: BLE001 - any failure to start skips the client
+            reason = f"could not start: {type(exc).__name__}: {exc}"
+            skipped[adapter.name] = reason
+            log(f"skipping {adapter.name}: {reason}")
+            continue
+        drivers.append(driver)
+    return drivers
 
 
 def run(args: argparse.Namespace) -> RunResults:
@@ -130,6 +222,12 @@ def run(args: argparse.Namespace) -> RunResults:
         log("WARNING: redis-py runs with its pure-Python parser; install redis[hiredis]")
 
     adapters, skipped = pick_adapters(args.clients)
+    use_redis_benchmark = not args.no_redis_benchmark and (
+        not args.clients or REDIS_BENCHMARK in args.clients
+    )
+    if use_redis_benchmark and (reason := redis_benchmark_unavailable()):
+        skipped[REDIS_BENCHMARK] = reason
+        use_redis_benchmark = False
     command = " ".join([".venv/bin/python bench/run.py", *sys.argv[1:]])
     results = RunResults(
         machine=describe_machine(),
@@ -140,21 +238,24 @@ def run(args: argparse.Namespace) -> RunResults:
         skipped=skipped,
         hiredis_available=hiredis,
     )
-    for name, text in results.clients.items():
-        log(f"client {name}: {text}")
 
     started = time.perf_counter()
-    loop = asyncio.new_event_loop()
+    loops = EventLoops()
     drivers: list[Driver] = []
     try:
-        with RedisServer() as server:
+        with RedisServer(extra_config=server_config()) as server:
             log(f"redis-server {results.machine['redis-server']} on {HOST}:{server.port}")
             seed(server)
             try:
-                for adapter in adapters:
-                    driver = make_driver(adapter, loop)
-                    driver.setup(HOST, server.port)
-                    drivers.append(driver)
+                drivers = start_drivers(adapters, loops, server.port, skipped)
+                for name in skipped:
+                    results.clients.pop(name, None)
+                if use_redis_benchmark:
+                    limit_driver = RedisBenchmarkDriver(HOST, server.port)
+                    results.clients[REDIS_BENCHMARK] = limit_driver.describe()
+                    drivers.append(limit_driver)
+                for name, text in results.clients.items():
+                    log(f"client {name}: {text}")
                 pids = [server.pid] if server.pid is not None else []
                 before, measuring = CpuSnapshot.take(pids), time.perf_counter()
                 results.measurements = measure(scenarios, drivers, settings, server)
@@ -171,7 +272,7 @@ def run(args: argparse.Namespace) -> RunResults:
             finally:
                 for driver in reversed(drivers):
                     driver.teardown()
-            if not args.no_redis_benchmark:
+            if use_redis_benchmark:
                 requests = QUICK_BENCHMARK_REQUESTS if args.quick else FULL_BENCHMARK_REQUESTS
                 for clients, pipeline in LIMIT_RUNS:
                     limit = run_redis_benchmark(HOST, server.port, clients, pipeline, requests)
@@ -181,7 +282,7 @@ def run(args: argparse.Namespace) -> RunResults:
                     )
                     results.limits.append(limit)
     finally:
-        loop.close()
+        loops.close()
     results.json_loads_us = json_loads_us()
     results.duration_s = time.perf_counter() - started
     return results
@@ -189,13 +290,18 @@ def run(args: argparse.Namespace) -> RunResults:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.install:
+        install_requirements()
     results = run(args)
     print(markdown_tables(results))
     log(f"raw results: {os.path.relpath(save_json(results), Path.cwd())}")
     if args.write_docs:
         DOCS_PAGE.parent.mkdir(parents=True, exist_ok=True)
-        DOCS_PAGE.write_text(docs_page(results), encoding="utf-8")
+        chart = write_chart(results, DOCS_CHART)
+        DOCS_PAGE.write_text(docs_page(results, chart=chart), encoding="utf-8")
         log(f"wrote {os.path.relpath(DOCS_PAGE, Path.cwd())}")
+        if chart:
+            log(f"wrote {os.path.relpath(DOCS_CHART, Path.cwd())}")
     log(f"done in {results.duration_s:.0f} s")
     return 0
 

@@ -22,6 +22,10 @@ from redis_cache.testing import RedisServer
 
 __all__ = [
     "BATCH",
+    "CLEAR_KEYS",
+    "CLEAR_PATTERN",
+    "CLEAR_PREFIX",
+    "SCAN_COUNT",
     "SCENARIOS",
     "TTL_SECONDS",
     "VALUE",
@@ -30,6 +34,7 @@ __all__ = [
     "Scenario",
     "dumps",
     "json_loads_us",
+    "prepare",
     "seed",
     "verify",
 ]
@@ -62,6 +67,14 @@ BATCH = 100
 #: The TTL every write scenario sets (``EX``), in seconds.
 TTL_SECONDS = 60
 
+#: Keys the clear_pattern scenario deletes per call, all named CLEAR_PREFIX + a number.
+CLEAR_KEYS = 100_000
+CLEAR_PREFIX = "bench:clear:"
+CLEAR_PATTERN = CLEAR_PREFIX + "*"
+#: ``SCAN ... COUNT`` per step of every client's clear_pattern (redis_cache's own
+#: batch size; the peers' loops use the same).
+SCAN_COUNT = 1000
+
 
 class Keys:
     """Key names shared by every adapter (no namespace: the same keys for all)."""
@@ -76,7 +89,7 @@ class Keys:
     SET_MANY = tuple(f"bench:set_many:{i}" for i in range(BATCH))
 
 
-Kind = Literal["read", "read_many", "write", "write_many"]
+Kind = Literal["read", "read_many", "write", "write_many", "clear"]
 Codec = Literal["json", "raw"]
 
 
@@ -86,7 +99,9 @@ class Scenario:
 
     ``batch`` is how many keys one call touches (its latency is per call);
     ``concurrency`` is how many callers run at once, which only async
-    adapters offer (a sync client in one thread has one caller).
+    adapters offer (a sync client in one thread has one caller).  A "clear"
+    scenario destroys its data, so :func:`prepare` re-creates the keys
+    before every (single-call) round and nothing is warmed up or calibrated.
     """
 
     name: str
@@ -98,10 +113,22 @@ class Scenario:
 
     @property
     def group(self) -> str:
-        """The table a scenario is reported in."""
+        """The section a scenario is reported in."""
+        if self.kind == "clear":
+            return "clear"
         if self.concurrency > 1:
             return "concurrent"
         return "batch" if self.batch > 1 else "single"
+
+    @property
+    def one_call_per_round(self) -> bool:
+        """True where every call needs fresh data (see :func:`prepare`)."""
+        return self.kind == "clear"
+
+    @property
+    def raw_twin(self) -> str:
+        """The raw-bytes scenario moving the same bytes (itself if it has none)."""
+        return self.name.replace("_json", "_raw") if self.concurrency == 1 else self.name
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -119,6 +146,16 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario("get_json_c10", "GET, JSON value, 10 concurrent callers", "read", "json", 1, 10),
     Scenario("get_json_c100", "GET, JSON value, 100 concurrent callers", "read", "json", 1, 100),
+    Scenario(
+        "get_json_c1000", "GET, JSON value, 1000 concurrent callers", "read", "json", 1, 1000
+    ),
+    Scenario(
+        "clear_pattern",
+        f"clear_pattern over {CLEAR_KEYS // 1000}k keys (SCAN MATCH COUNT {SCAN_COUNT} + UNLINK)",
+        "clear",
+        "raw",
+        CLEAR_KEYS,
+    ),
 )
 
 
@@ -150,6 +187,34 @@ def seed(server: RedisServer) -> None:
             raise RuntimeError(f"seeding {key} failed: {reply!r}")
 
 
+def populate(server: RedisServer, count: int = CLEAR_KEYS) -> None:
+    """Creates ``count`` keys named CLEAR_PREFIX + 0..count-1, fast.
+
+    ``DEBUG POPULATE`` (the harness's server enables DEBUG for local
+    connections) makes them inside the server in a few tens of ms; a server
+    refusing DEBUG gets pipelined MSETs of 1000 keys instead.
+    """
+    reply = server.raw_command("DEBUG", "POPULATE", count, CLEAR_PREFIX.rstrip(":"), len(VALUE_BYTES))
+    if reply != b"+OK\r\n":
+        for start in range(0, count, 1000):
+            args: list[str | bytes] = ["MSET"]
+            for i in range(start, min(count, start + 1000)):
+                args += [f"{CLEAR_PREFIX}{i}", VALUE_BYTES]
+            if server.raw_command(*args) != b"+OK\r\n":
+                raise RuntimeError("seeding the clear_pattern keys failed")
+    left = server.raw_command("EXISTS", CLEAR_PREFIX + "0", f"{CLEAR_PREFIX}{count - 1}")
+    if left != b":2\r\n":
+        raise RuntimeError(f"seeding the clear_pattern keys failed: {reply!r}")
+
+
+def prepare(server: RedisServer, scenario: Scenario) -> None:
+    """What must hold before a call of ``scenario`` is made (and then checked or timed)."""
+    if scenario.kind == "clear":
+        populate(server)
+    else:
+        clear_written(server, scenario)
+
+
 def _written_keys(scenario: Scenario) -> tuple[str, ...]:
     return (Keys.SET,) if scenario.kind == "write" else Keys.SET_MANY
 
@@ -167,6 +232,13 @@ def verify(server: RedisServer, scenario: Scenario, result: object) -> None:
     ``dict`` of every key for get_many); writes must have stored exactly
     VALUE_BYTES with a TTL of at most TTL_SECONDS, as seen by the server.
     """
+    if scenario.kind == "clear":
+        if result != CLEAR_KEYS:
+            raise AssertionError(f"{scenario.name}: removed {result!r}, expected {CLEAR_KEYS}")
+        reply = server.raw_command("SCAN", 0, "MATCH", CLEAR_PATTERN, "COUNT", 10 * CLEAR_KEYS)
+        if not reply.endswith(b"*0\r\n"):
+            raise AssertionError(f"{scenario.name}: keys matching {CLEAR_PATTERN} are left")
+        return
     expected = payload(scenario.codec)
     if scenario.kind == "read":
         if result != expected:

@@ -174,7 +174,7 @@ static rc_mux *pick(AsyncClient *self)
                                     : "the cache was not initialized (__init__ not called)");
         return NULL;
     }
-    loop = PyObject_CallNoArgs(self->base.state->get_running_loop);
+    loop = rc_running_loop(self->base.state);
     if (loop == NULL)
         return NULL;
     i = self->next++ % self->n_mux;
@@ -202,7 +202,7 @@ static PyObject *done_future(rc_client *self, PyObject *result)
 {
     PyObject *loop, *future, *args[2], *r;
 
-    loop = PyObject_CallNoArgs(self->state->get_running_loop);
+    loop = rc_running_loop(self->state);
     if (loop == NULL)
         return NULL;
     args[0] = loop;

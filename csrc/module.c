@@ -46,11 +46,42 @@ static int load_asyncio(rc_state *st)
     st->str_set_result = PyUnicode_InternFromString("set_result");
     st->str_set_exception = PyUnicode_InternFromString("set_exception");
     st->str_call_soon = PyUnicode_InternFromString("call_soon");
+    st->running_loop_key = PyUnicode_InternFromString("__asyncio_running_event_loop__");
     if (st->FutureType && st->get_running_loop && st->loop_kwnames && st->str_set_result &&
-        st->str_set_exception && st->str_call_soon)
+        st->str_set_exception && st->str_call_soon && st->running_loop_key)
         rc = 0;
     Py_DECREF(asyncio);
     return rc;
+}
+
+PyObject *rc_running_loop(rc_state *st)
+{
+    PyObject *loop;
+#if PY_VERSION_HEX < 0x030C0000
+    /* CPython 3.11's get_running_loop() makes a getpid() syscall on every
+     * call. The thread's running-loop holder is a new object each time a loop
+     * starts or stops running, so while it is the one seen last time, so is
+     * the loop; a fork is caught by the fork generation. */
+    PyObject *dict = PyThreadState_GetDict();
+    PyObject *holder = dict == NULL ? NULL : PyDict_GetItemWithError(dict, st->running_loop_key);
+
+    if (holder != NULL && holder == st->seen_holder && st->seen_loop != NULL &&
+        st->seen_generation == rc_fork_generation)
+        return Py_NewRef(st->seen_loop);
+    if (PyErr_Occurred())
+        return NULL;
+#endif
+    loop = PyObject_CallNoArgs(st->get_running_loop);
+    if (loop == NULL)
+        return NULL;
+#if PY_VERSION_HEX < 0x030C0000
+    if (holder != NULL) {
+        Py_XSETREF(st->seen_holder, Py_NewRef(holder));
+        Py_XSETREF(st->seen_loop, Py_NewRef(loop));
+        st->seen_generation = rc_fork_generation;
+    }
+#endif
+    return loop;
 }
 
 static int add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
@@ -154,6 +185,9 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->FutureType);
     Py_VISIT(st->loop_kwnames);
     Py_VISIT(st->get_running_loop);
+    Py_VISIT(st->seen_loop);
+    Py_VISIT(st->seen_holder);
+    Py_VISIT(st->running_loop_key);
     Py_VISIT(st->str_set_result);
     Py_VISIT(st->str_set_exception);
     Py_VISIT(st->str_call_soon);
@@ -188,6 +222,9 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->FutureType);
     Py_CLEAR(st->loop_kwnames);
     Py_CLEAR(st->get_running_loop);
+    Py_CLEAR(st->seen_loop);
+    Py_CLEAR(st->seen_holder);
+    Py_CLEAR(st->running_loop_key);
     Py_CLEAR(st->str_set_result);
     Py_CLEAR(st->str_set_exception);
     Py_CLEAR(st->str_call_soon);

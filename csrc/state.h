@@ -16,6 +16,12 @@ typedef struct rc_state {
     PyObject *FutureType;
     PyObject *loop_kwnames;
     PyObject *get_running_loop;
+    /* The last running loop seen, and the thread's running-loop holder it
+     * came with (see rc_running_loop). */
+    PyObject *running_loop_key;
+    PyObject *seen_holder;
+    PyObject *seen_loop;
+    unsigned long seen_generation;
     /* Interned method names used on every request. */
     PyObject *str_set_result;
     PyObject *str_set_exception;
@@ -44,6 +50,9 @@ typedef struct rc_state {
     /* Recently decoded JSON object keys (see json.c). */
     PyObject *key_cache[512];
 } rc_state;
+
+/* The running event loop (new reference), or NULL with RuntimeError. */
+PyObject *rc_running_loop(rc_state *st);
 
 /* The module's definition, for finding the state from a (sub)class. */
 extern PyModuleDef rc_module_def;

@@ -176,10 +176,17 @@ def _breaker_of(cache: AnyCache) -> CircuitBreaker:
 
 
 class _Warnings:
-    """Rate-limited "cache unavailable" warnings, one clock per function."""
+    """Rate-limited warnings, one clock per function and kind."""
 
     def __init__(self) -> None:
         self._last = -math.inf
+        self._last_store = -math.inf
+
+    def cannot_store(self, name: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_store >= WARNING_INTERVAL:
+            self._last_store = now
+            log.warning("redis_cache: %s returned a value the cache cannot store: %s", name, exc)
 
     def warn(self, name: str, exc: BaseException) -> None:
         now = time.monotonic()
@@ -233,20 +240,38 @@ class _Binding:
 _PLAIN = (int, float, str, bool, bytes, dict, list, tuple, type(None), Any)
 
 
-def _return_model(func: Callable[..., Any]) -> Any:
+class _LazyModel:
+    """The return annotation, resolved at the first call rather than at
+    decoration (it may name a class defined further down the module)."""
+
+    _UNRESOLVED = object()
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self._func = func
+        self._model: Any = self._UNRESOLVED
+
+    def get(self) -> Any:
+        if self._model is self._UNRESOLVED:
+            try:
+                hints = typing.get_type_hints(self._func)
+            except NameError:
+                return None  # not defined yet: try again next call
+            except Exception:
+                hints = {}
+            self._model = _return_model(hints.get("return"))
+        return self._model
+
+
+def _return_model(annotation: Any) -> Any:
     """The return annotation when a stored value needs converting back to it."""
-    try:
-        annotation = typing.get_type_hints(func).get("return")
-    except Exception:
-        return None
-    if annotation is None or annotation in _PLAIN:
+    if annotation is None or annotation in _PLAIN and annotation is not tuple:
         return None
     origin = typing.get_origin(annotation)
     if origin in (Awaitable, typing.Coroutine) or (
         origin is not None and getattr(origin, "__name__", "") == "Coroutine"
     ):
         return None
-    if origin in (list, dict, tuple) and all(a in _PLAIN for a in typing.get_args(annotation)):
+    if origin in (list, dict) and all(a in _PLAIN for a in typing.get_args(annotation)):
         return None
     return annotation
 
@@ -302,7 +327,7 @@ class _AsyncCached:
         self.keys = keys
         self.options = options
         self.stats = stats_
-        self.model = _return_model(func)
+        self.model = _LazyModel(func)
         self.warnings = _Warnings()
         self.inflight: dict[tuple[int, str], asyncio.Future[Any]] = {}
         self.background: set[asyncio.Task[Any]] = set()
@@ -314,11 +339,11 @@ class _AsyncCached:
         if breaker.allow():
             try:
                 if self.options.early_refresh:
-                    pending = cache.get(key, _MISSING, self.model)
+                    pending = cache.get(key, _MISSING, self.model.get())
                     remaining = cache.execute_command("PTTL", cache._key_prefix + key.encode())
                     value, remaining_ms = await asyncio.gather(pending, remaining)
                 else:
-                    value, remaining_ms = await cache.get(key, _MISSING, self.model), None
+                    value, remaining_ms = await cache.get(key, _MISSING, self.model.get()), None
             except SerializationError:
                 raise
             except RedisCacheError as exc:
@@ -360,8 +385,7 @@ class _AsyncCached:
 
     async def _compute(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
         if self.options.lock and _breaker_of(cache).allow():
-            with contextlib.suppress(RedisCacheError):
-                return await self._compute_locked(cache, key, args, kwargs)
+            return await self._compute_locked(cache, key, args, kwargs)
         return await self._run_and_store(cache, key, args, kwargs)
 
     async def _run_and_store(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
@@ -372,8 +396,7 @@ class _AsyncCached:
             try:
                 await cache.set(key, value, self.options.ttl)
             except SerializationError as exc:
-                log.warning("redis_cache: %s returned a value the cache cannot store: %s",
-                            self.stats.name, exc)
+                self.warnings.cannot_store(self.stats.name, exc)
             except RedisCacheError as exc:
                 self._failed(_breaker_of(cache), exc)
         return value
@@ -382,8 +405,13 @@ class _AsyncCached:
         lock_key, wake_key = _lock_keys(cache, key)
         token = secrets.token_hex(16)
         lease_ms = int(self.options.lock_lease * 1000)
-        if await cache.execute_command("SET", lock_key, token, "NX", "PX", lease_ms) == "OK":
-            await cache.execute_command("DEL", wake_key)
+        try:
+            acquired = await cache.execute_command("SET", lock_key, token, "NX", "PX", lease_ms)
+            if acquired == "OK":
+                await cache.execute_command("DEL", wake_key)
+        except RedisCacheError:  # no lock to be had: compute unlocked
+            return await self._run_and_store(cache, key, args, kwargs)
+        if acquired == "OK":
             renewer = asyncio.create_task(self._renew(cache, lock_key, token, lease_ms))
             try:
                 return await self._run_and_store(cache, key, args, kwargs)
@@ -394,13 +422,15 @@ class _AsyncCached:
                                                 lease_ms)
         # Another process computes: wait for its wake-up (a blocking pop on a
         # connection of our own), pass the wake-up on to the next waiter, read.
-        value = await cache.get(key, _MISSING, self.model)
-        if value is _MISSING:
-            async with cache.dedicated() as conn:
-                woke = await conn.execute_command("BLPOP", wake_key, self.options.lock_wait)
-                if woke is not None:
-                    await conn.execute_command("RPUSH", wake_key, "1")
-            value = await cache.get(key, _MISSING, self.model)
+        value: Any = _MISSING
+        with contextlib.suppress(RedisCacheError):
+            value = await cache.get(key, _MISSING, self.model.get())
+            if value is _MISSING:
+                async with cache.dedicated() as conn:
+                    woke = await conn.execute_command("BLPOP", wake_key, self.options.lock_wait)
+                    if woke is not None:
+                        await conn.execute_command("RPUSH", wake_key, "1")
+                value = await cache.get(key, _MISSING, self.model.get())
         if value is not _MISSING:
             return value
         return await self._run_and_store(cache, key, args, kwargs)
@@ -444,7 +474,7 @@ class _SyncCached:
         self.keys = keys
         self.options = options
         self.stats = stats_
-        self.model = _return_model(func)
+        self.model = _LazyModel(func)
         self.warnings = _Warnings()
         self.inflight: dict[str, _Flight] = {}
         self.inflight_lock = threading.Lock()
@@ -455,7 +485,7 @@ class _SyncCached:
         breaker = _breaker_of(cache)
         if breaker.allow():
             try:
-                value = cache.get(key, _MISSING, self.model)
+                value = cache.get(key, _MISSING, self.model.get())
                 remaining = (
                     cache.execute_command("PTTL", cache._key_prefix + key.encode())
                     if self.options.early_refresh and value is not _MISSING
@@ -506,8 +536,7 @@ class _SyncCached:
 
     def _compute(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
         if self.options.lock and _breaker_of(cache).allow():
-            with contextlib.suppress(RedisCacheError):
-                return self._compute_locked(cache, key, args, kwargs)
+            return self._compute_locked(cache, key, args, kwargs)
         return self._run_and_store(cache, key, args, kwargs)
 
     def _run_and_store(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
@@ -518,8 +547,7 @@ class _SyncCached:
             try:
                 cache.set(key, value, self.options.ttl)
             except SerializationError as exc:
-                log.warning("redis_cache: %s returned a value the cache cannot store: %s",
-                            self.stats.name, exc)
+                self.warnings.cannot_store(self.stats.name, exc)
             except RedisCacheError as exc:
                 self._failed(_breaker_of(cache), exc)
         return value
@@ -528,8 +556,13 @@ class _SyncCached:
         lock_key, wake_key = _lock_keys(cache, key)
         token = secrets.token_hex(16)
         lease_ms = int(self.options.lock_lease * 1000)
-        if cache.execute_command("SET", lock_key, token, "NX", "PX", lease_ms) == "OK":
-            cache.execute_command("DEL", wake_key)
+        try:
+            acquired = cache.execute_command("SET", lock_key, token, "NX", "PX", lease_ms)
+            if acquired == "OK":
+                cache.execute_command("DEL", wake_key)
+        except RedisCacheError:  # no lock to be had: compute unlocked
+            return self._run_and_store(cache, key, args, kwargs)
+        if acquired == "OK":
             stop = threading.Event()
             renewer = threading.Thread(
                 target=self._renew, args=(cache, lock_key, token, lease_ms, stop), daemon=True
@@ -541,17 +574,19 @@ class _SyncCached:
                 stop.set()
                 with contextlib.suppress(RedisCacheError):
                     cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token, lease_ms)
-        value = cache.get(key, _MISSING, self.model)
-        if value is _MISSING:
-            # The pop blocks one pooled connection; it must end before the
-            # socket timeout would break that connection.
-            timeout = cache.settings.socket_timeout
-            wait = self.options.lock_wait if timeout is None else min(self.options.lock_wait,
-                                                                        timeout * 0.8)
-            woke = cache.execute_command("BLPOP", wake_key, round(wait, 3))
-            if woke is not None:
-                cache.execute_command("RPUSH", wake_key, "1")
-            value = cache.get(key, _MISSING, self.model)
+        value: Any = _MISSING
+        with contextlib.suppress(RedisCacheError):
+            value = cache.get(key, _MISSING, self.model.get())
+            if value is _MISSING:
+                # The pop blocks one pooled connection; it must end before the
+                # socket timeout would break that connection.
+                timeout = cache.settings.socket_timeout
+                wait = (self.options.lock_wait if timeout is None
+                        else min(self.options.lock_wait, timeout * 0.8))
+                woke = cache.execute_command("BLPOP", wake_key, round(wait, 3))
+                if woke is not None:
+                    cache.execute_command("RPUSH", wake_key, "1")
+                value = cache.get(key, _MISSING, self.model.get())
         if value is not _MISSING:
             return value
         return self._run_and_store(cache, key, args, kwargs)
@@ -605,26 +640,46 @@ def _make_cached(
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 return engine(*args, **kwargs)
 
-        wrapper.key = lambda *a, **kw: keys.key(a, kw)  # type: ignore[attr-defined]
-        wrapper.invalidate = _invalidator(binding, keys, is_async)  # type: ignore[attr-defined]
+        key_of = _method_aware_key(keys, func)
+        wrapper.key = lambda *a, **kw: key_of(a, kw)  # type: ignore[attr-defined]
+        wrapper.invalidate = _invalidator(binding, keys, func, is_async)  # type: ignore[attr-defined]
         wrapper.stats = stats_  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
 
 
-def _invalidator(binding: _Binding, keys: KeyBuilder, is_async: bool) -> Callable[..., Any]:
+def _method_aware_key(
+    keys: KeyBuilder, func: Callable[..., Any]
+) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
+    """fn.key / fn.invalidate take the call's arguments. For a method, self may
+    be given (``Repo.get.key(repo, 5)``) or left out (``repo.get.key(5)``,
+    ``Repo.get.invalidate(5, "de")``); it is not part of the key either way."""
+    first = next(iter(keys.signature.parameters), None)
+    if first not in ("self", "cls"):
+        return keys.key
+
+    def is_owner(candidate: Any) -> bool:
+        owner = candidate if first == "cls" and isinstance(candidate, type) else type(candidate)
+        attribute = inspect.getattr_static(owner, func.__name__, None)
+        attribute = getattr(attribute, "__func__", attribute)
+        return getattr(attribute, "__wrapped__", None) is func
+
+    def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        if args and is_owner(args[0]):
+            return keys.key(args, kwargs)
+        return keys.key((None, *args), kwargs)
+
+    return key
+
+
+def _invalidator(
+    binding: _Binding, keys: KeyBuilder, func: Callable[..., Any], is_async: bool
+) -> Callable[..., Any]:
     """fn.invalidate(*args, **kwargs): deletes the entry that call would read.
     For methods, self may be left out (it is not part of the key)."""
 
-    def key_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        try:
-            return keys.key(args, kwargs)
-        except TypeError:
-            first = next(iter(keys.signature.parameters), None)
-            if first not in ("self", "cls"):
-                raise
-            return keys.key((None, *args), kwargs)
+    key_for = _method_aware_key(keys, func)
 
     if is_async:
         async def invalidate_async(*args: Any, **kwargs: Any) -> bool:
@@ -640,6 +695,14 @@ def _invalidator(binding: _Binding, keys: KeyBuilder, is_async: bool) -> Callabl
     return invalidate_sync
 
 
+def _is_pattern(template: str) -> bool:
+    """A template with glob characters outside its {fields}."""
+    import string
+
+    literal = "".join(text for text, _, _, _ in string.Formatter().parse(template))
+    return any(c in literal for c in "*?[")
+
+
 def _make_invalidate(cache: AnyCache | None, templates: tuple[str, ...],
                      namespace: str | None) -> Callable[[F], F]:
     """After the decorated function returns, deletes the keys its templates
@@ -653,9 +716,16 @@ def _make_invalidate(cache: AnyCache | None, templates: tuple[str, ...],
         for template in templates:
             keys._check_template(func, template)
 
+        exact_templates = [t for t in templates if not _is_pattern(t)]
+        pattern_templates = [t for t in templates if _is_pattern(t)]
+
         def targets(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[str], list[str]]:
-            rendered = [keys.render(t, args, kwargs) for t in templates]
-            return ([k for k in rendered if "*" not in k], [k for k in rendered if "*" in k])
+            # Whether a key is a pattern is the template's to say, never an
+            # argument's: update_user("*") deletes the key "user:*" only.
+            return (
+                [keys.render(t, args, kwargs) for t in exact_templates],
+                [keys.render(t, args, kwargs, pattern=True) for t in pattern_templates],
+            )
 
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
@@ -708,7 +778,7 @@ def _make_cached_batch(cache: AnyCache | None, *, ttl: TTL, key: str | None,
 
         def key_of(item: Any) -> str:
             if key is not None:
-                return key.format(item)
+                return f"{namespace}:{key.format(item)}" if namespace else key.format(item)
             if isinstance(item, bool) or not isinstance(item, (int, str)):
                 from .keys import canonical_digest
 

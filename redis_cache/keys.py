@@ -56,6 +56,16 @@ class UnstableArgument(TypeError):
     """An argument has no stable encoding, so it cannot be part of a cache key."""
 
 
+def _annotated_with(annotation: Any, types_: tuple[type, ...]) -> bool:
+    """True when the annotation names one of types_ (also inside Optional,
+    unions and Annotated)."""
+    if not types_ or annotation is None:
+        return False
+    if isinstance(annotation, type):
+        return issubclass(annotation, types_)
+    return any(_annotated_with(arg, types_) for arg in typing.get_args(annotation))
+
+
 def _is_framework_type(tp: Any) -> bool:
     if not isinstance(tp, type):
         return False
@@ -145,6 +155,43 @@ class _Encoder:
             )
 
 
+def _default_prefix(func: Callable[..., Any]) -> str:
+    """Module and qualified name; lambdas and nested functions also get their
+    line, since several of them can share one qualified name."""
+    name = f"{func.__module__}.{func.__qualname__}"
+    if "<lambda>" in name or "<locals>" in name:
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            name += f"@{code.co_firstlineno}"
+    return name
+
+
+def _closure_digest(func: Callable[..., Any]) -> str:
+    """For a closure, a digest of the data it closes over: make_adder(1) and
+    make_adder(10) must not share entries. Objects with no stable encoding
+    (the cache itself, a session, an event) are left out, so closures made by
+    an app factory in several workers still share their entries."""
+    cells = getattr(func, "__closure__", None)
+    if not cells:
+        return ""
+    encoder = _Encoder()
+    for name, cell in zip(func.__code__.co_freevars, cells):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # not yet bound
+            continue
+        if isinstance(value, type) or callable(value):
+            continue
+        try:
+            probe = _Encoder()
+            probe.value(value, name)
+        except UnstableArgument:
+            continue
+        encoder.put(b"A", name.encode())
+        encoder.value(value, name)
+    return encoder.hash.hexdigest()[:16]
+
+
 def _qualified(klass: type) -> str:
     return f"{klass.__module__}.{klass.__qualname__}"
 
@@ -154,6 +201,12 @@ def canonical_digest(value: Any, where: str = "the value") -> bytes:
     encoder = _Encoder()
     encoder.value(value, where)
     return encoder.hash.digest()
+
+
+class _GlobSafeFormatter(string.Formatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        text = super().format_field(value, format_spec)
+        return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class KeyBuilder:
@@ -174,7 +227,8 @@ class KeyBuilder:
         except Exception:  # unresolvable forward references: go by the raw annotations
             hints = {}
         self.namespace = namespace
-        self.prefix = namespace or f"{func.__module__}.{func.__qualname__}"
+        self.prefix = namespace or _default_prefix(func)
+        self.closure = _closure_digest(func) if namespace is None else ""
         self.template = key if isinstance(key, str) else None
         self.key_function = key if callable(key) else None
         exclude = set(exclude)
@@ -183,18 +237,14 @@ class KeyBuilder:
             raise ValueError(
                 f"exclude names {sorted(unknown)}, which {func.__qualname__} has no parameter for"
             )
-        excluded_types = tuple(exclude_types)
+        self.excluded_types = tuple(exclude_types)
         self.excluded = {
             name
             for name, parameter in self.signature.parameters.items()
             if name in exclude
             or name in IMPLICIT_PARAMETERS
             or _injected(parameter, hints)
-            or (
-                excluded_types
-                and isinstance(hints.get(name), type)
-                and issubclass(hints[name], excluded_types)
-            )
+            or _annotated_with(hints.get(name), self.excluded_types)
         }
         if self.template is not None:
             self._check_template(func, self.template)
@@ -202,7 +252,7 @@ class KeyBuilder:
     def _check_template(self, func: Callable[..., Any], template: str) -> None:
         """Refuses, at decoration time, a template naming something the function lacks."""
         try:
-            fields = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+            fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
         except ValueError as exc:
             raise ValueError(f"bad key template {template!r}: {exc}") from None
         for name in fields:
@@ -231,14 +281,24 @@ class KeyBuilder:
             return self._scoped(self.template.format_map(bound.arguments))
         encoder = _Encoder()
         for name, value in bound.arguments.items():
-            if name not in self.excluded:
-                encoder.put(b"A", name.encode())
-                encoder.value(value, f"argument {name!r}")
+            if name in self.excluded or (
+                self.excluded_types and isinstance(value, self.excluded_types)
+            ):
+                continue
+            encoder.put(b"A", name.encode())
+            encoder.value(value, f"argument {name!r}")
+        if self.closure:
+            encoder.put(b"C", self.closure.encode())
         return f"{self.prefix}:{encoder.hash.hexdigest()}"
 
-    def render(self, template: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        """A key template filled in with a call's bound arguments (for invalidate)."""
-        return self._scoped(template.format_map(self.bind(args, kwargs).arguments))
+    def render(self, template: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+               *, pattern: bool = False) -> str:
+        """A key template filled in with a call's bound arguments (for invalidate).
+        For a pattern template, glob characters in the arguments are escaped:
+        update_user("*") must not clear every user."""
+        arguments = self.bind(args, kwargs).arguments
+        formatter = _GlobSafeFormatter() if pattern else string.Formatter()
+        return self._scoped(formatter.vformat(template, (), arguments))
 
     def _scoped(self, rendered: str) -> str:
         """A template's key: as written, inside the decorator's namespace if it has one."""

@@ -1,0 +1,1097 @@
+"""FastAPI / Starlette integration: lifespan, dependencies, HTTP response caching, health.
+
+Everything here uses public FastAPI and Starlette APIs only (``pip install
+redis_cache[fastapi]``)::
+
+    from fastapi import Depends, FastAPI
+    from redis_cache import RedisCache
+    from redis_cache.fastapi import CacheMiddleware, cache_lifespan, get_cache, health_router
+
+    app = FastAPI(lifespan=cache_lifespan(lambda: RedisCache.from_env(namespace="api")))
+    app.add_middleware(CacheMiddleware, ttl=30, exclude=("/admin",), vary=("Authorization",))
+    app.include_router(health_router())
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int, cache: RedisCache = Depends(get_cache)): ...
+
+* :func:`cache_lifespan` creates the cache when the app starts (so it belongs to
+  the app's event loop), stores it on ``app.state.redis_cache`` and closes it at
+  shutdown; it wraps an existing lifespan with ``lifespan=``.
+* :func:`get_cache` / :func:`get_cache_optional` are dependencies; the optional
+  one gives ``None`` while Redis is unreachable, checking with a short ping and
+  remembering a failure for ``down_for`` seconds so that requests during an
+  outage do not each wait for a timeout.
+* :class:`CacheMiddleware` caches whole GET responses in Redis (pure ASGI).
+* :func:`health_router` adds ``/health`` and ``/health/stats``.
+
+How the middleware stores a response
+------------------------------------
+An entry is one string: ``"RCH1\\n" + JSON metadata + "\\n" + base64(body)``,
+written with the cache's own ``set`` (so its namespace, compression and
+connection handling apply). A string rather than a dict or bytes because it is
+the one value every serializer of the cache accepts: the default JSON
+serializer refuses bytes, ``serializer="raw"`` refuses dicts, and pickle or a
+custom serializer take strings too. Base64 keeps any body byte-exact and is
+plain ASCII, so JSON stores it without escaping (a latin-1 string would double
+every quote of a JSON body and every byte above 0x7F); its 4/3 size is the
+price, and ``compression=`` on the cache wins most of it back.
+
+Keys are ``<key_prefix>:e:<blake2b>`` over length-prefixed parts (host, path,
+query pairs sorted by name, the varied header names and their values), so no
+two distinct requests share material and header values (an Authorization
+token) never appear in a key. A response with ``Vary`` also writes
+``<key_prefix>:v:<blake2b(host, path)>``, the list of header names it varies
+on, which lookups read (in the same round trip as the plain entry) before
+they know the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from typing import Annotated, Any, Union
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .cache import RedisCache
+from .errors import RedisCacheError
+
+__all__ = [
+    "STATE_ATTR",
+    "CacheDep",
+    "CacheMiddleware",
+    "CacheNotConfiguredError",
+    "OptionalCacheDep",
+    "cache_lifespan",
+    "etag_matches",
+    "get_cache",
+    "get_cache_optional",
+    "health_router",
+    "parse_info",
+]
+
+logger = logging.getLogger("redis_cache.fastapi")
+
+#: The ``app.state`` attribute holding the cache.
+STATE_ATTR = "redis_cache"
+#: The ``app.state`` attribute holding get_cache_optional's reachability probe.
+_PROBE_ATTR = "redis_cache_probe"
+
+CacheFactory = Callable[[], Union[RedisCache, Awaitable[RedisCache]]]
+Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]
+
+
+class CacheNotConfiguredError(RedisCacheError, RuntimeError):
+    """The app has no cache on ``app.state.redis_cache``: cache_lifespan is not installed."""
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Breaker:
+    """Remembers a failure for ``cooldown`` seconds so callers can skip Redis meanwhile."""
+
+    def __init__(self, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cooldown = cooldown
+        self.clock = clock
+        self.open_until = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self.clock() < self.open_until
+
+    def trip(self) -> None:
+        self.open_until = self.clock() + self.cooldown
+
+    def reset(self) -> None:
+        self.open_until = 0.0
+
+
+class _RateLimitedWarning:
+    """logger.warning at most once per ``interval`` seconds, counting the rest."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+        self.suppressed = 0
+
+    def __call__(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.suppressed += 1
+            return
+        self.next_at = now + self.interval
+        if self.suppressed:
+            message += f" ({self.suppressed} similar warnings suppressed)"
+            self.suppressed = 0
+        logger.warning(message, *args)
+
+
+# --------------------------------------------------------------------- lifespan
+
+
+async def _make_cache(cache_or_factory: RedisCache | CacheFactory) -> RedisCache:
+    if isinstance(cache_or_factory, RedisCache):
+        return cache_or_factory
+    if not callable(cache_or_factory):
+        raise TypeError(
+            "cache_lifespan() takes a RedisCache or a callable returning one, "
+            f"not {type(cache_or_factory).__name__}"
+        )
+    cache = cache_or_factory()
+    if inspect.isawaitable(cache):
+        cache = await cache
+    if not isinstance(cache, RedisCache):
+        raise TypeError(
+            f"the cache factory returned {type(cache).__name__}, not a RedisCache "
+            "(SyncRedisCache blocks the event loop: use RedisCache in an ASGI app)"
+        )
+    return cache
+
+
+def _as_context_factory(lifespan: Any) -> Lifespan:
+    if inspect.isasyncgenfunction(lifespan):
+        return contextlib.asynccontextmanager(lifespan)
+    if not callable(lifespan):
+        raise TypeError(f"lifespan must be callable, not {type(lifespan).__name__}")
+    return lifespan  # type: ignore[no-any-return]
+
+
+def cache_lifespan(
+    cache_or_factory: RedisCache | CacheFactory,
+    lifespan: Lifespan | Callable[[Any], AsyncIterator[Any]] | None = None,
+    *,
+    connect: bool = False,
+    close: bool = True,
+    probe_timeout: float = 0.25,
+    down_for: float = 1.0,
+) -> Lifespan:
+    """A lifespan for ``FastAPI(lifespan=...)`` (or any Starlette app) that owns a cache.
+
+    ``cache_or_factory`` is a :class:`RedisCache` or a callable (sync or async)
+    returning one; prefer the callable: the cache is then created on the app's
+    event loop, at startup. The cache goes to ``app.state.redis_cache`` and is
+    closed at shutdown (``close=False`` leaves that to you).
+
+    ``lifespan`` is the app's own lifespan, if any (a function returning an
+    async context manager, or an async generator function): it runs inside,
+    with the cache already on ``app.state``, and the state it yields is passed
+    on. The result can also be entered by hand from another lifespan:
+    ``async with cache_lifespan(factory)(app): ...``.
+
+    ``connect=True`` pings at startup so that an unreachable server fails the
+    startup; by default the app starts anyway and the cache connects on first
+    use. ``probe_timeout`` and ``down_for`` tune :func:`get_cache_optional`.
+    """
+    inner = None if lifespan is None else _as_context_factory(lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(app: Any) -> AsyncIterator[Any]:
+        cache = await _make_cache(cache_or_factory)
+        state = app.state
+        try:
+            if connect:
+                await cache.connect()
+            setattr(state, STATE_ATTR, cache)
+            setattr(state, _PROBE_ATTR, _Probe(cache, probe_timeout, down_for))
+            if inner is None:
+                yield None
+            else:
+                async with inner(app) as inner_state:
+                    yield inner_state
+        finally:
+            for attr in (STATE_ATTR, _PROBE_ATTR):
+                if getattr(state, attr, None) is not None:
+                    delattr(state, attr)
+            if close:
+                await cache.close()
+
+    return _lifespan
+
+
+# ----------------------------------------------------------------- dependencies
+
+
+def _configured_cache(conn: HTTPConnection) -> RedisCache:
+    cache = getattr(conn.app.state, STATE_ATTR, None)
+    if cache is None:
+        raise CacheNotConfiguredError(
+            "no RedisCache on app.state.redis_cache: create the app with "
+            "FastAPI(lifespan=cache_lifespan(factory)) (or wrap your lifespan: "
+            "cache_lifespan(factory, lifespan=your_lifespan)) before using get_cache"
+        )
+    if not isinstance(cache, RedisCache):
+        raise CacheNotConfiguredError(
+            f"app.state.redis_cache holds a {type(cache).__name__}, not a RedisCache"
+        )
+    return cache
+
+
+async def get_cache(request: HTTPConnection) -> RedisCache:
+    """Dependency: the app's :class:`RedisCache` (``Depends(get_cache)``).
+
+    Raises :class:`CacheNotConfiguredError` when cache_lifespan was not installed."""
+    return _configured_cache(request)
+
+
+class _Probe:
+    """Is Redis reachable? One short ping shared by concurrent callers; a failure
+    is remembered for ``down_for`` seconds (no ping, and so no wait, meanwhile)."""
+
+    def __init__(self, cache: RedisCache, timeout: float, down_for: float) -> None:
+        self.cache = cache
+        self.timeout = timeout
+        self.breaker = _Breaker(down_for)
+        self._inflight: asyncio.Task[bool] | None = None
+
+    async def reachable(self) -> bool:
+        if self.breaker.is_open:
+            return False
+        loop = asyncio.get_running_loop()
+        task = self._inflight
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = loop.create_task(self._ping())
+            self._inflight = task
+        # Shielded: one caller giving up (a disconnect) must not cancel the
+        # ping the others wait for.
+        return await asyncio.shield(task)
+
+    async def _ping(self) -> bool:
+        try:
+            await asyncio.wait_for(self.cache.ping(), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not usable now"
+            self.breaker.trip()
+            logger.debug("redis is unreachable: %r", exc)
+            return False
+        self.breaker.reset()
+        return True
+
+
+async def get_cache_optional(request: HTTPConnection) -> RedisCache | None:
+    """Dependency: the app's cache, or ``None`` while Redis is unreachable.
+
+    A short ping (``probe_timeout`` of cache_lifespan, 0.25 s by default) decides;
+    a failure is remembered for ``down_for`` seconds (1 s), during which this
+    returns ``None`` at once. Raises :class:`CacheNotConfiguredError` when
+    cache_lifespan was not installed: that is a bug, not an outage."""
+    cache = _configured_cache(request)
+    state = request.app.state
+    probe = getattr(state, _PROBE_ATTR, None)
+    if not isinstance(probe, _Probe) or probe.cache is not cache:
+        probe = _Probe(cache, 0.25, 1.0)
+        setattr(state, _PROBE_ATTR, probe)
+    return cache if await probe.reachable() else None
+
+
+#: ``cache: CacheDep`` in a path operation's signature.
+CacheDep = Annotated[RedisCache, Depends(get_cache)]
+#: ``cache: OptionalCacheDep`` (None while Redis is down).
+OptionalCacheDep = Annotated[Union[RedisCache, None], Depends(get_cache_optional)]
+
+
+# ------------------------------------------------------------ response caching
+
+_ENTRY_MAGIC = "RCH1\n"
+_SPEC_MAGIC = "RCV1\n"
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
+_ETAG_ITEM = re.compile(r'\s*(\*|(?:W/)?"[^"]*")\s*(?:,|$)')
+
+#: Response headers never stored: per-connection ones, those recomputed for
+#: each answer, and Set-Cookie (whose presence makes a response uncacheable).
+_UNSTORED = frozenset(
+    {
+        b"set-cookie",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"date",
+        b"age",
+    }
+)
+#: What a 304 keeps (RFC 9110 15.4.5), besides Age and the X-Cache header.
+_NOT_MODIFIED_KEEPS = frozenset(
+    {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary"}
+)
+_DEFAULT_STATUSES = frozenset(s for s in range(200, 300) if s != 206)  # 206 depends on Range
+
+
+def _digest(parts: Iterable[bytes]) -> str:
+    """blake2b over length-prefixed parts: no two part lists share a digest input."""
+    h = hashlib.blake2b(digest_size=20, person=b"rc-http-cache")
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def _count(n: int) -> bytes:
+    return str(n).encode()
+
+
+def _directives(values: Iterable[bytes]) -> dict[str, str | None]:
+    """Cache-Control directives (lower-case names) from its header values."""
+    found: dict[str, str | None] = {}
+    for value in values:
+        for part in value.decode("latin-1").split(","):
+            name, sep, arg = part.strip().partition("=")
+            name = name.strip().lower()
+            if name:
+                found.setdefault(name, arg.strip().strip('"') if sep else None)
+    return found
+
+
+def _seconds(directives: Mapping[str, str | None], name: str) -> int | None:
+    arg = directives.get(name)
+    if arg is None or not arg.isdigit():
+        return None
+    return int(arg)
+
+
+def _vary_names(values: Iterable[bytes]) -> set[str] | None:
+    """The header names of Vary values, or None for ``Vary: *`` (never matchable)."""
+    names: set[str] = set()
+    for value in values:
+        for part in value.decode("latin-1").split(","):
+            name = part.strip().lower()
+            if name == "*":
+                return None
+            if name:
+                names.add(name)
+    return names
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Whether an If-None-Match value (``*``, one tag or a list) matches ``etag``,
+    by weak comparison (``W/"x"`` matches ``"x"``)."""
+    target = etag[2:] if etag.startswith("W/") else etag
+    pos = 0
+    value = if_none_match.strip()
+    while pos < len(value):
+        match = _ETAG_ITEM.match(value, pos)
+        if match is None or match.end() == pos:
+            return False  # malformed from here on
+        item = match.group(1)
+        if item == "*":
+            return True
+        if (item[2:] if item.startswith("W/") else item) == target:
+            return True
+        pos = match.end()
+    return False
+
+
+async def _await_all(futures: list[Any]) -> None:
+    """Awaits every future (commands sent together are pipelined by the cache),
+    raising the first failure. Unlike asyncio.gather, leaves no future whose
+    exception nobody retrieved when it is cancelled or one of them fails."""
+    try:
+        for future in futures:
+            await future
+    finally:
+        for future in futures:
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()
+
+
+def _prefix_matches(path: str, prefix: str) -> bool:
+    """``/api`` matches ``/api`` and ``/api/x`` but not ``/apix``."""
+    if prefix.endswith("/"):
+        return path.startswith(prefix) or path == prefix[:-1]
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def _content_length(status: int, body: bytes) -> list[tuple[bytes, bytes]]:
+    """Content-Length, except for the statuses that must not carry one (204, 1xx)."""
+    if status == 204 or status < 200:
+        return []
+    return [(b"content-length", str(len(body)).encode())]
+
+
+def _header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    return [v for k, v in headers if k.lower() == name]
+
+
+class _Entry:
+    __slots__ = ("status", "headers", "etag", "body", "created")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        etag: str,
+        body: bytes,
+        created: float,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.etag = etag
+        self.body = body
+        self.created = created
+
+    def encode(self) -> str:
+        meta = json.dumps(
+            {
+                "s": self.status,
+                "h": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in self.headers],
+                "e": self.etag,
+                "t": self.created,
+            },
+            separators=(",", ":"),
+        )
+        return _ENTRY_MAGIC + meta + "\n" + base64.b64encode(self.body).decode("ascii")
+
+    @classmethod
+    def decode(cls, value: Any) -> _Entry | None:
+        """The entry, or None for anything this version did not write."""
+        try:
+            if isinstance(value, (bytes, bytearray)):
+                value = bytes(value).decode("ascii")
+            if not isinstance(value, str) or not value.startswith(_ENTRY_MAGIC):
+                return None
+            _, meta_text, body_text = value.split("\n", 2)
+            meta = json.loads(meta_text)
+            status, headers, etag, created = meta["s"], meta["h"], meta["e"], meta["t"]
+            if not (
+                type(status) is int
+                and isinstance(etag, str)
+                and isinstance(created, (int, float))
+                and isinstance(headers, list)
+                and all(
+                    isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)
+                    for h in headers
+                )
+            ):
+                return None
+            body = base64.b64decode(body_text, validate=True)
+            pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        except (ValueError, KeyError, TypeError, UnicodeError):
+            return None
+        return cls(status, pairs, etag, body, float(created))
+
+
+def _decode_spec(value: Any) -> tuple[str, ...] | None:
+    try:
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("ascii")
+    except UnicodeError:
+        return None
+    if not isinstance(value, str) or not value.startswith(_SPEC_MAGIC):
+        return None
+    names = tuple(n for n in value[len(_SPEC_MAGIC) :].split(",") if n)
+    if not all(_TOKEN.match(n) for n in names):
+        return None
+    return names
+
+
+class _Request:
+    """What the middleware needs of one request, worked out once."""
+
+    __slots__ = ("scope", "headers", "host", "path", "query", "head_only")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.headers: list[tuple[bytes, bytes]] = [
+            (bytes(k).lower(), bytes(v)) for k, v in scope["headers"]
+        ]
+        host = _header_values(self.headers, b"host")
+        self.host = host[0].lower() if host else b""
+        self.path: bytes = scope["path"].encode("utf-8", "surrogatepass")
+        pairs = parse_qsl(
+            scope.get("query_string", b"").decode("latin-1"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="surrogateescape",
+        )
+        # Sorted by name only: a stable sort keeps repeated names (?a=2&a=1) in
+        # their order, which the app may depend on.
+        pairs.sort(key=lambda kv: kv[0])
+        self.query = [
+            (k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
+            for k, v in pairs
+        ]
+        self.head_only = scope["method"] == "HEAD"
+
+    def values(self, name: str) -> list[bytes]:
+        return _header_values(self.headers, name.encode("latin-1"))
+
+    def has(self, name: str) -> bool:
+        encoded = name.encode("latin-1")
+        return any(k == encoded for k, _ in self.headers)
+
+
+class CacheMiddleware:
+    """Caches GET responses in Redis; HEAD is answered from the same entries.
+
+    Pure ASGI (``app.add_middleware(CacheMiddleware, ...)``, or wrap any ASGI
+    app). Per request, in order:
+
+    * only GET and HEAD, on paths under one of ``include`` (all when None) and
+      none of ``exclude``, with a TTL from ``ttl_for`` (a callable ``path ->
+      seconds | None`` or a mapping of path prefix -> seconds | None, longest
+      prefix first; ``ttl`` otherwise; None or 0 means "do not cache"), are
+      looked up; prefixes match whole segments (``/api`` is not ``/apix``);
+    * a request carrying one of ``private_request_headers`` (Authorization by
+      default) bypasses the cache unless that header is in ``vary``: then each
+      value gets its own entries, so users never see each other's responses;
+    * the key is host + path + query (pairs sorted by name) + the values of
+      the request headers in ``vary`` and in the response's ``Vary``;
+    * a hit is answered from Redis with ``X-Cache: HIT`` and ``Age``; a HEAD
+      request gets the GET entry's headers and no body; an ``If-None-Match``
+      matching the entry's ETag (weak comparison, lists, ``*``) gets a 304;
+    * a miss runs the app (a HEAD as GET, conditional headers removed so the
+      full body comes back) and stores the response when its status is in
+      ``statuses`` (2xx but 206 by default), it has no Set-Cookie, its
+      Cache-Control has no ``no-store``, ``private`` or ``no-cache``, its Vary
+      is not ``*`` and its body fits ``max_body_size`` (larger or streaming
+      ones pass through unbuffered past that size). The stored response gets a
+      strong ETag ``"blake2b-128(body)"`` (the same on every worker) unless the
+      app set one, and ``Cache-Control: max-age=<ttl>`` unless the app set a
+      Cache-Control; the app's ``s-maxage``/``max-age`` shortens the TTL.
+    * ``honor_client_no_cache=True`` lets a request's ``Cache-Control:
+      no-cache`` (or ``Pragma: no-cache``) skip the lookup; the response is
+      still stored. Off by default: otherwise any client can force every
+      request through to the app.
+
+    Redis failing or slower than ``timeout`` never fails a request: the app
+    answers, a warning is logged at most once per ``warn_interval`` seconds,
+    and Redis is left alone for ``retry_after`` seconds. ``X-Cache`` (the
+    ``cache_header``) is absent when the cache was not consulted.
+
+    The cache is ``cache=`` or, by default, ``app.state.redis_cache`` of the
+    Starlette app (set by :func:`cache_lifespan`).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        cache: RedisCache | None = None,
+        *,
+        ttl: float = 60,
+        ttl_for: Callable[[str], float | None] | Mapping[str, float | None] | None = None,
+        include: Collection[str] | None = None,
+        exclude: Collection[str] = (),
+        statuses: Collection[int] = _DEFAULT_STATUSES,
+        vary: Collection[str] = (),
+        private_request_headers: Collection[str] = ("authorization",),
+        honor_client_no_cache: bool = False,
+        max_body_size: int = 1024 * 1024,
+        key_prefix: str = "http",
+        include_host: bool = True,
+        cache_header: str | None = "X-Cache",
+        timeout: float | None = 0.5,
+        retry_after: float = 1.0,
+        warn_interval: float = 60.0,
+    ) -> None:
+        if isinstance(include, str) or isinstance(exclude, str) or isinstance(vary, str):
+            raise TypeError("include, exclude and vary take a collection of strings, not a string")
+        if ttl_for is not None and not callable(ttl_for) and not isinstance(ttl_for, Mapping):
+            raise TypeError(
+                "ttl_for must be a callable path -> seconds, or a mapping prefix -> seconds"
+            )
+        if max_body_size < 0:
+            raise ValueError("max_body_size must be >= 0")
+        self.app = app
+        self.cache = cache
+        self.ttl = ttl
+        self.ttl_for = ttl_for
+        self._ttl_prefixes = (
+            sorted(ttl_for.items(), key=lambda kv: len(kv[0]), reverse=True)
+            if isinstance(ttl_for, Mapping)
+            else None
+        )
+        self.include = None if include is None else tuple(include)
+        self.exclude = tuple(exclude)
+        self.statuses = frozenset(statuses)
+        self.vary = tuple(sorted({v.strip().lower() for v in vary}))
+        for name in self.vary:
+            if not _TOKEN.match(name):
+                raise ValueError(f"not a header name: {name!r}")
+        self.private_request_headers = tuple(
+            h.strip().lower() for h in private_request_headers if h.strip().lower() not in self.vary
+        )
+        self.honor_client_no_cache = honor_client_no_cache
+        self.max_body_size = max_body_size
+        self.key_prefix = key_prefix
+        self.include_host = include_host
+        self.cache_header = cache_header.lower().encode("latin-1") if cache_header else None
+        self.timeout = timeout
+        self.breaker = _Breaker(retry_after)
+        self._warn = _RateLimitedWarning(warn_interval)
+
+    # -- policy
+
+    def ttl_for_path(self, path: str) -> float | None:
+        """The TTL for a path (None: not cached)."""
+        if self._ttl_prefixes is not None:
+            for prefix, seconds in self._ttl_prefixes:
+                if _prefix_matches(path, prefix):
+                    return seconds
+            return self.ttl
+        if self.ttl_for is not None:
+            return self.ttl_for(path)  # type: ignore[operator]
+        return self.ttl
+
+    def _path_allowed(self, path: str) -> bool:
+        if self.include is not None and not any(_prefix_matches(path, p) for p in self.include):
+            return False
+        return not any(_prefix_matches(path, p) for p in self.exclude)
+
+    def _resolve_cache(self, scope: Scope) -> RedisCache | None:
+        if self.cache is not None:
+            return self.cache
+        app = scope.get("app")
+        state = getattr(app, "state", None)
+        cache = getattr(state, STATE_ATTR, None)
+        if isinstance(cache, RedisCache):
+            return cache
+        self._warn(
+            "CacheMiddleware has no cache: pass cache= or install cache_lifespan "
+            "(app.state.redis_cache); responses are not cached"
+        )
+        return None
+
+    # -- keys
+
+    def _entry_key(self, req: _Request, names: tuple[str, ...]) -> str:
+        parts: list[bytes] = [b"entry", req.host if self.include_host else b"", req.path]
+        parts.append(_count(len(req.query)))
+        for k, v in req.query:
+            parts += (k, v)
+        parts.append(_count(len(names)))
+        for name in names:
+            values = req.values(name)
+            parts += (name.encode("latin-1"), _count(len(values)), *values)
+        return f"{self.key_prefix}:e:{_digest(parts)}"
+
+    def _spec_key(self, req: _Request) -> str:
+        host = req.host if self.include_host else b""
+        return f"{self.key_prefix}:v:{_digest((b'vary', host, req.path))}"
+
+    def _names(self, extra: Iterable[str]) -> tuple[str, ...]:
+        return tuple(sorted(set(self.vary).union(extra)))
+
+    # -- redis, bounded in time
+
+    async def _bounded(self, awaitable: Awaitable[Any]) -> Any:
+        if self.timeout is None:
+            return await awaitable
+        return await asyncio.wait_for(awaitable, self.timeout)
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.breaker.trip()
+        self._warn(
+            "redis cache %s failed (%s); serving without the cache for %.1f s",
+            what,
+            _describe(exc),
+            self.breaker.cooldown,
+        )
+
+    async def _lookup(
+        self, cache: RedisCache, req: _Request
+    ) -> tuple[_Entry | None, tuple[str, ...] | None]:
+        """The stored entry (None on a miss) and the path's vary spec (None when absent)."""
+        base_key = self._entry_key(req, self.vary)
+        spec_key = self._spec_key(req)
+        found = await self._bounded(cache.get_many([spec_key, base_key]))
+        spec = _decode_spec(found.get(spec_key))
+        if spec is None:
+            return _Entry.decode(found.get(base_key)), None
+        names = self._names(spec)
+        if names == self.vary:
+            return _Entry.decode(found.get(base_key)), spec
+        value = await self._bounded(cache.get(self._entry_key(req, names)))
+        return _Entry.decode(value), spec
+
+    async def _store(
+        self,
+        cache: RedisCache,
+        req: _Request,
+        entry: _Entry,
+        ttl: float,
+        response_vary: set[str],
+        old_spec: tuple[str, ...] | None | bool,
+    ) -> None:
+        names = self._names(response_vary)
+        extra = tuple(n for n in names if n not in self.vary)
+        ops = [cache.set(self._entry_key(req, names), entry.encode(), ttl=ttl)]
+        if extra:
+            if old_spec != extra:
+                ops.append(cache.set(self._spec_key(req), _SPEC_MAGIC + ",".join(extra), ttl=ttl))
+        elif old_spec is not None:  # a spec exists (or may: old_spec is True) and is stale
+            ops.append(cache.delete(self._spec_key(req)))
+        await self._bounded(_await_all(ops))
+
+    # -- ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if not self._path_allowed(path):
+            await self.app(scope, receive, send)
+            return
+        ttl = self.ttl_for_path(path)
+        if ttl is None or ttl <= 0:
+            await self.app(scope, receive, send)
+            return
+        req = _Request(scope)
+        if any(req.has(h) for h in self.private_request_headers):
+            await self.app(scope, receive, send)
+            return
+        cache = self._resolve_cache(scope)
+        if cache is None or self.breaker.is_open:
+            await self.app(scope, receive, send)
+            return
+
+        if_none_match = b",".join(req.values("if-none-match")).decode("latin-1")
+        spec: tuple[str, ...] | None | bool
+        if self.honor_client_no_cache and self._client_no_cache(req):
+            spec = True  # unknown: not read
+        else:
+            try:
+                entry, spec = await self._lookup(cache, req)
+            except Exception as exc:  # noqa: BLE001 - fail open on anything the cache raises
+                self._failed("read", exc)
+                await self.app(scope, receive, send)
+                return
+            if entry is not None:
+                await self._send_entry(send, entry, req.head_only, if_none_match)
+                return
+        await self._miss(scope, receive, send, cache, req, ttl, spec, if_none_match)
+
+    @staticmethod
+    def _client_no_cache(req: _Request) -> bool:
+        cc = req.values("cache-control")
+        if cc:
+            return "no-cache" in _directives(cc)
+        return any(b"no-cache" in v.lower() for v in req.values("pragma"))
+
+    def _tagged(
+        self, headers: list[tuple[bytes, bytes]], state: bytes
+    ) -> list[tuple[bytes, bytes]]:
+        if self.cache_header is None:
+            return headers
+        return [*(h for h in headers if h[0] != self.cache_header), (self.cache_header, state)]
+
+    async def _send_not_modified(
+        self, send: Send, headers: list[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]]
+    ) -> None:
+        kept = [(k, v) for k, v in headers if k in _NOT_MODIFIED_KEEPS]
+        await send({"type": "http.response.start", "status": 304, "headers": kept + extra})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_entry(
+        self, send: Send, entry: _Entry, head_only: bool, if_none_match: str
+    ) -> None:
+        age = max(0, int(time.time() - entry.created))
+        extra = self._tagged([(b"age", str(age).encode())], b"HIT")
+        if if_none_match and etag_matches(if_none_match, entry.etag):
+            await self._send_not_modified(send, entry.headers, extra)
+            return
+        headers = [*entry.headers, *_content_length(entry.status, entry.body), *extra]
+        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head_only else entry.body})
+
+    def _storable(self, message: Message) -> tuple[float, set[str]] | None:
+        """(TTL cap or inf, response Vary names) when the response may be stored."""
+        if message["status"] not in self.statuses or message.get("trailers", False):
+            return None
+        headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", [])]
+        if any(k == b"set-cookie" for k, _ in headers):
+            return None
+        cc = _directives(_header_values(headers, b"cache-control"))
+        if "no-store" in cc or "private" in cc or "no-cache" in cc:
+            return None
+        cap = _seconds(cc, "s-maxage")
+        if cap is None:
+            cap = _seconds(cc, "max-age")
+        if cap == 0:
+            return None
+        vary = _vary_names(_header_values(headers, b"vary"))
+        if vary is None:
+            return None
+        length = _header_values(headers, b"content-length")
+        if length and length[0].strip().isdigit() and int(length[0]) > self.max_body_size:
+            return None
+        return (float("inf") if cap is None else float(cap)), vary
+
+    async def _miss(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        cache: RedisCache,
+        req: _Request,
+        ttl: float,
+        spec: tuple[str, ...] | None | bool,
+        if_none_match: str,
+    ) -> None:
+        # The app answers a GET without conditions, so that the full body can be stored.
+        inner_scope = dict(scope)
+        inner_scope["method"] = "GET"
+        inner_scope["headers"] = [
+            (k, v)
+            for k, v in scope["headers"]
+            if bytes(k).lower() not in (b"if-none-match", b"if-modified-since")
+        ]
+        head_only = req.head_only
+        start: Message | None = None
+        chunks: list[bytes] = []
+        size = 0
+        mode = "start"  # -> "buffer" | "pass" -> "done"
+        decision: tuple[float, set[str]] | None = None
+        to_store: tuple[_Entry, float, set[str]] | None = None
+
+        def tagged_start(message: Message) -> Message:
+            headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+            return {**message, "headers": self._tagged(headers, b"MISS")}
+
+        async def pass_on(message: Message) -> None:
+            if head_only:
+                kind = message["type"]
+                if kind == "http.response.body":
+                    if not message.get("more_body", False):
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                if kind in ("http.response.pathsend", "http.response.zerocopysend"):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+            await send(message)
+
+        async def give_up_buffering() -> None:
+            nonlocal mode
+            mode = "pass"
+            assert start is not None
+            await send(tagged_start(start))
+            if chunks:
+                data = b"".join(chunks)
+                await pass_on({"type": "http.response.body", "body": data, "more_body": True})
+                chunks.clear()
+
+        async def capture(message: Message) -> None:
+            nonlocal start, size, mode, decision, to_store
+            kind = message["type"]
+            if mode == "start" and kind == "http.response.start":
+                start = message
+                decision = self._storable(message)
+                if decision is None:
+                    mode = "pass"
+                    await send(tagged_start(message))
+                else:
+                    mode = "buffer"
+                return
+            if mode == "buffer":
+                if kind != "http.response.body":
+                    await give_up_buffering()
+                else:
+                    body = bytes(message.get("body", b""))
+                    chunks.append(body)
+                    size += len(body)
+                    more = message.get("more_body", False)
+                    if size > self.max_body_size:
+                        mode = "pass"
+                        assert start is not None
+                        await send(tagged_start(start))
+                        data = b"".join(chunks)
+                        chunks.clear()
+                        await pass_on(
+                            {"type": "http.response.body", "body": data, "more_body": more}
+                        )
+                        return
+                    if not more:
+                        mode = "done"
+                        assert start is not None and decision is not None
+                        to_store = await self._complete(
+                            send, req, ttl, if_none_match, start, chunks, decision
+                        )
+                    return
+            await pass_on(message)
+
+        await self.app(inner_scope, receive, capture)
+        # Stored once the app has returned, not from inside its send(): a
+        # streaming response's task group cancels the sender as soon as the
+        # server reports the (complete) response's client gone, and the app's
+        # background tasks run first, as they should.
+        if to_store is None or self.breaker.is_open:
+            return
+        entry, store_ttl, response_vary = to_store
+        try:
+            await self._store(cache, req, entry, store_ttl, response_vary, spec)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            self._failed("write", exc)
+
+    async def _complete(
+        self,
+        send: Send,
+        req: _Request,
+        ttl: float,
+        if_none_match: str,
+        start: Message,
+        chunks: list[bytes],
+        decision: tuple[float, set[str]],
+    ) -> tuple[_Entry, float, set[str]]:
+        """Answers a fully buffered, storable response; returns what to store."""
+        body = b"".join(chunks)
+        cap, response_vary = decision
+        app_headers = [(bytes(k).lower(), bytes(v)) for k, v in start.get("headers", [])]
+        stored = [(k, v) for k, v in app_headers if k not in _UNSTORED and k != self.cache_header]
+        etags = _header_values(app_headers, b"etag")
+        if etags:
+            etag = etags[0].decode("latin-1")
+        else:
+            etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+            stored.append((b"etag", etag.encode("latin-1")))
+        if not _header_values(app_headers, b"cache-control"):
+            stored.append((b"cache-control", b"max-age=%d" % max(0, int(ttl))))
+        entry = _Entry(start["status"], stored, etag, body, time.time())
+
+        extra = self._tagged([], b"MISS")
+        if if_none_match and etag_matches(if_none_match, etag):
+            await self._send_not_modified(send, stored, extra)
+        else:
+            headers = [*stored, *_content_length(entry.status, body), *extra]
+            await send({"type": "http.response.start", "status": entry.status, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if req.head_only else body})
+        return entry, min(ttl, cap), response_vary
+
+
+# ----------------------------------------------------------------------- health
+
+
+def parse_info(info: bytes | str) -> dict[str, str]:
+    """The ``field: value`` pairs of an INFO reply (sections flattened)."""
+    text = info.decode("utf-8", "replace") if isinstance(info, (bytes, bytearray)) else info
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name] = value
+    return fields
+
+
+def _int_field(fields: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(fields[name])
+    except (KeyError, ValueError):
+        return None
+
+
+async def _decorator_stats() -> tuple[bool, Any]:
+    """(present, stats) from redis_cache.decorators.stats(), imported lazily."""
+    try:
+        module = importlib.import_module("redis_cache.decorators")
+    except ImportError:
+        return False, None
+    stats = getattr(module, "stats", None)
+    if not callable(stats):
+        return False, None
+    try:
+        result = stats()
+        if inspect.isawaitable(result):
+            result = await result
+        return True, jsonable_encoder(result)
+    except Exception as exc:  # noqa: BLE001 - a broken stats() must not break /health/stats
+        logger.warning("redis_cache.decorators.stats() failed: %r", exc)
+        return True, {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def health_router(
+    prefix: str = "",
+    *,
+    timeout: float = 1.0,
+    tags: list[str] | None = None,
+    include_in_schema: bool = True,
+) -> APIRouter:
+    """An APIRouter with ``GET {prefix}/health`` and ``GET {prefix}/health/stats``.
+
+    ``/health``: 200 ``{"status": "up", "redis": "up", "latency_ms": 0.3}``, or
+    503 with ``"down"`` when a PING does not succeed within ``timeout`` seconds.
+    ``/health/stats``: the server's version, used memory, connected clients,
+    keyspace hits, misses and hit rate (from INFO), and ``decorators``: this
+    process's per-function stats when ``redis_cache.decorators`` has
+    ``stats()``. Both answer ``Cache-Control: no-store`` so no cache (nor
+    CacheMiddleware) keeps them."""
+    router = APIRouter(prefix=prefix, tags=list(tags) if tags is not None else ["health"])
+    no_store = {"Cache-Control": "no-store"}
+
+    def down(error: str) -> JSONResponse:
+        return JSONResponse(
+            {"status": "down", "redis": "down", "latency_ms": None, "error": error},
+            status_code=503,
+            headers=no_store,
+        )
+
+    @router.get("/health", include_in_schema=include_in_schema)
+    async def health(request: HTTPConnection) -> JSONResponse:
+        try:
+            cache = _configured_cache(request)
+        except CacheNotConfiguredError as exc:
+            return down(str(exc))
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(cache.ping(), timeout)
+        except Exception as exc:  # noqa: BLE001
+            return down(_describe(exc))
+        latency = (time.perf_counter() - started) * 1000
+        return JSONResponse(
+            {"status": "up", "redis": "up", "latency_ms": round(latency, 3)}, headers=no_store
+        )
+
+    @router.get("/health/stats", include_in_schema=include_in_schema)
+    async def health_stats(request: HTTPConnection) -> JSONResponse:
+        try:
+            cache = _configured_cache(request)
+        except CacheNotConfiguredError as exc:
+            return down(str(exc))
+        try:
+            info = parse_info(await asyncio.wait_for(cache.execute_command("INFO"), timeout))
+        except Exception as exc:  # noqa: BLE001
+            return down(_describe(exc))
+        hits = _int_field(info, "keyspace_hits")
+        misses = _int_field(info, "keyspace_misses")
+        lookups = (hits or 0) + (misses or 0)
+        body: dict[str, Any] = {
+            "status": "up",
+            "redis": {
+                "version": info.get("redis_version"),
+                "used_memory_human": info.get("used_memory_human"),
+                "connected_clients": _int_field(info, "connected_clients"),
+                "keyspace_hits": hits,
+                "keyspace_misses": misses,
+                "hit_rate": round(hits / lookups, 4) if hits is not None and lookups else None,
+            },
+        }
+        present, stats = await _decorator_stats()
+        if present:
+            body["decorators"] = stats
+        return JSONResponse(body, headers=no_store)
+
+    return router

@@ -55,9 +55,17 @@ make_venv() {
     wanted=$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/requirements-dev.txt" | sha1sum)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
         echo "==> installing Python packages into $VENV"
-        "$VENV/bin/python" -m pip install -q --upgrade pip 'setuptools>=77' wheel
-        "$VENV/bin/python" -m pip install -q -r "$ROOT/scripts/requirements-dev.txt"
-        "$VENV/bin/python" -m pip install -q --no-build-isolation -e "$ROOT"
+        local log="$ROOT/build/pip.log"
+        mkdir -p "$ROOT/build"
+        if ! {
+            "$VENV/bin/python" -m pip install --upgrade pip 'setuptools>=77' wheel &&
+                "$VENV/bin/python" -m pip install -r "$ROOT/scripts/requirements-dev.txt" &&
+                "$VENV/bin/python" -m pip install --no-build-isolation -e "$ROOT"
+        } >"$log" 2>&1; then
+            tail -n 40 "$log" >&2
+            echo "==> installing Python packages failed (log: $log)" >&2
+            exit 1
+        fi
         echo "$wanted" >"$stamp"
     fi
 }

@@ -747,6 +747,7 @@ def docs_page(results: RunResults, chart: bool = False) -> str:
 How fast `redis_cache` (the async `RedisCache` and the blocking `SyncRedisCache`) is next to
 other Python Redis clients and to `redis-benchmark`, measured side by side against one
 private `redis-server` in one run.
+The JSON codec on its own (against orjson, msgspec and Python's json) and its effect on get/set: [JSON codec](benchmarks-json.md).
 {quick}{picture}
 ## Reproduce
 

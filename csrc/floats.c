@@ -1,4 +1,4 @@
-/* Short-decimal float conversions; see floats.h.
+/* Float conversions for the JSON codec; see floats.h.
  *
  * Why they are exact: integers below 2^53 and the powers of ten up to 1e22
  * are exact doubles, and IEEE multiplication and division round correctly.
@@ -11,6 +11,7 @@
 #include "floats.h"
 
 #include "buf.h"
+#include "pow10.h"
 
 #include <math.h>
 #include <string.h>
@@ -20,54 +21,178 @@ static const double powers_of_ten[23] = {
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 };
 
-size_t rc_float_format_short(double v, char *out)
-{
-    double a = fabs(v), scaled, whole;
-    char digits[24], *p = out;
-    size_t nd;
-    int places;
+/* ---------------------------------------------------------------- format
+ *
+ * Shortest round-trip digits by Raffaello Giulietti's Schubfach method: the
+ * decimal interval that rounds to v is computed with 126-bit powers of ten
+ * (pow10.h, exact by construction), and the shortest decimal inside it is
+ * picked, ties going to the one nearest v, then to even. That is the same
+ * choice as CPython's repr(), which the tests check on millions of doubles.
+ */
 
-    if (a == 0) {
-        if (signbit(v))
-            *p++ = '-';
-        memcpy(p, "0.0", 3);
-        return (size_t)(p - out) + 3;
+#define MASK63 ((1ULL << 63) - 1)
+
+static int flog10pow2(int64_t q)
+{
+    return (int)((q * 661971961083LL) >> 41);
+}
+
+static int flog10three_quarters_pow2(int64_t q)
+{
+    return (int)((q * 661971961083LL - 274743187321LL) >> 41);
+}
+
+static int flog2pow10(int64_t e)
+{
+    return (int)((e * 913124641741LL) >> 38);
+}
+
+static uint64_t mulhi(uint64_t a, uint64_t b)
+{
+    return (uint64_t)(((unsigned __int128)a * b) >> 64);
+}
+
+/* Rounds the product g * cp to odd, as the method requires. */
+static uint64_t round_to_odd(uint64_t g1, uint64_t g0, uint64_t cp)
+{
+    uint64_t x1 = mulhi(g0, cp), y0 = g1 * cp, y1 = mulhi(g1, cp);
+    uint64_t z = (y0 >> 1) + x1, vbp = y1 + (z >> 63);
+
+    return vbp | (((z & MASK63) + MASK63) >> 63);
+}
+
+/* v = c * 2^q; the shortest decimal f * 10^e that rounds back to it. */
+static void to_decimal(int q, uint64_t c, int dk, uint64_t *f, int *e)
+{
+    uint64_t out = c & 1, cb = c << 2, cbr = cb + 2, cbl, vb, vbl, vbr, s, t;
+    const uint64_t *g;
+    int k, h;
+
+    if (c != (1ULL << 52) || q == -1074) {
+        cbl = cb - 2;
+        k = flog10pow2(q);
+    } else {
+        /* At a power of two the interval below is half as wide. */
+        cbl = cb - 1;
+        k = flog10three_quarters_pow2(q);
     }
-    if (!(a >= 1e-4 && a < 1e15))
-        return 0;
-    for (places = 0; places <= 19; places++) {
-        scaled = a * powers_of_ten[places];
-        if (scaled >= 1e15)
-            return 0;
-        whole = nearbyint(scaled);
-        if ((places == 0 ? whole : whole / powers_of_ten[places]) == a)
-            break;
+    h = q + flog2pow10(-k) + 2;
+    g = rc_pow10_g[k - RC_POW10_K_MIN];
+    vb = round_to_odd(g[0], g[1], cb << h);
+    vbl = round_to_odd(g[0], g[1], cbl << h);
+    vbr = round_to_odd(g[0], g[1], cbr << h);
+    s = vb >> 2;
+    if (s >= 100) {
+        uint64_t sp10 = 10 * (s / 10), tp10 = sp10 + 10;
+        int upin = vbl + out <= sp10 << 2, wpin = (tp10 << 2) + out <= vbr;
+        if (upin != wpin) {
+            *f = upin ? sp10 : tp10;
+            *e = k;
+            return;
+        }
     }
-    if (places > 19)
-        return 0;
-    if (signbit(v))
+    t = s + 1;
+    {
+        int uin = vbl + out <= s << 2, win = (t << 2) + out <= vbr;
+        if (uin != win) {
+            *f = uin ? s : t;
+            *e = k + dk;
+            return;
+        }
+    }
+    {
+        int64_t cmp = (int64_t)(vb - ((s + t) << 1));
+        *f = cmp < 0 || (cmp == 0 && (s & 1) == 0) ? s : t;
+        *e = k + dk;
+    }
+}
+
+/* Writes f * 10^e (f > 0) as repr() does: positional when the exponent of
+ * the leading digit is in [-4, 16), scientific otherwise. */
+static size_t write_decimal(char *out, int negative, uint64_t f, int e)
+{
+    char digits[24], *p = out;
+    size_t n;
+    int x;
+
+    while (f % 10 == 0) {
+        f /= 10;
+        e++;
+    }
+    n = rc_format_ll(digits, (long long)f);
+    x = e + (int)n - 1;
+    if (negative)
         *p++ = '-';
-    nd = rc_format_ll(digits, (long long)whole);
-    if (places == 0) {
-        memcpy(p, digits, nd);
-        memcpy(p + nd, ".0", 2);
-        return (size_t)(p - out) + nd + 2;
+    if (x >= -4 && x < 16) {
+        if (e >= 0) {
+            memcpy(p, digits, n);
+            p += n;
+            memset(p, '0', (size_t)e);
+            p += e;
+            memcpy(p, ".0", 2);
+            p += 2;
+        } else if (x >= 0) {
+            memcpy(p, digits, (size_t)x + 1);
+            p += x + 1;
+            *p++ = '.';
+            memcpy(p, digits + x + 1, n - (size_t)x - 1);
+            p += n - (size_t)x - 1;
+        } else {
+            *p++ = '0';
+            *p++ = '.';
+            memset(p, '0', (size_t)(-x - 1));
+            p += -x - 1;
+            memcpy(p, digits, n);
+            p += n;
+        }
+    } else {
+        *p++ = digits[0];
+        if (n > 1) {
+            *p++ = '.';
+            memcpy(p, digits + 1, n - 1);
+            p += n - 1;
+        }
+        *p++ = 'e';
+        *p++ = x < 0 ? '-' : '+';
+        if (x < 0)
+            x = -x;
+        if (x < 10)
+            *p++ = '0';
+        p += rc_format_ll(p, x);
     }
-    if (nd <= (size_t)places) {
-        /* 0.000ddd */
-        size_t zeros = (size_t)places - nd;
-        *p++ = '0';
-        *p++ = '.';
-        memset(p, '0', zeros);
-        p += zeros;
-        memcpy(p, digits, nd);
-        return (size_t)(p - out) + nd;
+    return (size_t)(p - out);
+}
+
+size_t rc_float_format(double v, char *out)
+{
+    uint64_t bits, t, f;
+    int bq, e, negative;
+
+    memcpy(&bits, &v, sizeof(bits));
+    negative = (int)(bits >> 63);
+    bits &= ~(1ULL << 63);
+    t = bits & ((1ULL << 52) - 1);
+    bq = (int)(bits >> 52);
+    if (bq == 0x7FF)
+        return 0; /* NaN and infinities: the caller refuses them */
+    if (bq != 0) {
+        int mq = 1075 - bq;
+        uint64_t c = (1ULL << 52) | t;
+        if (mq > 0 && mq < 53 && ((c >> mq) << mq) == c)
+            return write_decimal(out, negative, c >> mq, 0); /* an integer */
+        to_decimal(-mq, c, 0, &f, &e);
+        return write_decimal(out, negative, f, e);
     }
-    memcpy(p, digits, nd - (size_t)places);
-    p += nd - (size_t)places;
-    *p++ = '.';
-    memcpy(p, digits + nd - (size_t)places, (size_t)places);
-    return (size_t)(p - out) + (size_t)places;
+    if (t == 0) {
+        memcpy(out, negative ? "-0.0" : "0.0", negative ? 4 : 3);
+        return negative ? 4 : 3;
+    }
+    /* The two smallest subnormals are below the method's precision; CPython
+     * formats them (5e-324 and 1e-323). */
+    if (t < 3)
+        return 0;
+    to_decimal(-1074, t, 0, &f, &e);
+    return write_decimal(out, negative, f, e);
 }
 
 int rc_float_from_decimal(uint64_t digits, int exp10, int negative, double *out)

@@ -214,7 +214,7 @@ static int encode_float(encoder *e, PyObject *obj)
     }
     {
         char quick[RC_FLOAT_TEXT_MAX];
-        size_t n = rc_float_format_short(v, quick);
+        size_t n = rc_float_format(v, quick);
         if (n > 0)
             return put(e, quick, n);
     }

@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "pow10.h"
+#include "pow5.h"
 
 #include <math.h>
 #include <string.h>
@@ -204,5 +205,46 @@ int rc_float_from_decimal(uint64_t digits, int exp10, int negative, double *out)
     v = (double)digits;
     v = exp10 >= 0 ? v * powers_of_ten[exp10] : v / powers_of_ten[-exp10];
     *out = negative ? -v : v;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- parse
+ *
+ * digits * 10^q for up to 19 significant digits, by Eisel and Lemire's
+ * method: multiply the digits by a 64-bit truncation of 5^q and read the
+ * double's 53 bits off the top of the 128-bit product. The truncations
+ * (of 5^q, and of the product's low half) can only make the product too
+ * small by less than one unit of its high half, so when the bits below the
+ * rounding bit are neither all zeros nor all ones, the rounding is decided
+ * exactly; otherwise (about 1 in 250 inputs, and every exact tie) the caller
+ * falls back to a correctly rounded conversion. */
+int rc_float_from_digits(uint64_t digits, int q, int negative, double *out)
+{
+    unsigned __int128 product;
+    uint64_t hi, mantissa, low_mask, bits;
+    int lz, upper, biased;
+
+    if (digits == 0 || q < RC_POW5_Q_MIN || q > RC_POW5_Q_MAX)
+        return 0;
+    lz = __builtin_clzll(digits);
+    product = (unsigned __int128)(digits << lz) * rc_pow5[q - RC_POW5_Q_MIN].top;
+    hi = (uint64_t)(product >> 64);
+    upper = (int)(hi >> 63);
+    low_mask = (1ULL << (9 + upper)) - 1;
+    if ((hi & low_mask) == 0 || (hi & low_mask) == low_mask)
+        return 0;
+    mantissa = hi >> (9 + upper); /* 54 bits: the double's 53 and the rounding bit */
+    mantissa = (mantissa >> 1) + (mantissa & 1);
+    biased = upper + 11 + rc_pow5[q - RC_POW5_Q_MIN].log2 - lz + q + 52 + 1023;
+    if (mantissa == 1ULL << 53) {
+        mantissa >>= 1;
+        biased++;
+    }
+    if (biased <= 0 || biased >= 0x7FF)
+        return 0; /* subnormal or overflow: leave it to CPython */
+    bits = ((uint64_t)biased << 52) | (mantissa & ((1ULL << 52) - 1));
+    if (negative)
+        bits |= 1ULL << 63;
+    memcpy(out, &bits, sizeof(*out));
     return 1;
 }

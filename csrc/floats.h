@@ -19,4 +19,9 @@ size_t rc_float_format(double v, char *out);
  * |exp10| <= 22). Returns 1 with *out set, or 0 to fall back. */
 int rc_float_from_decimal(uint64_t digits, int exp10, int negative, double *out);
 
+/* digits * 10^q for digits < 2^64 (up to 19 significant digits), exact when
+ * it returns 1; 0 means "fall back" (ambiguous rounding, subnormal or out of
+ * range). */
+int rc_float_from_digits(uint64_t digits, int q, int negative, double *out);
+
 #endif

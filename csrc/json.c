@@ -683,11 +683,13 @@ static PyObject *decode_number(decoder *d)
         long long v = (long long)digits;
         return PyLong_FromLongLong(negative ? -v : v);
     }
-    if (is_float && significant <= 15) {
+    if (is_float && significant <= 19) {
         double v;
+        int q = (int)(exponent - frac_count);
         if (significant == 0)
             return PyFloat_FromDouble(negative ? -0.0 : 0.0);
-        if (rc_float_from_decimal(digits, (int)(exponent - frac_count), negative, &v))
+        if ((significant <= 15 && rc_float_from_decimal(digits, q, negative, &v)) ||
+            rc_float_from_digits(digits, q, negative, &v))
             return PyFloat_FromDouble(v);
     }
     /* The rest need a NUL-terminated copy for CPython's own conversions,

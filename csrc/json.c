@@ -154,6 +154,25 @@ static int encode_wide(encoder *e, PyObject *s)
 
 static int encode_str(encoder *e, PyObject *s)
 {
+    if (PyUnicode_IS_ASCII(s)) {
+        /* The common case, a short ASCII string with nothing to escape (dict
+         * keys, most values): one reserve, one copy. */
+        const unsigned char *data = PyUnicode_DATA(s);
+        Py_ssize_t i, n = PyUnicode_GET_LENGTH(s);
+        for (i = 0; i < n && !ascii_escape[data[i]]; i++)
+            ;
+        if (i == n) {
+            char *p;
+            if (rc_buf_reserve(e->out, (size_t)n + 2) < 0)
+                return out_of_memory();
+            p = e->out->data + e->out->len;
+            p[0] = '"';
+            memcpy(p + 1, data, (size_t)n);
+            p[n + 1] = '"';
+            e->out->len += (size_t)n + 2;
+            return 0;
+        }
+    }
     if (put(e, "\"", 1) < 0)
         return -1;
     if (PyUnicode_IS_ASCII(s)) {
@@ -168,11 +187,22 @@ static int encode_str(encoder *e, PyObject *s)
 static int encode_int(encoder *e, PyObject *obj)
 {
     int overflow = 0, rc = -1;
-    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    long long v;
     PyObject *text = NULL;
     const char *p;
     Py_ssize_t n;
 
+#if PY_VERSION_HEX < 0x030C0000
+    /* Ints of one digit (below 2^30), the usual case, read directly. */
+    if (Py_SIZE(obj) >= -1 && Py_SIZE(obj) <= 1) {
+        if (rc_buf_reserve(e->out, 24) < 0)
+            return out_of_memory();
+        v = (long long)((PyLongObject *)obj)->ob_digit[0] * Py_SIZE(obj);
+        e->out->len += rc_format_ll(e->out->data + e->out->len, v);
+        return 0;
+    }
+#endif
+    v = PyLong_AsLongLongAndOverflow(obj, &overflow);
     if (v == -1 && PyErr_Occurred())
         return -1;
     if (!overflow) {

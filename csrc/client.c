@@ -83,6 +83,40 @@ static PyObject *send(rc_client *self, rc_encode_fn encode, void *arg, Py_ssize_
     return self->transport->send(self, &request);
 }
 
+/* Writes the bytes of a request encoded beforehand (see send_values). */
+static int encode_copy(const rc_keyspace *ks, rc_buf *b, void *arg)
+{
+    rc_buf *bytes = arg;
+
+    (void)ks;
+    if (rc_buf_append(b, bytes->data, bytes->len) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* send() for requests that write values. The JSON encoder may run Python
+ * code (a value's isoformat() or __str__, model_dump(), ...), and that code
+ * may use this very cache: run it while the transport holds no connection
+ * and no half-written command, by encoding into a scratch buffer first.
+ * Otherwise the code's own command would land in the middle of this one in
+ * the multiplexer's buffer, or wait for the pooled connection held here. */
+static PyObject *send_values(rc_client *self, rc_encode_fn encode, void *arg, Py_ssize_t replies,
+                             rc_result_kind kind)
+{
+    rc_buf bytes;
+    PyObject *result = NULL;
+
+    if (self->ks.codec.kind != RC_CODEC_JSON)
+        return send(self, encode, arg, replies, kind, NULL, NULL);
+    rc_buf_init(&bytes);
+    if (encode(&self->ks, &bytes, arg) == 0)
+        result = send(self, encode_copy, &bytes, replies, kind, NULL, NULL);
+    rc_buf_free(&bytes);
+    return result;
+}
+
 /* `extra` for a read: the plain one, or (plain, model) for a typed read. */
 static PyObject *read_extra(PyObject *plain, PyObject *model, rc_result_kind *kind,
                             rc_result_kind typed)
@@ -102,6 +136,11 @@ static PyObject *key_list(const char *fname, PyObject *keys)
                      fname, Py_TYPE(keys)->tp_name);
         return NULL;
     }
+    /* A list is copied: get_many pairs the keys with the MGET reply when it
+     * arrives, and the caller (or a model's validation) may change the list
+     * before then. */
+    if (PyList_CheckExact(keys))
+        return PyList_AsTuple(keys);
     return PySequence_Fast(keys, "keys must be an iterable of str or bytes");
 }
 
@@ -144,7 +183,7 @@ PyObject *rc_client_set(rc_client *self, PyObject *const *args, Py_ssize_t nargs
     arg.value = rc_prepare_value(&self->ks, params[0], params[1]);
     if (arg.value == NULL)
         return NULL;
-    result = send(self, encode_set, &arg, 1, RC_RESULT_STORED, NULL, NULL);
+    result = send_values(self, encode_set, &arg, 1, RC_RESULT_STORED);
     Py_DECREF(arg.value);
     return result;
 }
@@ -274,8 +313,7 @@ PyObject *rc_client_set_many(rc_client *self, PyObject *const *args, Py_ssize_t 
     if (batch_size(arg.batch) == 0)
         result = self->transport->done(self, Py_True);
     else
-        result =
-            send(self, encode_set_many, &arg, batch_size(arg.batch), RC_RESULT_STORED, NULL, NULL);
+        result = send_values(self, encode_set_many, &arg, batch_size(arg.batch), RC_RESULT_STORED);
     Py_DECREF(arg.batch);
     return result;
 }

@@ -364,13 +364,26 @@ int rc_cmd_set_many(const rc_keyspace *ks, rc_buf *b, PyObject *batch, long long
     Py_ssize_t n = 0;
 
     if (PyDict_Check(batch)) {
-        Py_ssize_t pos = 0;
+        Py_ssize_t pos = 0, size = PyDict_GET_SIZE(batch);
         PyObject *key, *value;
         while (PyDict_Next(batch, &pos, &key, &value)) {
-            if (put_set(ks, b, key, value, ms) < 0)
+            int rc;
+            /* The JSON encoder may run Python code that changes the caller's
+             * dict: hold the item being written, and refuse a dict whose
+             * size changed, as the caller expects one reply per item it
+             * counted before. */
+            Py_INCREF(key);
+            Py_INCREF(value);
+            rc = put_set(ks, b, key, value, ms);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (rc < 0)
                 return -1;
-            n++;
+            if (++n > size || PyDict_GET_SIZE(batch) != size)
+                goto changed;
         }
+        if (n != size)
+            goto changed;
     } else {
         for (n = 0; n < PyList_GET_SIZE(batch); n++) {
             PyObject *pair = PyList_GET_ITEM(batch, n);
@@ -380,6 +393,11 @@ int rc_cmd_set_many(const rc_keyspace *ks, rc_buf *b, PyObject *batch, long long
     }
     *count = n;
     return 0;
+changed:
+    PyErr_SetString(ks->state->SerializationError,
+                    "set_many(): the mapping changed while its values were being serialized "
+                    "(by a hook such as model_dump() or a property)");
+    return -1;
 }
 
 static int put_raw_arg(rc_buf *b, PyObject *arg)

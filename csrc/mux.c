@@ -312,6 +312,15 @@ static void dispatch(rc_mux *m, const char *p, size_t n)
             break;
         }
         status = rc_reader_next(&m->reader, slot_at(m, 0)->codec, &reply);
+        if (m->status != MUX_READY) {
+            /* Decoding ran Python code (a serializer's loads()) that closed
+             * the connection: every request has failed and the ring is
+             * empty, so there is no slot left for this reply. */
+            Py_XDECREF(reply);
+            if (status == RC_REPLY_BAD_VALUE || status == RC_REPLY_BROKEN)
+                PyErr_Clear();
+            break;
+        }
         if (status == RC_REPLY_READY) {
             take_reply(m, reply, NULL);
             Py_DECREF(reply);

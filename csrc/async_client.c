@@ -242,7 +242,7 @@ static PyObject *async_send(rc_client *base, const rc_request *r)
                          r->extra);
 }
 
-static const rc_transport async_transport = {async_send, done_future};
+static const rc_transport async_transport = {async_send, done_future, 1};
 
 /* _new_multiplexer(loop, dedicated=False): a fresh, not yet attached
  * connection object with this client's limits. A dedicated one (for

@@ -332,9 +332,89 @@ PyObject *rc_client_ping(rc_client *self, PyObject *unused)
     return result;
 }
 
+/* Commands that leave state on the connection (a transaction, a
+ * subscription, another database) would leak it to whoever uses the pooled or
+ * shared connection next; blocking ones would stall everyone sharing a
+ * multiplexed connection. Both belong on a connection of one's own. */
+static const char *const stateful_commands[] = {
+    "MULTI",        "EXEC",       "DISCARD",    "WATCH",       "UNWATCH",
+    "SUBSCRIBE",    "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
+    "SUNSUBSCRIBE", "MONITOR",    "SELECT",     "QUIT",        "RESET",
+    "AUTH",         "HELLO",      "SYNC",       "PSYNC",       NULL,
+};
+static const char *const blocking_commands[] = {
+    "BLPOP",    "BRPOP",  "BLMOVE", "BRPOPLPUSH", "BZPOPMIN",
+    "BZPOPMAX", "BLMPOP", "BZMPOP", "WAIT",       NULL,
+};
+
+static int is_word(PyObject *arg, const char *word)
+{
+    const char *p;
+    Py_ssize_t n;
+
+    if (PyUnicode_Check(arg)) {
+        p = PyUnicode_AsUTF8AndSize(arg, &n);
+        if (p == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+    } else if (PyBytes_Check(arg)) {
+        p = PyBytes_AS_STRING(arg);
+        n = PyBytes_GET_SIZE(arg);
+    } else {
+        return 0;
+    }
+    return (size_t)n == strlen(word) && PyOS_strnicmp(p, word, (Py_ssize_t)n) == 0;
+}
+
+static int in_list(PyObject *arg, const char *const *words)
+{
+    for (; *words != NULL; words++)
+        if (is_word(arg, *words))
+            return 1;
+    return 0;
+}
+
+/* Refuses a command that must not ride this client's connections. */
+static int check_command(rc_client *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i;
+    int blocking;
+
+    if (nargs == 0)
+        return 0;
+    if (in_list(args[0], stateful_commands)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%R leaves state on the connection, which other callers share; %s", args[0],
+                     self->transport->multiplexed
+                         ? "run it on a connection of your own: "
+                           "'async with cache.dedicated() as conn'"
+                         : "SyncRedisCache lends its connections one command at a time, so "
+                           "use RedisCache.dedicated() or a client of your own for it");
+        return -1;
+    }
+    if (!self->transport->multiplexed)
+        return 0;
+    blocking = in_list(args[0], blocking_commands);
+    if (!blocking && (is_word(args[0], "XREAD") || is_word(args[0], "XREADGROUP")))
+        for (i = 1; i < nargs && !blocking; i++)
+            blocking = is_word(args[i], "BLOCK");
+    if (blocking) {
+        PyErr_Format(PyExc_ValueError,
+                     "%R blocks, and would stall every request sharing the connection; run it "
+                     "on a connection of your own: 'async with cache.dedicated() as conn'",
+                     args[0]);
+        return -1;
+    }
+    return 0;
+}
+
 PyObject *rc_client_execute_command(rc_client *self, PyObject *const *args, Py_ssize_t nargs)
 {
     raw_arg arg = {args, nargs};
+
+    if (check_command(self, args, nargs) < 0)
+        return NULL;
     return send(self, encode_raw, &arg, 1, RC_RESULT_RAW, NULL, NULL);
 }
 

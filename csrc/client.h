@@ -36,6 +36,9 @@ typedef struct rc_transport {
     PyObject *(*send)(rc_client *self, const rc_request *request);
     /* A result known without a round trip, in the same form. */
     PyObject *(*done)(rc_client *self, PyObject *result);
+    /* Non-zero when requests of many callers share one connection at once
+     * (then a blocking command would stall them all). */
+    int multiplexed;
 } rc_transport;
 
 /* The head of both client structs. */

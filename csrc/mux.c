@@ -306,9 +306,24 @@ static void dispatch(rc_mux *m, const char *p, size_t n)
         rc_reply_status status;
 
         if (m->count == 0) {
-            if (fed < n)
+            /* Nothing is waiting: any complete reply, fed now or earlier,
+             * was asked for by nobody (a MONITOR or SUBSCRIBE sent on the
+             * shared connection). Giving it to the next request would hand
+             * that caller someone else's answer. */
+            status = rc_reader_next(&m->reader, NULL, &reply);
+            Py_XDECREF(reply);
+            if (status == RC_REPLY_PENDING && fed < n) {
+                size_t slice = n - fed < RC_READER_FEED_MAX ? n - fed : RC_READER_FEED_MAX;
+                if (rc_reader_feed(&m->reader, p + fed, slice) < 0)
+                    fail_with_pending(m);
+                fed += slice;
+                continue;
+            }
+            if (status != RC_REPLY_PENDING) {
+                PyErr_Clear();
                 fail_format(m, m->state->ConnectionError,
                             "redis sent a reply nobody asked for; the connection was dropped");
+            }
             break;
         }
         status = rc_reader_next(&m->reader, slot_at(m, 0)->codec, &reply);

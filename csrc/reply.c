@@ -35,10 +35,29 @@ static void *placeholder(rc_reader *r)
 /* Stores obj in its parent array, if any, and returns it to hiredis. */
 static void *attach(const redisReadTask *task, PyObject *obj)
 {
+    rc_reader *r = reader_of(task);
+    PyObject *parent;
+
     if (obj == NULL)
-        obj = placeholder(reader_of(task));
-    if (task->parent != NULL)
-        PyList_SET_ITEM((PyObject *)task->parent->obj, task->idx, obj);
+        obj = placeholder(r);
+    if (task->parent == NULL)
+        return obj;
+    parent = (PyObject *)task->parent->obj;
+    if (PyList_Check(parent)) {
+        PyList_SET_ITEM(parent, task->idx, obj);
+        return obj;
+    }
+    /* The parent array could not be built (its placeholder stands in): the
+     * child must still outlive the reply, as hiredis may attach children to
+     * it. Keep it with the reader until the reply is done (the reply fails
+     * with the parked error anyway); if even that fails, leak it rather than
+     * free what hiredis still points at. */
+    if (r->orphans == NULL)
+        r->orphans = PyList_New(0);
+    if (r->orphans == NULL || PyList_Append(r->orphans, obj) < 0)
+        PyErr_Clear();
+    else
+        Py_DECREF(obj);
     return obj;
 }
 
@@ -103,6 +122,7 @@ int rc_reader_init(rc_reader *r, rc_state *st)
     r->state = st;
     r->codec = NULL;
     r->error = NULL;
+    r->orphans = NULL;
     r->reader = redisReaderCreateWithFunctions(&object_functions);
     if (r->reader == NULL) {
         PyErr_NoMemory();
@@ -119,6 +139,7 @@ void rc_reader_free(rc_reader *r)
         r->reader = NULL;
     }
     Py_CLEAR(r->error);
+    Py_CLEAR(r->orphans);
 }
 
 int rc_reader_feed(rc_reader *r, const char *p, size_t n)
@@ -143,6 +164,7 @@ rc_reply_status rc_reader_next(rc_reader *r, const rc_codec *codec, PyObject **r
     }
     if (obj == NULL)
         return RC_REPLY_PENDING;
+    Py_CLEAR(r->orphans);
     if (r->error != NULL) {
         Py_DECREF((PyObject *)obj);
         PyErr_SetObject((PyObject *)Py_TYPE(r->error), r->error);

@@ -32,6 +32,9 @@ typedef struct rc_reader {
      * bytes; and the first exception raised while building it. */
     const rc_codec *codec;
     PyObject *error;
+    /* Children of an array that could not be built, kept alive until the
+     * reply is complete (see attach in reply.c). */
+    PyObject *orphans;
 } rc_reader;
 
 /* Returns 0, or -1 with MemoryError set. */

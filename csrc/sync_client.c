@@ -335,7 +335,7 @@ static PyObject *sync_done(rc_client *base, PyObject *result)
     return Py_NewRef(result);
 }
 
-static const rc_transport sync_transport = {sync_send, sync_done};
+static const rc_transport sync_transport = {sync_send, sync_done, 0};
 
 static PyObject *SyncClient_close(SyncClient *self, PyObject *unused)
 {

@@ -126,3 +126,31 @@ def test_a_connection_left_by_an_exception_is_not_reused(run: Runner, redis: Red
                 assert await conn.execute_command("PING") == "PONG"
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("MULTI",), ("WATCH", "k"), ("SUBSCRIBE", "ch"), (b"monitor",), ("SELECT", 1), ("BLPOP", "q", 0),
+     ("XREAD", "BLOCK", 0, "STREAMS", "s", "$")],
+)
+def test_shared_connections_refuse_stateful_and_blocking_commands(
+    run: Runner, redis: RedisServer, command: tuple[object, ...]
+) -> None:
+    async def main() -> None:
+        async with make(redis) as cache:
+            with pytest.raises(ValueError, match="dedicated"):
+                cache.execute_command(*command)
+            assert await cache.ping() is True  # the shared connection is untouched
+
+    run(main())
+
+
+def test_the_sync_cache_refuses_stateful_but_allows_blocking_commands(redis: RedisServer) -> None:
+    from redis_cache import SyncRedisCache
+
+    with SyncRedisCache(host="127.0.0.1", port=redis.port) as cache:
+        with pytest.raises(ValueError, match="one command at a time"):
+            cache.execute_command("MULTI")
+        cache.execute_command("RPUSH", "q", "x")
+        # A blocking pop holds its pooled connection for the call only: allowed.
+        assert cache.execute_command("BLPOP", "q", 1) == [b"q", b"x"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import os
 import re
 import socket
@@ -75,6 +76,13 @@ def _codec_options(
         "compression_level": -1 if compression_level is None else compression_level,
         "max_decompressed_size": max_decompressed_size,
     }
+
+
+def _connection_settings(arguments: Mapping[str, Any]) -> ConnectionSettings:
+    """The validated connection settings among a constructor's arguments."""
+    return ConnectionSettings(
+        **{f.name: arguments[f.name] for f in dataclasses.fields(ConnectionSettings)}
+    )
 
 
 def _arguments(scope: dict[str, Any]) -> dict[str, Any]:
@@ -203,19 +211,7 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         max_decompressed_size: int = _DEFAULT_MAX_DECOMPRESSED,
     ) -> None:
         self._init_kwargs = _arguments(locals())
-        settings = ConnectionSettings(
-            host=host,
-            port=port,
-            db=db,
-            username=username,
-            password=password,
-            unix_socket_path=unix_socket_path,  # type: ignore[arg-type]
-            max_connections=max_connections,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            client_name=client_name,
-            pool_timeout=pool_timeout,
-        )
+        settings = _connection_settings(self._init_kwargs)
         super().__init__(
             host=settings.host,
             port=settings.port,
@@ -346,19 +342,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         max_in_flight: int = 4096,
     ) -> None:
         self._init_kwargs = _arguments(locals())
-        settings = ConnectionSettings(
-            host=host,
-            port=port,
-            db=db,
-            username=username,
-            password=password,
-            unix_socket_path=unix_socket_path,  # type: ignore[arg-type]
-            max_connections=max_connections,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            client_name=client_name,
-            pool_timeout=pool_timeout,
-        )
+        settings = _connection_settings(self._init_kwargs)
         super().__init__(
             namespace=namespace,
             default_ttl=default_ttl,

@@ -25,6 +25,7 @@ import asyncio
 import inspect
 import json
 import logging
+import math
 import subprocess
 import sys
 import threading
@@ -476,7 +477,9 @@ def test_async_early_refresh_recomputes_in_the_background(
             refreshed = asyncio.Event()
             computations = 0
 
-            @cache.cached(60, early_refresh=1e9)
+            # An infinite factor makes the random draw irrelevant: every hit
+            # refreshes (a large finite one still misses a few per cent of draws).
+            @cache.cached(60, early_refresh=math.inf)
             async def rate(currency: str) -> dict[str, Any]:
                 nonlocal computations
                 computations += 1
@@ -505,7 +508,8 @@ def test_sync_early_refresh_recomputes_on_the_hit(redis: RedisServer) -> None:
     versions: list[int] = []
     with SyncRedisCache(port=redis.port, namespace=NS) as cache:
 
-        @cache.cached(60, early_refresh=1e9)
+        # An infinite factor: every hit refreshes, whatever the random draw.
+        @cache.cached(60, early_refresh=math.inf)
         def rate(currency: str) -> int:
             versions.append(len(versions) + 1)
             return versions[-1]

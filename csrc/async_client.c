@@ -26,9 +26,9 @@ typedef struct {
 static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {
-        "namespace",         "default_ttl",           "serializer",  "socket_timeout",
-        "max_in_flight",     "connections",           "compression", "compression_threshold",
-        "compression_level", "max_decompressed_size", NULL};
+        "namespace",         "default_ttl",           "serializer",     "socket_timeout",
+        "max_in_flight",     "connections",           "compression",    "compression_threshold",
+        "compression_level", "max_decompressed_size", "stringify_keys", NULL};
     rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     PyObject *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL,
              *socket_timeout = Py_None;
@@ -40,10 +40,11 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "the cache is already initialized");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnnOnin:RedisCache", kwlist, &namespace_,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnnOninp:RedisCache", kwlist, &namespace_,
                                      &default_ttl, &serializer, &socket_timeout, &max_in_flight,
                                      &connections, &compress.compression, &compress.threshold,
-                                     &compress.level, &compress.max_decompressed))
+                                     &compress.level, &compress.max_decompressed,
+                                     &compress.stringify_keys))
         return -1;
     if (connections < 1 || connections > RC_MAX_MUX || max_in_flight < 1) {
         PyErr_Format(self->base.state->ConfigurationError,

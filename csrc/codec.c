@@ -47,6 +47,7 @@ int rc_codec_init(rc_codec *codec, PyObject *serializer, const rc_compress_optio
     codec->kind = RC_CODEC_JSON;
     codec->dumps = NULL;
     codec->loads = NULL;
+    codec->json_flags = compress->stringify_keys ? RC_JSON_STRINGIFY_KEYS : 0;
     if (init_compression(codec, compress, st) < 0)
         return -1;
     if (PyUnicode_Check(serializer)) {
@@ -138,7 +139,7 @@ static int serialize(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_
     int rc;
 
     if (codec->kind == RC_CODEC_JSON)
-        return rc_json_encode(out, prepared, st);
+        return rc_json_encode(out, prepared, st, codec->json_flags);
     if (bytes_of(prepared, &p, &n, &view, st,
                  codec->kind == RC_CODEC_RAW ? "serializer=\"raw\"" : "the serializer's dumps()") <
         0)
@@ -224,7 +225,7 @@ int rc_codec_write(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_st
             PyErr_NoMemory();
             return -1;
         }
-        if (rc_json_encode(out, prepared, st) < 0)
+        if (rc_json_encode(out, prepared, st, codec->json_flags) < 0)
             return -1;
         if (rc_resp_bulk_close(out, mark) < 0) {
             PyErr_Format(st->SerializationError, "value too large to store (%zu bytes)",

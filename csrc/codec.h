@@ -29,20 +29,22 @@ typedef struct rc_codec {
     int compress_level; /* -1: the format's default */
     size_t compress_threshold;
     size_t max_decompressed;
+    int json_flags; /* RC_JSON_* for the JSON encoder */
 } rc_codec;
 
-/* The user's compression settings, as the constructors take them. */
+/* The user's codec settings beyond the serializer, as the constructors take
+ * them: compression, and the JSON encoder's options. */
 typedef struct rc_compress_options {
     PyObject *compression; /* None, "zlib" or "zstd" */
     Py_ssize_t threshold;
     int level;
     Py_ssize_t max_decompressed;
+    int stringify_keys;
 } rc_compress_options;
 
-#define RC_COMPRESS_OPTIONS_DEFAULT                                                                \
-    {                                                                                              \
-        Py_None, 1024, -1, RC_DEFAULT_MAX_DECOMPRESSED                                             \
-    }
+/* clang-format off */
+#define RC_COMPRESS_OPTIONS_DEFAULT {Py_None, 1024, -1, RC_DEFAULT_MAX_DECOMPRESSED, 0}
+/* clang-format on */
 
 /* Fills codec from the user's `serializer` argument ("json", "raw" or an
  * object with dumps/loads) and compression settings. Returns 0, or -1 with

@@ -17,6 +17,7 @@ typedef struct encoder {
     int depth;
     /* Calls into Python code so far (see encode_other). */
     unsigned long hooks;
+    int flags; /* RC_JSON_* */
     /* The containers being encoded, outermost first: a container met again
      * among them is a cycle. */
     PyObject *open[RC_JSON_MAX_DEPTH + 1];
@@ -277,6 +278,53 @@ static void note_path(encoder *e, PyObject *segment_source, int is_index)
     PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
+/* A dict key that is not a str, written as the string Python's json module
+ * would write (and for the extra types, their JSON string form). */
+static int encode_key_as_str(encoder *e, PyObject *key)
+{
+    size_t start = e->out->len;
+    PyObject *text;
+    int rc;
+
+    if (key == Py_None || key == Py_True || key == Py_False || PyLong_Check(key) ||
+        PyFloat_Check(key)) {
+        /* Their JSON form is the wanted text: write it between quotes. */
+        if (put(e, "\"", 1) < 0 || encode_value(e, key) < 0 || put(e, "\"", 1) < 0)
+            return -1;
+        (void)start;
+        return 0;
+    }
+    if (PyObject_IsInstance(key, e->st->EnumType) == 1) {
+        PyObject *value = PyObject_GetAttrString(key, "value");
+        if (value == NULL)
+            return -1;
+        rc = PyUnicode_Check(value) ? encode_str(e, value) : encode_key_as_str(e, value);
+        Py_DECREF(value);
+        return rc;
+    }
+    if (PyErr_Occurred())
+        return -1;
+    if (PyDateTime_Check(key) || PyDate_Check(key) || PyTime_Check(key))
+        text = PyObject_CallMethodNoArgs(key, e->st->str_isoformat);
+    else if (PyObject_IsInstance(key, e->st->UUIDType) == 1 ||
+             PyObject_IsInstance(key, e->st->DecimalType) == 1)
+        text = PyObject_Str(key);
+    else {
+        if (!PyErr_Occurred())
+            PyErr_Format(e->error_type,
+                         "cannot serialize a dict key of type '%.100s' (%R), even with "
+                         "stringify_keys: convert the keys with str() first",
+                         Py_TYPE(key)->tp_name, key);
+        return -1;
+    }
+    e->hooks++;
+    if (text == NULL)
+        return -1;
+    rc = encode_str(e, text);
+    Py_DECREF(text);
+    return rc;
+}
+
 /* Non-zero when a dict is no longer as it was when its encoding started:
  * Python code run by a hook (model_dump(), a dataclass property) may have
  * changed it, and going on would write a mix of old and new items. */
@@ -309,14 +357,19 @@ static int encode_dict(encoder *e, PyObject *obj)
             return -1;
         first = 0;
         if (!PyUnicode_Check(key)) {
-            PyErr_Format(e->error_type,
-                         "cannot serialize a dict key of type '%.100s' (%R): JSON object keys "
-                         "are strings; convert the keys with str() first",
-                         Py_TYPE(key)->tp_name, key);
+            if (!(e->flags & RC_JSON_STRINGIFY_KEYS)) {
+                PyErr_Format(e->error_type,
+                             "cannot serialize a dict key of type '%.100s' (%R): JSON object "
+                             "keys are strings; convert the keys with str() first, or give the "
+                             "cache stringify_keys=True",
+                             Py_TYPE(key)->tp_name, key);
+                return -1;
+            }
+            if (encode_key_as_str(e, key) < 0 || put(e, ":", 1) < 0)
+                return -1;
+        } else if (encode_str(e, key) < 0 || put(e, ":", 1) < 0) {
             return -1;
         }
-        if (encode_str(e, key) < 0 || put(e, ":", 1) < 0)
-            return -1;
         Py_INCREF(key);
         Py_INCREF(value);
         if (encode_value(e, value) < 0) {
@@ -579,7 +632,7 @@ out:
     PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
-int rc_json_encode(rc_buf *out, PyObject *obj, rc_state *st)
+int rc_json_encode(rc_buf *out, PyObject *obj, rc_state *st, int flags)
 {
     encoder e;
     int rc;
@@ -589,6 +642,7 @@ int rc_json_encode(rc_buf *out, PyObject *obj, rc_state *st)
     e.error_type = st->SerializationError;
     e.depth = 0;
     e.hooks = 0;
+    e.flags = flags;
     e.path = NULL;
     rc = encode_value(&e, obj);
     if (rc < 0)

@@ -28,7 +28,13 @@
  * as objects. Returns 0, or -1 with SerializationError set naming the
  * offending type and where in the value it sits; out may then hold a partial
  * value the caller must drop. */
-int rc_json_encode(rc_buf *out, PyObject *obj, rc_state *st);
+int rc_json_encode(rc_buf *out, PyObject *obj, rc_state *st, int flags);
+
+/* rc_json_encode flags. */
+/* Dict keys that are not str are written as strings, as Python's json module
+ * does (1 -> "1", True -> "true", None -> "null"), and so are keys of the
+ * extra types (UUID, Decimal, enum members, datetimes); others are refused. */
+#define RC_JSON_STRINGIFY_KEYS 1
 
 /* Decode exactly one JSON value from p[0..n) (strict RFC 8259). Returns a
  * new reference, or NULL with SerializationError set giving the byte offset. */

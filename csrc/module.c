@@ -137,7 +137,7 @@ static PyObject *json_dumps(PyObject *module, PyObject *obj)
     PyObject *result = NULL;
 
     rc_buf_init(&b);
-    if (rc_json_encode(&b, obj, get_state(module)) == 0)
+    if (rc_json_encode(&b, obj, get_state(module), 0) == 0)
         result = PyBytes_FromStringAndSize(b.data ? b.data : "", (Py_ssize_t)b.len);
     rc_buf_free(&b);
     return result;

@@ -92,6 +92,7 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
                              "compression_threshold",
                              "compression_level",
                              "max_decompressed_size",
+                             "stringify_keys",
                              NULL};
     rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     const char *host = "localhost", *username = NULL, *password = NULL, *unix_path = NULL,
@@ -105,12 +106,12 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "the cache is already initialized");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$ziizzziOOOzOOOOnin:SyncRedisCache", kwlist,
-                                     &host, &port, &db, &username, &password, &unix_path,
-                                     &max_connections, &socket_timeout, &connect_timeout,
-                                     &pool_timeout, &client_name, &namespace_, &default_ttl,
-                                     &serializer, &compress.compression, &compress.threshold,
-                                     &compress.level, &compress.max_decompressed))
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "|$ziizzziOOOzOOOOninp:SyncRedisCache", kwlist, &host, &port, &db,
+            &username, &password, &unix_path, &max_connections, &socket_timeout, &connect_timeout,
+            &pool_timeout, &client_name, &namespace_, &default_ttl, &serializer,
+            &compress.compression, &compress.threshold, &compress.level, &compress.max_decompressed,
+            &compress.stringify_keys))
         return -1;
     if (port < 1 || port > 65535 || db < 0 || max_connections < 1) {
         PyErr_Format(st->ConfigurationError,

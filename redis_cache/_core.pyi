@@ -36,6 +36,7 @@ class SyncClient:
         compression_threshold: int = ...,
         compression_level: int = ...,
         max_decompressed_size: int = ...,
+        stringify_keys: bool = ...,
     ) -> None: ...
     @property
     def closed(self) -> bool: ...
@@ -97,6 +98,7 @@ class AsyncClient:
         compression_threshold: int = ...,
         compression_level: int = ...,
         max_decompressed_size: int = ...,
+        stringify_keys: bool = ...,
     ) -> None: ...
     @property
     def closed(self) -> bool: ...

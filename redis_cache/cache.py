@@ -58,6 +58,7 @@ def _codec_options(
     compression_threshold: int,
     compression_level: int | None,
     max_decompressed_size: int,
+    stringify_keys: bool,
 ) -> dict[str, Any]:
     """The C core's serializer and compression arguments, from the user's."""
     if serializer == "pickle":
@@ -75,6 +76,7 @@ def _codec_options(
         "compression_threshold": compression_threshold,
         "compression_level": -1 if compression_level is None else compression_level,
         "max_decompressed_size": max_decompressed_size,
+        "stringify_keys": stringify_keys,
     }
 
 
@@ -209,6 +211,7 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         compression_threshold: int = 1024,
         compression_level: int | None = None,
         max_decompressed_size: int = _DEFAULT_MAX_DECOMPRESSED,
+        stringify_keys: bool = False,
     ) -> None:
         self._init_kwargs = _arguments(locals())
         settings = _connection_settings(self._init_kwargs)
@@ -233,6 +236,7 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
                 compression_threshold,
                 compression_level,
                 max_decompressed_size,
+                stringify_keys,
             ),
         )
         self._settings = settings
@@ -338,6 +342,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         compression_threshold: int = 1024,
         compression_level: int | None = None,
         max_decompressed_size: int = _DEFAULT_MAX_DECOMPRESSED,
+        stringify_keys: bool = False,
         connections: int = 1,
         max_in_flight: int = 4096,
     ) -> None:
@@ -354,6 +359,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
                 compression_threshold,
                 compression_level,
                 max_decompressed_size,
+                stringify_keys,
             ),
             max_in_flight=max_in_flight,
             connections=connections,

@@ -585,7 +585,8 @@ def test_pydantic_models_dump_as_json_with_aliases() -> None:
         ),
         (
             {1: "x"},
-            r"^cannot serialize a dict key of type 'int' \(1\): JSON object keys are strings; convert the keys with str\(\) first$",
+            r"^cannot serialize a dict key of type 'int' \(1\): JSON object keys are strings; "
+            r"convert the keys with str\(\) first, or give the cache stringify_keys=True$",
         ),
         ({None: 1}, r"^cannot serialize a dict key of type 'NoneType' \(None\)"),
         ({True: 1}, r"^cannot serialize a dict key of type 'bool' \(True\)"),

@@ -182,3 +182,24 @@ def test_pickle_needs_a_long_enough_secret() -> None:
         SyncRedisCache(serializer="pickle")
     with pytest.raises(ConfigurationError, match="at least 16 bytes"):
         SyncRedisCache(serializer="pickle", pickle_secret="short")
+
+
+def test_non_str_keys_are_refused_unless_stringified(redis: RedisServer) -> None:
+    with SyncRedisCache(host="127.0.0.1", port=redis.port) as plain:
+        with pytest.raises(SerializationError, match="stringify_keys=True"):
+            plain.set("k", {1: "one"})
+        assert redis.raw_command("EXISTS", "k") == b":0\r\n"
+    with SyncRedisCache(host="127.0.0.1", port=redis.port, stringify_keys=True) as c:
+        value = {2: "int", 2.5: "float", None: "none", False: "bool", Colour.RED: "enum",
+                 uuid.UUID(int=1): "uuid", dt.date(2024, 1, 2): "date", "s": "str"}
+        c.set("k", value)
+        # The same strings Python's json module writes, for the types it knows.
+        assert json.loads(redis.cli("GET", "k")) == {
+            "2": "int", "2.5": "float", "null": "none", "false": "bool", "red": "enum",
+            "00000000-0000-0000-0000-000000000001": "uuid", "2024-01-02": "date", "s": "str",
+        }
+        assert json.loads(json.dumps({2: "int", 2.5: "float", None: "none", False: "bool"})) == {
+            "2": "int", "2.5": "float", "null": "none", "false": "bool"}
+        with pytest.raises(SerializationError, match="even with stringify_keys"):
+            c.set("t", {(1, 2): "tuple"})
+        assert redis.raw_command("EXISTS", "t") == b":0\r\n"

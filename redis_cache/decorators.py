@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 
 from .cache import RedisCache, SyncRedisCache, TTL
 from .errors import RedisCacheError, SerializationError
-from .keys import KeyBuilder
+from .keys import KeyBuilder, canonical_digest
 
 __all__ = [
     "CircuitBreaker",
@@ -780,8 +780,6 @@ def _make_cached_batch(cache: AnyCache | None, *, ttl: TTL, key: str | None,
             if key is not None:
                 return f"{namespace}:{key.format(item)}" if namespace else key.format(item)
             if isinstance(item, bool) or not isinstance(item, (int, str)):
-                from .keys import canonical_digest
-
                 return f"{prefix}:h:{canonical_digest(item, 'an id').hex()}"
             return f"{prefix}:{'i' if isinstance(item, int) else 's'}:{item}"
 
@@ -793,6 +791,19 @@ def _make_cached_batch(cache: AnyCache | None, *, ttl: TTL, key: str | None,
             stats_.count("errors")
             warnings_.warn(name, exc)
 
+        def sort_out(
+            ordered: list[Any], by_key: dict[str, Any], found: Mapping[str, Any]
+        ) -> tuple[dict[Any, Any], list[Any]]:
+            """What the cache had (by id), and the ids still to compute."""
+            result = {by_key[k]: v for k, v in found.items()}
+            missing = [i for i in ordered if i not in result]
+            stats_.count("hits", n=len(result))
+            stats_.count("misses", n=len(missing))
+            return result, missing
+
+        def in_order(ordered: list[Any], result: dict[Any, Any]) -> dict[Any, Any]:
+            return {i: result[i] for i in ordered if i in result}
+
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def wrapper(ids: Iterable[Any], *args: Any, **kwargs: Any) -> dict[Any, Any]:
@@ -803,10 +814,7 @@ def _make_cached_batch(cache: AnyCache | None, *, ttl: TTL, key: str | None,
                 except RedisCacheError as exc:
                     fail(exc)
                     found = {}
-                result = {by_key[k]: v for k, v in found.items()}
-                missing = [i for i in ordered if i not in result]
-                stats_.count("hits", n=len(result))
-                stats_.count("misses", n=len(missing))
+                result, missing = sort_out(ordered, by_key, found)
                 if missing:
                     start = time.perf_counter()
                     fresh = await func(missing, *args, **kwargs)
@@ -816,7 +824,7 @@ def _make_cached_batch(cache: AnyCache | None, *, ttl: TTL, key: str | None,
                     except RedisCacheError as exc:
                         fail(exc)
                     result.update(fresh)
-                return {i: result[i] for i in ordered if i in result}
+                return in_order(ordered, result)
         else:
             @functools.wraps(func)
             def wrapper(ids: Iterable[Any], *args: Any, **kwargs: Any) -> dict[Any, Any]:
@@ -827,10 +835,7 @@ def _make_cached_batch(cache: AnyCache | None, *, ttl: TTL, key: str | None,
                 except RedisCacheError as exc:
                     fail(exc)
                     found = {}
-                result = {by_key[k]: v for k, v in found.items()}
-                missing = [i for i in ordered if i not in result]
-                stats_.count("hits", n=len(result))
-                stats_.count("misses", n=len(missing))
+                result, missing = sort_out(ordered, by_key, found)
                 if missing:
                     start = time.perf_counter()
                     fresh = func(missing, *args, **kwargs)
@@ -840,7 +845,7 @@ def _make_cached_batch(cache: AnyCache | None, *, ttl: TTL, key: str | None,
                     except RedisCacheError as exc:
                         fail(exc)
                     result.update(fresh)
-                return {i: result[i] for i in ordered if i in result}
+                return in_order(ordered, result)
 
         wrapper.stats = stats_  # type: ignore[attr-defined]
         wrapper.key = key_of  # type: ignore[attr-defined]

@@ -352,7 +352,7 @@ def codecs() -> tuple[list[Codec], dict[str, str]]:
             json_dumps,
             json_loads,
             f"redis_cache {_version('redis_cache')} `_core.json_dumps` / `_core.json_loads` "
-            "(csrc/json.c, what the caches run on every value)",
+            "(csrc/json_encode.c, csrc/json_decode.c, what the caches run on every value)",
         )
     ]
     skipped: dict[str, str] = {}
@@ -1103,7 +1103,7 @@ def cpython_conversions(results: Results) -> str | None:
     return (
         "For the floats the fast paths do not take, the codec calls CPython's own correctly "
         "rounded conversions (`PyOS_double_to_string(v, 'r', ...)` to encode, "
-        "`PyOS_string_to_double` to decode; see csrc/json.c). Timed on their own through "
+        "`PyOS_string_to_double` to decode; see csrc/json_encode.c, csrc/json_decode.c). Timed on their own through "
         f"`map()` (the loop, {loop_ns:.0f} ns per element with `id`, subtracted; the Python "
         "versions also make a str or read one), they cost about what the codec spends per "
         "random double, so the fallback's cost is those conversions, which orjson replaces "

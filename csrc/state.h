@@ -47,7 +47,7 @@ typedef struct rc_state {
     PyObject *model_dump_args[2]; /* "json", True */
     /* redis_cache._typed.convert, once a typed read asked for it. */
     PyObject *typed_convert;
-    /* Recently decoded JSON object keys (see json.c). */
+    /* Recently decoded JSON object keys (see json_decode.c). */
     PyObject *key_cache[512];
 } rc_state;
 

@@ -47,23 +47,20 @@ void rc_buf_reset(rc_buf *b)
     }
 }
 
+/* "00" "01" ... "99" (and the terminating NUL of the literal). */
+const char rc_digit_pairs[201] =
+    "00010203040506070809"
+    "10111213141516171819"
+    "20212223242526272829"
+    "30313233343536373839"
+    "40414243444546474849"
+    "50515253545556575859"
+    "60616263646566676869"
+    "70717273747576777879"
+    "80818283848586878889"
+    "90919293949596979899";
+
 size_t rc_format_ll(char *p, long long v)
 {
-    char tmp[24];
-    size_t n = 0, i;
-    unsigned long long u;
-
-    if (v < 0) {
-        *p++ = '-';
-        u = 0ULL - (unsigned long long)v;
-    } else {
-        u = (unsigned long long)v;
-    }
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    for (i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
-    return n + (v < 0);
+    return rc_format_ll_inline(p, v);
 }

@@ -57,4 +57,41 @@ static inline int rc_buf_putc(rc_buf *b, char c)
  * the number of characters written. */
 size_t rc_format_ll(char *p, long long v);
 
+/* "00" "01" ... "99": numbers are written two digits per division. */
+extern const char rc_digit_pairs[201];
+
+/* As rc_format_ll for an unsigned value; inline, as the JSON encoder writes
+ * every int through it. */
+static inline size_t rc_format_ull(char *p, unsigned long long u)
+{
+    size_t n = 1;
+    unsigned long long rest = u;
+    char *q;
+
+    while (rest >= 10000) {
+        rest /= 10000;
+        n += 4;
+    }
+    n += (rest >= 10) + (rest >= 100) + (rest >= 1000);
+    q = p + n;
+    while (u >= 100) {
+        q -= 2;
+        memcpy(q, rc_digit_pairs + (u % 100) * 2, 2);
+        u /= 100;
+    }
+    if (u >= 10)
+        memcpy(q - 2, rc_digit_pairs + u * 2, 2);
+    else
+        q[-1] = (char)('0' + u);
+    return n;
+}
+
+static inline size_t rc_format_ll_inline(char *p, long long v)
+{
+    if (v >= 0)
+        return rc_format_ull(p, (unsigned long long)v);
+    *p = '-';
+    return 1 + rc_format_ull(p + 1, 0ULL - (unsigned long long)v);
+}
+
 #endif

@@ -30,6 +30,10 @@
  * value the caller must drop. */
 int rc_json_encode(rc_buf *out, PyObject *obj, rc_state *st, int flags);
 
+/* The JSON form of obj as a new bytes object (json_dumps()), written in
+ * place with no copy. NULL with SerializationError set on failure. */
+PyObject *rc_json_dumps(PyObject *obj, rc_state *st, int flags);
+
 /* rc_json_encode flags. */
 /* Dict keys that are not str are written as strings, as Python's json module
  * does (1 -> "1", True -> "true", None -> "null"), and so are keys of the

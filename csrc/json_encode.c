@@ -1,15 +1,49 @@
-/* JSON encoder; see json.h. */
+/* JSON encoder; see json.h.
+ *
+ * Speed comes from writing through a cursor: e->p is the next byte to write
+ * and e->end the end of the reserved memory, kept in the encoder rather than
+ * re-read from the rc_buf on every byte. Every writer reserves what it needs
+ * plus SPARE bytes, so the separators and brackets callers add after it
+ * (',', ':', ']', '}') need no check of their own.
+ */
 #include "json.h"
 #include "floats.h"
 
 #include <datetime.h>
 #include <stdint.h>
 #include <stdio.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
-/* ------------------------------------------------------------------ encode */
+#if defined(__GNUC__)
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define RC_UNUSED __attribute__((unused))
+#define NOINLINE __attribute__((noinline))
+#else
+#define likely(x) (x)
+#define unlikely(x) (x)
+#define ALWAYS_INLINE inline
+#define NOINLINE
+#define RC_UNUSED
+#endif
+
+/* Room every writer leaves after what it wrote (see the top of the file). */
+#define SPARE 2
+
+/* Characters of a non-ASCII str transcoded per reservation (6 bytes each at
+ * most, for a \u00XX escape). */
+#define WIDE_CHUNK 1024
 
 typedef struct encoder {
+    char *p;   /* where the next byte goes */
+    char *end; /* end of the memory written to */
+    /* The memory: out's, or when out is NULL the bytes object's (see
+     * rc_json_dumps). */
     rc_buf *out;
+    PyObject *bytes;
     rc_state *st;
     PyObject *error_type;
     /* Path segments collected while an error unwinds, innermost first. */
@@ -24,21 +58,62 @@ typedef struct encoder {
 } encoder;
 
 static int encode_value(encoder *e, PyObject *obj);
+static int encode_container(encoder *e, PyObject *obj);
+static int encode_other(encoder *e, PyObject *obj);
 
-static int out_of_memory(void)
+/* Makes room for n more bytes when the cursor is short of it. */
+static int grow(encoder *e, size_t n)
 {
-    PyErr_NoMemory();
-    return -1;
+    rc_buf *out = e->out;
+    size_t len, cap;
+
+    if (out != NULL) {
+        out->len = (size_t)(e->p - out->data);
+        if (rc_buf_grow(out, n) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        e->p = out->data + out->len;
+        e->end = out->data + out->cap;
+        return 0;
+    }
+    len = (size_t)(e->p - PyBytes_AS_STRING(e->bytes));
+    cap = (size_t)PyBytes_GET_SIZE(e->bytes);
+    if (n > (size_t)PY_SSIZE_T_MAX - len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    while (cap < len + n)
+        cap = cap > (size_t)PY_SSIZE_T_MAX / 2 ? len + n : cap * 2;
+    /* The bytes object is this encoder's alone, so it may be resized. */
+    if (_PyBytes_Resize(&e->bytes, (Py_ssize_t)cap) < 0)
+        return -1;
+    e->p = PyBytes_AS_STRING(e->bytes) + len;
+    e->end = PyBytes_AS_STRING(e->bytes) + cap;
+    return 0;
 }
 
-static int put(encoder *e, const char *p, size_t n)
+static inline int reserve(encoder *e, size_t n)
 {
-    return rc_buf_append(e->out, p, n) < 0 ? out_of_memory() : 0;
+    if (likely((size_t)(e->end - e->p) >= n))
+        return 0;
+    return grow(e, n);
 }
 
-/* Non-zero for ASCII bytes that JSON strings must escape. */
+/* Writes a literal (null, true, false) of n bytes. */
+static inline int put_literal(encoder *e, const char *text, size_t n)
+{
+    if (reserve(e, n + SPARE) < 0)
+        return -1;
+    memcpy(e->p, text, n);
+    e->p += n;
+    return 0;
+}
+
+/* Non-zero for the bytes (and Latin-1 characters) that JSON strings must
+ * escape: the control characters, '"' and '\\'. */
 /* clang-format off */
-static const unsigned char ascii_escape[128] = {
+static const unsigned char needs_escape[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -86,131 +161,339 @@ static size_t write_escape(char *p, unsigned char c)
     }
 }
 
-static int encode_ascii(encoder *e, const unsigned char *s, Py_ssize_t n)
+/* Word-at-a-time tests: non-zero when one of the 8 bytes of x is a control
+ * character, '"' or '\\' (each the classic "has a zero byte" / "has a byte
+ * less than" test, exact for any bytes). */
+#define BYTES8(c) (0x0101010101010101ULL * (unsigned char)(c))
+
+static inline RC_UNUSED uint64_t escapes_in8(uint64_t x)
+{
+    uint64_t quote = x ^ BYTES8('"'), backslash = x ^ BYTES8('\\');
+
+    return (((x - BYTES8(0x20)) & ~x) | ((quote - BYTES8(1)) & ~quote) |
+            ((backslash - BYTES8(1)) & ~backslash)) &
+           BYTES8(0x80);
+}
+
+static inline uint64_t load8(const unsigned char *s)
+{
+    uint64_t x;
+    memcpy(&x, s, 8);
+    return x;
+}
+
+static inline uint32_t load4(const unsigned char *s)
+{
+    uint32_t x;
+    memcpy(&x, s, 4);
+    return x;
+}
+
+#ifdef __SSE2__
+/* The bytes of v to escape, as a mask; with high set, bytes from 0x80 up too
+ * (the Latin-1 characters that take two bytes in UTF-8). */
+static inline int escapes_in16(__m128i v, int high)
+{
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    __m128i control = high ? _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)) /* signed: 0x80+ too */
+                           : _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v);
+
+    return _mm_movemask_epi8(
+        _mm_or_si128(control, _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash))));
+}
+#endif
+
+/* Copies n bytes of UTF-8 (or ASCII) from s to d and tells whether none of
+ * them needs an escape. Blocks may overlap (the last one ends at n) but
+ * never reach past either end. */
+static inline int copy_clean(char *d, const unsigned char *s, Py_ssize_t n)
+{
+#ifdef __SSE2__
+    if (n >= 16) {
+        __m128i v;
+        Py_ssize_t i;
+        int bad = 0;
+
+        for (i = 0; i + 16 <= n; i += 16) {
+            v = _mm_loadu_si128((const __m128i *)(s + i));
+            _mm_storeu_si128((__m128i *)(d + i), v);
+            bad |= escapes_in16(v, 0);
+        }
+        if (i < n) {
+            v = _mm_loadu_si128((const __m128i *)(s + n - 16));
+            _mm_storeu_si128((__m128i *)(d + n - 16), v);
+            bad |= escapes_in16(v, 0);
+        }
+        return !bad;
+    }
+#else
+    if (n > 16) {
+        uint64_t bad = 0, x;
+        Py_ssize_t i;
+
+        for (i = 0; i + 8 <= n; i += 8) {
+            x = load8(s + i);
+            memcpy(d + i, &x, 8);
+            bad |= escapes_in8(x);
+        }
+        if (i < n) {
+            x = load8(s + n - 8);
+            memcpy(d + n - 8, &x, 8);
+            bad |= escapes_in8(x);
+        }
+        return bad == 0;
+    }
+#endif
+#ifdef __SSE2__
+    /* Short text: two overlapping loads fill one vector, tested at once. */
+    if (n >= 8) {
+        uint64_t a = load8(s), b = load8(s + n - 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+        return escapes_in16(_mm_set_epi64x((long long)b, (long long)a), 0) == 0;
+    }
+    if (n >= 4) {
+        uint32_t a = load4(s), b = load4(s + n - 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+        /* The upper lanes are zero, which would count as control
+         * characters: only the lower eight are looked at. */
+        return (escapes_in16(_mm_set_epi32(0, 0, (int)b, (int)a), 0) & 0xFF) == 0;
+    }
+#else
+    if (n >= 8) {
+        uint64_t a = load8(s), b = load8(s + n - 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+        return (escapes_in8(a) | escapes_in8(b)) == 0;
+    }
+    if (n >= 4) {
+        uint32_t a = load4(s), b = load4(s + n - 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+        return escapes_in8((uint64_t)a | (uint64_t)b << 32) == 0;
+    }
+#endif
+    {
+        int bad = 0;
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            d[i] = (char)s[i];
+            bad |= needs_escape[s[i]];
+        }
+        return !bad;
+    }
+}
+
+/* UTF-8 text with characters to escape, in runs between the escapes. */
+static int encode_escaped_utf8(encoder *e, const unsigned char *s, Py_ssize_t n)
 {
     Py_ssize_t i = 0, run;
-    rc_buf *out = e->out;
 
     while (i < n) {
         run = i;
-        while (i < n && !ascii_escape[s[i]])
+        while (i < n && !needs_escape[s[i]])
             i++;
-        if (i > run && put(e, (const char *)s + run, (size_t)(i - run)) < 0)
+        if (reserve(e, (size_t)(i - run) + 6 + SPARE) < 0)
             return -1;
-        if (i < n) {
-            if (rc_buf_reserve(out, 6) < 0)
-                return out_of_memory();
-            out->len += write_escape(out->data + out->len, s[i]);
-            i++;
-        }
+        memcpy(e->p, s + run, (size_t)(i - run));
+        e->p += i - run;
+        if (i < n)
+            e->p += write_escape(e->p, s[i++]);
     }
     return 0;
 }
 
-/* Strings that are not pure ASCII are transcoded here rather than through
- * PyUnicode_AsUTF8, which would attach a cached UTF-8 copy to every str. */
-static int encode_wide(encoder *e, PyObject *s)
+static int lone_surrogate(encoder *e, Py_UCS4 c, Py_ssize_t index)
 {
-    int kind = PyUnicode_KIND(s);
-    const void *data = PyUnicode_DATA(s);
-    Py_ssize_t i, n = PyUnicode_GET_LENGTH(s);
-    rc_buf *out = e->out;
-    char *p;
+    char code[16]; /* PyErr_Format has no %04X */
+
+    snprintf(code, sizeof(code), "U+%04X", (unsigned)c);
+    PyErr_Format(e->error_type,
+                 "cannot serialize a str holding a lone surrogate (%s at index %zd): "
+                 "it has no UTF-8 form; clean the text or store it with serializer=\"raw\"",
+                 code, index);
+    return -1;
+}
+
+/* Writes one character as UTF-8 (escaped when JSON wants it) at p. */
+static inline char *put_char(char *p, Py_UCS4 c)
+{
+    if (c < 0x80) {
+        if (needs_escape[c])
+            return p + write_escape(p, (unsigned char)c);
+        *p++ = (char)c;
+    } else if (c < 0x800) {
+        *p++ = (char)(0xC0 | (c >> 6));
+        *p++ = (char)(0x80 | (c & 0x3F));
+    } else if (c < 0x10000) {
+        *p++ = (char)(0xE0 | (c >> 12));
+        *p++ = (char)(0x80 | ((c >> 6) & 0x3F));
+        *p++ = (char)(0x80 | (c & 0x3F));
+    } else {
+        *p++ = (char)(0xF0 | (c >> 18));
+        *p++ = (char)(0x80 | ((c >> 12) & 0x3F));
+        *p++ = (char)(0x80 | ((c >> 6) & 0x3F));
+        *p++ = (char)(0x80 | (c & 0x3F));
+    }
+    return p;
+}
+
+/* A Latin-1 str (one byte per character, some from 0x80 up): blocks of
+ * plain ASCII are copied whole, the rest goes a character at a time. */
+static int encode_latin1(encoder *e, const Py_UCS1 *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0, chunk_end;
+
+    while (i < n) {
+        chunk_end = n - i > WIDE_CHUNK ? i + WIDE_CHUNK : n;
+        if (reserve(e, 6 * (size_t)(chunk_end - i) + 16 + SPARE) < 0)
+            return -1;
+#ifdef __SSE2__
+        while (i + 16 <= chunk_end) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
+            int bad = escapes_in16(v, 1);
+
+            _mm_storeu_si128((__m128i *)e->p, v);
+            if (bad == 0) {
+                e->p += 16;
+                i += 16;
+                continue;
+            }
+            /* The clean bytes before the first other one stay written. */
+            e->p += __builtin_ctz((unsigned)bad);
+            i += __builtin_ctz((unsigned)bad);
+            e->p = put_char(e->p, s[i++]);
+        }
+#endif
+        for (; i < chunk_end; i++)
+            e->p = put_char(e->p, s[i]);
+    }
+    return 0;
+}
+
+/* Two- and four-byte strs, a character at a time. Inlined once per kind. */
+static inline int encode_wide_kind(encoder *e, const void *data, Py_ssize_t n, int kind)
+{
+    Py_ssize_t i;
 
     for (i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if ((i & 1023) == 0 && rc_buf_reserve(out, 6 * 1024) < 0)
-            return out_of_memory();
-        p = out->data + out->len;
-        if (c < 0x80) {
-            if (ascii_escape[c])
-                p += write_escape(p, (unsigned char)c);
-            else
-                *p++ = (char)c;
-        } else if (c < 0x800) {
-            *p++ = (char)(0xC0 | (c >> 6));
-            *p++ = (char)(0x80 | (c & 0x3F));
-        } else if (c >= 0xD800 && c <= 0xDFFF) {
-            char code[16];
-            snprintf(code, sizeof(code), "U+%04X", (unsigned)c);
-            PyErr_Format(e->error_type,
-                         "cannot serialize a str holding a lone surrogate (%s at index %zd): "
-                         "it has no UTF-8 form; clean the text or store it with serializer=\"raw\"",
-                         code, i);
+        Py_UCS4 c = kind == PyUnicode_2BYTE_KIND ? ((const Py_UCS2 *)data)[i]
+                                                 : ((const Py_UCS4 *)data)[i];
+        if (i % WIDE_CHUNK == 0 && reserve(e, 6 * WIDE_CHUNK + SPARE) < 0)
             return -1;
-        } else if (c < 0x10000) {
-            *p++ = (char)(0xE0 | (c >> 12));
-            *p++ = (char)(0x80 | ((c >> 6) & 0x3F));
-            *p++ = (char)(0x80 | (c & 0x3F));
-        } else {
-            *p++ = (char)(0xF0 | (c >> 18));
-            *p++ = (char)(0x80 | ((c >> 12) & 0x3F));
-            *p++ = (char)(0x80 | ((c >> 6) & 0x3F));
-            *p++ = (char)(0x80 | (c & 0x3F));
-        }
-        out->len = (size_t)(p - out->data);
+        if (unlikely(c >= 0xD800 && c <= 0xDFFF))
+            return lone_surrogate(e, c, i);
+        e->p = put_char(e->p, c);
     }
     return 0;
 }
 
-static int encode_str(encoder *e, PyObject *s)
+/* The UTF-8 form CPython keeps beside a non-ASCII str once something asked
+ * for it, or NULL. Used when there, never created: creating it would double
+ * the memory of every str stored. */
+static inline const char *cached_utf8(PyObject *s, Py_ssize_t *n)
 {
-    if (PyUnicode_IS_ASCII(s)) {
-        /* The common case, a short ASCII string with nothing to escape (dict
-         * keys, most values): one reserve, one copy. */
-        const unsigned char *data = PyUnicode_DATA(s);
-        Py_ssize_t i, n = PyUnicode_GET_LENGTH(s);
-        for (i = 0; i < n && !ascii_escape[data[i]]; i++)
-            ;
-        if (i == n) {
-            char *p;
-            if (rc_buf_reserve(e->out, (size_t)n + 2) < 0)
-                return out_of_memory();
-            p = e->out->data + e->out->len;
-            p[0] = '"';
-            memcpy(p + 1, data, (size_t)n);
-            p[n + 1] = '"';
-            e->out->len += (size_t)n + 2;
-            return 0;
-        }
-    }
-    if (put(e, "\"", 1) < 0)
-        return -1;
-    if (PyUnicode_IS_ASCII(s)) {
-        if (encode_ascii(e, PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s)) < 0)
-            return -1;
-    } else if (encode_wide(e, s) < 0) {
-        return -1;
-    }
-    return put(e, "\"", 1);
-}
-
-static int encode_int(encoder *e, PyObject *obj)
-{
-    int overflow = 0, rc = -1;
-    long long v;
-    PyObject *text = NULL;
-    const char *p;
-    Py_ssize_t n;
-
-#if PY_VERSION_HEX < 0x030C0000
-    /* Ints of one digit (below 2^30), the usual case, read directly. */
-    if (Py_SIZE(obj) >= -1 && Py_SIZE(obj) <= 1) {
-        if (rc_buf_reserve(e->out, 24) < 0)
-            return out_of_memory();
-        v = (long long)((PyLongObject *)obj)->ob_digit[0] * Py_SIZE(obj);
-        e->out->len += rc_format_ll(e->out->data + e->out->len, v);
-        return 0;
+#if PY_VERSION_HEX < 0x030E0000
+    if (PyUnicode_IS_COMPACT(s) && ((PyCompactUnicodeObject *)s)->utf8 != NULL) {
+        *n = ((PyCompactUnicodeObject *)s)->utf8_length;
+        return ((PyCompactUnicodeObject *)s)->utf8;
     }
 #endif
-    v = PyLong_AsLongLongAndOverflow(obj, &overflow);
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    if (!overflow) {
-        char tmp[24];
-        return put(e, tmp, rc_format_ll(tmp, v));
+    (void)s;
+    (void)n;
+    return NULL;
+}
+
+/* The characters of a str with no UTF-8 form at hand, transcoded. */
+static int encode_chars(encoder *e, PyObject *s)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+
+    switch (PyUnicode_KIND(s)) {
+    case PyUnicode_1BYTE_KIND:
+        return encode_latin1(e, PyUnicode_1BYTE_DATA(s), n);
+    case PyUnicode_2BYTE_KIND:
+        return encode_wide_kind(e, PyUnicode_DATA(s), n, PyUnicode_2BYTE_KIND);
+    default:
+        return encode_wide_kind(e, PyUnicode_DATA(s), n, PyUnicode_4BYTE_KIND);
     }
-    /* int.__repr__ rather than str(): an IntEnum member's str() is its name. */
+}
+
+/* A str that needs more than a block copy: escapes, or no UTF-8 form at
+ * hand. */
+static NOINLINE int encode_str_slow(encoder *e, PyObject *s, const char *utf8, Py_ssize_t n)
+{
+    if (reserve(e, 1) < 0)
+        return -1;
+    *e->p++ = '"';
+    if (utf8 != NULL) {
+        if (encode_escaped_utf8(e, (const unsigned char *)utf8, n) < 0)
+            return -1;
+    } else if (encode_chars(e, s) < 0) {
+        return -1;
+    }
+    if (reserve(e, 1 + SPARE) < 0)
+        return -1;
+    *e->p++ = '"';
+    return 0;
+}
+
+static ALWAYS_INLINE int encode_str(encoder *e, PyObject *s)
+{
+    const char *utf8;
+    Py_ssize_t n;
+
+    if (likely(PyUnicode_IS_ASCII(s))) {
+        utf8 = PyUnicode_DATA(s);
+        n = PyUnicode_GET_LENGTH(s);
+    } else {
+        utf8 = cached_utf8(s, &n);
+        if (utf8 == NULL)
+            return encode_str_slow(e, s, NULL, 0);
+    }
+    /* The common case: text with nothing to escape (dict keys, most values)
+     * is one reservation and one block copy that checks as it goes. */
+    if (reserve(e, (size_t)n + 2 + SPARE) < 0)
+        return -1;
+    if (likely(copy_clean(e->p + 1, (const unsigned char *)utf8, n))) {
+        e->p[0] = '"';
+        e->p[n + 1] = '"';
+        e->p += n + 2;
+        return 0;
+    }
+    return encode_str_slow(e, s, utf8, n);
+}
+
+/* The value of an int that fits a long long, read straight from the object
+ * when it is small; 0 with *overflow set when it does not fit. */
+static inline long long int_value(PyObject *obj, int *overflow)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)obj)) {
+        *overflow = 0;
+        return (long long)PyUnstable_Long_CompactValue((PyLongObject *)obj);
+    }
+#else
+    /* One 30-bit digit, the usual case. */
+    Py_ssize_t size = Py_SIZE(obj);
+    if (size >= -1 && size <= 1) {
+        *overflow = 0;
+        return (long long)((PyLongObject *)obj)->ob_digit[0] * size;
+    }
+#endif
+    return PyLong_AsLongLongAndOverflow(obj, overflow);
+}
+
+/* Ints beyond a long long, through int.__repr__ (not str(): an IntEnum
+ * member's str() is its name). */
+static NOINLINE int encode_big_int(encoder *e, PyObject *obj)
+{
+    PyObject *text;
+    const char *p;
+    Py_ssize_t n;
+    int rc = -1;
+
     text = PyLong_Type.tp_repr(obj);
     if (text == NULL) {
         if (PyErr_ExceptionMatches(PyExc_ValueError)) {
@@ -222,37 +505,61 @@ static int encode_int(encoder *e, PyObject *obj)
         goto out;
     }
     p = PyUnicode_AsUTF8AndSize(text, &n);
-    if (p == NULL)
+    if (p == NULL || reserve(e, (size_t)n + SPARE) < 0)
         goto out;
-    rc = put(e, p, (size_t)n);
+    memcpy(e->p, p, (size_t)n);
+    e->p += n;
+    rc = 0;
 out:
     Py_XDECREF(text);
     return rc;
+}
+
+static ALWAYS_INLINE int encode_int(encoder *e, PyObject *obj)
+{
+    int overflow = 0;
+    long long v = int_value(obj, &overflow);
+
+    if (unlikely(overflow))
+        return encode_big_int(e, obj);
+    if (unlikely(v == -1) && PyErr_Occurred())
+        return -1;
+    if (reserve(e, 20 + SPARE) < 0)
+        return -1;
+    e->p += rc_format_ll_inline(e->p, v);
+    return 0;
 }
 
 static int encode_float(encoder *e, PyObject *obj)
 {
     double v = PyFloat_AS_DOUBLE(obj);
     char *text;
+    size_t n;
     int rc;
 
-    if (!isfinite(v)) {
+    if (unlikely(!isfinite(v))) {
         PyErr_Format(e->error_type,
                      "cannot serialize float %R: JSON has no NaN or infinity; "
                      "store None or a string instead",
                      obj);
         return -1;
     }
-    {
-        char quick[RC_FLOAT_TEXT_MAX];
-        size_t n = rc_float_format(v, quick);
-        if (n > 0)
-            return put(e, quick, n);
+    if (reserve(e, RC_FLOAT_TEXT_MAX + SPARE) < 0)
+        return -1;
+    n = rc_float_format(v, e->p);
+    if (likely(n > 0)) {
+        e->p += n;
+        return 0;
     }
     text = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (text == NULL)
         return -1;
-    rc = put(e, text, strlen(text));
+    n = strlen(text);
+    rc = reserve(e, n + SPARE);
+    if (rc == 0) {
+        memcpy(e->p, text, n);
+        e->p += n;
+    }
     PyMem_Free(text);
     return rc;
 }
@@ -282,16 +589,18 @@ static void note_path(encoder *e, PyObject *segment_source, int is_index)
  * would write (and for the extra types, their JSON string form). */
 static int encode_key_as_str(encoder *e, PyObject *key)
 {
-    size_t start = e->out->len;
     PyObject *text;
     int rc;
 
     if (key == Py_None || key == Py_True || key == Py_False || PyLong_Check(key) ||
         PyFloat_Check(key)) {
         /* Their JSON form is the wanted text: write it between quotes. */
-        if (put(e, "\"", 1) < 0 || encode_value(e, key) < 0 || put(e, "\"", 1) < 0)
+        if (reserve(e, 1) < 0)
             return -1;
-        (void)start;
+        *e->p++ = '"';
+        if (encode_value(e, key) < 0 || reserve(e, 1 + SPARE) < 0)
+            return -1;
+        *e->p++ = '"';
         return 0;
     }
     if (PyObject_IsInstance(key, e->st->EnumType) == 1) {
@@ -325,6 +634,89 @@ static int encode_key_as_str(encoder *e, PyObject *key)
     return rc;
 }
 
+/* A dict key other than an exact str. */
+static int encode_key(encoder *e, PyObject *key)
+{
+    if (PyUnicode_Check(key))
+        return encode_str(e, key);
+    if (!(e->flags & RC_JSON_STRINGIFY_KEYS)) {
+        PyErr_Format(e->error_type,
+                     "cannot serialize a dict key of type '%.100s' (%R): JSON object "
+                     "keys are strings; convert the keys with str() first, or give the "
+                     "cache stringify_keys=True",
+                     Py_TYPE(key)->tp_name, key);
+        return -1;
+    }
+    return encode_key_as_str(e, key);
+}
+
+/* Subclasses of the JSON types, and the other types encode_other knows. */
+static int encode_uncommon(encoder *e, PyObject *obj)
+{
+    int rc;
+
+    if (PyUnicode_Check(obj))
+        return encode_str(e, obj);
+    if (PyLong_Check(obj))
+        return encode_int(e, obj);
+    if (PyFloat_Check(obj))
+        return encode_float(e, obj);
+    if (PyDict_Check(obj) || PyList_Check(obj) || PyTuple_Check(obj))
+        return encode_container(e, obj);
+    rc = encode_other(e, obj);
+    if (rc != -2)
+        return rc;
+    PyErr_Format(e->error_type,
+                 "cannot serialize a value of type '%.100s' to JSON; store JSON types, "
+                 "datetimes, UUIDs, Decimals, enums, sets, dataclasses or pydantic models, "
+                 "convert it first, or choose another serializer",
+                 Py_TYPE(obj)->tp_name);
+    return -1;
+}
+
+/* Containers and the rest: what may run Python code is held while it is
+ * encoded, as that code could drop it from the container it came from. */
+static NOINLINE int encode_held(encoder *e, PyObject *obj)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    int rc;
+
+    Py_INCREF(obj);
+    if (type == &PyDict_Type || type == &PyList_Type || type == &PyTuple_Type)
+        rc = encode_container(e, obj);
+    else
+        rc = encode_uncommon(e, obj);
+    Py_DECREF(obj);
+    return rc;
+}
+
+/* Inlined into the loops over containers' items: the plain types are
+ * written without a call. */
+static ALWAYS_INLINE int encode_value_inline(encoder *e, PyObject *obj)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+
+    /* Exact types first: a pointer comparison each, no flags to load. */
+    if (type == &PyUnicode_Type)
+        return encode_str(e, obj);
+    if (type == &PyLong_Type)
+        return encode_int(e, obj);
+    if (type == &PyFloat_Type)
+        return encode_float(e, obj);
+    if (obj == Py_None)
+        return put_literal(e, "null", 4);
+    if (obj == Py_True)
+        return put_literal(e, "true", 4);
+    if (obj == Py_False)
+        return put_literal(e, "false", 5);
+    return encode_held(e, obj);
+}
+
+static int encode_value(encoder *e, PyObject *obj)
+{
+    return encode_value_inline(e, obj);
+}
+
 /* Non-zero when a dict is no longer as it was when its encoding started:
  * Python code run by a hook (model_dump(), a dataclass property) may have
  * changed it, and going on would write a mix of old and new items. */
@@ -338,55 +730,85 @@ static int dict_changed(PyObject *dict, Py_ssize_t size, uint64_t version)
 #endif
 }
 
+/* Non-zero for the values whose encoding runs no Python code, and so can
+ * neither free them nor change the container they sit in. */
+static inline int is_plain(PyObject *obj)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+
+    return type == &PyUnicode_Type || type == &PyLong_Type || type == &PyFloat_Type ||
+           type == &PyBool_Type || obj == Py_None;
+}
+
+/* One "key":value item whose encoding may run Python code (a key other than
+ * a str, or a value other than a plain one): both are held while it runs,
+ * and the dict must be unchanged afterwards. */
+static int encode_guarded_item(encoder *e, PyObject *dict, PyObject *key, PyObject *value,
+                               Py_ssize_t size, uint64_t version)
+{
+    unsigned long hooks = e->hooks;
+    int rc = -1;
+
+    Py_INCREF(key);
+    Py_INCREF(value);
+    if (encode_key(e, key) < 0)
+        goto out;
+    *e->p++ = ':';
+    if (encode_value(e, value) < 0) {
+        note_path(e, key, 0);
+        goto out;
+    }
+    if (e->hooks != hooks && dict_changed(dict, size, version)) {
+        PyErr_SetString(e->error_type, "a dict changed while it was being serialized "
+                                       "(by a hook such as model_dump() or a property)");
+        goto out;
+    }
+    rc = 0;
+out:
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* Closes an array or object: the ',' after its last item becomes the
+ * bracket. */
+static inline int close_container(encoder *e, int empty, char bracket)
+{
+    if (empty)
+        *e->p++ = bracket;
+    else
+        e->p[-1] = bracket;
+    return reserve(e, SPARE);
+}
+
 static int encode_dict(encoder *e, PyObject *obj)
 {
     Py_ssize_t pos = 0, size = PyDict_GET_SIZE(obj);
     PyObject *key, *value;
-    int first = 1;
 #if PY_VERSION_HEX < 0x030C0000
     uint64_t version = ((PyDictObject *)obj)->ma_version_tag;
 #else
     uint64_t version = 0;
 #endif
 
-    if (put(e, "{", 1) < 0)
+    if (reserve(e, 1 + SPARE) < 0)
         return -1;
+    *e->p++ = '{';
     while (PyDict_Next(obj, &pos, &key, &value)) {
-        unsigned long hooks = e->hooks;
-        if (!first && put(e, ",", 1) < 0)
-            return -1;
-        first = 0;
-        if (!PyUnicode_Check(key)) {
-            if (!(e->flags & RC_JSON_STRINGIFY_KEYS)) {
-                PyErr_Format(e->error_type,
-                             "cannot serialize a dict key of type '%.100s' (%R): JSON object "
-                             "keys are strings; convert the keys with str() first, or give the "
-                             "cache stringify_keys=True",
-                             Py_TYPE(key)->tp_name, key);
+        if (likely(PyUnicode_CheckExact(key) && is_plain(value))) {
+            if (encode_str(e, key) < 0)
+                return -1;
+            *e->p++ = ':';
+            if (encode_value_inline(e, value) < 0) {
+                note_path(e, key, 0);
                 return -1;
             }
-            if (encode_key_as_str(e, key) < 0 || put(e, ":", 1) < 0)
-                return -1;
-        } else if (encode_str(e, key) < 0 || put(e, ":", 1) < 0) {
+        } else if (encode_guarded_item(e, obj, key, value, size, version) < 0) {
             return -1;
         }
-        Py_INCREF(key);
-        Py_INCREF(value);
-        if (encode_value(e, value) < 0) {
-            note_path(e, key, 0);
-            Py_DECREF(key);
-            Py_DECREF(value);
-            return -1;
-        }
-        Py_DECREF(key);
-        Py_DECREF(value);
-        if (e->hooks != hooks && dict_changed(obj, size, version)) {
-            PyErr_SetString(e->error_type, "a dict changed while it was being serialized "
-                                           "(by a hook such as model_dump() or a property)");
-            return -1;
-        }
+        *e->p++ = ',';
     }
-    return put(e, "}", 1);
+    return close_container(e, size == 0, '}');
 }
 
 static int encode_sequence(encoder *e, PyObject *obj)
@@ -394,28 +816,24 @@ static int encode_sequence(encoder *e, PyObject *obj)
     Py_ssize_t i;
     int is_list = PyList_Check(obj);
 
-    if (put(e, "[", 1) < 0)
+    if (reserve(e, 1 + SPARE) < 0)
         return -1;
+    *e->p++ = '[';
+    /* A list's size is read again after each item: a hook may change it. */
     for (i = 0; i < (is_list ? PyList_GET_SIZE(obj) : PyTuple_GET_SIZE(obj)); i++) {
         PyObject *item = is_list ? PyList_GET_ITEM(obj, i) : PyTuple_GET_ITEM(obj, i);
-        int rc;
 
-        if (i > 0 && put(e, ",", 1) < 0)
-            return -1;
-        Py_INCREF(item);
-        rc = encode_value(e, item);
-        if (rc < 0) {
+        if (encode_value_inline(e, item) < 0) {
             PyObject *index = PyLong_FromSsize_t(i);
             if (index != NULL) {
                 note_path(e, index, 1);
                 Py_DECREF(index);
             }
-        }
-        Py_DECREF(item);
-        if (rc < 0)
             return -1;
+        }
+        *e->p++ = ',';
     }
-    return put(e, "]", 1);
+    return close_container(e, i == 0, ']');
 }
 
 /* Steps into a container (or an object encoded as one): refuses cycles and
@@ -575,35 +993,6 @@ static int encode_other(encoder *e, PyObject *obj)
     return -2;
 }
 
-static int encode_value(encoder *e, PyObject *obj)
-{
-    if (PyUnicode_Check(obj))
-        return encode_str(e, obj);
-    if (obj == Py_None)
-        return put(e, "null", 4);
-    if (obj == Py_True)
-        return put(e, "true", 4);
-    if (obj == Py_False)
-        return put(e, "false", 5);
-    if (PyLong_Check(obj))
-        return encode_int(e, obj);
-    if (PyFloat_Check(obj))
-        return encode_float(e, obj);
-    if (PyDict_Check(obj) || PyList_Check(obj) || PyTuple_Check(obj))
-        return encode_container(e, obj);
-    {
-        int rc = encode_other(e, obj);
-        if (rc != -2)
-            return rc;
-    }
-    PyErr_Format(e->error_type,
-                 "cannot serialize a value of type '%.100s' to JSON; store JSON types, "
-                 "datetimes, UUIDs, Decimals, enums, sets, dataclasses or pydantic models, "
-                 "convert it first, or choose another serializer",
-                 Py_TYPE(obj)->tp_name);
-    return -1;
-}
-
 /* Rewrites the pending error's message to end with the path collected. */
 static void attach_path(encoder *e)
 {
@@ -632,26 +1021,72 @@ out:
     PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
+static void encoder_init(encoder *e, rc_state *st, int flags)
+{
+    e->out = NULL;
+    e->bytes = NULL;
+    e->p = e->end = NULL;
+    e->st = st;
+    e->error_type = st->SerializationError;
+    e->depth = 0;
+    e->hooks = 0;
+    e->flags = flags;
+    e->path = NULL;
+}
+
+static int encode_top(encoder *e, PyObject *obj)
+{
+    int rc = encode_value(e, obj);
+
+    if (rc < 0)
+        attach_path(e);
+    Py_CLEAR(e->path);
+    return rc;
+}
+
 int rc_json_encode(rc_buf *out, PyObject *obj, rc_state *st, int flags)
 {
     encoder e;
     int rc;
 
+    /* Memory first: the cursor never points into a NULL buffer. */
+    if (rc_buf_reserve(out, 64) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    encoder_init(&e, st, flags);
     e.out = out;
-    e.st = st;
-    e.error_type = st->SerializationError;
-    e.depth = 0;
-    e.hooks = 0;
-    e.flags = flags;
-    e.path = NULL;
-    rc = encode_value(&e, obj);
-    if (rc < 0)
-        attach_path(&e);
-    Py_XDECREF(e.path);
+    e.p = out->data + out->len;
+    e.end = out->data + out->cap;
+    rc = encode_top(&e, obj);
+    out->len = (size_t)(e.p - out->data);
     return rc;
 }
 
-/* ------------------------------------------------------------------ decode */
+/* What most values fit in, so json_dumps() seldom grows its bytes object. */
+#define DUMPS_FIRST_SIZE 1024
+
+PyObject *rc_json_dumps(PyObject *obj, rc_state *st, int flags)
+{
+    encoder e;
+    int rc;
+
+    encoder_init(&e, st, flags);
+    e.bytes = PyBytes_FromStringAndSize(NULL, DUMPS_FIRST_SIZE);
+    if (e.bytes == NULL)
+        return NULL;
+    e.p = PyBytes_AS_STRING(e.bytes);
+    e.end = e.p + DUMPS_FIRST_SIZE;
+    rc = encode_top(&e, obj);
+    /* The bytes object may have been replaced by a failed resize (NULL). */
+    if (rc == 0)
+        rc = _PyBytes_Resize(&e.bytes, e.p - PyBytes_AS_STRING(e.bytes));
+    if (rc < 0) {
+        Py_XDECREF(e.bytes);
+        return NULL;
+    }
+    return e.bytes;
+}
 
 int rc_json_init_types(rc_state *st)
 {

@@ -133,14 +133,7 @@ out:
 /* json_dumps(obj) -> bytes: the cache's JSON encoder, for direct use. */
 static PyObject *json_dumps(PyObject *module, PyObject *obj)
 {
-    rc_buf b;
-    PyObject *result = NULL;
-
-    rc_buf_init(&b);
-    if (rc_json_encode(&b, obj, get_state(module), 0) == 0)
-        result = PyBytes_FromStringAndSize(b.data ? b.data : "", (Py_ssize_t)b.len);
-    rc_buf_free(&b);
-    return result;
+    return rc_json_dumps(obj, get_state(module), 0);
 }
 
 /* json_loads(data) -> object: the cache's strict JSON decoder; data is

@@ -7,6 +7,7 @@ and path; the decoder part checks its inputs, limits and error offsets.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import datetime
 import decimal
@@ -867,3 +868,62 @@ def test_str_input_with_lone_surrogate_is_a_serialization_error_or_accepted(text
         json_loads(text)
     except SerializationError:
         pass
+
+
+# ---------------------------------------------------------------- string paths
+# The encoder copies text in blocks (16, 8 or 4 bytes, the last block
+# overlapping the one before) and tests each block for characters to escape;
+# Latin-1 text goes in 16-character blocks up to its first non-ASCII
+# character; a str whose UTF-8 form CPython already holds is copied from it.
+# Every length around the block sizes, with the special character at every
+# position, catches a block that skips or repeats a byte.
+
+_SPECIALS = ['"', "\\", "\n", "\x00", "\x1f", "\x7f", "é", "\xff", "Ā", "東", "😀"]
+
+
+def _expected(text: str) -> bytes:
+    return json.dumps(text, ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("special", _SPECIALS, ids=[repr(c) for c in _SPECIALS])
+def test_special_character_at_every_position(special: str) -> None:
+    for n in range(0, 41):
+        for base in ("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOP", "ñ" * 40):
+            plain = base[:n]
+            assert json_dumps(plain) == _expected(plain), (plain,)
+            for i in range(n + 1):
+                text = plain[:i] + special + plain[i:]
+                assert json_dumps(text) == _expected(text), (n, i, text)
+
+
+def _cache_utf8(text: str) -> None:
+    """Makes CPython attach the UTF-8 form to text, as PyUnicode_AsUTF8 does."""
+    as_utf8 = ctypes.pythonapi.PyUnicode_AsUTF8AndSize
+    as_utf8.argtypes = (ctypes.py_object, ctypes.c_void_p)
+    as_utf8.restype = ctypes.c_void_p
+    size = sys.getsizeof(text)
+    assert as_utf8(text, None)
+    assert sys.getsizeof(text) > size, "the UTF-8 form was not attached"
+
+
+def test_text_with_its_utf8_form_cached_by_cpython() -> None:
+    for n in range(0, 41):
+        for special in ("", '"', "\n", "\x00"):
+            text = "é" + "x" * n + special + "東"
+            expected = _expected(text)
+            assert json_dumps(text) == expected
+            _cache_utf8(text)
+            assert json_dumps(text) == expected, text
+            assert json_dumps({text: [text]}) == b"{" + expected + b":[" + expected + b"]}"
+
+
+def test_long_latin1_and_wide_text() -> None:
+    rng = random.Random(7)
+    alphabets = ("abc é\xff\n\"\\", "abcĀ東\t", "ab😀東\x01")
+    for alphabet in alphabets:
+        for n in (15, 16, 17, 1023, 1024, 1025, 5000):
+            text = "".join(rng.choice(alphabet) for _ in range(n))
+            assert json_dumps(text) == _expected(text)
+            assert json_dumps([text, {text: text}]) == json.dumps(
+                [text, {text: text}], ensure_ascii=False, separators=(",", ":")
+            ).encode()

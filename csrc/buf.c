@@ -60,6 +60,29 @@ const char rc_digit_pairs[201] =
     "80818283848586878889"
     "90919293949596979899";
 
+const unsigned long long rc_pow10_u64[20] = {
+    1ULL,
+    10ULL,
+    100ULL,
+    1000ULL,
+    10000ULL,
+    100000ULL,
+    1000000ULL,
+    10000000ULL,
+    100000000ULL,
+    1000000000ULL,
+    10000000000ULL,
+    100000000000ULL,
+    1000000000000ULL,
+    10000000000000ULL,
+    100000000000000ULL,
+    1000000000000000ULL,
+    10000000000000000ULL,
+    100000000000000000ULL,
+    1000000000000000000ULL,
+    10000000000000000000ULL,
+};
+
 size_t rc_format_ll(char *p, long long v)
 {
     return rc_format_ll_inline(p, v);

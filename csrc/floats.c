@@ -108,49 +108,92 @@ static void to_decimal(int q, uint64_t c, int dk, uint64_t *f, int *e)
     }
 }
 
+/* Removes f's trailing zeros into e: big steps first, as a short decimal
+ * comes out of to_decimal() as up to 17 digits ending in zeros. */
+static void strip_zeros(uint64_t *f, int *e)
+{
+    while (*f % 100000000 == 0) {
+        *f /= 100000000;
+        *e += 8;
+    }
+    if (*f % 10000 == 0) {
+        *f /= 10000;
+        *e += 4;
+    }
+    if (*f % 100 == 0) {
+        *f /= 100;
+        *e += 2;
+    }
+    if (*f % 10 == 0) {
+        *f /= 10;
+        *e += 1;
+    }
+}
+
+/* Writes the last width digits of v, zeros in front (width <= 24). */
+static void put_fixed(char *p, uint64_t v, int width)
+{
+    char *q = p + width;
+
+    if (width > 8) {
+        rc_format_8_digits(q - 8, (uint32_t)(v % 100000000));
+        v /= 100000000;
+        q -= 8;
+        width -= 8;
+        if (width > 8) {
+            rc_format_8_digits(q - 8, (uint32_t)(v % 100000000));
+            v /= 100000000;
+            q -= 8;
+            width -= 8;
+        }
+    }
+    while (width >= 2) {
+        q -= 2;
+        memcpy(q, rc_digit_pairs + 2 * (v % 100), 2);
+        v /= 100;
+        width -= 2;
+    }
+    if (width)
+        q[-1] = (char)('0' + v);
+}
+
 /* Writes f * 10^e (f > 0) as repr() does: positional when the exponent of
- * the leading digit is in [-4, 16), scientific otherwise. */
+ * the leading digit is in [-4, 16), scientific otherwise. The digits go
+ * straight to their place in out: the part before the point and the part
+ * after it are written as two numbers. */
 static size_t write_decimal(char *out, int negative, uint64_t f, int e)
 {
-    char digits[24], *p = out;
-    size_t n;
-    int x;
+    char *p = out;
+    int n, x;
 
-    while (f % 10 == 0) {
-        f /= 10;
-        e++;
-    }
-    n = rc_format_ll(digits, (long long)f);
-    x = e + (int)n - 1;
+    strip_zeros(&f, &e);
+    n = (int)rc_decimal_digits(f); /* at most 17 */
+    x = e + n - 1;
     if (negative)
         *p++ = '-';
     if (x >= -4 && x < 16) {
         if (e >= 0) {
-            memcpy(p, digits, n);
-            p += n;
+            p += rc_format_ull(p, f);
             memset(p, '0', (size_t)e);
             p += e;
             memcpy(p, ".0", 2);
             p += 2;
         } else if (x >= 0) {
-            memcpy(p, digits, (size_t)x + 1);
-            p += x + 1;
+            p += rc_format_ull(p, f / rc_pow10_u64[-e]);
             *p++ = '.';
-            memcpy(p, digits + x + 1, n - (size_t)x - 1);
-            p += n - (size_t)x - 1;
+            put_fixed(p, f % rc_pow10_u64[-e], -e);
+            p += -e;
         } else {
-            *p++ = '0';
-            *p++ = '.';
-            memset(p, '0', (size_t)(-x - 1));
-            p += -x - 1;
-            memcpy(p, digits, n);
-            p += n;
+            memcpy(p, "0.0000", 6);
+            p += 2 + (-x - 1);
+            p += rc_format_ull(p, f);
         }
     } else {
-        *p++ = digits[0];
+        uint64_t scale = rc_pow10_u64[n - 1];
+        *p++ = (char)('0' + f / scale);
         if (n > 1) {
             *p++ = '.';
-            memcpy(p, digits + 1, n - 1);
+            put_fixed(p, f % scale, n - 1);
             p += n - 1;
         }
         *p++ = 'e';
@@ -159,7 +202,7 @@ static size_t write_decimal(char *out, int negative, uint64_t f, int e)
             x = -x;
         if (x < 10)
             *p++ = '0';
-        p += rc_format_ll(p, x);
+        p += rc_format_u32(p, (uint32_t)x);
     }
     return (size_t)(p - out);
 }
@@ -170,6 +213,15 @@ static size_t write_decimal(char *out, int negative, uint64_t f, int e)
  * this file. */
 #define RC_SHORT_PLACES 6
 
+/* x rounded to the nearest integer, ties to even, for 0 <= x < 2^52:
+ * adding 2^52 leaves no bits below the point. (nearbyint() is a call into
+ * libm on x86-64 without SSE4.1.) */
+static inline double round_to_integer(double x)
+{
+    const double two52 = 4503599627370496.0;
+    return (x + two52) - two52;
+}
+
 static int short_decimal(double v, uint64_t *f, int *e)
 {
     double a = fabs(v), scaled, whole;
@@ -177,11 +229,20 @@ static int short_decimal(double v, uint64_t *f, int *e)
 
     if (!(a >= 1e-4 && a < 1e15))
         return 0;
+    /* Most doubles are not short: one test rules them out. A decimal of at
+     * most RC_SHORT_PLACES places, times 10^RC_SHORT_PLACES, is an integer
+     * N, and the two roundings (to a, then of the product) move it by less
+     * than N * 2^-52; anything further from an integer is no such
+     * decimal. */
+    scaled = a * powers_of_ten[RC_SHORT_PLACES];
+    if (scaled < 2251799813685248.0 /* 2^51 */ &&
+        fabs(scaled - round_to_integer(scaled)) > scaled * (1.0 / 2251799813685248.0))
+        return 0;
     for (places = 1; places <= RC_SHORT_PLACES; places++) {
         scaled = a * powers_of_ten[places];
         if (scaled >= 1e15)
             return 0;
-        whole = nearbyint(scaled);
+        whole = round_to_integer(scaled);
         if (whole / powers_of_ten[places] == a) {
             *f = (uint64_t)whole;
             *e = -places;

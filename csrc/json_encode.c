@@ -442,6 +442,7 @@ static NOINLINE int encode_str_slow(encoder *e, PyObject *s, const char *utf8, P
 static ALWAYS_INLINE int encode_str(encoder *e, PyObject *s)
 {
     const char *utf8;
+    char *p;
     Py_ssize_t n;
 
     if (likely(PyUnicode_IS_ASCII(s))) {
@@ -456,10 +457,12 @@ static ALWAYS_INLINE int encode_str(encoder *e, PyObject *s)
      * is one reservation and one block copy that checks as it goes. */
     if (reserve(e, (size_t)n + 2 + SPARE) < 0)
         return -1;
-    if (likely(copy_clean(e->p + 1, (const unsigned char *)utf8, n))) {
-        e->p[0] = '"';
-        e->p[n + 1] = '"';
-        e->p += n + 2;
+    /* Through a local: a store through e->p could alias e->p itself. */
+    p = e->p;
+    if (likely(copy_clean(p + 1, (const unsigned char *)utf8, n))) {
+        p[0] = '"';
+        p[n + 1] = '"';
+        e->p = p + n + 2;
         return 0;
     }
     return encode_str_slow(e, s, utf8, n);
@@ -519,6 +522,7 @@ static ALWAYS_INLINE int encode_int(encoder *e, PyObject *obj)
 {
     int overflow = 0;
     long long v = int_value(obj, &overflow);
+    char *p;
 
     if (unlikely(overflow))
         return encode_big_int(e, obj);
@@ -526,7 +530,8 @@ static ALWAYS_INLINE int encode_int(encoder *e, PyObject *obj)
         return -1;
     if (reserve(e, 20 + SPARE) < 0)
         return -1;
-    e->p += rc_format_ll_inline(e->p, v);
+    p = e->p;
+    e->p = p + rc_format_ll_inline(p, v);
     return 0;
 }
 

@@ -44,6 +44,11 @@ PyObject *rc_json_dumps(PyObject *obj, rc_state *st, int flags);
  * new reference, or NULL with SerializationError set giving the byte offset. */
 PyObject *rc_json_decode(const char *p, size_t n, rc_state *st);
 
+/* Checks, once per process, that the encoder may read dicts' entry tables
+ * directly (see json_encode.c); it uses PyDict_Next otherwise. Returns 0, or
+ * -1 with an exception set (out of memory). */
+int rc_json_check_dict_layout(void);
+
 /* Loads the classes the encoder recognizes into st. Returns 0 or -1. */
 int rc_json_init_types(rc_state *st);
 

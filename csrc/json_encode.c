@@ -33,6 +33,9 @@
 /* Room every writer leaves after what it wrote (see the top of the file). */
 #define SPARE 2
 
+/* Levels of nesting per unit of Python's recursion limit (see enter()). */
+#define RECURSION_STEP 16
+
 /* Characters of a non-ASCII str transcoded per reservation (6 bytes each at
  * most, for a \u00XX escape). */
 #define WIDE_CHUNK 1024
@@ -274,15 +277,15 @@ static inline int copy_clean(char *d, const unsigned char *s, Py_ssize_t n)
         return escapes_in8((uint64_t)a | (uint64_t)b << 32) == 0;
     }
 #endif
-    {
-        int bad = 0;
-        Py_ssize_t i;
-        for (i = 0; i < n; i++) {
-            d[i] = (char)s[i];
-            bad |= needs_escape[s[i]];
-        }
-        return !bad;
+    if (n > 0) {
+        /* 1 to 3 bytes: the first, middle and last cover them all. */
+        unsigned char first = s[0], middle = s[n / 2], last = s[n - 1];
+        d[0] = (char)first;
+        d[n / 2] = (char)middle;
+        d[n - 1] = (char)last;
+        return !(needs_escape[first] | needs_escape[middle] | needs_escape[last]);
     }
+    return 1;
 }
 
 /* UTF-8 text with characters to escape, in runs between the escapes. */
@@ -722,6 +725,153 @@ static int encode_value(encoder *e, PyObject *obj)
     return encode_value_inline(e, obj);
 }
 
+/* ------------------------------------------------------- dict walking
+ *
+ * PyDict_Next is a call into libpython per item, an eighth of the time a
+ * list of records takes. On CPython 3.11 the walk reads the dict's entry
+ * table itself instead: a private layout, copied from CPython's
+ * Include/internal/pycore_dict.h, and checked against PyDict_Next on test
+ * dicts when the module loads (rc_json_check_dict_layout); when that check
+ * fails, for split-table dicts (instance __dict__s) and on other versions,
+ * the walk uses PyDict_Next. The table is found afresh for every item, so a
+ * hook that resizes the dict leaves nothing dangling; encode_dict then
+ * notices the change and stops. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define DICT_WALK_DIRECT 1
+
+typedef struct dict_keys_layout {
+    Py_ssize_t dk_refcnt;
+    uint8_t dk_log2_size;
+    uint8_t dk_log2_index_bytes;
+    uint8_t dk_kind; /* 0: any keys, 1: str keys only, 2: split table */
+    uint32_t dk_version;
+    Py_ssize_t dk_usable;
+    Py_ssize_t dk_nentries;
+    char dk_indices[]; /* then the entries */
+} dict_keys_layout;
+
+typedef struct {
+    Py_hash_t hash;
+    PyObject *key;
+    PyObject *value;
+} dict_entry_any;
+
+typedef struct {
+    PyObject *key;
+    PyObject *value;
+} dict_entry_str;
+
+/* Set once the layout matched PyDict_Next's view of the test dicts. */
+static int dict_layout_checked;
+
+static int walkable_directly(PyObject *dict)
+{
+    const dict_keys_layout *keys = (const dict_keys_layout *)((PyDictObject *)dict)->ma_keys;
+    return dict_layout_checked && ((PyDictObject *)dict)->ma_values == NULL && keys->dk_kind < 2;
+}
+#endif
+
+typedef struct dict_walk {
+    PyObject *dict;
+    Py_ssize_t pos;
+    int direct;
+} dict_walk;
+
+static inline void dict_walk_start(dict_walk *w, PyObject *dict)
+{
+    w->dict = dict;
+    w->pos = 0;
+#ifdef DICT_WALK_DIRECT
+    w->direct = walkable_directly(dict);
+#else
+    w->direct = 0;
+#endif
+}
+
+/* The next item (borrowed references), or 0 at the end. */
+static ALWAYS_INLINE int dict_walk_next(dict_walk *w, PyObject **key, PyObject **value)
+{
+#ifdef DICT_WALK_DIRECT
+    if (likely(w->direct)) {
+        const dict_keys_layout *keys =
+            (const dict_keys_layout *)((PyDictObject *)w->dict)->ma_keys;
+        const char *entries = keys->dk_indices + ((size_t)1 << keys->dk_log2_index_bytes);
+
+        while (w->pos < keys->dk_nentries) {
+            Py_ssize_t i = w->pos++;
+            if (keys->dk_kind == 0) {
+                *key = ((const dict_entry_any *)entries)[i].key;
+                *value = ((const dict_entry_any *)entries)[i].value;
+            } else {
+                *key = ((const dict_entry_str *)entries)[i].key;
+                *value = ((const dict_entry_str *)entries)[i].value;
+            }
+            if (*value != NULL) /* NULL: a deleted item's slot */
+                return 1;
+        }
+        return 0;
+    }
+#endif
+    return PyDict_Next(w->dict, &w->pos, key, value);
+}
+
+/* Walks d both ways; 1 when they agree item for item. */
+static int same_walk(PyObject *d)
+{
+    dict_walk w;
+    Py_ssize_t pos = 0;
+    PyObject *k1, *v1, *k2, *v2;
+
+    dict_walk_start(&w, d);
+    if (!w.direct)
+        return 0;
+    for (;;) {
+        int more1 = dict_walk_next(&w, &k1, &v1), more2 = PyDict_Next(d, &pos, &k2, &v2);
+        if (more1 != more2)
+            return 0;
+        if (!more1)
+            return 1;
+        if (k1 != k2 || v1 != v2)
+            return 0;
+    }
+}
+
+int rc_json_check_dict_layout(void)
+{
+#ifdef DICT_WALK_DIRECT
+    PyObject *small = NULL, *mixed = NULL, *big = NULL, *key = NULL;
+    int i, ok = 0;
+
+    dict_layout_checked = 1; /* so that same_walk tries the direct walk */
+    small = Py_BuildValue("{s:i,s:i,s:i}", "a", 1, "bb", 2, "ccc", 3);
+    mixed = Py_BuildValue("{i:s,s:i,(i):i}", 1, "x", "y", 2, 3, 4);
+    big = PyDict_New();
+    if (small == NULL || mixed == NULL || big == NULL)
+        goto out;
+    /* 300 keys: two-byte indices; every third deleted leaves holes. */
+    for (i = 0; i < 300; i++) {
+        key = PyUnicode_FromFormat("key%d", i);
+        if (key == NULL || PyDict_SetItem(big, key, key) < 0)
+            goto out;
+        if (i % 3 == 0 && PyDict_DelItem(big, key) < 0)
+            goto out;
+        Py_CLEAR(key);
+    }
+    if (PyDict_DelItemString(small, "bb") < 0 || PyDict_DelItemString(mixed, "y") < 0)
+        goto out;
+    ok = same_walk(small) && same_walk(mixed) && same_walk(big);
+out:
+    dict_layout_checked = ok;
+    Py_XDECREF(key);
+    Py_XDECREF(small);
+    Py_XDECREF(mixed);
+    Py_XDECREF(big);
+    return PyErr_Occurred() ? -1 : 0;
+#else
+    return 0;
+#endif
+}
+
 /* Non-zero when a dict is no longer as it was when its encoding started:
  * Python code run by a hook (model_dump(), a dataclass property) may have
  * changed it, and going on would write a mix of old and new items. */
@@ -788,8 +938,9 @@ static inline int close_container(encoder *e, int empty, char bracket)
 
 static int encode_dict(encoder *e, PyObject *obj)
 {
-    Py_ssize_t pos = 0, size = PyDict_GET_SIZE(obj);
+    Py_ssize_t size = PyDict_GET_SIZE(obj);
     PyObject *key, *value;
+    dict_walk walk;
 #if PY_VERSION_HEX < 0x030C0000
     uint64_t version = ((PyDictObject *)obj)->ma_version_tag;
 #else
@@ -799,7 +950,8 @@ static int encode_dict(encoder *e, PyObject *obj)
     if (reserve(e, 1 + SPARE) < 0)
         return -1;
     *e->p++ = '{';
-    while (PyDict_Next(obj, &pos, &key, &value)) {
+    dict_walk_start(&walk, obj);
+    while (dict_walk_next(&walk, &key, &value)) {
         if (likely(PyUnicode_CheckExact(key) && is_plain(value))) {
             if (encode_str(e, key) < 0)
                 return -1;
@@ -816,10 +968,10 @@ static int encode_dict(encoder *e, PyObject *obj)
     return close_container(e, size == 0, '}');
 }
 
-static int encode_sequence(encoder *e, PyObject *obj)
+/* The items of a list or tuple; inlined once for each. */
+static ALWAYS_INLINE int encode_items(encoder *e, PyObject *obj, int is_list)
 {
     Py_ssize_t i;
-    int is_list = PyList_Check(obj);
 
     if (reserve(e, 1 + SPARE) < 0)
         return -1;
@@ -841,6 +993,11 @@ static int encode_sequence(encoder *e, PyObject *obj)
     return close_container(e, i == 0, ']');
 }
 
+static int encode_sequence(encoder *e, PyObject *obj)
+{
+    return PyList_Check(obj) ? encode_items(e, obj, 1) : encode_items(e, obj, 0);
+}
+
 /* Steps into a container (or an object encoded as one): refuses cycles and
  * nesting past the limit. Every enter() is paired with a leave(). */
 static int enter(encoder *e, PyObject *obj)
@@ -860,7 +1017,12 @@ static int enter(encoder *e, PyObject *obj)
                      RC_JSON_MAX_DEPTH);
         return -1;
     }
-    if (Py_EnterRecursiveCall(" while serializing a value to JSON"))
+    /* The depth limit bounds this encoder's C stack; Python's recursion
+     * limit bounds how many encoders nest through hooks (json_dumps() in a
+     * model_dump(), ...) when each charges it for every RECURSION_STEP
+     * levels. One charge per container would cost a call each. */
+    if (e->depth % RECURSION_STEP == 0 &&
+        Py_EnterRecursiveCall(" while serializing a value to JSON"))
         return -1;
     e->open[e->depth++] = obj;
     return 0;
@@ -869,7 +1031,8 @@ static int enter(encoder *e, PyObject *obj)
 static void leave(encoder *e)
 {
     e->depth--;
-    Py_LeaveRecursiveCall();
+    if (e->depth % RECURSION_STEP == 0)
+        Py_LeaveRecursiveCall();
 }
 
 static int encode_container(encoder *e, PyObject *obj)

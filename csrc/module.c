@@ -116,7 +116,7 @@ static int module_exec(PyObject *module)
     st->missing = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (st->missing == NULL || PyModule_AddObjectRef(module, "MISSING", st->missing) < 0)
         goto out;
-    if (load_asyncio(st) < 0 || rc_json_init_types(st) < 0 ||
+    if (load_asyncio(st) < 0 || rc_json_init_types(st) < 0 || rc_json_check_dict_layout() < 0 ||
         add_type(module, &rc_sync_client_spec, &st->SyncClientType) < 0 ||
         add_type(module, &rc_async_client_spec, &st->AsyncClientType) < 0 ||
         add_type(module, &rc_mux_spec, &st->MuxType) < 0)

@@ -103,25 +103,36 @@ static inline size_t rc_format_u32(char *p, uint32_t u)
     return n;
 }
 
+/* n < 10^8: eight digits take the parallel path, fewer the short loop. */
+static inline size_t rc_format_below_1e8(char *p, uint32_t n)
+{
+    if (n >= 10000000) {
+        rc_format_8_digits(p, n);
+        return 8;
+    }
+    return rc_format_u32(p, n);
+}
+
 /* As rc_format_ll for an unsigned value; inline, as the JSON encoder writes
  * every int and float through it. Long numbers go in 8-digit pieces of
  * 32-bit arithmetic rather than a chain of 64-bit divisions. */
 static inline size_t rc_format_ull(char *p, unsigned long long u)
 {
+    unsigned long long high;
     size_t n;
 
     if (u < 100000000ULL)
-        return rc_format_u32(p, (uint32_t)u);
-    if (u < 10000000000000000ULL) {
-        n = rc_format_u32(p, (uint32_t)(u / 100000000ULL));
-        rc_format_8_digits(p + n, (uint32_t)(u % 100000000ULL));
-        return n + 8;
+        return rc_format_below_1e8(p, (uint32_t)u);
+    high = u / 100000000ULL;
+    if (high < 100000000ULL) {
+        n = rc_format_below_1e8(p, (uint32_t)high);
+    } else {
+        n = rc_format_u32(p, (uint32_t)(high / 100000000ULL)); /* at most 4 digits */
+        rc_format_8_digits(p + n, (uint32_t)(high % 100000000ULL));
+        n += 8;
     }
-    n = rc_format_u32(p, (uint32_t)(u / 10000000000000000ULL));
-    u %= 10000000000000000ULL;
-    rc_format_8_digits(p + n, (uint32_t)(u / 100000000ULL));
-    rc_format_8_digits(p + n + 8, (uint32_t)(u % 100000000ULL));
-    return n + 16;
+    rc_format_8_digits(p + n, (uint32_t)(u % 100000000ULL));
+    return n + 8;
 }
 
 static inline size_t rc_format_ll_inline(char *p, long long v)

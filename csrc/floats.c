@@ -112,6 +112,8 @@ static void to_decimal(int q, uint64_t c, int dk, uint64_t *f, int *e)
  * comes out of to_decimal() as up to 17 digits ending in zeros. */
 static void strip_zeros(uint64_t *f, int *e)
 {
+    if (*f % 10 != 0)
+        return; /* most random doubles */
     while (*f % 100000000 == 0) {
         *f /= 100000000;
         *e += 8;

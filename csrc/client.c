@@ -2,6 +2,7 @@
 #include "client.h"
 
 #include "args.h"
+#include "json.h"
 
 /* ------------------------------------------------------------ encoders */
 
@@ -96,20 +97,44 @@ static int encode_copy(const rc_keyspace *ks, rc_buf *b, void *arg)
     return 0;
 }
 
-/* send() for requests that write values. The JSON encoder may run Python
- * code (a value's isoformat() or __str__, model_dump(), ...), and that code
- * may use this very cache: run it while the transport holds no connection
- * and no half-written command, by encoding into a scratch buffer first.
- * Otherwise the code's own command would land in the middle of this one in
- * the multiplexer's buffer, or wait for the pooled connection held here. */
+/* A request's encode function, run with the JSON encoder told to run no
+ * Python code (RC_JSON_NO_HOOKS). */
+typedef struct without_hooks_arg {
+    rc_encode_fn encode;
+    void *arg;
+} without_hooks_arg;
+
+static int encode_without_hooks(const rc_keyspace *ks, rc_buf *b, void *arg)
+{
+    const without_hooks_arg *w = arg;
+    rc_keyspace strict = *ks;
+
+    strict.codec.json_flags |= RC_JSON_NO_HOOKS;
+    return w->encode(&strict, b, w->arg);
+}
+
+/* send() for requests that write values. Values are JSON-encoded straight
+ * into the transport's outgoing buffer. But the encoder may run Python code
+ * (a value's isoformat() or __str__, model_dump(), ...), and that code may
+ * use this very cache: it must not run while the transport holds a
+ * connection and a half-written command, or the code's own command would
+ * land in the middle of this one in the multiplexer's buffer, or wait for
+ * the pooled connection held here. So the first attempt refuses to run any;
+ * a value that needs it is encoded again into a scratch buffer, with no
+ * connection held, and the bytes are copied in. */
 static PyObject *send_values(rc_client *self, rc_encode_fn encode, void *arg, Py_ssize_t replies,
                              rc_result_kind kind)
 {
+    without_hooks_arg direct = {encode, arg};
     rc_buf bytes;
-    PyObject *result = NULL;
+    PyObject *result;
 
     if (self->ks.codec.kind != RC_CODEC_JSON)
         return send(self, encode, arg, replies, kind, NULL, NULL);
+    result = send(self, encode_without_hooks, &direct, replies, kind, NULL, NULL);
+    if (result != NULL || !PyErr_ExceptionMatches(self->ks.state->HooksNeeded))
+        return result;
+    PyErr_Clear();
     rc_buf_init(&bytes);
     if (encode(&self->ks, &bytes, arg) == 0)
         result = send(self, encode_copy, &bytes, replies, kind, NULL, NULL);

@@ -39,6 +39,12 @@ PyObject *rc_json_dumps(PyObject *obj, rc_state *st, int flags);
  * does (1 -> "1", True -> "true", None -> "null"), and so are keys of the
  * extra types (UUID, Decimal, enum members, datetimes); others are refused. */
 #define RC_JSON_STRINGIFY_KEYS 1
+/* Run no Python code: at a value that needs some (a datetime's isoformat(),
+ * a model's model_dump(), an enum key, ...) stop with the private
+ * HooksNeeded exception of the module state, so the caller can encode the
+ * value again where that code may run safely (see send_values in
+ * client.c). */
+#define RC_JSON_NO_HOOKS 2
 
 /* Decode exactly one JSON value from p[0..n) (strict RFC 8259). Returns a
  * new reference, or NULL with SerializationError set giving the byte offset. */

@@ -572,12 +572,22 @@ static int encode_float(encoder *e, PyObject *obj)
     return rc;
 }
 
+/* Stops an encoding with RC_JSON_NO_HOOKS at a value that would run Python
+ * code (see json.h). */
+static int refuse_hooks(encoder *e)
+{
+    PyErr_SetNone(e->st->HooksNeeded);
+    return -1;
+}
+
 /* Records where in the value an error happened, as a segment like [3] or
  * ['name'], so the message can point at the culprit. */
 static void note_path(encoder *e, PyObject *segment_source, int is_index)
 {
     PyObject *exc_type, *exc_value, *exc_tb, *segment;
 
+    if (e->flags & RC_JSON_NO_HOOKS && PyErr_ExceptionMatches(e->st->HooksNeeded))
+        return; /* not an error: the caller encodes again */
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
     if (e->path == NULL)
         e->path = PyList_New(0);
@@ -611,6 +621,8 @@ static int encode_key_as_str(encoder *e, PyObject *key)
         *e->p++ = '"';
         return 0;
     }
+    if (e->flags & RC_JSON_NO_HOOKS)
+        return refuse_hooks(e);
     if (PyObject_IsInstance(key, e->st->EnumType) == 1) {
         PyObject *value = PyObject_GetAttrString(key, "value");
         if (value == NULL)
@@ -1124,6 +1136,8 @@ static int encode_other(encoder *e, PyObject *obj)
     rc_state *st = e->st;
     PyObject *attr;
 
+    if (e->flags & RC_JSON_NO_HOOKS)
+        return refuse_hooks(e);
     e->hooks++;
     if (PyAnySet_Check(obj))
         return encode_as_container(e, obj, PySequence_List(obj));

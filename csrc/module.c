@@ -113,6 +113,9 @@ static int module_exec(PyObject *module)
         (st->SerializationError = error_class(errors, "SerializationError")) == NULL ||
         (st->ConfigurationError = error_class(errors, "ConfigurationError")) == NULL)
         goto out;
+    st->HooksNeeded = PyErr_NewException("redis_cache._core._HooksNeeded", NULL, NULL);
+    if (st->HooksNeeded == NULL)
+        goto out;
     st->missing = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (st->missing == NULL || PyModule_AddObjectRef(module, "MISSING", st->missing) < 0)
         goto out;
@@ -190,6 +193,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->PoolTimeout);
     Py_VISIT(st->ResponseError);
     Py_VISIT(st->SerializationError);
+    Py_VISIT(st->HooksNeeded);
     Py_VISIT(st->ConfigurationError);
     Py_VISIT(st->missing);
     Py_VISIT(st->typed_convert);
@@ -227,6 +231,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->PoolTimeout);
     Py_CLEAR(st->ResponseError);
     Py_CLEAR(st->SerializationError);
+    Py_CLEAR(st->HooksNeeded);
     Py_CLEAR(st->ConfigurationError);
     Py_CLEAR(st->missing);
     Py_CLEAR(st->typed_convert);

@@ -32,6 +32,8 @@ typedef struct rc_state {
     PyObject *PoolTimeout;
     PyObject *ResponseError;
     PyObject *SerializationError;
+    /* Raised and caught inside the module only (see RC_JSON_NO_HOOKS). */
+    PyObject *HooksNeeded;
     PyObject *ConfigurationError;
     /* Stands for a nil reply where None is a legitimate value. */
     PyObject *missing;

@@ -516,34 +516,37 @@ static PyObject *finish_string(decoder *d, const unsigned char *begin, const uns
     return decode_string_checked(d);
 }
 
+static inline PyObject *cached_str(rc_key_entry *table, const unsigned char *begin, size_t n);
+
 static PyObject *decode_string(decoder *d)
-{
-    const unsigned char *begin = d->p + 1;
-
-    return finish_string(d, begin, scan_ascii(begin, d->end));
-}
-
-/* An object key. Plain ASCII keys up to RC_JSON_KEY_CACHE_MAX_LEN bytes come
- * from the key cache, a direct-mapped table of recent keys, so the records
- * of a list share their key strings (and those strings' cached hashes, so
- * the dicts do not hash them again). A slot is found and checked by a
- * fingerprint of the key: its length and two words, which for keys up to 16
- * bytes hold every byte (no key byte is 0, so zero padding is unambiguous). */
-static PyObject *decode_key(decoder *d)
 {
     const unsigned char *begin = d->p + 1, *q = scan_ascii(begin, d->end);
     size_t n = (size_t)(q - begin);
+
+    if (q < d->end && *q == '"' && n >= 2 && n <= 16) {
+        d->p = q + 1;
+        return cached_str(d->st->str_cache, begin, n);
+    }
+    return finish_string(d, begin, q);
+}
+
+/* The str of the n plain ASCII bytes at begin (n <= RC_JSON_KEY_CACHE_MAX_LEN)
+ * through a cache: a direct-mapped table of recent strings, so the records of
+ * a list share their key strings (and those strings' cached hashes, so the
+ * dicts do not hash them again). A slot is found and checked by a
+ * fingerprint: the length and two words, which for strings up to 16 bytes
+ * hold every byte (no plain byte is 0, so zero padding is unambiguous). */
+static inline PyObject *cached_str(rc_key_entry *table, const unsigned char *begin, size_t n)
+{
     uint64_t head, tail, h;
     rc_key_entry *entry;
-    PyObject *key;
+    PyObject *s;
 
-    if (q >= d->end || *q != '"' || n > RC_JSON_KEY_CACHE_MAX_LEN)
-        return finish_string(d, begin, q);
     if (n >= 8) {
         head = load64(begin);
-        tail = load64(q - 8);
+        tail = load64(begin + n - 8);
     } else if (n >= 4) {
-        head = load32(begin) | (uint64_t)load32(q - 4) << 32;
+        head = load32(begin) | (uint64_t)load32(begin + n - 4) << 32;
         tail = 0;
     } else {
         head = n == 0 ? 0 : begin[0] | (uint64_t)begin[n / 2] << 8 | (uint64_t)begin[n - 1] << 16;
@@ -552,19 +555,31 @@ static PyObject *decode_key(decoder *d)
     /* Any decent mix will do: the slot only has to spread the few dozen
      * key names of a payload over the table. */
     h = (head ^ (tail * 0x9E3779B97F4A7C15ULL) ^ n) * 0xFF51AFD7ED558CCDULL;
-    entry = &d->st->key_cache[(h >> 32) & (RC_KEY_CACHE_SIZE - 1)];
-    d->p = q + 1;
+    entry = &table[(h >> 32) & (RC_KEY_CACHE_SIZE - 1)];
     if (entry->str != NULL && entry->len == n && entry->head == head && entry->tail == tail &&
         (n <= 16 || memcmp(PyUnicode_DATA(entry->str), begin, n) == 0))
         return Py_NewRef(entry->str);
-    key = ascii_str(begin, n);
-    if (key == NULL)
+    s = ascii_str(begin, n);
+    if (s == NULL)
         return NULL;
-    Py_XSETREF(entry->str, Py_NewRef(key));
+    Py_XSETREF(entry->str, Py_NewRef(s));
     entry->len = n;
     entry->head = head;
     entry->tail = tail;
-    return key;
+    return s;
+}
+
+/* An object key: plain ASCII keys up to RC_JSON_KEY_CACHE_MAX_LEN bytes come
+ * from the key cache. */
+static PyObject *decode_key(decoder *d)
+{
+    const unsigned char *begin = d->p + 1, *q = scan_ascii(begin, d->end);
+    size_t n = (size_t)(q - begin);
+
+    if (q >= d->end || *q != '"' || n > RC_JSON_KEY_CACHE_MAX_LEN)
+        return finish_string(d, begin, q);
+    d->p = q + 1;
+    return cached_str(d->st->key_cache, begin, n);
 }
 
 /* A number. Ints of up to 18 digits and decimals of up to 19 digits without
@@ -712,10 +727,14 @@ static int decode_array(decoder *d)
 /* The dict of the keys and values on the stack from base up. 0 or -1. */
 static int make_dict(decoder *d, size_t base)
 {
-    Py_ssize_t n = (Py_ssize_t)(d->top - base) / 2;
     PyObject *dict;
     size_t i;
 
+    /* Not _PyDict_NewPresized, although it would save the resize that a
+     * dict of more than 5 keys goes through: it makes a table of general
+     * keys, a third bigger and slower to look up by a str that is equal
+     * but not identical (what every dict["name"] in user code does) than
+     * the str-keys table PyDict_New grows into, as Python's json makes. */
     dict = PyDict_New();
     if (dict == NULL)
         return -1;
@@ -727,7 +746,6 @@ static int make_dict(decoder *d, size_t base)
             return -1;
         }
     }
-    (void)n;
     for (i = base; i < d->top; i++)
         Py_DECREF(d->stack[i]);
     d->top = base;

@@ -1,15 +1,16 @@
 /* JSON decoder; see json.h.
  *
- * Recursive descent over the bytes. A container is not grown while it is
- * parsed: its items go on a stack shared by the whole decode, and the list or
- * dict is made once its size is known, so a list is allocated once and a dict
- * is created at its final size instead of resizing as keys arrive. Every
- * value decoded and not yet in a container sits on that stack, which makes
- * rc_json_decode the one place that cleans up after an error.
+ * Recursive descent over the bytes. Containers are not grown while they are
+ * parsed: their items go on a stack shared by the whole decode, and the list
+ * or dict is made once its items are known (a list is allocated once, at its
+ * size, instead of growing by appends). Every value decoded and not yet in a
+ * container sits on that stack, which makes rc_json_decode the one place
+ * that cleans up after an error.
  *
- * The common cases have fast paths (plain ASCII strings found 16 bytes at a
- * time, short ints and decimals, cached keys); anything unusual goes back to
- * the byte-at-a-time code, which decides every error and its byte offset.
+ * The common cases have fast paths: plain ASCII strings found 16 bytes at a
+ * time, short keys and short string values shared through caches, short ints
+ * and decimals read in one pass. Anything unusual goes back to the
+ * byte-at-a-time code, which decides every error and its byte offset.
  */
 #include "json.h"
 #include "floats.h"
@@ -516,26 +517,12 @@ static PyObject *finish_string(decoder *d, const unsigned char *begin, const uns
     return decode_string_checked(d);
 }
 
-static inline PyObject *cached_str(rc_key_entry *table, const unsigned char *begin, size_t n);
-
-static PyObject *decode_string(decoder *d)
-{
-    const unsigned char *begin = d->p + 1, *q = scan_ascii(begin, d->end);
-    size_t n = (size_t)(q - begin);
-
-    if (q < d->end && *q == '"' && n >= 2 && n <= 16) {
-        d->p = q + 1;
-        return cached_str(d->st->str_cache, begin, n);
-    }
-    return finish_string(d, begin, q);
-}
-
 /* The str of the n plain ASCII bytes at begin (n <= RC_JSON_KEY_CACHE_MAX_LEN)
- * through a cache: a direct-mapped table of recent strings, so the records of
- * a list share their key strings (and those strings' cached hashes, so the
- * dicts do not hash them again). A slot is found and checked by a
- * fingerprint: the length and two words, which for strings up to 16 bytes
- * hold every byte (no plain byte is 0, so zero padding is unambiguous). */
+ * through a cache: a direct-mapped table of recent strings (a miss replaces
+ * the slot's string). A slot is found and checked by a fingerprint, the
+ * length and two words, which for strings up to 16 bytes hold every byte (no
+ * plain byte is 0, so the zero padding is unambiguous) and for longer ones
+ * the first and last 8 bytes, the rest then compared. */
 static inline PyObject *cached_str(rc_key_entry *table, const unsigned char *begin, size_t n)
 {
     uint64_t head, tail, h;
@@ -553,7 +540,7 @@ static inline PyObject *cached_str(rc_key_entry *table, const unsigned char *beg
         tail = 0;
     }
     /* Any decent mix will do: the slot only has to spread the few dozen
-     * key names of a payload over the table. */
+     * key names or enum-like values of a payload over the table. */
     h = (head ^ (tail * 0x9E3779B97F4A7C15ULL) ^ n) * 0xFF51AFD7ED558CCDULL;
     entry = &table[(h >> 32) & (RC_KEY_CACHE_SIZE - 1)];
     if (entry->str != NULL && entry->len == n && entry->head == head && entry->tail == tail &&
@@ -569,8 +556,25 @@ static inline PyObject *cached_str(rc_key_entry *table, const unsigned char *beg
     return s;
 }
 
+/* A string value. Short plain ones come from the string cache: values that
+ * repeat (codes, tags, currencies) become one shared str instead of an
+ * allocation each, which pays for the lookup on the unique ones. Empty and
+ * one-character strings are CPython's own singletons already. */
+static PyObject *decode_string(decoder *d)
+{
+    const unsigned char *begin = d->p + 1, *q = scan_ascii(begin, d->end);
+    size_t n = (size_t)(q - begin);
+
+    if (q < d->end && *q == '"' && n >= 2 && n <= 16) {
+        d->p = q + 1;
+        return cached_str(d->st->str_cache, begin, n);
+    }
+    return finish_string(d, begin, q);
+}
+
 /* An object key: plain ASCII keys up to RC_JSON_KEY_CACHE_MAX_LEN bytes come
- * from the key cache. */
+ * from the key cache, so the records of a list share their key strings and
+ * those strings' cached hashes (the dicts do not hash them again). */
 static PyObject *decode_key(decoder *d)
 {
     const unsigned char *begin = d->p + 1, *q = scan_ascii(begin, d->end);
@@ -729,6 +733,7 @@ static int make_dict(decoder *d, size_t base)
 {
     PyObject *dict;
     size_t i;
+    int rc = -1;
 
     /* Not _PyDict_NewPresized, although it would save the resize that a
      * dict of more than 5 keys goes through: it makes a table of general
@@ -737,19 +742,21 @@ static int make_dict(decoder *d, size_t base)
      * the str-keys table PyDict_New grows into, as Python's json makes. */
     dict = PyDict_New();
     if (dict == NULL)
-        return -1;
+        goto out;
     /* Insertion in document order: a repeated key keeps its first place and
      * takes its last value, as with Python's json. */
     for (i = base; i < d->top; i += 2) {
-        if (PyDict_SetItem(dict, d->stack[i], d->stack[i + 1]) < 0) {
-            Py_DECREF(dict);
-            return -1;
-        }
+        if (PyDict_SetItem(dict, d->stack[i], d->stack[i + 1]) < 0)
+            goto out;
     }
     for (i = base; i < d->top; i++)
         Py_DECREF(d->stack[i]);
     d->top = base;
-    return push(d, dict);
+    rc = push(d, dict); /* takes the reference, even when it fails */
+    dict = NULL;
+out:
+    Py_XDECREF(dict);
+    return rc;
 }
 
 /* The object at d->p, pushed. 0 or -1. */

@@ -63,6 +63,7 @@ typedef struct rc_state {
     PyObject *typed_convert;
     /* Recently decoded JSON object keys (see json_decode.c). */
     rc_key_entry key_cache[RC_KEY_CACHE_SIZE];
+    /* Recently decoded short string values. */
     rc_key_entry str_cache[RC_KEY_CACHE_SIZE];
 } rc_state;
 

@@ -1,11 +1,10 @@
 /* JSON decoder; see json.h.
  *
- * Recursive descent over the bytes. Containers are not grown while they are
- * parsed: their items go on a stack shared by the whole decode, and the list
- * or dict is made once its items are known (a list is allocated once, at its
- * size, instead of growing by appends). Every value decoded and not yet in a
- * container sits on that stack, which makes rc_json_decode the one place
- * that cleans up after an error.
+ * Recursive descent over the bytes, with one stack for the whole decode
+ * that holds every object made and not yet placed in its container: a list's
+ * items until the list is made (once, at its size, instead of growing by
+ * appends), and a dict being filled with its pending key and value. So
+ * rc_json_decode is the one place that cleans up after an error.
  *
  * The common cases have fast paths: plain ASCII strings found 16 bytes at a
  * time, short keys and short string values shared through caches, short ints
@@ -30,8 +29,8 @@ typedef struct decoder {
     rc_state *st;
     PyObject *error_type;
     int depth;
-    /* Decoded values (new references) waiting for their container: a
-     * list's items, or a dict's keys and values alternating. */
+    /* New references waiting for their container: a list's items, or a
+     * dict being filled followed by its pending key and value. */
     PyObject **stack;
     size_t top, cap;
     int stack_on_heap;
@@ -728,43 +727,33 @@ static int decode_array(decoder *d)
     return push(d, list);
 }
 
-/* The dict of the keys and values on the stack from base up. 0 or -1. */
-static int make_dict(decoder *d, size_t base)
+/* Puts the key and value on top of the stack into the dict below them. */
+static int add_item(decoder *d)
 {
-    PyObject *dict;
-    size_t i;
-    int rc = -1;
+    PyObject *dict = d->stack[d->top - 3];
 
-    /* Not _PyDict_NewPresized, although it would save the resize that a
-     * dict of more than 5 keys goes through: it makes a table of general
-     * keys, a third bigger and slower to look up by a str that is equal
-     * but not identical (what every dict["name"] in user code does) than
-     * the str-keys table PyDict_New grows into, as Python's json makes. */
-    dict = PyDict_New();
-    if (dict == NULL)
-        goto out;
-    /* Insertion in document order: a repeated key keeps its first place and
-     * takes its last value, as with Python's json. */
-    for (i = base; i < d->top; i += 2) {
-        if (PyDict_SetItem(dict, d->stack[i], d->stack[i + 1]) < 0)
-            goto out;
-    }
-    for (i = base; i < d->top; i++)
-        Py_DECREF(d->stack[i]);
-    d->top = base;
-    rc = push(d, dict); /* takes the reference, even when it fails */
-    dict = NULL;
-out:
-    Py_XDECREF(dict);
-    return rc;
+    /* In document order: a repeated key keeps its first place and takes its
+     * last value, as with Python's json. */
+    if (PyDict_SetItem(dict, d->stack[d->top - 2], d->stack[d->top - 1]) < 0)
+        return -1;
+    Py_DECREF(d->stack[d->top - 1]);
+    Py_DECREF(d->stack[d->top - 2]);
+    d->top -= 2;
+    return 0;
 }
 
-/* The object at d->p, pushed. 0 or -1. */
+/* The object at d->p, pushed. 0 or -1. The dict is filled as its items are
+ * read (so each is inserted while its key and value are fresh in cache);
+ * meanwhile it sits on the stack under the pending key and value.
+ *
+ * Not _PyDict_NewPresized, although it would save the resize that a dict of
+ * more than 5 keys goes through: it makes a table of general keys, a third
+ * bigger and slower to look up by a str that is equal but not identical
+ * (what every dict["name"] in user code does) than the str-keys table
+ * PyDict_New grows into, as Python's json makes. */
 static int decode_object(decoder *d)
 {
-    size_t base = d->top;
-
-    if (enter_container(d) < 0)
+    if (enter_container(d) < 0 || push(d, PyDict_New()) < 0)
         return -1;
     d->p++;
     skip_space(d);
@@ -785,7 +774,7 @@ static int decode_object(decoder *d)
                 return -1;
             }
             d->p++;
-            if (decode_value(d) < 0)
+            if (decode_value(d) < 0 || add_item(d) < 0)
                 return -1;
             skip_space(d);
             if (d->p < d->end && *d->p == ',') {
@@ -801,7 +790,7 @@ static int decode_object(decoder *d)
         }
     }
     d->depth--;
-    return make_dict(d, base);
+    return 0;
 }
 
 static int decode_literal(decoder *d, const char *word, size_t n, PyObject *value)

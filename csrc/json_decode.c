@@ -1,18 +1,40 @@
-/* JSON decoder; see json.h. */
+/* JSON decoder; see json.h.
+ *
+ * Recursive descent over the bytes, with one stack for the whole decode
+ * that holds every object made and not yet placed in its container: a list's
+ * items until the list is made (once, at its size, instead of growing by
+ * appends), and a dict being filled with its pending key and value. So
+ * rc_json_decode is the one place that cleans up after an error.
+ *
+ * The common cases have fast paths: plain ASCII strings found 16 bytes at a
+ * time, short keys and short string values shared through caches, short ints
+ * and decimals read in one pass. Anything unusual goes back to the
+ * byte-at-a-time code, which decides every error and its byte offset.
+ */
 #include "json.h"
 #include "floats.h"
 
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+/* Stack slots on the C stack; a decode that needs more moves to the heap. */
+#define INLINE_STACK 256
 
 typedef struct decoder {
     const unsigned char *start, *p, *end;
     rc_state *st;
     PyObject *error_type;
     int depth;
+    /* New references waiting for their container: a list's items, or a
+     * dict being filled followed by its pending key and value. */
+    PyObject **stack;
+    size_t top, cap;
+    int stack_on_heap;
 } decoder;
-
-static PyObject *decode_value(decoder *d);
 
 static PyObject *syntax_error(decoder *d, const char *what)
 {
@@ -21,18 +43,17 @@ static PyObject *syntax_error(decoder *d, const char *what)
     return NULL;
 }
 
-static void skip_space(decoder *d)
+static void skip_space_loop(decoder *d)
 {
     while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t'))
         d->p++;
 }
 
-static PyObject *decode_literal(decoder *d, const char *word, size_t n, PyObject *value)
+/* Compact JSON has no whitespace at all: one test decides that inline. */
+static inline void skip_space(decoder *d)
 {
-    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
-        return syntax_error(d, "expected a JSON value");
-    d->p += n;
-    return Py_NewRef(value);
+    if (d->p < d->end && *d->p <= ' ')
+        skip_space_loop(d);
 }
 
 static int is_digit(unsigned char c)
@@ -59,7 +80,7 @@ static void scan_digits(const unsigned char **pp, const unsigned char *end, uint
     *pp = p;
 }
 
-static PyObject *decode_number(decoder *d)
+static PyObject *decode_number_slow(decoder *d)
 {
     const unsigned char *begin = d->p, *p = d->p;
     int is_float = 0, negative = 0, significant = 0, int_count = 0, frac_count = 0;
@@ -350,7 +371,7 @@ out:
     return result;
 }
 
-static PyObject *decode_string(decoder *d)
+static PyObject *decode_string_checked(decoder *d)
 {
     const unsigned char *begin;
     int ascii = 1;
@@ -389,36 +410,268 @@ static PyObject *decode_string(decoder *d)
     return syntax_error(d, "unterminated string");
 }
 
-/* An object key: short plain ASCII keys come from the key cache, a
- * direct-mapped table of recent keys, so the records of a list share their
- * key strings (and those strings' cached hashes). */
+
+static inline uint64_t load64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline uint32_t load32(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* The first byte from p on that ends a run of plain string text: '"', '\\',
+ * a control character or a byte >= 0x80 (end if none). */
+static inline const unsigned char *scan_ascii(const unsigned char *p, const unsigned char *end)
+{
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'),
+                  space = _mm_set1_epi8(' ');
+
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        /* Signed compare: bytes >= 0x80 are negative, so "< ' '" catches
+         * them along with the control characters. */
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                                   _mm_cmplt_epi8(v, space));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask != 0)
+            return p + __builtin_ctz((unsigned)mask);
+        p += 16;
+    }
+#endif
+    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x80)
+        p++;
+    return p;
+}
+
+/* As scan_ascii, but bytes >= 0x80 do not stop it (their UTF-8 is checked
+ * once the string's end is known). */
+static inline const unsigned char *scan_text(const unsigned char *p, const unsigned char *end)
+{
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'),
+                  space = _mm_set1_epi8(' '), zero = _mm_setzero_si128();
+
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        __m128i control = _mm_andnot_si128(_mm_cmplt_epi8(v, zero), _mm_cmplt_epi8(v, space));
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                                   control);
+        int mask = _mm_movemask_epi8(hit);
+        if (mask != 0)
+            return p + __builtin_ctz((unsigned)mask);
+        p += 16;
+    }
+#endif
+    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20)
+        p++;
+    return p;
+}
+
+/* A str of the n ASCII bytes at p. */
+static PyObject *ascii_str(const unsigned char *p, size_t n)
+{
+    PyObject *s;
+
+    /* CPython keeps the one-character strings; take those instead of a copy. */
+    if (n == 1)
+        return PyUnicode_FromStringAndSize((const char *)p, 1);
+    s = PyUnicode_New((Py_ssize_t)n, 127);
+    if (s != NULL)
+        memcpy(PyUnicode_DATA(s), p, n);
+    return s;
+}
+
+/* Finishes the string whose text starts at begin, given where scan_ascii
+ * stopped (q). Plain strings are made here; escapes and every error go to
+ * decode_string_checked, which starts over at the opening quote. */
+static PyObject *finish_string(decoder *d, const unsigned char *begin, const unsigned char *q)
+{
+    if (q < d->end && *q == '"') {
+        d->p = q + 1;
+        return ascii_str(begin, (size_t)(q - begin));
+    }
+    if (q < d->end && *q >= 0x80) {
+        q = scan_text(q, d->end);
+        if (q < d->end && *q == '"') {
+            /* CPython's strict decoder refuses exactly what utf8_sequence
+             * refuses; when it does, the checked path finds the offset. */
+            PyObject *s = PyUnicode_DecodeUTF8((const char *)begin, q - begin, NULL);
+            if (s != NULL) {
+                d->p = q + 1;
+                return s;
+            }
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                return NULL;
+            PyErr_Clear();
+        }
+    }
+    d->p = begin - 1;
+    return decode_string_checked(d);
+}
+
+/* The str of the n plain ASCII bytes at begin (n <= RC_JSON_KEY_CACHE_MAX_LEN)
+ * through a cache: a direct-mapped table of recent strings (a miss replaces
+ * the slot's string). A slot is found and checked by a fingerprint, the
+ * length and two words, which for strings up to 16 bytes hold every byte (no
+ * plain byte is 0, so the zero padding is unambiguous) and for longer ones
+ * the first and last 8 bytes, the rest then compared. */
+static inline PyObject *cached_str(rc_key_entry *table, const unsigned char *begin, size_t n)
+{
+    uint64_t head, tail, h;
+    rc_key_entry *entry;
+    PyObject *s;
+
+    if (n >= 8) {
+        head = load64(begin);
+        tail = load64(begin + n - 8);
+    } else if (n >= 4) {
+        head = load32(begin) | (uint64_t)load32(begin + n - 4) << 32;
+        tail = 0;
+    } else {
+        head = n == 0 ? 0 : begin[0] | (uint64_t)begin[n / 2] << 8 | (uint64_t)begin[n - 1] << 16;
+        tail = 0;
+    }
+    /* Any decent mix will do: the slot only has to spread the few dozen
+     * key names or enum-like values of a payload over the table. */
+    h = (head ^ (tail * 0x9E3779B97F4A7C15ULL) ^ n) * 0xFF51AFD7ED558CCDULL;
+    entry = &table[(h >> 32) & (RC_KEY_CACHE_SIZE - 1)];
+    if (entry->str != NULL && entry->len == n && entry->head == head && entry->tail == tail &&
+        (n <= 16 || memcmp(PyUnicode_DATA(entry->str), begin, n) == 0))
+        return Py_NewRef(entry->str);
+    s = ascii_str(begin, n);
+    if (s == NULL)
+        return NULL;
+    Py_XSETREF(entry->str, Py_NewRef(s));
+    entry->len = n;
+    entry->head = head;
+    entry->tail = tail;
+    return s;
+}
+
+/* A string value. Short plain ones come from the string cache: values that
+ * repeat (codes, tags, currencies) become one shared str instead of an
+ * allocation each, which pays for the lookup on the unique ones. Empty and
+ * one-character strings are CPython's own singletons already. */
+static PyObject *decode_string(decoder *d)
+{
+    const unsigned char *begin = d->p + 1, *q = scan_ascii(begin, d->end);
+    size_t n = (size_t)(q - begin);
+
+    if (q < d->end && *q == '"' && n >= 2 && n <= 16) {
+        d->p = q + 1;
+        return cached_str(d->st->str_cache, begin, n);
+    }
+    return finish_string(d, begin, q);
+}
+
+/* An object key: plain ASCII keys up to RC_JSON_KEY_CACHE_MAX_LEN bytes come
+ * from the key cache, so the records of a list share their key strings and
+ * those strings' cached hashes (the dicts do not hash them again). */
 static PyObject *decode_key(decoder *d)
 {
-    const unsigned char *begin = d->p + 1, *q = begin;
-    size_t n, slot;
-    uint32_t hash = 2166136261u;
-    PyObject **entry, *key;
+    const unsigned char *begin = d->p + 1, *q = scan_ascii(begin, d->end);
+    size_t n = (size_t)(q - begin);
 
-    while (q < d->end && (size_t)(q - begin) <= RC_JSON_KEY_CACHE_MAX_LEN && *q != '"' &&
-           *q != '\\' && *q >= 0x20 && *q < 0x80) {
-        hash = (hash ^ *q) * 16777619u;
-        q++;
-    }
-    if (q >= d->end || *q != '"' || (size_t)(q - begin) > RC_JSON_KEY_CACHE_MAX_LEN)
-        return decode_string(d);
-    n = (size_t)(q - begin);
-    slot = hash & (sizeof(d->st->key_cache) / sizeof(d->st->key_cache[0]) - 1);
-    entry = &d->st->key_cache[slot];
+    if (q >= d->end || *q != '"' || n > RC_JSON_KEY_CACHE_MAX_LEN)
+        return finish_string(d, begin, q);
     d->p = q + 1;
-    if (*entry != NULL && (size_t)PyUnicode_GET_LENGTH(*entry) == n &&
-        memcmp(PyUnicode_DATA(*entry), begin, n) == 0)
-        return Py_NewRef(*entry);
-    key = PyUnicode_New((Py_ssize_t)n, 127);
-    if (key == NULL)
-        return NULL;
-    memcpy(PyUnicode_DATA(key), begin, n);
-    Py_XSETREF(*entry, Py_NewRef(key));
-    return key;
+    return cached_str(d->st->key_cache, begin, n);
+}
+
+/* A number. Ints of up to 18 digits and decimals of up to 19 digits without
+ * an exponent are read here in one pass; the rest (and every malformed
+ * number) go to decode_number_slow, which starts over. */
+static PyObject *decode_number(decoder *d)
+{
+    const unsigned char *p = d->p, *end = d->end, *first, *frac;
+    int negative = 0;
+    uint64_t digits = 0;
+    size_t int_count, frac_count;
+    double v;
+
+    if (*p == '-') {
+        negative = 1;
+        p++;
+    }
+    first = p;
+    /* 19 digits cannot overflow a uint64. */
+    while (p < end && is_digit(*p) && p - first < 19) {
+        digits = digits * 10 + (uint64_t)(*p - '0');
+        p++;
+    }
+    int_count = (size_t)(p - first);
+    if (int_count == 0 || int_count > 18 || (*first == '0' && int_count > 1))
+        return decode_number_slow(d);
+    if (p >= end || (*p != '.' && (*p | 0x20) != 'e')) {
+        /* < 10^18, so it fits a long long either way. */
+        long long i = (long long)digits;
+        d->p = p;
+        return PyLong_FromLongLong(negative ? -i : i);
+    }
+    if (*p != '.')
+        return decode_number_slow(d);
+    frac = ++p;
+    while (p < end && is_digit(*p) && (size_t)(p - frac) + int_count < 19) {
+        digits = digits * 10 + (uint64_t)(*p - '0');
+        p++;
+    }
+    frac_count = (size_t)(p - frac);
+    if (frac_count == 0 || (p < end && (is_digit(*p) || (*p | 0x20) == 'e')))
+        return decode_number_slow(d);
+    /* Both conversions are exact whenever they return 1. */
+    if ((int_count + frac_count <= 15 &&
+         rc_float_from_decimal(digits, -(int)frac_count, negative, &v)) ||
+        rc_float_from_digits(digits, -(int)frac_count, negative, &v)) {
+        d->p = p;
+        return PyFloat_FromDouble(v);
+    }
+    return decode_number_slow(d);
+}
+
+static int grow_stack(decoder *d)
+{
+    size_t cap = d->cap * 2;
+    PyObject **stack;
+
+    if (cap > (size_t)PY_SSIZE_T_MAX / sizeof(PyObject *)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (d->stack_on_heap) {
+        stack = PyMem_Realloc(d->stack, cap * sizeof(PyObject *));
+    } else {
+        stack = PyMem_Malloc(cap * sizeof(PyObject *));
+        if (stack != NULL)
+            memcpy(stack, d->stack, d->top * sizeof(PyObject *));
+    }
+    if (stack == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    d->stack = stack;
+    d->cap = cap;
+    d->stack_on_heap = 1;
+    return 0;
+}
+
+/* Puts v, a new reference or NULL after an error, on the stack. 0 or -1. */
+static inline int push(decoder *d, PyObject *v)
+{
+    if (v == NULL)
+        return -1;
+    if (d->top == d->cap && grow_stack(d) < 0) {
+        Py_DECREF(v);
+        return -1;
+    }
+    d->stack[d->top++] = v;
+    return 0;
 }
 
 static int enter_container(decoder *d)
@@ -431,150 +684,194 @@ static int enter_container(decoder *d)
     return 0;
 }
 
-static PyObject *decode_array(decoder *d)
+static int decode_value(decoder *d);
+
+/* The array at d->p, pushed. 0 or -1. */
+static int decode_array(decoder *d)
 {
-    PyObject *list = NULL, *item;
+    size_t base = d->top, n, i;
+    PyObject *list;
 
     if (enter_container(d) < 0)
-        return NULL;
-    list = PyList_New(0);
-    if (list == NULL)
-        goto error;
+        return -1;
     d->p++;
     skip_space(d);
     if (d->p < d->end && *d->p == ']') {
         d->p++;
-        goto done;
+    } else {
+        while (1) {
+            if (decode_value(d) < 0)
+                return -1;
+            skip_space(d);
+            if (d->p < d->end && *d->p == ',') {
+                d->p++;
+                continue;
+            }
+            if (d->p < d->end && *d->p == ']') {
+                d->p++;
+                break;
+            }
+            syntax_error(d, "expected ',' or ']' in array");
+            return -1;
+        }
     }
-    while (1) {
-        item = decode_value(d);
-        if (item == NULL)
-            goto error;
-        if (PyList_Append(list, item) < 0) {
-            Py_DECREF(item);
-            goto error;
-        }
-        Py_DECREF(item);
-        skip_space(d);
-        if (d->p < d->end && *d->p == ',') {
-            d->p++;
-            continue;
-        }
-        if (d->p < d->end && *d->p == ']') {
-            d->p++;
-            goto done;
-        }
-        syntax_error(d, "expected ',' or ']' in array");
-        goto error;
-    }
-done:
+    n = d->top - base;
+    list = PyList_New((Py_ssize_t)n);
+    if (list == NULL)
+        return -1;
+    /* The list takes over the stack's references. */
+    for (i = 0; i < n; i++)
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d->stack[base + i]);
+    d->top = base;
     d->depth--;
-    return list;
-error:
-    Py_XDECREF(list);
-    return NULL;
+    return push(d, list);
 }
 
-static PyObject *decode_object(decoder *d)
+/* Puts the key and value on top of the stack into the dict below them. */
+static int add_item(decoder *d)
 {
-    PyObject *dict = NULL, *key = NULL, *value = NULL;
+    PyObject *dict = d->stack[d->top - 3];
 
-    if (enter_container(d) < 0)
-        return NULL;
-    dict = PyDict_New();
-    if (dict == NULL)
-        goto error;
+    /* In document order: a repeated key keeps its first place and takes its
+     * last value, as with Python's json. */
+    if (PyDict_SetItem(dict, d->stack[d->top - 2], d->stack[d->top - 1]) < 0)
+        return -1;
+    Py_DECREF(d->stack[d->top - 1]);
+    Py_DECREF(d->stack[d->top - 2]);
+    d->top -= 2;
+    return 0;
+}
+
+/* The object at d->p, pushed. 0 or -1. The dict is filled as its items are
+ * read (so each is inserted while its key and value are fresh in cache);
+ * meanwhile it sits on the stack under the pending key and value.
+ *
+ * Not _PyDict_NewPresized, although it would save the resize that a dict of
+ * more than 5 keys goes through: it makes a table of general keys, a third
+ * bigger and slower to look up by a str that is equal but not identical
+ * (what every dict["name"] in user code does) than the str-keys table
+ * PyDict_New grows into, as Python's json makes. */
+static int decode_object(decoder *d)
+{
+    if (enter_container(d) < 0 || push(d, PyDict_New()) < 0)
+        return -1;
     d->p++;
     skip_space(d);
     if (d->p < d->end && *d->p == '}') {
         d->p++;
-        goto done;
-    }
-    while (1) {
-        skip_space(d);
-        if (d->p >= d->end || *d->p != '"') {
-            syntax_error(d, "expected a string key in object");
-            goto error;
-        }
-        key = decode_key(d);
-        if (key == NULL)
-            goto error;
-        skip_space(d);
-        if (d->p >= d->end || *d->p != ':') {
-            syntax_error(d, "expected ':' after object key");
-            goto error;
-        }
-        d->p++;
-        value = decode_value(d);
-        if (value == NULL || PyDict_SetItem(dict, key, value) < 0)
-            goto error;
-        Py_CLEAR(key);
-        Py_CLEAR(value);
-        skip_space(d);
-        if (d->p < d->end && *d->p == ',') {
+    } else {
+        while (1) {
+            skip_space(d);
+            if (d->p >= d->end || *d->p != '"') {
+                syntax_error(d, "expected a string key in object");
+                return -1;
+            }
+            if (push(d, decode_key(d)) < 0)
+                return -1;
+            skip_space(d);
+            if (d->p >= d->end || *d->p != ':') {
+                syntax_error(d, "expected ':' after object key");
+                return -1;
+            }
             d->p++;
-            continue;
+            if (decode_value(d) < 0 || add_item(d) < 0)
+                return -1;
+            skip_space(d);
+            if (d->p < d->end && *d->p == ',') {
+                d->p++;
+                continue;
+            }
+            if (d->p < d->end && *d->p == '}') {
+                d->p++;
+                break;
+            }
+            syntax_error(d, "expected ',' or '}' in object");
+            return -1;
         }
-        if (d->p < d->end && *d->p == '}') {
-            d->p++;
-            goto done;
-        }
-        syntax_error(d, "expected ',' or '}' in object");
-        goto error;
     }
-done:
     d->depth--;
-    return dict;
-error:
-    Py_XDECREF(key);
-    Py_XDECREF(value);
-    Py_XDECREF(dict);
-    return NULL;
+    return 0;
 }
 
-static PyObject *decode_value(decoder *d)
+static int decode_literal(decoder *d, const char *word, size_t n, PyObject *value)
+{
+    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0) {
+        syntax_error(d, "expected a JSON value");
+        return -1;
+    }
+    d->p += n;
+    return push(d, Py_NewRef(value));
+}
+
+/* The value at d->p (after any whitespace), pushed. 0 or -1. */
+static int decode_value(decoder *d)
 {
     skip_space(d);
-    if (d->p >= d->end)
-        return syntax_error(d, "expected a JSON value, found the end of the input");
+    if (d->p >= d->end) {
+        syntax_error(d, "expected a JSON value, found the end of the input");
+        return -1;
+    }
     switch (*d->p) {
+    case '"':
+        return push(d, decode_string(d));
     case '{':
         return decode_object(d);
     case '[':
         return decode_array(d);
-    case '"':
-        return decode_string(d);
     case 't':
         return decode_literal(d, "true", 4, Py_True);
     case 'f':
         return decode_literal(d, "false", 5, Py_False);
     case 'n':
         return decode_literal(d, "null", 4, Py_None);
+    case '-':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9':
+        return push(d, decode_number(d));
     default:
-        if (*d->p == '-' || is_digit(*d->p))
-            return decode_number(d);
-        return syntax_error(d, "expected a JSON value");
+        syntax_error(d, "expected a JSON value");
+        return -1;
     }
 }
 
 PyObject *rc_json_decode(const char *p, size_t n, rc_state *st)
 {
+    PyObject *inline_stack[INLINE_STACK];
+    PyObject *value = NULL;
     decoder d;
-    PyObject *value;
+    size_t i;
 
     d.start = d.p = (const unsigned char *)p;
     d.end = d.start + n;
     d.st = st;
     d.error_type = st->SerializationError;
     d.depth = 0;
-    value = decode_value(&d);
-    if (value == NULL)
-        return NULL;
+    d.stack = inline_stack;
+    d.top = 0;
+    d.cap = INLINE_STACK;
+    d.stack_on_heap = 0;
+    if (decode_value(&d) < 0)
+        goto out;
     skip_space(&d);
     if (d.p != d.end) {
-        Py_DECREF(value);
-        return syntax_error(&d, "extra data after the JSON value");
+        syntax_error(&d, "extra data after the JSON value");
+        goto out;
     }
+    value = d.stack[0];
+    d.top = 0;
+out:
+    /* After an error, whatever was decoded but not yet placed. */
+    for (i = 0; i < d.top; i++)
+        Py_DECREF(d.stack[i]);
+    if (d.stack_on_heap)
+        PyMem_Free(d.stack);
     return value;
 }
-

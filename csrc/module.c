@@ -245,8 +245,11 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->model_dump_kwnames);
     Py_CLEAR(st->model_dump_args[0]);
     Py_CLEAR(st->model_dump_args[1]);
-    for (size_t i = 0; i < sizeof(st->key_cache) / sizeof(st->key_cache[0]); i++)
-        Py_CLEAR(st->key_cache[i]);
+    for (size_t i = 0; i < RC_KEY_CACHE_SIZE; i++)
+    {
+        Py_CLEAR(st->key_cache[i].str);
+        Py_CLEAR(st->str_cache[i].str);
+    }
     return 0;
 }
 

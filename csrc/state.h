@@ -8,6 +8,20 @@
 
 #include <Python.h>
 
+#include <stdint.h>
+
+/* One slot of the JSON decoder's key cache: a key str and a fingerprint of
+ * its bytes (length and two words) that json_decode.c compares without
+ * touching the str. str is NULL in an empty slot. */
+typedef struct rc_key_entry {
+    PyObject *str;
+    uint64_t head, tail;
+    size_t len;
+} rc_key_entry;
+
+/* Slots in the key cache; a power of two. */
+#define RC_KEY_CACHE_SIZE 512
+
 typedef struct rc_state {
     PyTypeObject *SyncClientType;
     PyTypeObject *AsyncClientType;
@@ -50,7 +64,9 @@ typedef struct rc_state {
     /* redis_cache._typed.convert, once a typed read asked for it. */
     PyObject *typed_convert;
     /* Recently decoded JSON object keys (see json_decode.c). */
-    PyObject *key_cache[512];
+    rc_key_entry key_cache[RC_KEY_CACHE_SIZE];
+    /* Recently decoded short string values. */
+    rc_key_entry str_cache[RC_KEY_CACHE_SIZE];
 } rc_state;
 
 /* The running event loop (new reference), or NULL with RuntimeError. */

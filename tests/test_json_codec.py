@@ -927,3 +927,20 @@ def test_long_latin1_and_wide_text() -> None:
             assert json_dumps([text, {text: text}]) == json.dumps(
                 [text, {text: text}], ensure_ascii=False, separators=(",", ":")
             ).encode()
+
+
+def test_int_digits_around_every_power_of_ten() -> None:
+    """Ints are written in 8-digit pieces (all eight digits computed at once)
+    after a digit count estimated from the bit length: each power of ten,
+    its neighbours and random values of every length are where those go
+    wrong."""
+    rng = random.Random(3)
+    values = [0, 2**63 - 1, -(2**63), 2**64 - 1, 2**64]
+    for k in range(21):
+        values += [10**k - 1, 10**k, 10**k + 1]
+    for digits in range(1, 21):
+        values += [rng.randrange(10 ** (digits - 1), 10**digits) for _ in range(200)]
+    for v in values:
+        for signed in (v, -v):
+            assert json_dumps(signed) == str(signed).encode()
+    assert json_dumps(values) == json.dumps(values, separators=(",", ":")).encode()

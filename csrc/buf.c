@@ -82,8 +82,3 @@ const unsigned long long rc_pow10_u64[20] = {
     1000000000000000000ULL,
     10000000000000000000ULL,
 };
-
-size_t rc_format_ll(char *p, long long v)
-{
-    return rc_format_ll_inline(p, v);
-}

@@ -54,9 +54,6 @@ static inline int rc_buf_putc(rc_buf *b, char c)
     return 0;
 }
 
-/* Write the decimal form of v at p (room for 20 characters needed); returns
- * the number of characters written. */
-size_t rc_format_ll(char *p, long long v);
 
 /* "00" "01" ... "99": numbers are written two digits per division. */
 extern const char rc_digit_pairs[201];
@@ -126,8 +123,9 @@ static inline size_t rc_format_below_1e8(char *p, uint32_t n)
     return rc_format_u32(p, n);
 }
 
-/* As rc_format_ll for an unsigned value; inline, as the JSON encoder writes
- * every int and float through it. Long numbers go in 8-digit pieces of
+/* Writes the decimal form of u at p (room for 20 characters needed) and
+ * returns its length; inline, as the JSON encoder writes every int and float
+ * through it. Long numbers go in 8-digit pieces of
  * 32-bit arithmetic rather than a chain of 64-bit divisions. */
 static inline size_t rc_format_ull(char *p, unsigned long long u)
 {
@@ -148,7 +146,8 @@ static inline size_t rc_format_ull(char *p, unsigned long long u)
     return n + 8;
 }
 
-static inline size_t rc_format_ll_inline(char *p, long long v)
+/* The same for a signed value (room for 20 characters needed). */
+static inline size_t rc_format_ll(char *p, long long v)
 {
     if (v >= 0)
         return rc_format_ull(p, (unsigned long long)v);

@@ -371,11 +371,24 @@ out:
     return result;
 }
 
+/* A str of the n ASCII bytes at p. */
+static PyObject *ascii_str(const unsigned char *p, size_t n)
+{
+    PyObject *s;
+
+    /* CPython keeps the one-character strings; take those instead of a copy. */
+    if (n == 1)
+        return PyUnicode_FromStringAndSize((const char *)p, 1);
+    s = PyUnicode_New((Py_ssize_t)n, 127);
+    if (s != NULL)
+        memcpy(PyUnicode_DATA(s), p, n);
+    return s;
+}
+
 static PyObject *decode_string_checked(decoder *d)
 {
     const unsigned char *begin;
     int ascii = 1;
-    PyObject *s;
 
     d->p++; /* the opening quote */
     begin = d->p;
@@ -386,10 +399,7 @@ static PyObject *decode_string_checked(decoder *d)
             d->p++;
             if (!ascii)
                 return PyUnicode_DecodeUTF8((const char *)begin, n, NULL);
-            s = PyUnicode_New(n, 127);
-            if (s != NULL)
-                memcpy(PyUnicode_DATA(s), begin, (size_t)n);
-            return s;
+            return ascii_str(begin, (size_t)n);
         }
         if (c == '\\') {
             d->p = begin;
@@ -472,20 +482,6 @@ static inline const unsigned char *scan_text(const unsigned char *p, const unsig
     while (p < end && *p != '"' && *p != '\\' && *p >= 0x20)
         p++;
     return p;
-}
-
-/* A str of the n ASCII bytes at p. */
-static PyObject *ascii_str(const unsigned char *p, size_t n)
-{
-    PyObject *s;
-
-    /* CPython keeps the one-character strings; take those instead of a copy. */
-    if (n == 1)
-        return PyUnicode_FromStringAndSize((const char *)p, 1);
-    s = PyUnicode_New((Py_ssize_t)n, 127);
-    if (s != NULL)
-        memcpy(PyUnicode_DATA(s), p, n);
-    return s;
 }
 
 /* Finishes the string whose text starts at begin, given where scan_ascii

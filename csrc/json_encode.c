@@ -534,7 +534,7 @@ static ALWAYS_INLINE int encode_int(encoder *e, PyObject *obj)
     if (reserve(e, 20 + SPARE) < 0)
         return -1;
     p = e->p;
-    e->p = p + rc_format_ll_inline(p, v);
+    e->p = p + rc_format_ll(p, v);
     return 0;
 }
 

@@ -14,10 +14,12 @@ __all__ = [
     "ConfigurationError",
     "ConnectionError",
     "AuthenticationError",
+    "ProtocolError",
     "TimeoutError",
     "PoolTimeout",
     "ResponseError",
     "SerializationError",
+    "PartialWriteError",
 ]
 
 
@@ -37,6 +39,12 @@ class AuthenticationError(ConnectionError):
     """The server refused the credentials (AUTH) given in the settings."""
 
 
+class ProtocolError(ConnectionError):
+    """The server sent something no command of this kind can answer (a reply of the
+    wrong type, one nobody asked for, malformed RESP). The connection it came on was
+    dropped, so no later call can read a reply meant for another."""
+
+
 class TimeoutError(RedisCacheError, builtins.TimeoutError):
     """The server did not answer within the socket or connect timeout."""
 
@@ -51,3 +59,18 @@ class ResponseError(RedisCacheError):
 
 class SerializationError(RedisCacheError, ValueError):
     """A value could not be encoded for storage, or a stored value could not be decoded."""
+
+
+class PartialWriteError(ResponseError):
+    """A batch write (``set_many``) was refused for some keys and done for others.
+
+    A batch is a pipeline, not a transaction: each SET succeeds or fails on its own
+    (an out-of-memory server with ``maxmemory-policy noeviction`` refuses some and
+    takes the rest). ``written`` lists the keys stored, ``failed`` maps each key that
+    was not to the server's error for it. Keys are the caller's, without the
+    namespace."""
+
+    def __init__(self, message: str, written: list[object], failed: dict[object, ResponseError]) -> None:
+        super().__init__(message)
+        self.written = written
+        self.failed = failed

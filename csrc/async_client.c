@@ -3,6 +3,8 @@
  * connection (and asking Python for a new one) and submitting to it. */
 #include "async_client.h"
 
+#include <math.h>
+
 #include "client.h"
 #include "cmd.h"
 #include "conn.h"
@@ -18,51 +20,73 @@ typedef struct {
     rc_client base; /* state, keyspace, transport: see client.h */
     rc_mux *muxes[RC_MAX_MUX];
     size_t n_mux, next;
-    int timeout_ms;
-    Py_ssize_t max_in_flight;
+    rc_mux_limits limits;
     int ready, closed;
 } AsyncClient;
 
+/* Seconds (None: no limit) to whole milliseconds, rounded up so that a tiny
+ * positive timeout is never 0 ms (-1: no limit). */
+static int seconds_to_ms(rc_state *st, const char *name, PyObject *value, int *ms)
+{
+    double seconds;
+
+    if (value == Py_None) {
+        *ms = -1;
+        return 0;
+    }
+    seconds = PyFloat_AsDouble(value);
+    if (seconds == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(seconds >= 0) || seconds > 2.0e6) {
+        PyErr_Format(st->ConfigurationError,
+                     "%s must be a number of seconds (up to 2e6) or None, got %R", name, value);
+        return -1;
+    }
+    *ms = (int)ceil(seconds * 1000.0);
+    return 0;
+}
+
 static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {
-        "namespace",         "default_ttl",           "serializer",     "socket_timeout",
-        "max_in_flight",     "connections",           "compression",    "compression_threshold",
-        "compression_level", "max_decompressed_size", "stringify_keys", NULL};
+    static char *kwlist[] = {"namespace",         "default_ttl",
+                             "serializer",        "socket_timeout",
+                             "max_in_flight",     "connections",
+                             "compression",       "compression_threshold",
+                             "compression_level", "max_decompressed_size",
+                             "stringify_keys",    "connect_wait",
+                             "max_key_size",      NULL};
     rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     PyObject *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL,
-             *socket_timeout = Py_None;
-    Py_ssize_t max_in_flight = 4096, connections = 1;
-    double seconds;
+             *socket_timeout = Py_None, *connect_wait = Py_None;
+    Py_ssize_t max_in_flight = 4096, connections = 1, max_key_size = RC_DEFAULT_MAX_KEY_SIZE;
+    rc_state *st = self->base.state;
     int rc;
 
     if (self->ready) {
         PyErr_SetString(PyExc_RuntimeError, "the cache is already initialized");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnnOninp:RedisCache", kwlist, &namespace_,
-                                     &default_ttl, &serializer, &socket_timeout, &max_in_flight,
-                                     &connections, &compress.compression, &compress.threshold,
-                                     &compress.level, &compress.max_decompressed,
-                                     &compress.stringify_keys))
+    /* A failed __init__ may be called again: start from nothing. */
+    rc_keyspace_clear(&self->base.ks);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnnOninpOn:RedisCache", kwlist,
+                                     &namespace_, &default_ttl, &serializer, &socket_timeout,
+                                     &max_in_flight, &connections, &compress.compression,
+                                     &compress.threshold, &compress.level,
+                                     &compress.max_decompressed, &compress.stringify_keys,
+                                     &connect_wait, &max_key_size))
         return -1;
     if (connections < 1 || connections > RC_MAX_MUX || max_in_flight < 1) {
-        PyErr_Format(self->base.state->ConfigurationError,
-                     "connections must be 1-%d and max_in_flight >= 1", RC_MAX_MUX);
+        PyErr_Format(st->ConfigurationError, "connections must be 1-%d and max_in_flight >= 1",
+                     RC_MAX_MUX);
         return -1;
     }
-    self->timeout_ms = -1;
-    if (socket_timeout != Py_None) {
-        seconds = PyFloat_AsDouble(socket_timeout);
-        if (seconds == -1.0 && PyErr_Occurred())
-            return -1;
-        if (!(seconds > 0) || seconds > 2.0e6) {
-            PyErr_Format(self->base.state->ConfigurationError,
-                         "socket_timeout must be a positive number of seconds or None, got %R",
-                         socket_timeout);
-            return -1;
-        }
-        self->timeout_ms = (int)(seconds * 1000.0 + 0.999);
+    if (seconds_to_ms(st, "socket_timeout", socket_timeout, &self->limits.timeout_ms) < 0 ||
+        seconds_to_ms(st, "connect_wait", connect_wait, &self->limits.connect_wait_ms) < 0)
+        return -1;
+    if (self->limits.timeout_ms == 0) {
+        PyErr_SetString(st->ConfigurationError,
+                        "socket_timeout must be a positive number of seconds or None, got 0");
+        return -1;
     }
     if (serializer == NULL)
         serializer = PyUnicode_FromString("json");
@@ -71,12 +95,12 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
     if (serializer == NULL)
         return -1;
     rc = rc_keyspace_init(&self->base.ks, namespace_, default_ttl, serializer, &compress,
-                          self->base.state);
+                          max_key_size, st);
     Py_DECREF(serializer);
     if (rc < 0)
         return -1;
     self->n_mux = (size_t)connections;
-    self->max_in_flight = max_in_flight;
+    self->limits.max_in_flight = max_in_flight;
     self->ready = 1;
     return 0;
 }
@@ -230,17 +254,10 @@ static PyObject *async_send(rc_client *base, const rc_request *r)
 {
     AsyncClient *self = (AsyncClient *)base;
     rc_mux *m = pick(self);
-    size_t mark;
 
     if (m == NULL)
         return NULL;
-    mark = rc_mux_out(m)->len;
-    if (r->encode(&base->ks, rc_mux_out(m), r->arg) < 0) {
-        rc_mux_discard(m, mark);
-        return NULL;
-    }
-    return rc_mux_submit(m, mark, r->replies, r->kind, r->codec, r->codec ? (PyObject *)self : NULL,
-                         r->extra);
+    return rc_mux_submit(m, r, &base->ks, r->codec ? (PyObject *)self : NULL);
 }
 
 static const rc_transport async_transport = {async_send, done_future, 1};
@@ -252,6 +269,7 @@ static const rc_transport async_transport = {async_send, done_future, 1};
 static PyObject *AsyncClient_new_multiplexer(AsyncClient *self, PyObject *const *args,
                                              Py_ssize_t nargs)
 {
+    rc_mux_limits limits;
     int dedicated = 0;
 
     if (nargs < 1 || nargs > 2) {
@@ -263,8 +281,10 @@ static PyObject *AsyncClient_new_multiplexer(AsyncClient *self, PyObject *const 
         if (dedicated < 0)
             return NULL;
     }
-    return (PyObject *)rc_mux_new(self->base.state, args[0], dedicated ? -1 : self->timeout_ms,
-                                  self->max_in_flight);
+    limits = self->limits;
+    if (dedicated)
+        limits.timeout_ms = -1;
+    return (PyObject *)rc_mux_new(self->base.state, args[0], &limits);
 }
 
 /* _close_connections(): marks the client closed and closes every

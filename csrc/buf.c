@@ -47,6 +47,19 @@ void rc_buf_reset(rc_buf *b)
     }
 }
 
+void rc_buf_wipe(rc_buf *b)
+{
+    if (b->data != NULL) {
+        /* Through a volatile pointer, so the stores are not optimized out
+         * as dead before a free. */
+        volatile char *p = b->data;
+        size_t i;
+        for (i = 0; i < b->cap; i++)
+            p[i] = 0;
+    }
+    b->len = 0;
+}
+
 /* "00" "01" ... "99" (and the terminating NUL of the literal). */
 const char rc_digit_pairs[201] =
     "00010203040506070809"

@@ -30,6 +30,11 @@ int rc_buf_grow(rc_buf *b, size_t extra);
 /* Empty the buffer, giving back memory above RC_BUF_KEEP. */
 void rc_buf_reset(rc_buf *b);
 
+/* Overwrites everything the buffer holds and held (up to its capacity) with
+ * zeros, in a way the compiler cannot drop: for buffers that carried a
+ * password. Empties it. */
+void rc_buf_wipe(rc_buf *b);
+
 static inline int rc_buf_reserve(rc_buf *b, size_t extra)
 {
     if (b->cap - b->len >= extra)
@@ -39,6 +44,8 @@ static inline int rc_buf_reserve(rc_buf *b, size_t extra)
 
 static inline int rc_buf_append(rc_buf *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return 0; /* data and p may both be NULL: memcpy must not see them */
     if (rc_buf_reserve(b, n) < 0)
         return -1;
     memcpy(b->data + b->len, p, n);

@@ -34,10 +34,15 @@ static int encode_expire(const rc_keyspace *ks, rc_buf *b, void *arg)
     return rc_cmd_expire(ks, b, a->key, a->ms);
 }
 
+typedef struct {
+    PyObject *key;
+    long long amount;
+} incr_arg;
+
 static int encode_incrby(const rc_keyspace *ks, rc_buf *b, void *arg)
 {
-    set_arg *a = arg;
-    return rc_cmd_incrby(ks, b, a->key, a->value);
+    incr_arg *a = arg;
+    return rc_cmd_incrby(ks, b, a->key, a->amount);
 }
 
 typedef struct {
@@ -59,8 +64,7 @@ typedef struct {
 static int encode_set_many(const rc_keyspace *ks, rc_buf *b, void *arg)
 {
     batch_arg *a = arg;
-    Py_ssize_t count;
-    return rc_cmd_set_many(ks, b, a->batch, a->ms, &count);
+    return rc_cmd_set_many(ks, b, a->batch, a->ms);
 }
 
 typedef struct {
@@ -77,11 +81,9 @@ static int encode_raw(const rc_keyspace *ks, rc_buf *b, void *arg)
 
 /* ------------------------------------------------------------ helpers */
 
-static PyObject *send(rc_client *self, rc_encode_fn encode, void *arg, Py_ssize_t replies,
-                      rc_result_kind kind, const rc_codec *codec, PyObject *extra)
+static PyObject *send(rc_client *self, const rc_request *request)
 {
-    rc_request request = {encode, arg, replies, kind, codec, extra};
-    return self->transport->send(self, &request);
+    return self->transport->send(self, request);
 }
 
 /* Writes the bytes of a request encoded beforehand (see send_values). */
@@ -119,25 +121,32 @@ static int encode_without_hooks(const rc_keyspace *ks, rc_buf *b, void *arg)
  * use this very cache: it must not run while the transport holds a
  * connection and a half-written command, or the code's own command would
  * land in the middle of this one in the multiplexer's buffer, or wait for
- * the pooled connection held here. So the first attempt refuses to run any;
- * a value that needs it is encoded again into a scratch buffer, with no
- * connection held, and the bytes are copied in. */
-static PyObject *send_values(rc_client *self, rc_encode_fn encode, void *arg, Py_ssize_t replies,
-                             rc_result_kind kind)
+ * the pooled connection held here. So the first attempt refuses to run any
+ * (and builds no error message that could: a value it cannot write at all
+ * is refused the same way); such a value is encoded again into a scratch
+ * buffer, with no connection held, where hooks run and errors are told, and
+ * the bytes are copied in. */
+static PyObject *send_values(rc_client *self, const rc_request *request)
 {
-    without_hooks_arg direct = {encode, arg};
+    without_hooks_arg direct = {request->encode, request->arg};
+    rc_request attempt = *request;
     rc_buf bytes;
     PyObject *result;
 
     if (self->ks.codec.kind != RC_CODEC_JSON)
-        return send(self, encode, arg, replies, kind, NULL, NULL);
-    result = send(self, encode_without_hooks, &direct, replies, kind, NULL, NULL);
+        return send(self, request);
+    attempt.encode = encode_without_hooks;
+    attempt.arg = &direct;
+    result = send(self, &attempt);
     if (result != NULL || !PyErr_ExceptionMatches(self->ks.state->HooksNeeded))
         return result;
     PyErr_Clear();
     rc_buf_init(&bytes);
-    if (encode(&self->ks, &bytes, arg) == 0)
-        result = send(self, encode_copy, &bytes, replies, kind, NULL, NULL);
+    if (request->encode(&self->ks, &bytes, request->arg) == 0) {
+        attempt.encode = encode_copy;
+        attempt.arg = &bytes;
+        result = send(self, &attempt);
+    }
     rc_buf_free(&bytes);
     return result;
 }
@@ -152,21 +161,32 @@ static PyObject *read_extra(PyObject *plain, PyObject *model, rc_result_kind *ki
     return rc_result_typed_extra(plain, model);
 }
 
-/* A list or tuple of keys; a lone str or bytes is refused, as iterating it
- * would turn one key into one key per character. */
-static PyObject *key_list(const char *fname, PyObject *keys)
+/* A tuple of keys, checked (see rc_check_keys); a lone str or bytes is
+ * refused, as iterating it would turn one key into one key per character.
+ * A copy, so that the caller (or a model's validation) changing its list
+ * before get_many's reply arrives cannot change which key a value is paired
+ * with. */
+static PyObject *key_list(rc_client *self, const char *fname, PyObject *keys)
 {
+    PyObject *tuple;
+
     if (PyUnicode_Check(keys) || PyBytes_Check(keys)) {
         PyErr_Format(PyExc_TypeError, "%s() takes an iterable of keys, not a single %.100s key",
                      fname, Py_TYPE(keys)->tp_name);
         return NULL;
     }
-    /* A list is copied: get_many pairs the keys with the MGET reply when it
-     * arrives, and the caller (or a model's validation) may change the list
-     * before then. */
-    if (PyList_CheckExact(keys))
-        return PyList_AsTuple(keys);
-    return PySequence_Fast(keys, "keys must be an iterable of str or bytes");
+    tuple = PySequence_Tuple(keys);
+    if (tuple == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s() takes an iterable of str or bytes keys, not %.100s",
+                         fname, Py_TYPE(keys)->tp_name);
+        }
+        return NULL;
+    }
+    if (rc_check_keys(&self->ks, &PyTuple_GET_ITEM(tuple, 0), PyTuple_GET_SIZE(tuple)) < 0)
+        Py_CLEAR(tuple);
+    return tuple;
 }
 
 static Py_ssize_t batch_size(PyObject *batch)
@@ -179,19 +199,19 @@ static Py_ssize_t batch_size(PyObject *batch)
 PyObject *rc_client_get(rc_client *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"key", "default", "model"};
-    PyObject *params[3] = {NULL, Py_None, Py_None}, *extra, *result;
-    rc_result_kind kind = RC_RESULT_VALUE;
-    key_arg arg;
+    PyObject *params[3] = {NULL, Py_None, Py_None}, *result;
+    key_arg arg = {"GET", NULL};
+    rc_request request = {"GET", encode_key, &arg, 1, RC_RESULT_VALUE, &self->ks.codec, NULL, 1};
 
-    if (rc_parse_args("get", args, nargs, kwnames, names, 3, 1, params) < 0)
+    if (rc_parse_args("get", args, nargs, kwnames, names, 3, 1, params) < 0 ||
+        rc_check_keys(&self->ks, params, 1) < 0)
         return NULL;
-    extra = read_extra(params[1], params[2], &kind, RC_RESULT_TYPED_VALUE);
-    if (extra == NULL)
+    request.extra = read_extra(params[1], params[2], &request.kind, RC_RESULT_TYPED_VALUE);
+    if (request.extra == NULL)
         return NULL;
-    arg.name = "GET";
     arg.key = params[0];
-    result = send(self, encode_key, &arg, 1, kind, &self->ks.codec, extra);
-    Py_DECREF(extra);
+    result = send(self, &request);
+    Py_DECREF(request.extra);
     return result;
 }
 
@@ -200,15 +220,16 @@ PyObject *rc_client_set(rc_client *self, PyObject *const *args, Py_ssize_t nargs
     static const char *const names[] = {"key", "value", "ttl"};
     PyObject *params[3] = {NULL, NULL, Py_None}, *result;
     set_arg arg;
+    rc_request request = {"SET", encode_set, &arg, 1, RC_RESULT_STORED, NULL, NULL, 1};
 
     if (rc_parse_args("set", args, nargs, kwnames, names, 3, 2, params) < 0 ||
-        rc_ttl_ms(&self->ks, params[2], &arg.ms) < 0)
+        rc_check_keys(&self->ks, params, 1) < 0 || rc_ttl_ms(&self->ks, params[2], &arg.ms) < 0)
         return NULL;
     arg.key = params[0];
     arg.value = rc_prepare_value(&self->ks, params[0], params[1]);
     if (arg.value == NULL)
         return NULL;
-    result = send_values(self, encode_set, &arg, 1, RC_RESULT_STORED);
+    result = send_values(self, &request);
     Py_DECREF(arg.value);
     return result;
 }
@@ -216,7 +237,11 @@ PyObject *rc_client_set(rc_client *self, PyObject *const *args, Py_ssize_t nargs
 static PyObject *key_command(rc_client *self, const char *name, PyObject *key, rc_result_kind kind)
 {
     key_arg arg = {name, key};
-    return send(self, encode_key, &arg, 1, kind, NULL, NULL);
+    rc_request request = {name, encode_key, &arg, 1, kind, NULL, NULL, 1};
+
+    if (rc_check_keys(&self->ks, &key, 1) < 0)
+        return NULL;
+    return send(self, &request);
 }
 
 PyObject *rc_client_delete(rc_client *self, PyObject *key)
@@ -231,7 +256,7 @@ PyObject *rc_client_exists(rc_client *self, PyObject *key)
 
 PyObject *rc_client_ttl(rc_client *self, PyObject *key)
 {
-    return key_command(self, "TTL", key, RC_RESULT_RAW);
+    return key_command(self, "TTL", key, RC_RESULT_INTEGER);
 }
 
 PyObject *rc_client_expire(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
@@ -240,62 +265,59 @@ PyObject *rc_client_expire(rc_client *self, PyObject *const *args, Py_ssize_t na
     static const char *const names[] = {"key", "ttl"};
     PyObject *params[2] = {NULL, NULL};
     set_arg arg;
+    rc_request request = {"PEXPIRE", encode_expire, &arg, 1, RC_RESULT_POSITIVE, NULL, NULL, 1};
 
     if (rc_parse_args("expire", args, nargs, kwnames, names, 2, 2, params) < 0 ||
-        rc_expire_ms(&self->ks, params[1], &arg.ms) < 0)
+        rc_check_keys(&self->ks, params, 1) < 0 || rc_expire_ms(&self->ks, params[1], &arg.ms) < 0)
         return NULL;
     arg.key = params[0];
     arg.value = NULL;
-    return send(self, encode_expire, &arg, 1, RC_RESULT_POSITIVE, NULL, NULL);
+    return send(self, &request);
 }
 
 PyObject *rc_client_incr(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *kwnames)
 {
     static const char *const names[] = {"key", "amount"};
-    PyObject *params[2] = {NULL, NULL}, *one = NULL, *result;
-    set_arg arg;
+    PyObject *params[2] = {NULL, NULL};
+    incr_arg arg = {NULL, 1};
+    /* Not retry_safe: sent twice, it would add twice. */
+    rc_request request = {"INCRBY", encode_incrby, &arg, 1, RC_RESULT_INTEGER, NULL, NULL, 0};
 
-    if (rc_parse_args("incr", args, nargs, kwnames, names, 2, 1, params) < 0)
+    if (rc_parse_args("incr", args, nargs, kwnames, names, 2, 1, params) < 0 ||
+        rc_check_keys(&self->ks, params, 1) < 0 ||
+        (params[1] != NULL && rc_incr_amount(params[1], &arg.amount) < 0))
         return NULL;
-    if (params[1] == NULL) {
-        one = PyLong_FromLong(1);
-        if (one == NULL)
-            return NULL;
-    }
     arg.key = params[0];
-    arg.value = params[1] != NULL ? params[1] : one;
-    arg.ms = -1;
-    result = send(self, encode_incrby, &arg, 1, RC_RESULT_RAW, NULL, NULL);
-    Py_XDECREF(one);
-    return result;
+    return send(self, &request);
 }
 
 PyObject *rc_client_get_many(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
     static const char *const names[] = {"keys", "model"};
-    PyObject *params[2] = {NULL, Py_None}, *extra = NULL, *result = NULL;
-    rc_result_kind kind = RC_RESULT_MGET;
+    PyObject *params[2] = {NULL, Py_None}, *result = NULL;
     keys_arg arg = {"MGET", NULL};
+    rc_request request = {"MGET", encode_multikey, &arg,           1,
+                          RC_RESULT_MGET, &self->ks.codec, NULL, 1};
 
     if (rc_parse_args("get_many", args, nargs, kwnames, names, 2, 1, params) < 0)
         return NULL;
-    arg.keys = key_list("get_many", params[0]);
+    arg.keys = key_list(self, "get_many", params[0]);
     if (arg.keys == NULL)
         return NULL;
-    if (PySequence_Fast_GET_SIZE(arg.keys) == 0) {
+    if (PyTuple_GET_SIZE(arg.keys) == 0) {
         PyObject *empty = PyDict_New();
         if (empty != NULL)
             result = self->transport->done(self, empty);
         Py_XDECREF(empty);
         goto out;
     }
-    extra = read_extra(arg.keys, params[1], &kind, RC_RESULT_TYPED_MGET);
-    if (extra != NULL)
-        result = send(self, encode_multikey, &arg, 1, kind, &self->ks.codec, extra);
+    request.extra = read_extra(arg.keys, params[1], &request.kind, RC_RESULT_TYPED_MGET);
+    if (request.extra != NULL)
+        result = send(self, &request);
 out:
-    Py_XDECREF(extra);
+    Py_XDECREF(request.extra);
     Py_DECREF(arg.keys);
     return result;
 }
@@ -303,17 +325,18 @@ out:
 PyObject *rc_client_delete_many(rc_client *self, PyObject *keys)
 {
     keys_arg arg = {"UNLINK", NULL};
+    rc_request request = {"UNLINK", encode_multikey, &arg, 1, RC_RESULT_INTEGER, NULL, NULL, 1};
     PyObject *result;
 
-    arg.keys = key_list("delete_many", keys);
+    arg.keys = key_list(self, "delete_many", keys);
     if (arg.keys == NULL)
         return NULL;
-    if (PySequence_Fast_GET_SIZE(arg.keys) == 0) {
+    if (PyTuple_GET_SIZE(arg.keys) == 0) {
         PyObject *zero = PyLong_FromLong(0);
         result = zero == NULL ? NULL : self->transport->done(self, zero);
         Py_XDECREF(zero);
     } else {
-        result = send(self, encode_multikey, &arg, 1, RC_RESULT_RAW, NULL, NULL);
+        result = send(self, &request);
     }
     Py_DECREF(arg.keys);
     return result;
@@ -325,6 +348,7 @@ PyObject *rc_client_set_many(rc_client *self, PyObject *const *args, Py_ssize_t 
     static const char *const names[] = {"mapping", "ttl"};
     PyObject *params[2] = {NULL, Py_None}, *result;
     batch_arg arg;
+    rc_request request = {"SET", encode_set_many, &arg, 0, RC_RESULT_STORED, NULL, NULL, 1};
 
     if (rc_parse_args("set_many", args, nargs, kwnames, names, 2, 1, params) < 0 ||
         rc_ttl_ms(&self->ks, params[1], &arg.ms) < 0)
@@ -332,13 +356,17 @@ PyObject *rc_client_set_many(rc_client *self, PyObject *const *args, Py_ssize_t 
     /* An empty batch needs no connection (nor a working server). */
     if (rc_is_empty_mapping(params[0]))
         return self->transport->done(self, Py_True);
+    /* A snapshot of the items: waiting for a connection may let other
+     * threads run, and the batch written must be the one counted. */
     arg.batch = rc_prepare_batch(&self->ks, params[0]);
     if (arg.batch == NULL)
         return NULL;
-    if (batch_size(arg.batch) == 0)
+    request.replies = batch_size(arg.batch);
+    request.extra = arg.batch;
+    if (request.replies == 0)
         result = self->transport->done(self, Py_True);
     else
-        result = send_values(self, encode_set_many, &arg, batch_size(arg.batch), RC_RESULT_STORED);
+        result = send_values(self, &request);
     Py_DECREF(arg.batch);
     return result;
 }
@@ -347,29 +375,38 @@ PyObject *rc_client_ping(rc_client *self, PyObject *unused)
 {
     PyObject *word = PyUnicode_FromString("PING"), *result;
     raw_arg arg = {NULL, 1};
+    rc_request request = {"PING", encode_raw, &arg, 1, RC_RESULT_PONG, NULL, NULL, 1};
 
     (void)unused;
     if (word == NULL)
         return NULL;
     arg.args = &word;
-    result = send(self, encode_raw, &arg, 1, RC_RESULT_PONG, NULL, NULL);
+    result = send(self, &request);
     Py_DECREF(word);
     return result;
 }
 
-/* Commands that leave state on the connection (a transaction, a
- * subscription, another database) would leak it to whoever uses the pooled or
- * shared connection next; blocking ones would stall everyone sharing a
- * multiplexed connection. Both belong on a connection of one's own. */
+/* Commands that change the connection's state or its stream of replies
+ * would leak that state to whoever uses the pooled or shared connection next,
+ * or hand later callers replies meant for others (CLIENT REPLY OFF: the next
+ * caller gets nothing, the one after gets its reply); blocking ones would
+ * stall everyone sharing a multiplexed connection. All of them belong on a
+ * connection of one's own. */
 static const char *const stateful_commands[] = {
-    "MULTI",        "EXEC",       "DISCARD",    "WATCH",       "UNWATCH",
-    "SUBSCRIBE",    "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
-    "SUNSUBSCRIBE", "MONITOR",    "SELECT",     "QUIT",        "RESET",
-    "AUTH",         "HELLO",      "SYNC",       "PSYNC",       NULL,
+    "MULTI",       "EXEC",         "DISCARD",      "WATCH",    "UNWATCH",  "SUBSCRIBE",
+    "PSUBSCRIBE",  "SSUBSCRIBE",   "UNSUBSCRIBE",  "PUNSUBSCRIBE", "SUNSUBSCRIBE",
+    "MONITOR",     "SELECT",       "QUIT",         "RESET",    "AUTH",     "HELLO",
+    "SYNC",        "PSYNC",        "REPLCONF",     "READONLY", "READWRITE", "ASKING",
+    NULL,
+};
+/* CLIENT subcommands that change this connection (the others, such as LIST,
+ * ID, INFO, KILL or PAUSE, only read or act on the server). */
+static const char *const stateful_client_subcommands[] = {
+    "REPLY", "TRACKING", "CACHING", "SETNAME", "SETINFO", "NO-EVICT", "NO-TOUCH", NULL,
 };
 static const char *const blocking_commands[] = {
-    "BLPOP",    "BRPOP",  "BLMOVE", "BRPOPLPUSH", "BZPOPMIN",
-    "BZPOPMAX", "BLMPOP", "BZMPOP", "WAIT",       NULL,
+    "BLPOP",    "BRPOP",  "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX",
+    "BLMPOP",   "BZMPOP", "WAIT",   "WAITAOF",    NULL,
 };
 
 static int is_word(PyObject *arg, const char *word)
@@ -392,6 +429,32 @@ static int is_word(PyObject *arg, const char *word)
     return (size_t)n == strlen(word) && PyOS_strnicmp(p, word, (Py_ssize_t)n) == 0;
 }
 
+/* Appends arg (a command word), upper-cased and cut short, to out. */
+static void append_word(char *out, size_t size, PyObject *arg)
+{
+    size_t len = strlen(out), i;
+    const char *p = NULL;
+    Py_ssize_t n = 0;
+
+    if (PyUnicode_Check(arg)) {
+        p = PyUnicode_AsUTF8AndSize(arg, &n);
+        if (p == NULL)
+            PyErr_Clear();
+    } else if (PyBytes_Check(arg)) {
+        p = PyBytes_AS_STRING(arg);
+        n = PyBytes_GET_SIZE(arg);
+    }
+    if (p == NULL) {
+        p = "?";
+        n = 1;
+    }
+    if (len > 0 && len + 1 < size)
+        out[len++] = ' ';
+    for (i = 0; i < (size_t)n && len + 1 < size && i < 32; i++)
+        out[len++] = (char)Py_TOUPPER((unsigned char)p[i]);
+    out[len] = '\0';
+}
+
 static int in_list(PyObject *arg, const char *const *words)
 {
     for (; *words != NULL; words++)
@@ -400,22 +463,34 @@ static int in_list(PyObject *arg, const char *const *words)
     return 0;
 }
 
-/* Refuses a command that must not ride this client's connections. */
+/* Refuses a command that must not ride this client's connections. The
+ * name is shown with the str/bytes type's own repr (a subclass's __repr__
+ * is user code, and none runs here). */
 static int check_command(rc_client *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    const char *where = self->transport->multiplexed
+                            ? "run it on a connection of your own: "
+                              "'async with cache.dedicated() as conn'"
+                            : "SyncRedisCache lends its connections one command at a time, "
+                              "so use RedisCache.dedicated() or a client of your own for it";
+    char name[80] = "";
     Py_ssize_t i;
-    int blocking;
+    int blocking, stateful;
 
     if (nargs == 0)
         return 0;
-    if (in_list(args[0], stateful_commands)) {
+    append_word(name, sizeof(name), args[0]);
+    stateful = in_list(args[0], stateful_commands);
+    if (!stateful && nargs > 1 && is_word(args[0], "CLIENT") &&
+        in_list(args[1], stateful_client_subcommands)) {
+        append_word(name, sizeof(name), args[1]);
+        stateful = 1;
+    }
+    if (stateful) {
         PyErr_Format(PyExc_ValueError,
-                     "%R leaves state on the connection, which other callers share; %s", args[0],
-                     self->transport->multiplexed
-                         ? "run it on a connection of your own: "
-                           "'async with cache.dedicated() as conn'"
-                         : "SyncRedisCache lends its connections one command at a time, so "
-                           "use RedisCache.dedicated() or a client of your own for it");
+                     "%s changes the connection or the replies on it, and other callers share "
+                     "the connection; %s",
+                     name, where);
         return -1;
     }
     if (!self->transport->multiplexed)
@@ -426,21 +501,37 @@ static int check_command(rc_client *self, PyObject *const *args, Py_ssize_t narg
             blocking = is_word(args[i], "BLOCK");
     if (blocking) {
         PyErr_Format(PyExc_ValueError,
-                     "%R blocks, and would stall every request sharing the connection; run it "
+                     "%s blocks, and would stall every request sharing the connection; run it "
                      "on a connection of your own: 'async with cache.dedicated() as conn'",
-                     args[0]);
+                     name);
         return -1;
     }
     return 0;
 }
 
-PyObject *rc_client_execute_command(rc_client *self, PyObject *const *args, Py_ssize_t nargs)
+PyObject *rc_client_execute_command(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
 {
     raw_arg arg = {args, nargs};
+    rc_request request = {"the command", encode_raw, &arg, 1, RC_RESULT_RAW, NULL, NULL, 0};
+    Py_ssize_t i;
 
+    for (i = 0; kwnames != NULL && i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (!PyUnicode_Check(name) || PyUnicode_CompareWithASCIIString(name, "idempotent") != 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "execute_command() got an unexpected keyword argument %R; the only "
+                         "one it takes is idempotent=",
+                         name);
+            return NULL;
+        }
+        request.retry_safe = PyObject_IsTrue(args[nargs + i]);
+        if (request.retry_safe < 0)
+            return NULL;
+    }
     if (check_command(self, args, nargs) < 0)
         return NULL;
-    return send(self, encode_raw, &arg, 1, RC_RESULT_RAW, NULL, NULL);
+    return send(self, &request);
 }
 
 PyObject *rc_client_key_prefix(PyObject *self, void *unused)

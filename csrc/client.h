@@ -11,23 +11,8 @@
 
 #include <Python.h>
 
-#include "buf.h"
-#include "cmd.h"
-#include "result.h"
+#include "request.h"
 #include "state.h"
-
-/* Writes a request's command(s) into b, running no Python code. Returns 0,
- * or -1 with an exception set. */
-typedef int (*rc_encode_fn)(const rc_keyspace *ks, rc_buf *b, void *arg);
-
-typedef struct rc_request {
-    rc_encode_fn encode;
-    void *arg;
-    Py_ssize_t replies;
-    rc_result_kind kind;
-    const rc_codec *codec; /* decodes bulk replies; NULL: bytes */
-    PyObject *extra;       /* see rc_result_kind */
-} rc_request;
 
 typedef struct rc_client rc_client;
 
@@ -67,7 +52,8 @@ PyObject *rc_client_set_many(rc_client *self, PyObject *const *args, Py_ssize_t 
                              PyObject *kwnames);
 PyObject *rc_client_delete_many(rc_client *self, PyObject *keys);
 PyObject *rc_client_ping(rc_client *self, PyObject *unused);
-PyObject *rc_client_execute_command(rc_client *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *rc_client_execute_command(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames);
 PyObject *rc_client_key_prefix(PyObject *self, void *unused);
 
 #define RC_FASTCALL_KW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
@@ -96,8 +82,10 @@ PyObject *rc_client_key_prefix(PyObject *self, void *unused);
          "delete_many(keys) -> int: remove the keys; the number that existed."},                   \
         {"ping", (PyCFunction)rc_client_ping, METH_NOARGS, "ping() -> bool"},                      \
     {                                                                                              \
-        "execute_command", (PyCFunction)(void (*)(void))rc_client_execute_command, METH_FASTCALL,  \
-            "execute_command(*args): any command (no namespace applied); the raw reply."           \
+        "execute_command", RC_FASTCALL_KW(rc_client_execute_command),                              \
+            "execute_command(*args, idempotent=False): any command (no namespace applied); the "   \
+            "raw reply. idempotent=True lets it be sent again on a fresh connection when the "     \
+            "first turned out dead before any reply came."                                         \
     }
 
 #endif

@@ -12,12 +12,20 @@ static int no_memory(void)
 }
 
 int rc_keyspace_init(rc_keyspace *ks, PyObject *namespace_, PyObject *default_ttl,
-                     PyObject *serializer, const rc_compress_options *compress, rc_state *st)
+                     PyObject *serializer, const rc_compress_options *compress,
+                     Py_ssize_t max_key_size, rc_state *st)
 {
     ks->prefix = NULL;
     ks->prefix_len = 0;
     ks->default_ttl_ms = -1;
     ks->state = st;
+    ks->codec.dumps = ks->codec.loads = NULL;
+    if (max_key_size < 1) {
+        PyErr_Format(st->ConfigurationError, "max_key_size must be at least 1 byte, got %zd",
+                     max_key_size);
+        return -1;
+    }
+    ks->max_key_size = (size_t)max_key_size;
     if (rc_codec_init(&ks->codec, serializer, compress, st) < 0)
         return -1;
     if (rc_ttl_ms(ks, default_ttl, &ks->default_ttl_ms) < 0) {
@@ -136,25 +144,67 @@ int rc_ttl_ms(const rc_keyspace *ks, PyObject *ttl, long long *ms)
     return seconds_to_ms(ttl, seconds, ms);
 }
 
+/* The bytes of a key, or -1 with TypeError (not str or bytes) or
+ * ValueError (no UTF-8 form) set. */
+static int key_bytes(PyObject *key, const char **p, Py_ssize_t *n)
+{
+    if (PyUnicode_Check(key)) {
+        *p = PyUnicode_AsUTF8AndSize(key, n);
+        if (*p == NULL) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError,
+                            "a cache key holds a lone surrogate, which has no UTF-8 form; "
+                            "clean the text or use a bytes key");
+            return -1;
+        }
+        return 0;
+    }
+    if (PyBytes_Check(key)) {
+        *p = PyBytes_AS_STRING(key);
+        *n = PyBytes_GET_SIZE(key);
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "cache keys must be str or bytes, not %.100s; "
+                 "convert the key first (for example with str())",
+                 Py_TYPE(key)->tp_name);
+    return -1;
+}
+
+int rc_check_keys(const rc_keyspace *ks, PyObject *const *keys, Py_ssize_t n)
+{
+    Py_ssize_t i, len;
+    const char *p;
+
+    for (i = 0; i < n; i++) {
+        if (key_bytes(keys[i], &p, &len) < 0)
+            return -1;
+        if (len == 0) {
+            PyErr_SetString(PyExc_ValueError,
+                            "cache keys must not be empty: an empty key would name the bare "
+                            "namespace");
+            return -1;
+        }
+        if ((size_t)len > ks->max_key_size - ks->prefix_len || ks->prefix_len >= ks->max_key_size) {
+            PyErr_Format(PyExc_ValueError,
+                         "a cache key of %zd bytes (%zu with the namespace) is longer than "
+                         "max_key_size=%zu; hash long keys (e.g. with hashlib) or raise "
+                         "max_key_size",
+                         len, (size_t)len + ks->prefix_len, ks->max_key_size);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int put_key(const rc_keyspace *ks, rc_buf *b, PyObject *key)
 {
     const char *p;
     Py_ssize_t n;
 
-    if (PyUnicode_Check(key)) {
-        p = PyUnicode_AsUTF8AndSize(key, &n);
-        if (p == NULL)
-            return -1;
-    } else if (PyBytes_Check(key)) {
-        p = PyBytes_AS_STRING(key);
-        n = PyBytes_GET_SIZE(key);
-    } else {
-        PyErr_Format(PyExc_TypeError,
-                     "cache keys must be str or bytes, not %.100s; "
-                     "convert the key first (for example with str())",
-                     Py_TYPE(key)->tp_name);
+    /* Checked beforehand (rc_check_keys): this cannot fail but for memory. */
+    if (key_bytes(key, &p, &n) < 0)
         return -1;
-    }
     if (rc_resp_bulk2(b, ks->prefix, ks->prefix_len, p, (size_t)n) < 0)
         return no_memory();
     return 0;
@@ -180,15 +230,23 @@ int rc_cmd_key(const rc_keyspace *ks, rc_buf *b, const char *name, PyObject *key
 /* Adds which key a value belonged to, for errors in a batch. */
 static void name_the_key(const rc_keyspace *ks, PyObject *key)
 {
-    PyObject *type, *value, *tb;
+    PyObject *type, *value, *tb, *shown;
+    PyObject *renamed_type, *renamed, *renamed_tb, *cause;
 
     if (!PyErr_ExceptionMatches(ks->state->SerializationError))
         return;
-    PyObject *renamed_type, *renamed, *renamed_tb, *cause;
-
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
-    PyErr_Format(ks->state->SerializationError, "the value for key %R: %S", key, value);
+    /* The key is a str or bytes (checked); shown by its base type's repr,
+     * as a subclass's __repr__ is user code, which may not run while a
+     * command is being written. */
+    shown = PyUnicode_Check(key) ? PyUnicode_Type.tp_repr(key) : PyBytes_Type.tp_repr(key);
+    if (shown == NULL) {
+        PyErr_Clear();
+        shown = PyUnicode_FromString("?");
+    }
+    PyErr_Format(ks->state->SerializationError, "the value for key %S: %S", shown, value);
+    Py_XDECREF(shown);
     /* Keep the original cause (a custom dumps()'s own exception). */
     PyErr_Fetch(&renamed_type, &renamed, &renamed_tb);
     PyErr_NormalizeException(&renamed_type, &renamed, &renamed_tb);
@@ -255,9 +313,8 @@ int rc_cmd_expire(const rc_keyspace *ks, rc_buf *b, PyObject *key, long long ms)
     return rc_resp_bulk_ll(b, ms) < 0 ? no_memory() : 0;
 }
 
-int rc_cmd_incrby(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *amount)
+int rc_incr_amount(PyObject *amount, long long *v)
 {
-    long long v;
     int overflow = 0;
 
     if (!PyLong_Check(amount) || PyBool_Check(amount)) {
@@ -265,16 +322,21 @@ int rc_cmd_incrby(const rc_keyspace *ks, rc_buf *b, PyObject *key, PyObject *amo
                      Py_TYPE(amount)->tp_name);
         return -1;
     }
-    v = PyLong_AsLongLongAndOverflow(amount, &overflow);
-    if (v == -1 && PyErr_Occurred())
+    *v = PyLong_AsLongLongAndOverflow(amount, &overflow);
+    if (*v == -1 && PyErr_Occurred())
         return -1;
     if (overflow) {
         PyErr_SetString(PyExc_ValueError, "incr() amount must fit in a signed 64-bit integer");
         return -1;
     }
+    return 0;
+}
+
+int rc_cmd_incrby(const rc_keyspace *ks, rc_buf *b, PyObject *key, long long amount)
+{
     if (put_array(b, 3) < 0 || put_word(b, "INCRBY") < 0 || put_key(ks, b, key) < 0)
         return -1;
-    return rc_resp_bulk_ll(b, v) < 0 ? no_memory() : 0;
+    return rc_resp_bulk_ll(b, amount) < 0 ? no_memory() : 0;
 }
 
 int rc_cmd_multikey(const rc_keyspace *ks, rc_buf *b, const char *name, PyObject *keys)
@@ -324,14 +386,30 @@ static PyObject *mapping_items(PyObject *mapping)
     return list;
 }
 
+/* Checks the keys of a dict snapshot. */
+static int check_dict_keys(const rc_keyspace *ks, PyObject *dict)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+
+    while (PyDict_Next(dict, &pos, &key, &value))
+        if (rc_check_keys(ks, &key, 1) < 0)
+            return -1;
+    return 0;
+}
+
 PyObject *rc_prepare_batch(const rc_keyspace *ks, PyObject *mapping)
 {
-    PyObject *items, *pairs = NULL;
+    PyObject *items, *pairs = NULL, *copy;
     Py_ssize_t i, n;
 
-    /* The common case runs no Python code while written: no copy. */
-    if (PyDict_CheckExact(mapping) && !rc_codec_needs_prepare(&ks->codec))
-        return Py_NewRef(mapping);
+    /* The common case: a copy of the dict (a C-level copy of its table). */
+    if (PyDict_CheckExact(mapping) && !rc_codec_needs_prepare(&ks->codec)) {
+        copy = PyDict_Copy(mapping);
+        if (copy != NULL && check_dict_keys(ks, copy) < 0)
+            Py_CLEAR(copy);
+        return copy;
+    }
     items = mapping_items(mapping);
     if (items == NULL)
         return NULL;
@@ -341,7 +419,10 @@ PyObject *rc_prepare_batch(const rc_keyspace *ks, PyObject *mapping)
         goto fail;
     for (i = 0; i < n; i++) {
         PyObject *pair = PyList_GET_ITEM(items, i), *key = PyTuple_GET_ITEM(pair, 0);
-        PyObject *value = rc_prepare_value(ks, key, PyTuple_GET_ITEM(pair, 1)), *prepared;
+        PyObject *value, *prepared;
+        if (rc_check_keys(ks, &key, 1) < 0)
+            goto fail;
+        value = rc_prepare_value(ks, key, PyTuple_GET_ITEM(pair, 1));
         if (value == NULL)
             goto fail;
         prepared = PyTuple_Pack(2, key, value);
@@ -358,46 +439,25 @@ fail:
     return NULL;
 }
 
-int rc_cmd_set_many(const rc_keyspace *ks, rc_buf *b, PyObject *batch, long long ms,
-                    Py_ssize_t *count)
+int rc_cmd_set_many(const rc_keyspace *ks, rc_buf *b, PyObject *batch, long long ms)
 {
-    Py_ssize_t n = 0;
+    Py_ssize_t i, pos = 0;
+    PyObject *key, *value;
 
+    /* The batch is a private snapshot (rc_prepare_batch): nothing the
+     * encoder runs can change it. */
     if (PyDict_Check(batch)) {
-        Py_ssize_t pos = 0, size = PyDict_GET_SIZE(batch);
-        PyObject *key, *value;
-        while (PyDict_Next(batch, &pos, &key, &value)) {
-            int rc;
-            /* The JSON encoder may run Python code that changes the caller's
-             * dict: hold the item being written, and refuse a dict whose
-             * size changed, as the caller expects one reply per item it
-             * counted before. */
-            Py_INCREF(key);
-            Py_INCREF(value);
-            rc = put_set(ks, b, key, value, ms);
-            Py_DECREF(key);
-            Py_DECREF(value);
-            if (rc < 0)
+        while (PyDict_Next(batch, &pos, &key, &value))
+            if (put_set(ks, b, key, value, ms) < 0)
                 return -1;
-            if (++n > size || PyDict_GET_SIZE(batch) != size)
-                goto changed;
-        }
-        if (n != size)
-            goto changed;
-    } else {
-        for (n = 0; n < PyList_GET_SIZE(batch); n++) {
-            PyObject *pair = PyList_GET_ITEM(batch, n);
-            if (put_set(ks, b, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), ms) < 0)
-                return -1;
-        }
+        return 0;
     }
-    *count = n;
+    for (i = 0; i < PyList_GET_SIZE(batch); i++) {
+        PyObject *pair = PyList_GET_ITEM(batch, i);
+        if (put_set(ks, b, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), ms) < 0)
+            return -1;
+    }
     return 0;
-changed:
-    PyErr_SetString(ks->state->SerializationError,
-                    "set_many(): the mapping changed while its values were being serialized "
-                    "(by a hook such as model_dump() or a property)");
-    return -1;
 }
 
 static int put_raw_arg(rc_buf *b, PyObject *arg)

@@ -268,9 +268,11 @@ static int handshake(rc_conn *c, const rc_conn_options *o, rc_state *st)
     }
     if (n == 0)
         return 0;
-    if (rc_conn_flush(c, st) < 0)
+    rc_conn_begin(c);
+    rc = rc_conn_flush(c, st);
+    rc_buf_wipe(&c->out); /* it held the password */
+    if (rc < 0)
         goto out;
-    rc = 0;
     /* Every reply is read, even after a failure, so none is left behind;
      * the first failure is raised once they all are. */
     for (i = 0; i < n; i++) {
@@ -326,6 +328,9 @@ rc_conn *rc_conn_open(const rc_conn_options *o, rc_state *st)
     }
     c->fd = fd;
     c->generation = rc_fork_generation;
+    c->socket_timeout_ms = o->socket_timeout_ms;
+    c->timeout_set_ms = o->socket_timeout_ms; /* configure_socket set it */
+    c->deadline_ms = -1;
     rc_buf_init(&c->out);
     c->in = PyMem_RawMalloc(RC_CONN_READ_CHUNK);
     if (c->in == NULL) {
@@ -358,8 +363,12 @@ void rc_conn_free(rc_conn *c)
 static int fail_io(rc_conn *c, int err, const char *doing, rc_state *st)
 {
     c->broken = 1;
-    if (err == EAGAIN || err == EWOULDBLOCK)
-        PyErr_Format(st->TimeoutError, "redis did not answer in time while %s", doing);
+    if (c->closing)
+        PyErr_Format(st->ConnectionError, "the cache was closed while this call was %s", doing);
+    else if (err == EAGAIN || err == EWOULDBLOCK)
+        PyErr_Format(st->TimeoutError,
+                     "redis did not answer within socket_timeout (%d ms) while %s",
+                     c->socket_timeout_ms, doing);
     else if (err == 0)
         PyErr_Format(st->ConnectionError, "redis closed the connection while %s", doing);
     else
@@ -380,6 +389,48 @@ static int interrupted(rc_conn *c)
     return 0;
 }
 
+static int set_socket_timeout(int fd, int ms)
+{
+    struct timeval tv;
+
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+        return -1;
+    return 0;
+}
+
+void rc_conn_begin(rc_conn *c)
+{
+    c->deadline_ms = c->socket_timeout_ms < 0 ? -1 : monotonic_ms() + c->socket_timeout_ms;
+}
+
+/* Before a send() or recv(): the socket's timeout cut to what is left of
+ * the request's deadline, so that a server answering a byte at a time
+ * cannot stretch a request past socket_timeout (SO_RCVTIMEO bounds each
+ * recv() alone). The first syscall of a request finds the full timeout set
+ * and costs no setsockopt. Returns 0, or -1 (deadline passed, or the
+ * timeout could not be set) with an exception set. */
+static int before_syscall(rc_conn *c, const char *doing, rc_state *st)
+{
+    long long left;
+    int want;
+
+    if (c->socket_timeout_ms < 0)
+        return 0;
+    left = c->deadline_ms - monotonic_ms();
+    if (left <= 0)
+        return fail_io(c, EAGAIN, doing, st);
+    want = left < c->socket_timeout_ms ? (int)left : c->socket_timeout_ms;
+    if (want != c->timeout_set_ms) {
+        if (set_socket_timeout(c->fd, want) < 0)
+            return fail_io(c, errno, doing, st);
+        c->timeout_set_ms = want;
+    }
+    return 0;
+}
+
 int rc_conn_flush(rc_conn *c, rc_state *st)
 {
     size_t sent = 0;
@@ -387,6 +438,10 @@ int rc_conn_flush(rc_conn *c, rc_state *st)
     int err = 0;
 
     while (sent < c->out.len) {
+        if (before_syscall(c, "sending a command", st) < 0) {
+            rc_buf_reset(&c->out);
+            return -1;
+        }
         Py_BEGIN_ALLOW_THREADS n = send(c->fd, c->out.data + sent, c->out.len - sent, MSG_NOSIGNAL);
         err = errno;
         Py_END_ALLOW_THREADS if (n >= 0)
@@ -430,12 +485,15 @@ rc_reply_status rc_conn_read(rc_conn *c, const rc_codec *codec, PyObject **reply
             c->in_pos += slice;
             continue;
         }
+        if (before_syscall(c, "reading a reply", st) < 0)
+            return RC_REPLY_BROKEN;
         Py_BEGIN_ALLOW_THREADS n = recv(c->fd, c->in, RC_CONN_READ_CHUNK, 0);
         err = errno;
         Py_END_ALLOW_THREADS if (n > 0)
         {
             c->in_pos = 0;
             c->in_len = (size_t)n;
+            c->received += (unsigned long long)n;
             continue;
         }
         if (n < 0 && err == EINTR) {
@@ -446,4 +504,24 @@ rc_reply_status rc_conn_read(rc_conn *c, const rc_codec *codec, PyObject **reply
         fail_io(c, n == 0 ? 0 : err, "reading a reply", st);
         return RC_REPLY_BROKEN;
     }
+}
+
+int rc_conn_is_usable(rc_conn *c)
+{
+    char byte;
+    ssize_t n;
+
+    if (c->broken || rc_conn_has_unread(c))
+        return 0;
+    do {
+        n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    /* Nothing to read is the healthy state; end of stream (0), bytes nobody
+     * asked for (> 0) or a reset mean the connection must go. */
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+int rc_conn_has_unread(const rc_conn *c)
+{
+    return c->in_pos < c->in_len || rc_reader_has_unread(&c->reader);
 }

@@ -39,15 +39,32 @@ typedef struct rc_conn {
      * connection from before a fork belongs to the parent. */
     unsigned long generation;
     /* Set once the stream can no longer be trusted (I/O error, timeout,
-     * interrupted mid-command); a broken connection is closed, not reused. */
+     * interrupted mid-command, a reply of the wrong type); a broken
+     * connection is closed, not reused. */
     int broken;
+    /* Set (by another thread, under the pool's lock) when the cache is
+     * closed while this connection is lent out; its socket is shut down. */
+    volatile int closing;
     rc_buf out;
     rc_reader reader;
     /* Bytes received but not yet handed to the reader. */
     char *in;
     size_t in_pos, in_len;
-    /* The next idle connection while this one sits in a pool. */
+    /* Requests completed on this connection, and bytes ever received: a
+     * request that failed before any byte came back on a connection that
+     * had served others may have met a connection the server had dropped. */
+    unsigned long requests;
+    unsigned long long received;
+    /* The whole request's deadline (monotonic ms; -1: none), and the receive
+     * and send timeouts currently set on the socket. */
+    int socket_timeout_ms;
+    long long deadline_ms;
+    int timeout_set_ms;
+    /* The pool's lists: idle connections (next_idle), and connections lent
+     * out (lent_prev/lent_next) with the thread that holds each. */
     struct rc_conn *next_idle;
+    struct rc_conn *lent_prev, *lent_next;
+    unsigned long owner;
 } rc_conn;
 
 /* Incremented in every child process at fork (pthread_atfork). */
@@ -64,9 +81,22 @@ rc_conn *rc_conn_open(const rc_conn_options *o, rc_state *st);
  * Python objects). Accepts NULL. */
 void rc_conn_free(rc_conn *c);
 
+/* Starts a request: its deadline is socket_timeout from now, for sending it
+ * and reading every reply. */
+void rc_conn_begin(rc_conn *c);
+
 /* Sends everything in c->out and empties it. Returns 0, or -1 with an
  * exception set and the connection marked broken. */
 int rc_conn_flush(rc_conn *c, rc_state *st);
+
+/* Non-zero when an idle connection may be used: the server has not closed
+ * or reset it, and has sent nothing nobody asked for (one non-blocking
+ * peek, no round trip). */
+int rc_conn_is_usable(rc_conn *c);
+
+/* Non-zero when bytes were received beyond the replies read: whoever uses
+ * the connection next would read them as its own reply. */
+int rc_conn_has_unread(const rc_conn *c);
 
 /* Reads the next reply, decoding bulk strings with codec (NULL: bytes).
  * Returns RC_REPLY_READY with *reply set, RC_REPLY_BAD_VALUE (exception set,

@@ -64,7 +64,7 @@ static int is_digit(unsigned char c)
 /* Scans digits at *pp, adding them to the significand (past 19 digits
  * only their count matters: the fast paths stop at 15). */
 static void scan_digits(const unsigned char **pp, const unsigned char *end, uint64_t *digits,
-                        int *significant, int *count)
+                        Py_ssize_t *significant, Py_ssize_t *count)
 {
     const unsigned char *p = *pp;
 
@@ -83,7 +83,9 @@ static void scan_digits(const unsigned char **pp, const unsigned char *end, uint
 static PyObject *decode_number_slow(decoder *d)
 {
     const unsigned char *begin = d->p, *p = d->p;
-    int is_float = 0, negative = 0, significant = 0, int_count = 0, frac_count = 0;
+    /* Counts are Py_ssize_t: a number may have more than 2^31 digits. */
+    Py_ssize_t significant = 0, int_count = 0, frac_count = 0;
+    int is_float = 0, negative = 0;
     long exponent = 0;
     uint64_t digits = 0;
     char small[64], *text = small;
@@ -140,7 +142,8 @@ static PyObject *decode_number_slow(decoder *d)
         long long v = (long long)digits;
         return PyLong_FromLongLong(negative ? -v : v);
     }
-    if (is_float && significant <= 19) {
+    if (is_float && significant <= 19 && frac_count <= 100000) {
+        /* |exponent| < 10^5 + 10, so q fits an int. */
         double v;
         int q = (int)(exponent - frac_count);
         if (significant == 0)

@@ -46,9 +46,10 @@ static int load_asyncio(rc_state *st)
     st->str_set_result = PyUnicode_InternFromString("set_result");
     st->str_set_exception = PyUnicode_InternFromString("set_exception");
     st->str_call_soon = PyUnicode_InternFromString("call_soon");
+    st->str_cancel = PyUnicode_InternFromString("cancel");
     st->running_loop_key = PyUnicode_InternFromString("__asyncio_running_event_loop__");
     if (st->FutureType && st->get_running_loop && st->loop_kwnames && st->str_set_result &&
-        st->str_set_exception && st->str_call_soon && st->running_loop_key)
+        st->str_set_exception && st->str_call_soon && st->str_cancel && st->running_loop_key)
         rc = 0;
     Py_DECREF(asyncio);
     return rc;
@@ -110,6 +111,8 @@ static int module_exec(PyObject *module)
         (st->TimeoutError = error_class(errors, "TimeoutError")) == NULL ||
         (st->PoolTimeout = error_class(errors, "PoolTimeout")) == NULL ||
         (st->ResponseError = error_class(errors, "ResponseError")) == NULL ||
+        (st->ProtocolError = error_class(errors, "ProtocolError")) == NULL ||
+        (st->PartialWriteError = error_class(errors, "PartialWriteError")) == NULL ||
         (st->SerializationError = error_class(errors, "SerializationError")) == NULL ||
         (st->ConfigurationError = error_class(errors, "ConfigurationError")) == NULL)
         goto out;
@@ -187,11 +190,14 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->str_set_result);
     Py_VISIT(st->str_set_exception);
     Py_VISIT(st->str_call_soon);
+    Py_VISIT(st->str_cancel);
     Py_VISIT(st->ConnectionError);
     Py_VISIT(st->AuthenticationError);
     Py_VISIT(st->TimeoutError);
     Py_VISIT(st->PoolTimeout);
     Py_VISIT(st->ResponseError);
+    Py_VISIT(st->ProtocolError);
+    Py_VISIT(st->PartialWriteError);
     Py_VISIT(st->SerializationError);
     Py_VISIT(st->HooksNeeded);
     Py_VISIT(st->ConfigurationError);
@@ -225,11 +231,14 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->str_set_result);
     Py_CLEAR(st->str_set_exception);
     Py_CLEAR(st->str_call_soon);
+    Py_CLEAR(st->str_cancel);
     Py_CLEAR(st->ConnectionError);
     Py_CLEAR(st->AuthenticationError);
     Py_CLEAR(st->TimeoutError);
     Py_CLEAR(st->PoolTimeout);
     Py_CLEAR(st->ResponseError);
+    Py_CLEAR(st->ProtocolError);
+    Py_CLEAR(st->PartialWriteError);
     Py_CLEAR(st->SerializationError);
     Py_CLEAR(st->HooksNeeded);
     Py_CLEAR(st->ConfigurationError);

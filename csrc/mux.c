@@ -1,17 +1,45 @@
 /* The async engine; see mux.h.
  *
- * Life of a multiplexer: PENDING (created, commands queue while Python
- * connects a socket) -> READY (attach(): handshake sent first, then the
- * queue) -> CLOSED (failed or closed; every request still waiting gets an
- * exception, and the client replaces the multiplexer on its next command).
+ * THE RE-ENTRANCY RULE. Many callers share one output buffer and one FIFO of
+ * request slots, and Python code can run almost anywhere: creating a future
+ * or an exception may start a garbage collection, which runs finalizers
+ * (__del__, weakref.finalize) that may use this very cache; a repr() or a
+ * serializer hook is user code. If any of that ran while a command was
+ * half-written, the code's own command would land inside it, or the buffer
+ * would be cut back below bytes written since, and replies would reach the
+ * wrong callers. So a command is written in a window that runs no Python
+ * code at all (rc_mux_submit):
+ *
+ *   1. everything that may run Python code or allocate Python objects comes
+ *      first: the future, the list that collects a batch's replies, room in
+ *      the ring; then the multiplexer is checked again (that code may have
+ *      closed it);
+ *   2. the window opens (m->writing; the GC is held off, so even an
+ *      exception created for an encoding error cannot start a collection);
+ *      the command is encoded (encoders run no hooks and no user reprs,
+ *      request.h) and either recorded with its slot or cut off whole;
+ *   3. the window closes; only then may Python code run again (flushing,
+ *      scheduling, raising).
+ *
+ * Every function that touches the buffer or the ring asserts the window is
+ * closed (checked in the sanitizer build, which keeps assert()), and a
+ * command submitted while it is open is refused rather than let in.
+ *
+ * Life of a multiplexer: PENDING (created; commands queue while Python
+ * connects a socket, each waiting at most connect_wait_ms) -> READY
+ * (attach(): handshake sent first, then the queue) -> CLOSED (failed or
+ * closed; every request still waiting gets an exception, and the client
+ * replaces the multiplexer on its next command).
  *
  * Byte accounting: bytes_queued counts every byte ever encoded, bytes_sent
- * every byte written; a slot remembers the value of bytes_queued where its
- * command ends, which is how at most max_in_flight requests are let out
- * onto the wire while the rest wait in the buffer (backpressure).
+ * every byte written (or, while PENDING, dropped with a request that gave up
+ * waiting); a slot remembers the value of bytes_queued where its command
+ * ends, which is how at most max_in_flight requests are let out onto the
+ * wire while the rest wait in the buffer (backpressure).
  */
 #include "mux.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -26,6 +54,8 @@
 
 #define RC_MUX_READ_CHUNK 65536
 
+#define assert_window_closed(m) assert(!(m)->writing)
+
 typedef enum mux_status {
     MUX_PENDING,
     MUX_READY,
@@ -34,12 +64,15 @@ typedef enum mux_status {
 
 typedef struct rc_slot {
     PyObject *future;      /* NULL for handshake commands */
-    PyObject *extra;       /* see rc_result_kind */
+    PyObject *extra;       /* see rc_result_kind; the command name for handshakes */
     PyObject *codec_owner; /* keeps *codec alive */
-    PyObject *replies;     /* collected replies of a pipelined request */
-    PyObject *error;       /* first error reply or decode error among them */
+    /* The reply (one-reply requests), or the list collecting the replies of
+     * a batch of SETs (errors included: they become a PartialWriteError). */
+    PyObject *result;
+    PyObject *error; /* first error reply or decode error (not for batches) */
     const rc_codec *codec;
-    Py_ssize_t remaining;
+    const char *command;
+    Py_ssize_t total, remaining;
     uint64_t end;
     long long queued_ms;
     rc_result_kind kind;
@@ -49,18 +82,19 @@ struct rc_mux {
     PyObject_HEAD
     rc_state *state;
     PyObject *loop;
-    /* Bound methods handed to the loop, made once at attach. */
+    /* Bound methods handed to the loop, made once. */
     PyObject *on_readable, *on_writable, *on_flush, *on_timer;
     PyObject *timer;
     int fd;
     mux_status status;
     int flush_scheduled;
     int writer_registered;
+    /* Set while a command is being written: see the rule above. */
+    int writing;
     /* Set while replies are being dispatched: a serializer's loads() may
      * call back into the cache, and must not write or free the reader. */
     int dispatching;
-    int timeout_ms;
-    Py_ssize_t max_in_flight;
+    rc_mux_limits limits;
     unsigned long generation;
     rc_buf out;
     size_t out_off;
@@ -70,6 +104,9 @@ struct rc_mux {
     rc_reader reader;
     char *in;
     PyObject *closed_reason; /* the message given to requests after close */
+    /* Why connecting failed last (set by Python), for requests that give
+     * up waiting for a connection; NULL while none failed. */
+    PyObject *down_type, *down_reason;
 };
 
 static long long now_ms(void)
@@ -89,11 +126,23 @@ static void slot_clear(rc_slot *s)
     Py_CLEAR(s->codec_owner);
     Py_CLEAR(s->future);
     Py_CLEAR(s->extra);
-    Py_CLEAR(s->replies);
+    Py_CLEAR(s->result);
     Py_CLEAR(s->error);
 }
 
-/* Room for one more slot; the ring's capacity stays a power of two. */
+/* Takes the head slot off the ring, returning it (the caller clears it). */
+static rc_slot pop_head(rc_mux *m)
+{
+    rc_slot s = *slot_at(m, 0);
+
+    memset(slot_at(m, 0), 0, sizeof(rc_slot));
+    m->head = (m->head + 1) & (m->cap - 1);
+    m->count--;
+    return s;
+}
+
+/* Room for one more slot; the ring's capacity stays a power of two. Runs no
+ * Python code (PyMem allocates no objects). */
 static int ring_reserve(rc_mux *m)
 {
     size_t i, cap;
@@ -116,33 +165,101 @@ static int ring_reserve(rc_mux *m)
     return 0;
 }
 
-/* ------------------------------------------------------------ completing */
-
-static void complete(rc_mux *m, PyObject *future, PyObject *result, PyObject *exc)
+/* Opens the window in which a command is written (see the rule above);
+ * returns what end_write needs. */
+static int begin_write(rc_mux *m)
 {
-    PyObject *args[2] = {future, exc != NULL ? exc : result};
-    PyObject *name = exc != NULL ? m->state->str_set_exception : m->state->str_set_result;
-    PyObject *r = PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-
-    /* A cancelled future refuses its result (InvalidStateError): that is
-     * the abandoned request whose reply is dropped here. */
-    if (r == NULL)
-        PyErr_Clear();
-    Py_XDECREF(r);
+    assert_window_closed(m);
+    m->writing = 1;
+    return PyGC_Disable();
 }
 
-/* Fails every request still waiting, with a fresh exception each (an
- * exception's traceback is per raise), and closes the socket. */
-static void fail_all(rc_mux *m, PyObject *exc_type, PyObject *message)
+static void end_write(rc_mux *m, int gc_was_enabled)
+{
+    if (gc_was_enabled)
+        PyGC_Enable();
+    m->writing = 0;
+}
+
+/* ------------------------------------------------------------ completing */
+
+static int call_future(rc_mux *m, PyObject *name, PyObject *future, PyObject *arg)
+{
+    PyObject *args[2] = {future, arg};
+    PyObject *r = PyObject_VectorcallMethod(name, args, (arg ? 2 : 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                            NULL);
+
+    (void)m;
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Completes a future with a result or an exception. A cancelled future
+ * refuses (InvalidStateError): that is an abandoned request, whose reply is
+ * dropped here. Should completing fail for another reason (out of memory),
+ * the future is cancelled instead, so that no caller waits forever. */
+static void complete(rc_mux *m, PyObject *future, PyObject *result, PyObject *exc)
+{
+    PyObject *name = exc != NULL ? m->state->str_set_exception : m->state->str_set_result;
+    PyObject *done;
+
+    if (call_future(m, name, future, exc != NULL ? exc : result) == 0)
+        return;
+    PyErr_Clear();
+    done = PyObject_CallMethod(future, "done", NULL);
+    if (done == NULL || !PyObject_IsTrue(done)) {
+        PyErr_Clear();
+        if (call_future(m, m->state->str_cancel, future, NULL) < 0)
+            PyErr_Clear();
+    }
+    Py_XDECREF(done);
+}
+
+/* An instance of exc_type(message) for one waiting request (each gets its
+ * own: an exception's traceback is per raise), or, when memory runs out,
+ * `shared`, or a MemoryError. New reference; NULL only if all of those
+ * failed. */
+static PyObject *new_error(PyObject *exc_type, PyObject *message, PyObject *shared)
+{
+    PyObject *exc = PyObject_CallOneArg(exc_type, message), *type, *tb;
+
+    if (exc != NULL)
+        return exc;
+    PyErr_Clear();
+    if (shared != NULL)
+        return Py_NewRef(shared);
+    PyErr_NoMemory(); /* a preallocated instance when memory is short */
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    PyErr_Clear();
+    return exc;
+}
+
+static void fail_slot(rc_mux *m, rc_slot *s, PyObject *exc_type, PyObject *message,
+                      PyObject *shared)
+{
+    PyObject *exc;
+
+    if (s->future == NULL)
+        return;
+    exc = new_error(exc_type, message, shared);
+    if (exc != NULL) {
+        complete(m, s->future, NULL, exc);
+        Py_DECREF(exc);
+    } else if (call_future(m, m->state->str_cancel, s->future, NULL) < 0) {
+        PyErr_Clear();
+    }
+}
+
+static void stop_watching(rc_mux *m)
 {
     PyObject *r;
-    size_t i;
 
-    if (m->status == MUX_CLOSED)
-        return;
-    m->status = MUX_CLOSED;
-    Py_XSETREF(m->closed_reason, Py_NewRef(message));
-    if (m->fd >= 0 && m->loop != NULL) {
+    if (m->fd >= 0 && m->loop != NULL && m->status == MUX_READY) {
         r = PyObject_CallMethod(m->loop, "remove_reader", "i", m->fd);
         Py_XDECREF(r);
         if (m->writer_registered) {
@@ -158,24 +275,37 @@ static void fail_all(rc_mux *m, PyObject *exc_type, PyObject *message)
         PyErr_Clear();
         Py_CLEAR(m->timer);
     }
+}
+
+/* Fails every request still waiting and closes the socket. */
+static void fail_all(rc_mux *m, PyObject *exc_type, PyObject *message)
+{
+    PyObject *shared;
+    size_t i, count;
+
+    assert_window_closed(m);
+    if (m->status == MUX_CLOSED)
+        return;
+    stop_watching(m);
+    m->status = MUX_CLOSED;
+    Py_XSETREF(m->closed_reason, Py_NewRef(message));
     if (m->fd >= 0) {
         close(m->fd);
         m->fd = -1;
     }
-    for (i = 0; i < m->count; i++) {
-        rc_slot *s = slot_at(m, i);
-        if (s->future != NULL) {
-            PyObject *exc = PyObject_CallOneArg(exc_type, message);
-            if (exc == NULL) {
-                PyErr_Clear();
-            } else {
-                complete(m, s->future, NULL, exc);
-                Py_DECREF(exc);
-            }
-        }
-        slot_clear(s);
+    /* Every slot leaves the ring before any future completes: completing
+     * may run code that submits (and is refused, as the multiplexer is
+     * closed) or closes again (a no-op now). */
+    count = m->count;
+    shared = PyObject_CallOneArg(exc_type, message);
+    if (shared == NULL)
+        PyErr_Clear();
+    for (i = 0; i < count; i++) {
+        rc_slot s = pop_head(m);
+        fail_slot(m, &s, exc_type, message, shared);
+        slot_clear(&s);
     }
-    m->count = 0;
+    Py_XDECREF(shared);
     m->head = 0;
     m->out.len = 0;
     m->out_off = 0;
@@ -200,26 +330,31 @@ static void fail_format(rc_mux *m, PyObject *exc_type, const char *fmt, ...)
         message = PyUnicode_FromString("redis connection failed");
         if (message == NULL) {
             PyErr_Clear();
-            return;
+            message = Py_NewRef(Py_None);
         }
     }
     fail_all(m, exc_type, message);
     Py_DECREF(message);
 }
 
-/* The pending exception fails the connection (protocol error and such). */
+/* The pending exception fails the connection: its class when it is a
+ * connection or timeout error (ProtocolError, say), ConnectionError else. */
 static void fail_with_pending(rc_mux *m)
 {
-    PyObject *type, *value, *tb, *text;
+    PyObject *type, *value, *tb, *text, *as;
 
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
+    as = type != NULL && (PyErr_GivenExceptionMatches(type, m->state->ConnectionError) ||
+                          PyErr_GivenExceptionMatches(type, m->state->TimeoutError))
+             ? type
+             : m->state->ConnectionError;
     text = value != NULL ? PyObject_Str(value) : NULL;
     if (text == NULL) {
         PyErr_Clear();
-        fail_format(m, m->state->ConnectionError, "redis connection failed");
+        fail_format(m, as, "redis connection failed");
     } else {
-        fail_all(m, m->state->ConnectionError, text);
+        fail_all(m, as, text);
     }
     Py_XDECREF(text);
     Py_XDECREF(type);
@@ -242,20 +377,17 @@ static void check_handshake(rc_mux *m, rc_slot *s)
 /* The head request got all its replies: complete its future. */
 static void finish_head(rc_mux *m)
 {
-    rc_slot s = *slot_at(m, 0);
-    PyObject *result;
-
     /* Popped before completing, so a callback that queues a command sees a
      * consistent ring. */
-    memset(slot_at(m, 0), 0, sizeof(rc_slot));
-    m->head = (m->head + 1) & (m->cap - 1);
-    m->count--;
+    rc_slot s = pop_head(m);
+    PyObject *result;
+
     if (s.kind == RC_RESULT_HANDSHAKE) {
         check_handshake(m, &s);
     } else if (s.error != NULL) {
         complete(m, s.future, NULL, s.error);
     } else {
-        result = rc_result_build(m->state, s.kind, s.replies, s.extra);
+        result = rc_result_build(m->state, s.kind, s.result, s.extra);
         if (result == NULL) {
             PyObject *type, *value, *tb;
             PyErr_Fetch(&type, &value, &tb);
@@ -273,7 +405,8 @@ static void finish_head(rc_mux *m)
     slot_clear(&s);
 }
 
-/* Records one reply (or error) for the head request. */
+/* Records one reply (or the error of one that could not be decoded) for the
+ * head request. */
 static void take_reply(rc_mux *m, PyObject *reply, PyObject *error)
 {
     rc_slot *s = slot_at(m, 0);
@@ -281,18 +414,29 @@ static void take_reply(rc_mux *m, PyObject *reply, PyObject *error)
     if (error != NULL) {
         if (s->error == NULL)
             s->error = Py_NewRef(error);
+    } else if (s->kind == RC_RESULT_STORED && s->total > 1) {
+        PyList_SET_ITEM(s->result, s->total - s->remaining, Py_NewRef(reply));
     } else if (rc_is_error_reply(m->state, reply)) {
         if (s->error == NULL)
             s->error = Py_NewRef(reply);
-    } else if (s->kind == RC_RESULT_STORED) {
-        /* Pipelined SETs: only whether any came back nil matters. */
-        if (reply == Py_None || s->replies == NULL)
-            Py_XSETREF(s->replies, Py_NewRef(reply));
     } else {
-        Py_XSETREF(s->replies, Py_NewRef(reply));
+        Py_XSETREF(s->result, Py_NewRef(reply));
     }
     if (--s->remaining == 0)
         finish_head(m);
+}
+
+/* Feeds the reader at most one slice of the bytes read. */
+static int feed_slice(rc_mux *m, const char *p, size_t n, size_t *fed)
+{
+    size_t slice = n - *fed < RC_READER_FEED_MAX ? n - *fed : RC_READER_FEED_MAX;
+
+    if (rc_reader_feed(&m->reader, p + *fed, slice) < 0) {
+        fail_with_pending(m);
+        return -1;
+    }
+    *fed += slice;
+    return 0;
 }
 
 /* Feeds the bytes read and completes every reply they hold. */
@@ -300,33 +444,33 @@ static void dispatch(rc_mux *m, const char *p, size_t n)
 {
     size_t fed = 0;
 
+    assert_window_closed(m);
     m->dispatching = 1;
     while (m->status == MUX_READY) {
         PyObject *reply = NULL;
         rc_reply_status status;
+        rc_slot *s;
 
         if (m->count == 0) {
             /* Nothing is waiting: any complete reply, fed now or earlier,
-             * was asked for by nobody (a MONITOR or SUBSCRIBE sent on the
-             * shared connection). Giving it to the next request would hand
-             * that caller someone else's answer. */
+             * was asked for by nobody. Giving it to the next request would
+             * hand that caller someone else's answer. */
             status = rc_reader_next(&m->reader, NULL, &reply);
             Py_XDECREF(reply);
             if (status == RC_REPLY_PENDING && fed < n) {
-                size_t slice = n - fed < RC_READER_FEED_MAX ? n - fed : RC_READER_FEED_MAX;
-                if (rc_reader_feed(&m->reader, p + fed, slice) < 0)
-                    fail_with_pending(m);
-                fed += slice;
+                if (feed_slice(m, p, n, &fed) < 0)
+                    break;
                 continue;
             }
             if (status != RC_REPLY_PENDING) {
                 PyErr_Clear();
-                fail_format(m, m->state->ConnectionError,
+                fail_format(m, m->state->ProtocolError,
                             "redis sent a reply nobody asked for; the connection was dropped");
             }
             break;
         }
-        status = rc_reader_next(&m->reader, slot_at(m, 0)->codec, &reply);
+        s = slot_at(m, 0);
+        status = rc_reader_next(&m->reader, s->codec, &reply);
         if (m->status != MUX_READY) {
             /* Decoding ran Python code (a serializer's loads()) that closed
              * the connection: every request has failed and the ring is
@@ -336,24 +480,29 @@ static void dispatch(rc_mux *m, const char *p, size_t n)
                 PyErr_Clear();
             break;
         }
-        if (status == RC_REPLY_READY) {
-            take_reply(m, reply, NULL);
-            Py_DECREF(reply);
-        } else if (status == RC_REPLY_BAD_VALUE) {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            take_reply(m, NULL, value);
+        /* Decoding may have run Python code that queued commands: the ring
+         * may have moved. */
+        s = slot_at(m, 0);
+        if (status == RC_REPLY_READY || status == RC_REPLY_BAD_VALUE) {
+            PyObject *type = NULL, *value = NULL, *tb = NULL;
+            if (status == RC_REPLY_BAD_VALUE) {
+                PyErr_Fetch(&type, &value, &tb);
+                PyErr_NormalizeException(&type, &value, &tb);
+            }
+            if (rc_result_check(m->state, s->kind, rc_reader_shape(&m->reader), reply, s->extra,
+                                s->command) < 0)
+                fail_with_pending(m);
+            else
+                take_reply(m, reply, value);
+            Py_XDECREF(reply);
             Py_XDECREF(type);
             Py_XDECREF(value);
             Py_XDECREF(tb);
         } else if (status == RC_REPLY_BROKEN) {
             fail_with_pending(m);
         } else if (fed < n) {
-            size_t slice = n - fed < RC_READER_FEED_MAX ? n - fed : RC_READER_FEED_MAX;
-            if (rc_reader_feed(&m->reader, p + fed, slice) < 0)
-                fail_with_pending(m);
-            fed += slice;
+            if (feed_slice(m, p, n, &fed) < 0)
+                break;
         } else {
             break;
         }
@@ -378,6 +527,19 @@ static int set_writer(rc_mux *m, int on)
     return 0;
 }
 
+/* Drops the bytes before out_off once they are a large part of the buffer. */
+static void compact(rc_mux *m)
+{
+    if (m->out_off == m->out.len) {
+        m->out_off = 0;
+        rc_buf_reset(&m->out);
+    } else if (m->out_off > m->out.len / 2) {
+        memmove(m->out.data, m->out.data + m->out_off, m->out.len - m->out_off);
+        m->out.len -= m->out_off;
+        m->out_off = 0;
+    }
+}
+
 /* Writes what may go out now: everything queued, or up to the end of the
  * max_in_flight-th request waiting for a reply. */
 static void flush(rc_mux *m)
@@ -386,10 +548,11 @@ static void flush(rc_mux *m)
     size_t want;
     ssize_t n;
 
+    assert_window_closed(m);
     if (m->status != MUX_READY)
         return;
-    if ((Py_ssize_t)m->count > m->max_in_flight)
-        limit = slot_at(m, (size_t)m->max_in_flight - 1)->end;
+    if ((Py_ssize_t)m->count > m->limits.max_in_flight)
+        limit = slot_at(m, (size_t)m->limits.max_in_flight - 1)->end;
     while (m->bytes_sent < limit) {
         want = (size_t)(limit - m->bytes_sent);
         n = send(m->fd, m->out.data + m->out_off, want, MSG_NOSIGNAL);
@@ -409,14 +572,7 @@ static void flush(rc_mux *m)
                     strerror(errno));
         return;
     }
-    if (m->out_off == m->out.len) {
-        m->out_off = 0;
-        rc_buf_reset(&m->out);
-    } else if (m->out_off > m->out.len / 2) {
-        memmove(m->out.data, m->out.data + m->out_off, m->out.len - m->out_off);
-        m->out.len -= m->out_off;
-        m->out_off = 0;
-    }
+    compact(m);
     if (set_writer(m, 0) < 0)
         fail_with_pending(m);
 }
@@ -441,6 +597,11 @@ static int arm_timer(rc_mux *m, long long delay_ms)
 {
     PyObject *delay, *handle;
 
+    if (m->on_timer == NULL) {
+        m->on_timer = PyObject_GetAttrString((PyObject *)m, "_on_timer");
+        if (m->on_timer == NULL)
+            return -1;
+    }
     delay = PyFloat_FromDouble((double)(delay_ms < 1 ? 1 : delay_ms) / 1000.0);
     if (delay == NULL)
         return -1;
@@ -452,9 +613,48 @@ static int arm_timer(rc_mux *m, long long delay_ms)
     return 0;
 }
 
+/* How long the head request may still wait, in ms (-1: forever): for its
+ * reply when connected, for a connection while not. */
+static int head_wait_limit(rc_mux *m)
+{
+    return m->status == MUX_READY ? m->limits.timeout_ms : m->limits.connect_wait_ms;
+}
+
+/* While no connection is up: fails the requests that waited for one longer
+ * than connect_wait_ms, dropping their commands from the buffer unsent
+ * (nothing was sent yet, so the ones behind them stay whole). */
+static void expire_unconnected(rc_mux *m, long long now)
+{
+    PyObject *message;
+
+    assert_window_closed(m);
+    while (m->status == MUX_PENDING && m->count > 0 &&
+           slot_at(m, 0)->queued_ms + m->limits.connect_wait_ms <= now) {
+        rc_slot s = pop_head(m);
+        size_t size = (size_t)(s.end - m->bytes_sent);
+
+        m->out_off += size;
+        m->bytes_sent = s.end;
+        if (m->down_reason != NULL)
+            message = PyUnicode_FromFormat("%S (this request waited %d ms for a connection)",
+                                           m->down_reason, m->limits.connect_wait_ms);
+        else
+            message = PyUnicode_FromFormat("still connecting to redis after %d ms "
+                                           "(connect_wait); the request gave up",
+                                           m->limits.connect_wait_ms);
+        if (message == NULL)
+            PyErr_Clear();
+        fail_slot(m, &s, m->down_type != NULL ? m->down_type : m->state->TimeoutError,
+                  message != NULL ? message : Py_None, NULL);
+        Py_XDECREF(message);
+        slot_clear(&s);
+    }
+    compact(m);
+}
+
 /* ------------------------------------------------------------ the type */
 
-rc_mux *rc_mux_new(rc_state *st, PyObject *loop, int timeout_ms, Py_ssize_t max_in_flight)
+rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits)
 {
     rc_mux *m = PyObject_GC_New(rc_mux, st->MuxType);
 
@@ -464,8 +664,9 @@ rc_mux *rc_mux_new(rc_state *st, PyObject *loop, int timeout_ms, Py_ssize_t max_
     m->state = st;
     m->fd = -1;
     m->status = MUX_PENDING;
-    m->timeout_ms = timeout_ms;
-    m->max_in_flight = max_in_flight < 1 ? 1 : max_in_flight;
+    m->limits = *limits;
+    if (m->limits.max_in_flight < 1)
+        m->limits.max_in_flight = 1;
     m->generation = rc_fork_generation;
     m->loop = Py_NewRef(loop);
     rc_buf_init(&m->out);
@@ -491,56 +692,85 @@ PyObject *rc_mux_loop(rc_mux *m)
     return m->loop;
 }
 
-rc_buf *rc_mux_out(rc_mux *m)
+static PyObject *closed_error(rc_mux *m)
 {
-    return &m->out;
+    PyErr_SetObject(m->state->ConnectionError, m->closed_reason);
+    return NULL;
 }
 
-void rc_mux_discard(rc_mux *m, size_t mark)
+PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
+                        PyObject *codec_owner)
 {
-    m->out.len = mark;
-}
-
-PyObject *rc_mux_submit(rc_mux *m, size_t mark, Py_ssize_t replies, rc_result_kind kind,
-                        const rc_codec *codec, PyObject *codec_owner, PyObject *extra)
-{
-    PyObject *future = NULL, *args[1];
+    PyObject *future = NULL, *batch = NULL, *args[1];
+    size_t mark;
     rc_slot *s;
-    int was_idle = m->count == 0;
+    int gc, rc, was_idle;
 
-    if (m->status == MUX_CLOSED) {
-        rc_mux_discard(m, mark);
-        PyErr_SetObject(m->state->ConnectionError, m->closed_reason);
+    if (m->writing) {
+        /* Cannot happen while the rule holds; refused rather than let a
+         * command land inside another. */
+        assert(!"a command was submitted while another was being written");
+        PyErr_SetString(PyExc_RuntimeError,
+                        "redis_cache: a command was submitted while another was being written "
+                        "(re-entrant use from inside the encoder); this is a bug, please report "
+                        "it");
         return NULL;
     }
-    if (kind != RC_RESULT_HANDSHAKE) {
-        args[0] = m->loop;
-        future = PyObject_Vectorcall(m->state->FutureType, args, 0, m->state->loop_kwnames);
-        if (future == NULL)
+    if (m->status == MUX_CLOSED)
+        return closed_error(m);
+    /* 1. What may run Python code. */
+    args[0] = m->loop;
+    future = PyObject_Vectorcall(m->state->FutureType, args, 0, m->state->loop_kwnames);
+    if (future == NULL)
+        return NULL;
+    if (r->kind == RC_RESULT_STORED && r->replies > 1) {
+        batch = PyList_New(r->replies);
+        if (batch == NULL)
             goto error;
     }
     if (ring_reserve(m) < 0)
         goto error;
-    s = slot_at(m, m->count);
-    m->bytes_queued += m->out.len - mark;
-    s->future = future == NULL ? NULL : Py_NewRef(future);
-    s->extra = Py_XNewRef(extra);
-    s->codec_owner = Py_XNewRef(codec_owner);
-    s->replies = NULL;
-    s->error = NULL;
-    s->codec = codec;
-    s->remaining = replies;
-    s->end = m->bytes_queued;
-    s->queued_ms = now_ms();
-    s->kind = kind;
-    m->count++;
+    if (m->status == MUX_CLOSED) {
+        closed_error(m);
+        goto error;
+    }
+    /* 2. The window: no Python code runs until the slot is recorded or the
+     * command cut off. */
+    gc = begin_write(m);
+    was_idle = m->count == 0;
+    mark = m->out.len;
+    rc = r->encode(ks, &m->out, r->arg);
+    if (rc < 0) {
+        m->out.len = mark;
+    } else {
+        s = slot_at(m, m->count);
+        m->bytes_queued += m->out.len - mark;
+        s->future = future; /* the slot takes our reference; one more is returned */
+        Py_INCREF(future);
+        s->extra = Py_XNewRef(r->extra);
+        s->codec_owner = Py_XNewRef(codec_owner);
+        s->result = batch;
+        batch = NULL;
+        s->error = NULL;
+        s->codec = r->codec;
+        s->command = r->command;
+        s->total = s->remaining = r->replies;
+        s->end = m->bytes_queued;
+        s->queued_ms = now_ms();
+        s->kind = r->kind;
+        m->count++;
+    }
+    end_write(m, gc);
+    if (rc < 0)
+        goto error;
 
-    if (m->status != MUX_READY)
-        return future; /* attach() sends it */
-    if (m->timer == NULL && m->timeout_ms >= 0 && arm_timer(m, m->timeout_ms) < 0) {
+    /* 3. Out of the window. */
+    if (m->timer == NULL && head_wait_limit(m) >= 0 && arm_timer(m, head_wait_limit(m)) < 0) {
         fail_with_pending(m);
         return future;
     }
+    if (m->status != MUX_READY)
+        return future; /* attach() sends it */
     /* Nothing in flight: write at once, the latency-optimal choice. Otherwise
      * the rest of this loop iteration's commands join this one in a single
      * write. */
@@ -550,8 +780,8 @@ PyObject *rc_mux_submit(rc_mux *m, size_t mark, Py_ssize_t replies, rc_result_ki
         fail_with_pending(m);
     return future;
 error:
+    Py_XDECREF(batch);
     Py_XDECREF(future);
-    rc_mux_discard(m, mark);
     return NULL;
 }
 
@@ -608,21 +838,95 @@ static PyObject *mux_on_flush(rc_mux *m, PyObject *unused)
 
 static PyObject *mux_on_timer(rc_mux *m, PyObject *unused)
 {
-    long long due;
+    long long now = now_ms(), due;
+    int limit;
 
     (void)unused;
     Py_CLEAR(m->timer);
-    if (m->status != MUX_READY || m->count == 0)
-        Py_RETURN_NONE;
-    due = slot_at(m, 0)->queued_ms + m->timeout_ms - now_ms();
+    Py_INCREF(m);
+    if (m->status == MUX_PENDING)
+        expire_unconnected(m, now);
+    limit = head_wait_limit(m);
+    if (m->status == MUX_CLOSED || m->count == 0 || limit < 0)
+        goto out;
+    due = slot_at(m, 0)->queued_ms + limit - now;
     if (due <= 0)
         fail_format(m, m->state->TimeoutError,
                     "redis did not answer within %d ms; the %zu requests waiting on this "
                     "connection failed and it will be replaced",
-                    m->timeout_ms, m->count);
+                    m->limits.timeout_ms, m->count);
     else if (arm_timer(m, due) < 0)
         fail_with_pending(m);
+out:
+    Py_DECREF(m);
     Py_RETURN_NONE;
+}
+
+/* The handshake commands (tuples of arguments) in RESP, in prelude; ends[i]
+ * receives where the i-th ends. */
+static int encode_handshake(PyObject *fast, rc_buf *prelude, uint64_t *ends)
+{
+    Py_ssize_t i, n = PySequence_Fast_GET_SIZE(fast);
+
+    for (i = 0; i < n; i++) {
+        PyObject *cmd = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyTuple_Check(cmd) || PyTuple_GET_SIZE(cmd) == 0) {
+            PyErr_SetString(PyExc_TypeError, "each handshake command must be a non-empty tuple");
+            return -1;
+        }
+        if (rc_cmd_raw(prelude, &PyTuple_GET_ITEM(cmd, 0), PyTuple_GET_SIZE(cmd)) < 0)
+            return -1;
+        ends[i] = prelude->len;
+    }
+    return 0;
+}
+
+/* Puts the handshake ahead of the commands queued while connecting: its
+ * bytes at the front of the unsent part of the buffer, its slots at the
+ * front of the ring. Runs no Python code. */
+static int queue_handshake(rc_mux *m, PyObject *fast, const rc_buf *prelude, const uint64_t *ends)
+{
+    Py_ssize_t i, n = PySequence_Fast_GET_SIZE(fast);
+    long long now = now_ms();
+    size_t j;
+
+    if (m->out_off > 0) {
+        memmove(m->out.data, m->out.data + m->out_off, m->out.len - m->out_off);
+        m->out.len -= m->out_off;
+        m->out_off = 0;
+    }
+    if (rc_buf_reserve(&m->out, prelude->len) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (i = 0; i < n; i++)
+        if (ring_reserve(m) < 0)
+            return -1;
+    if (prelude->len) {
+        memmove(m->out.data + prelude->len, m->out.data, m->out.len);
+        memcpy(m->out.data, prelude->data, prelude->len);
+    }
+    m->out.len += prelude->len;
+    m->bytes_queued += prelude->len;
+    /* A request's reply timeout counts from now, when it can go out. */
+    for (j = 0; j < m->count; j++) {
+        slot_at(m, j)->end += prelude->len;
+        slot_at(m, j)->queued_ms = now;
+    }
+    for (i = n - 1; i >= 0; i--) {
+        rc_slot *s;
+        m->head = (m->head + m->cap - 1) & (m->cap - 1);
+        m->count++;
+        s = slot_at(m, 0);
+        memset(s, 0, sizeof(*s));
+        s->extra = Py_NewRef(PyTuple_GET_ITEM(PySequence_Fast_GET_ITEM(fast, i), 0));
+        s->command = "the connection handshake";
+        s->total = s->remaining = 1;
+        s->kind = RC_RESULT_HANDSHAKE;
+        s->end = m->bytes_sent + ends[i];
+        s->queued_ms = now;
+    }
+    return 0;
 }
 
 /* attach(fd, handshake): takes ownership of a connected non-blocking socket,
@@ -633,11 +937,10 @@ static PyObject *mux_attach(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
     rc_buf prelude;
     PyObject *fast = NULL, *r;
     uint64_t *ends = NULL;
-    Py_ssize_t i, n = 0;
     long fd_long;
     int fd = -1;
-    size_t j;
 
+    assert_window_closed(m);
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "attach(fd, handshake)");
         return NULL;
@@ -658,67 +961,45 @@ static PyObject *mux_attach(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
     fast = PySequence_Fast(args[1], "handshake must be a sequence of command tuples");
     if (fast == NULL)
         goto error;
-    n = PySequence_Fast_GET_SIZE(fast);
-    ends = PyMem_Calloc((size_t)n + 1, sizeof(uint64_t));
+    ends = PyMem_Calloc((size_t)PySequence_Fast_GET_SIZE(fast) + 1, sizeof(uint64_t));
     if (ends == NULL) {
         PyErr_NoMemory();
         goto error;
     }
-    for (i = 0; i < n; i++) {
-        PyObject *cmd = PySequence_Fast_GET_ITEM(fast, i);
-        if (!PyTuple_Check(cmd) || PyTuple_GET_SIZE(cmd) == 0) {
-            PyErr_SetString(PyExc_TypeError, "each handshake command must be a non-empty tuple");
-            goto error;
-        }
-        if (rc_cmd_raw(&prelude, &PyTuple_GET_ITEM(cmd, 0), PyTuple_GET_SIZE(cmd)) < 0)
-            goto error;
-        ends[i] = prelude.len;
-    }
-    /* The handshake goes ahead of the commands queued while connecting:
-     * its bytes at the front of the buffer, its slots at the front of the
-     * ring. */
-    if (rc_buf_reserve(&m->out, prelude.len) < 0) {
-        PyErr_NoMemory();
+    if (encode_handshake(fast, &prelude, ends) < 0)
         goto error;
-    }
-    if (prelude.len) {
-        memmove(m->out.data + prelude.len, m->out.data, m->out.len);
-        memcpy(m->out.data, prelude.data, prelude.len);
-    }
-    m->out.len += prelude.len;
-    m->bytes_queued += prelude.len;
-    for (j = 0; j < m->count; j++)
-        slot_at(m, j)->end += prelude.len;
-    for (i = n - 1; i >= 0; i--) {
-        rc_slot *s;
-        if (ring_reserve(m) < 0)
-            goto error;
-        m->head = (m->head + m->cap - 1) & (m->cap - 1);
-        m->count++;
-        s = slot_at(m, 0);
-        memset(s, 0, sizeof(*s));
-        s->extra = Py_NewRef(PyTuple_GET_ITEM(PySequence_Fast_GET_ITEM(fast, i), 0));
-        s->remaining = 1;
-        s->kind = RC_RESULT_HANDSHAKE;
-        s->end = ends[i];
-        s->queued_ms = now_ms();
-    }
-    m->fd = fd;
-    fd = -1;
     m->on_readable = PyObject_GetAttrString((PyObject *)m, "_on_readable");
     m->on_writable = PyObject_GetAttrString((PyObject *)m, "_on_writable");
     m->on_flush = PyObject_GetAttrString((PyObject *)m, "_on_flush");
-    m->on_timer = PyObject_GetAttrString((PyObject *)m, "_on_timer");
+    if (m->on_timer == NULL)
+        m->on_timer = PyObject_GetAttrString((PyObject *)m, "_on_timer");
     if (!m->on_readable || !m->on_writable || !m->on_flush || !m->on_timer)
         goto error;
+    if (m->status != MUX_PENDING) {
+        /* Closed by code that ran above. */
+        PyErr_SetString(m->state->ConnectionError, "attach(): the connection is already closed");
+        goto error;
+    }
+    if (queue_handshake(m, fast, &prelude, ends) < 0)
+        goto error;
+    m->fd = fd;
+    fd = -1;
     r = PyObject_CallMethod(m->loop, "add_reader", "iO", m->fd, m->on_readable);
     if (r == NULL)
         goto error;
     Py_DECREF(r);
     m->status = MUX_READY;
-    if (m->count > 0 && m->timeout_ms >= 0 && arm_timer(m, m->timeout_ms) < 0)
+    /* The timer watched the wait for a connection; now it watches replies. */
+    if (m->timer != NULL) {
+        r = PyObject_CallMethod(m->timer, "cancel", NULL);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        Py_CLEAR(m->timer);
+    }
+    if (m->count > 0 && m->limits.timeout_ms >= 0 && arm_timer(m, m->limits.timeout_ms) < 0)
         goto error;
     flush(m);
+    rc_buf_wipe(&prelude); /* it may hold a password */
     rc_buf_free(&prelude);
     PyMem_Free(ends);
     Py_DECREF(fast);
@@ -726,6 +1007,7 @@ static PyObject *mux_attach(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
 error:
     if (fd >= 0)
         close(fd);
+    rc_buf_wipe(&prelude);
     rc_buf_free(&prelude);
     PyMem_Free(ends);
     Py_XDECREF(fast);
@@ -740,6 +1022,7 @@ error:
                 fail_all(m, m->state->ConnectionError, text);
                 Py_DECREF(text);
             }
+            PyErr_Clear();
         }
         PyErr_Restore(type, value, tb);
     }
@@ -755,6 +1038,23 @@ static PyObject *mux_fail(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
     }
     fail_all(m, args[0], args[1]);
     Py_RETURN_NONE;
+}
+
+/* connect_failed(exc_type, message) -> int: a connect attempt failed; the
+ * requests that waited longer than connect_wait_ms fail with exc_type and
+ * the message (so will those that reach it later, unless an attempt
+ * succeeds first). Returns how many still wait. */
+static PyObject *mux_connect_failed(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyExceptionClass_Check(args[0]) || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "connect_failed(exception_type, message: str)");
+        return NULL;
+    }
+    Py_XSETREF(m->down_type, Py_NewRef(args[0]));
+    Py_XSETREF(m->down_reason, Py_NewRef(args[1]));
+    if (m->status == MUX_PENDING)
+        expire_unconnected(m, now_ms());
+    return PyLong_FromSize_t(m->status == MUX_PENDING ? m->count : 0);
 }
 
 static PyObject *mux_close(rc_mux *m, PyObject *unused)
@@ -777,15 +1077,25 @@ static PyObject *mux_abandon(rc_mux *m, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+typedef struct {
+    PyObject *const *args;
+    Py_ssize_t nargs;
+} raw_command;
+
+static int encode_raw_command(const rc_keyspace *ks, rc_buf *b, void *arg)
+{
+    raw_command *c = arg;
+    (void)ks;
+    return rc_cmd_raw(b, c->args, c->nargs);
+}
+
 static PyObject *mux_execute_command(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    size_t mark = m->out.len;
+    raw_command command = {args, nargs};
+    rc_request request = {"the command", encode_raw_command, &command, 1, RC_RESULT_RAW,
+                          NULL,          NULL,               0};
 
-    if (rc_cmd_raw(&m->out, args, nargs) < 0) {
-        rc_mux_discard(m, mark);
-        return NULL;
-    }
-    return rc_mux_submit(m, mark, 1, RC_RESULT_RAW, NULL, NULL, NULL);
+    return rc_mux_submit(m, &request, NULL, NULL);
 }
 
 static PyObject *mux_get_closed(rc_mux *m, void *unused)
@@ -824,12 +1134,14 @@ static int mux_traverse(rc_mux *m, visitproc visit, void *arg)
     Py_VISIT(m->on_timer);
     Py_VISIT(m->timer);
     Py_VISIT(m->closed_reason);
+    Py_VISIT(m->down_type);
+    Py_VISIT(m->down_reason);
     for (i = 0; i < m->count; i++) {
         rc_slot *s = slot_at(m, i);
         Py_VISIT(s->future);
         Py_VISIT(s->extra);
         Py_VISIT(s->codec_owner);
-        Py_VISIT(s->replies);
+        Py_VISIT(s->result);
         Py_VISIT(s->error);
     }
     return 0;
@@ -849,6 +1161,8 @@ static int mux_clear(rc_mux *m)
     Py_CLEAR(m->on_timer);
     Py_CLEAR(m->timer);
     Py_CLEAR(m->closed_reason);
+    Py_CLEAR(m->down_type);
+    Py_CLEAR(m->down_reason);
     return 0;
 }
 
@@ -862,6 +1176,7 @@ static void mux_dealloc(rc_mux *m)
         close(m->fd);
     mux_clear(m);
     rc_reader_free(&m->reader);
+    rc_buf_wipe(&m->out);
     rc_buf_free(&m->out);
     PyMem_Free(m->slots);
     PyMem_Free(m->in);
@@ -878,6 +1193,9 @@ static PyMethodDef mux_methods[] = {
      "attach(fd, handshake): start using a connected socket."},
     {"fail", (PyCFunction)(void (*)(void))mux_fail, METH_FASTCALL,
      "fail(exc_type, message): fail every waiting request and close."},
+    {"connect_failed", (PyCFunction)(void (*)(void))mux_connect_failed, METH_FASTCALL,
+     "connect_failed(exc_type, message) -> int: note a failed connect attempt; fail the "
+     "requests that waited longer than connect_wait; return how many still wait."},
     {"close", (PyCFunction)mux_close, METH_NOARGS, "Close, failing requests still waiting."},
     {"abandon", (PyCFunction)mux_abandon, METH_NOARGS,
      "Close without touching the event loop (it is closed, or this is a forked child)."},

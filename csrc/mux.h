@@ -17,36 +17,38 @@
 #include <Python.h>
 
 #include "buf.h"
-#include "codec.h"
-#include "result.h"
+#include "request.h"
 #include "state.h"
 
 extern PyType_Spec rc_mux_spec;
 
 typedef struct rc_mux rc_mux;
 
+/* How a multiplexer waits: timeout_ms for a reply once a request is on the
+ * wire (-1: forever), connect_wait_ms for a connection while none is up
+ * (connecting, or reconnecting after failed attempts; -1: forever), and at
+ * most max_in_flight requests on the wire at once. */
+typedef struct rc_mux_limits {
+    int timeout_ms;
+    int connect_wait_ms;
+    Py_ssize_t max_in_flight;
+} rc_mux_limits;
+
 /* Creates a multiplexer bound to loop, not yet attached to a socket: commands
- * queue until rc_mux's attach() is called from Python. New reference. */
-rc_mux *rc_mux_new(rc_state *st, PyObject *loop, int timeout_ms, Py_ssize_t max_in_flight);
+ * queue until its attach() is called from Python. New reference. */
+rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits);
 
 /* Non-zero when the multiplexer failed or was closed: replace it. */
 int rc_mux_is_closed(rc_mux *m);
 PyObject *rc_mux_loop(rc_mux *m);
 
-/* The buffer to encode the next command into. */
-rc_buf *rc_mux_out(rc_mux *m);
-
-/* Queues the command(s) encoded since `mark` (the buffer's length before
- * encoding) as one request expecting `replies` replies, and returns the
- * future that completes with its result. codec decodes bulk strings (NULL:
- * bytes) and belongs to codec_owner, which the request keeps alive: the
- * loop may outlive a client dropped with requests in flight. extra is kept
- * for the result (the default of a GET, the keys of an MGET). On failure
- * returns NULL with an exception set and the encoded bytes dropped. */
-PyObject *rc_mux_submit(rc_mux *m, size_t mark, Py_ssize_t replies, rc_result_kind kind,
-                        const rc_codec *codec, PyObject *codec_owner, PyObject *extra);
-
-/* Drops what was encoded since mark (the command failed to encode). */
-void rc_mux_discard(rc_mux *m, size_t mark);
+/* Queues a request: encodes it into the output buffer (ks: the client's
+ * keyspace, NULL for raw commands) and returns the future that completes
+ * with its result. The request's codec and extra are kept by the slot;
+ * codec_owner is what keeps the codec alive (the loop may outlive a client
+ * dropped with requests in flight). On failure returns NULL with an
+ * exception set, and nothing of the request is queued. */
+PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
+                        PyObject *codec_owner);
 
 #endif

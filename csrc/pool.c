@@ -2,6 +2,7 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <sys/socket.h>
 #include <time.h>
 
 /* How often a thread waiting for a connection checks for signals. */
@@ -63,6 +64,7 @@ static void forget_parent(rc_pool *p)
     pthread_mutex_init(&p->lock, NULL);
     free_list(p->idle);
     p->idle = NULL;
+    p->lent = NULL; /* the parent's, lent to threads this process lacks */
     p->n_open = 0;
     p->head = p->tail = NULL;
     p->generation = rc_fork_generation;
@@ -74,126 +76,216 @@ static int wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, const struct 
                             : pthread_cond_timedwait(cond, lock, deadline);
 }
 
-rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, rc_state *st)
+/* Records c as lent to the calling thread. Pool lock held. */
+static void lend(rc_pool *p, rc_conn *c)
 {
-    PyThreadState *ts;
+    c->owner = PyThread_get_thread_ident();
+    c->lent_prev = NULL;
+    c->lent_next = p->lent;
+    if (p->lent != NULL)
+        p->lent->lent_prev = c;
+    p->lent = c;
+}
+
+/* Pool lock held. */
+static void unlend(rc_pool *p, rc_conn *c)
+{
+    if (c->lent_prev != NULL)
+        c->lent_prev->lent_next = c->lent_next;
+    else if (p->lent == c)
+        p->lent = c->lent_next;
+    if (c->lent_next != NULL)
+        c->lent_next->lent_prev = c->lent_prev;
+    c->lent_prev = c->lent_next = NULL;
+}
+
+/* Non-zero when the calling thread holds every connection the pool may
+ * have: then waiting for one can only time out. Pool lock held. */
+static int caller_holds_all(rc_pool *p)
+{
+    unsigned long me = PyThread_get_thread_ident();
+    size_t held = 0;
+    rc_conn *c;
+
+    for (c = p->lent; c != NULL; c = c->lent_next)
+        held += c->owner == me;
+    return held >= p->max_size;
+}
+
+/* What a thread got from the pool: a connection, or the right to open one,
+ * or why it got neither. */
+typedef struct grant {
+    rc_conn *conn;
+    int may_open, closed, timed_out, interrupted, self_deadlock;
+} grant;
+
+/* Waits in the FIFO queue until a connection or a free slot is handed over,
+ * the pool closes, the deadline passes or a signal handler raises. Pool
+ * lock held on entry and exit; *ts is the saved thread state (the GIL is
+ * released while waiting). */
+static void wait_in_queue(rc_pool *p, int timeout_ms, PyThreadState **ts, grant *g)
+{
     rc_pool_waiter me;
     struct timespec deadline, *dl = NULL;
-    rc_conn *c = NULL;
-    int may_open = 0, closed = 0, timed_out = 0, interrupted = 0;
+    pthread_condattr_t attr;
+
+    /* pthread_cond_timedwait needs the default (realtime) clock for its
+     * deadline; the cond uses CLOCK_MONOTONIC so a clock change does not
+     * stretch or cut the wait. */
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&me.wake, &attr);
+    pthread_condattr_destroy(&attr);
+    me.conn = NULL;
+    me.may_open = 0;
+    me.next = NULL;
+    if (p->tail != NULL)
+        p->tail->next = &me;
+    else
+        p->head = &me;
+    p->tail = &me;
+    if (timeout_ms >= 0) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        dl = &deadline;
+    }
+    if (*ts == NULL)
+        *ts = PyEval_SaveThread();
+    while (me.conn == NULL && !me.may_open && !p->closed) {
+        /* Wait in slices so Ctrl-C (or any signal handler that raises)
+         * reaches a thread queued here: signal handlers run only with the
+         * GIL, which is retaken between slices, the pool lock released
+         * first. */
+        struct timespec slice;
+        int is_last;
+        clock_gettime(CLOCK_MONOTONIC, &slice);
+        slice.tv_nsec += RC_POOL_SIGNAL_CHECK_NS;
+        if (slice.tv_nsec >= 1000000000L) {
+            slice.tv_sec++;
+            slice.tv_nsec -= 1000000000L;
+        }
+        is_last = dl != NULL && (dl->tv_sec < slice.tv_sec ||
+                                 (dl->tv_sec == slice.tv_sec && dl->tv_nsec <= slice.tv_nsec));
+        if (wait_until(&me.wake, &p->lock, is_last ? dl : &slice) != ETIMEDOUT)
+            continue;
+        if (me.conn != NULL || me.may_open || p->closed)
+            break;
+        if (is_last) {
+            g->timed_out = 1;
+            break;
+        }
+        pthread_mutex_unlock(&p->lock);
+        PyEval_RestoreThread(*ts);
+        g->interrupted = PyErr_CheckSignals() < 0;
+        *ts = PyEval_SaveThread();
+        pthread_mutex_lock(&p->lock);
+        if (g->interrupted)
+            break;
+    }
+    g->conn = me.conn;
+    g->may_open = me.may_open;
+    g->closed = g->conn == NULL && !g->may_open && p->closed;
+    if (g->conn == NULL && !g->may_open) {
+        /* Leave the queue (timed out, interrupted or closed). */
+        rc_pool_waiter **link = &p->head, *prev = NULL;
+        while (*link != &me) {
+            prev = *link;
+            link = &(*link)->next;
+        }
+        *link = me.next;
+        if (p->tail == &me)
+            p->tail = prev;
+    }
+    pthread_cond_destroy(&me.wake);
+}
+
+/* Takes an idle connection, a free slot, or a place in the queue. */
+static void take(rc_pool *p, int timeout_ms, grant *g)
+{
+    PyThreadState *ts = lock_pool(p);
+
+    if (p->closed) {
+        g->closed = 1;
+    } else if (p->head == NULL && p->idle != NULL) {
+        g->conn = p->idle;
+        p->idle = g->conn->next_idle;
+        g->conn->next_idle = NULL;
+    } else if (p->head == NULL && p->n_open < p->max_size) {
+        p->n_open++;
+        g->may_open = 1;
+    } else if (caller_holds_all(p)) {
+        g->self_deadlock = 1;
+    } else {
+        wait_in_queue(p, timeout_ms, &ts, g);
+    }
+    if (g->conn != NULL)
+        lend(p, g->conn);
+    unlock_pool(p, ts);
+}
+
+/* Drops a lent connection the server closed; its slot stays taken, for a
+ * fresh connection to fill. */
+static void drop_lent(rc_pool *p, rc_conn *c)
+{
+    PyThreadState *ts = lock_pool(p);
+    unlend(p, c);
+    unlock_pool(p, ts);
+    rc_conn_free(c);
+}
+
+rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, rc_state *st)
+{
+    grant g = {NULL, 0, 0, 0, 0, 0};
+    rc_conn *c;
+    PyThreadState *ts;
 
     if (p->generation != rc_fork_generation)
         forget_parent(p);
-
-    ts = lock_pool(p);
-    if (p->closed) {
-        closed = 1;
-    } else if (p->head == NULL && p->idle != NULL) {
-        c = p->idle;
-        p->idle = c->next_idle;
-        c->next_idle = NULL;
-    } else if (p->head == NULL && p->n_open < p->max_size) {
-        p->n_open++;
-        may_open = 1;
-    } else {
-        /* Queue up. pthread_cond_timedwait needs the default (realtime)
-         * clock for its deadline; the cond uses CLOCK_MONOTONIC so a clock
-         * change does not stretch or cut the wait. */
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&me.wake, &attr);
-        pthread_condattr_destroy(&attr);
-        me.conn = NULL;
-        me.may_open = 0;
-        me.next = NULL;
-        if (p->tail != NULL)
-            p->tail->next = &me;
-        else
-            p->head = &me;
-        p->tail = &me;
-        if (timeout_ms >= 0) {
-            clock_gettime(CLOCK_MONOTONIC, &deadline);
-            deadline.tv_sec += timeout_ms / 1000;
-            deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-            if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-            }
-            dl = &deadline;
-        }
-        if (ts == NULL)
-            ts = PyEval_SaveThread();
-        while (me.conn == NULL && !me.may_open && !p->closed) {
-            /* Wait in slices so Ctrl-C (or any signal handler that raises)
-             * reaches a thread queued here: signal handlers run only with
-             * the GIL, which is retaken between slices, the pool lock
-             * released first. */
-            struct timespec slice;
-            int is_last;
-            clock_gettime(CLOCK_MONOTONIC, &slice);
-            slice.tv_nsec += RC_POOL_SIGNAL_CHECK_NS;
-            if (slice.tv_nsec >= 1000000000L) {
-                slice.tv_sec++;
-                slice.tv_nsec -= 1000000000L;
-            }
-            is_last = dl != NULL && (dl->tv_sec < slice.tv_sec ||
-                                     (dl->tv_sec == slice.tv_sec && dl->tv_nsec <= slice.tv_nsec));
-            if (wait_until(&me.wake, &p->lock, is_last ? dl : &slice) != ETIMEDOUT)
-                continue;
-            if (me.conn != NULL || me.may_open || p->closed)
-                break;
-            if (is_last) {
-                timed_out = 1;
-                break;
-            }
-            pthread_mutex_unlock(&p->lock);
-            PyEval_RestoreThread(ts);
-            interrupted = PyErr_CheckSignals() < 0;
-            ts = PyEval_SaveThread();
-            pthread_mutex_lock(&p->lock);
-            if (interrupted)
-                break;
-        }
-        c = me.conn;
-        may_open = me.may_open;
-        closed = c == NULL && !may_open && p->closed;
-        if (c == NULL && !may_open) {
-            /* Leave the queue (timed out or closed). */
-            rc_pool_waiter **link = &p->head, *prev = NULL;
-            while (*link != &me) {
-                prev = *link;
-                link = &(*link)->next;
-            }
-            *link = me.next;
-            if (p->tail == &me)
-                p->tail = prev;
-        }
-        pthread_cond_destroy(&me.wake);
-    }
-    unlock_pool(p, ts);
-
-    if (interrupted) {
+    take(p, timeout_ms, &g);
+    if (g.interrupted) {
         /* The signal handler's exception is pending; hand back what may
          * have arrived in the meantime. */
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
-        if (c != NULL || may_open)
-            rc_pool_release(p, c);
+        if (g.conn != NULL || g.may_open)
+            rc_pool_release(p, g.conn);
         PyErr_Restore(type, value, tb);
         return NULL;
     }
-    if (c != NULL)
-        return c;
-    if (may_open) {
+    if (g.conn != NULL) {
+        if (rc_conn_is_usable(g.conn))
+            return g.conn;
+        /* Dropped by the server while idle (restart, idle timeout, CLIENT
+         * KILL...): replace it rather than fail the caller's command. */
+        drop_lent(p, g.conn);
+        g.conn = NULL;
+        g.may_open = 1;
+    }
+    if (g.may_open) {
         c = rc_conn_open(o, st);
-        if (c == NULL)
+        if (c == NULL) {
             rc_pool_release(p, NULL);
+            return NULL;
+        }
+        ts = lock_pool(p);
+        lend(p, c);
+        unlock_pool(p, ts);
         return c;
     }
-    if (closed)
+    if (g.closed)
         PyErr_SetString(st->ConnectionError, "the cache is closed; create a new one");
-    else if (timed_out)
+    else if (g.self_deadlock)
+        PyErr_Format(st->PoolTimeout,
+                     "this thread already holds all %zu connections of the pool, so waiting for "
+                     "one could only time out; is the cache used from a finalizer, __del__ or "
+                     "hook that runs during one of its own calls? Raise max_connections",
+                     p->max_size);
+    else if (g.timed_out)
         PyErr_Format(st->PoolTimeout,
                      "all %zu connections stayed busy for %d ms; raise max_connections or "
                      "pool_timeout, or hold connections for less time",
@@ -212,7 +304,12 @@ void rc_pool_release(rc_pool *p, rc_conn *c)
         rc_conn_free(c);
         return;
     }
+    /* Bytes nobody read would be the next caller's "reply". */
+    if (c != NULL && rc_conn_has_unread(c))
+        c->broken = 1;
     ts = lock_pool(p);
+    if (c != NULL)
+        unlend(p, c);
     if (c == NULL || c->broken || p->closed) {
         discard = c;
         if (p->head != NULL && !p->closed) {
@@ -256,6 +353,13 @@ void rc_pool_close(rc_pool *p)
     p->idle = NULL;
     for (c = idle; c != NULL; c = c->next_idle)
         p->n_open--;
+    /* A thread blocked on a lent connection (socket_timeout=None) returns
+     * at once; the socket stays open until the connection is given back,
+     * so its descriptor cannot be reused under that thread. */
+    for (c = p->lent; c != NULL; c = c->lent_next) {
+        c->closing = 1;
+        shutdown(c->fd, SHUT_RDWR);
+    }
     for (w = p->head; w != NULL; w = w->next)
         pthread_cond_signal(&w->wake);
     unlock_pool(p, ts);

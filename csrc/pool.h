@@ -23,6 +23,7 @@ typedef struct rc_pool_waiter rc_pool_waiter;
 typedef struct rc_pool {
     pthread_mutex_t lock;
     rc_conn *idle; /* a stack: the most recently used is the warmest */
+    rc_conn *lent; /* connections lent out, so close() can interrupt them */
     size_t n_open; /* idle + lent out + being opened */
     size_t max_size;
     rc_pool_waiter *head, *tail;
@@ -36,19 +37,26 @@ int rc_pool_init(rc_pool *p, size_t max_size);
 /* Non-zero once rc_pool_init succeeded (and until rc_pool_free). */
 #define rc_pool_ready(p) ((p)->max_size != 0)
 
-/* Closes idle connections and refuses further use; connections lent out are
- * closed when given back. GIL held. Safe to call twice. */
+/* Closes idle connections and refuses further use; connections lent out
+ * have their sockets shut down (a call blocked on one returns at once with
+ * ConnectionError) and are closed when given back. GIL held. Safe to call
+ * twice. */
 void rc_pool_close(rc_pool *p);
 
 /* Frees the pool's memory after rc_pool_close. GIL held. */
 void rc_pool_free(rc_pool *p);
 
 /* Lends a connection, opening one when the pool has room, waiting up to
- * timeout_ms (-1: forever) otherwise. Returns the connection, or NULL with
- * PoolTimeout, a connect error, or ConnectionError (pool closed) set. */
+ * timeout_ms (-1: forever) otherwise. An idle connection is checked first
+ * (rc_conn_is_usable) and replaced by a new one if the server dropped it.
+ * Returns the connection, or NULL with PoolTimeout, a connect error, or
+ * ConnectionError (pool closed) set. A thread that already holds every
+ * connection (a finalizer or hook using the cache during a call) gets
+ * PoolTimeout at once rather than wait for itself. */
 rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, rc_state *st);
 
-/* Gives a connection back; a broken one is closed and its slot freed. */
+/* Gives a connection back; a broken one, or one holding bytes nobody read,
+ * is closed and its slot freed. */
 void rc_pool_release(rc_pool *p, rc_conn *c);
 
 #endif

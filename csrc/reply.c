@@ -40,12 +40,29 @@ static void *attach(const redisReadTask *task, PyObject *obj)
 
     if (obj == NULL)
         obj = placeholder(r);
-    if (task->parent == NULL)
+    if (task->parent == NULL) {
+        /* The root comes first (an array before its elements). */
+        r->shape.type = task->type;
+        r->shape.element_types = 0;
         return obj;
+    }
+    if (task->parent->parent == NULL)
+        r->shape.element_types |= 1u << task->type;
     parent = (PyObject *)task->parent->obj;
     if (PyList_Check(parent)) {
-        PyList_SET_ITEM(parent, task->idx, obj);
-        return obj;
+        /* Elements arrive in order; an array too long to preallocate grows
+         * one element at a time (see create_array). */
+        if (task->idx < PyList_GET_SIZE(parent)) {
+            PyList_SET_ITEM(parent, task->idx, obj);
+            return obj;
+        }
+        if (PyList_Append(parent, obj) == 0) {
+            Py_DECREF(obj); /* the list holds it */
+            return obj;
+        }
+        /* Out of memory: the reply fails with the parked error, and the
+         * element is kept with the orphans below. */
+        Py_DECREF(placeholder(r));
     }
     /* The parent array could not be built (its placeholder stands in): the
      * child must still outlive the reply, as hiredis may attach children to
@@ -94,7 +111,7 @@ static void *create_string(const redisReadTask *task, char *p, size_t n)
 
 static void *create_array(const redisReadTask *task, int elements)
 {
-    return attach(task, PyList_New(elements));
+    return attach(task, PyList_New(elements <= RC_READER_PREALLOC_MAX ? elements : 0));
 }
 
 static void *create_integer(const redisReadTask *task, long long v)
@@ -149,6 +166,11 @@ int rc_reader_feed(rc_reader *r, const char *p, size_t n)
         return -1;
     }
     return 0;
+}
+
+int rc_reader_has_unread(const rc_reader *r)
+{
+    return r->reader->pos < r->reader->len;
 }
 
 rc_reply_status rc_reader_next(rc_reader *r, const rc_codec *codec, PyObject **reply)

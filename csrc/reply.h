@@ -25,9 +25,24 @@ typedef enum rc_reply_status {
     RC_REPLY_BROKEN = -1,   /* protocol error; exception set; drop the connection */
 } rc_reply_status;
 
+/* Arrays announcing more elements than this start empty and grow as their
+ * elements arrive: a hostile "*2147483647" costs what is actually sent, not
+ * a 16 GiB allocation up front. */
+#define RC_READER_PREALLOC_MAX 1024
+
+/* The RESP types of the last complete reply (hiredis's REDIS_REPLY_* values),
+ * which the Python objects alone cannot tell: a bulk string holding the JSON
+ * text 5 and the integer reply :5 both decode to 5. */
+typedef struct rc_reply_shape {
+    int type;              /* of the reply itself */
+    unsigned element_types; /* bit (1 << type) for each element of an array reply */
+} rc_reply_shape;
+
 typedef struct rc_reader {
     redisReader *reader;
     rc_state *state;
+    /* The shape of the reply being read; complete when it is returned. */
+    rc_reply_shape shape;
     /* The codec for bulk strings of the reply being read, NULL for plain
      * bytes; and the first exception raised while building it. */
     const rc_codec *codec;
@@ -44,10 +59,16 @@ void rc_reader_free(rc_reader *r);
 /* Returns 0, or -1 with an exception set. */
 int rc_reader_feed(rc_reader *r, const char *p, size_t n);
 
+/* Non-zero when bytes fed to the reader have not been consumed as replies. */
+int rc_reader_has_unread(const rc_reader *r);
+
 /* Takes the next complete reply, if any. Bulk strings become values through
  * codec (NULL: bytes); nil is state->missing with a codec, None without.
  * Status replies become str, error replies ResponseError instances, which
  * the caller raises when they stand for the whole reply. */
 rc_reply_status rc_reader_next(rc_reader *r, const rc_codec *codec, PyObject **reply);
+
+/* The shape of the reply rc_reader_next returned last (READY or BAD_VALUE). */
+#define rc_reader_shape(r) (&(r)->shape)
 
 #endif

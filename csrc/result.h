@@ -5,6 +5,7 @@
 
 #include <Python.h>
 
+#include "reply.h"
 #include "state.h"
 
 /* How a request's reply(ies) become its result. */
@@ -13,6 +14,7 @@ typedef enum rc_result_kind {
     RC_RESULT_VALUE,       /* GET: the decoded value, or `extra` (the default) on nil */
     RC_RESULT_STORED,      /* SET (over one or many replies): True unless a nil came back */
     RC_RESULT_POSITIVE,    /* integer reply > 0, as a bool */
+    RC_RESULT_INTEGER,     /* an integer reply, as it is (TTL, INCRBY, UNLINK of many) */
     RC_RESULT_PONG,        /* PING: True on PONG */
     RC_RESULT_MGET,        /* dict of the keys in `extra` (a list or tuple) that were found */
     RC_RESULT_TYPED_VALUE, /* VALUE made an instance of a model: extra is (default, model) */
@@ -23,9 +25,19 @@ typedef enum rc_result_kind {
 /* The `extra` of a typed request, (first, model). New reference or NULL. */
 PyObject *rc_result_typed_extra(PyObject *first, PyObject *model);
 
-/* Builds the result from one reply (kinds other than STORED) or from the
- * list of replies of a pipelined request (STORED). Returns a new reference,
- * or NULL with an exception set. The reply must not be an error reply. */
+/* Checks that a reply of this shape is one `command` can give for a request
+ * of this kind (an error reply always is); reply is NULL when it could not
+ * be built (a decoding error), and then only its shape is checked. Returns 0, or -1 with
+ * ProtocolError set: the stream cannot be trusted and the connection must be
+ * dropped. */
+int rc_result_check(rc_state *st, rc_result_kind kind, const rc_reply_shape *shape,
+                    PyObject *reply, PyObject *extra, const char *command);
+
+/* Builds the result from one reply (kinds other than STORED), or from the
+ * list of replies of a pipelined request (STORED; `extra` is then the batch
+ * the SETs were written from, and error replies among them make a
+ * PartialWriteError). Returns a new reference, or NULL with an exception
+ * set. A lone reply must not be an error reply. */
 PyObject *rc_result_build(rc_state *st, rc_result_kind kind, PyObject *reply, PyObject *extra);
 
 /* Non-zero when reply is an error reply: reply.c turns those into exception

@@ -40,11 +40,14 @@ typedef struct rc_state {
     PyObject *str_set_result;
     PyObject *str_set_exception;
     PyObject *str_call_soon;
+    PyObject *str_cancel;
     PyObject *ConnectionError;
     PyObject *AuthenticationError;
     PyObject *TimeoutError;
     PyObject *PoolTimeout;
     PyObject *ResponseError;
+    PyObject *ProtocolError;
+    PyObject *PartialWriteError;
     PyObject *SerializationError;
     /* Raised and caught inside the module only (see RC_JSON_NO_HOOKS). */
     PyObject *HooksNeeded;

@@ -72,6 +72,34 @@ static int timeout_ms(rc_state *st, const char *name, PyObject *value, int *ms)
     return 0;
 }
 
+/* Frees a string that may be a password, wiping it first. */
+static void free_secret(char **s)
+{
+    if (*s != NULL) {
+        volatile char *p = *s;
+        while (*p)
+            *p++ = 0;
+        PyMem_RawFree(*s);
+        *s = NULL;
+    }
+}
+
+/* Frees what SyncClient_init set up, if anything (after a failed init, and
+ * at dealloc). */
+static void free_settings(SyncClient *self)
+{
+    rc_keyspace_clear(&self->base.ks);
+    free_secret(&self->host);
+    free_secret(&self->unix_path);
+    free_secret(&self->username);
+    free_secret(&self->password);
+    free_secret(&self->client_name);
+    if (rc_pool_ready(&self->pool)) {
+        rc_pool_close(&self->pool);
+        rc_pool_free(&self->pool);
+    }
+}
+
 static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"host",
@@ -93,11 +121,13 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
                              "compression_level",
                              "max_decompressed_size",
                              "stringify_keys",
+                             "max_key_size",
                              NULL};
     rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     const char *host = "localhost", *username = NULL, *password = NULL, *unix_path = NULL,
                *client_name = NULL;
     int port = 6379, db = 0, max_connections = 50;
+    Py_ssize_t max_key_size = RC_DEFAULT_MAX_KEY_SIZE;
     PyObject *socket_timeout = Py_None, *connect_timeout = Py_None, *pool_timeout = Py_None,
              *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL;
     rc_state *st = self->base.state;
@@ -106,12 +136,14 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "the cache is already initialized");
         return -1;
     }
+    /* A failed __init__ may be called again: start from nothing. */
+    free_settings(self);
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "|$ziizzziOOOzOOOOninp:SyncRedisCache", kwlist, &host, &port, &db,
+            args, kwargs, "|$ziizzziOOOzOOOOninpn:SyncRedisCache", kwlist, &host, &port, &db,
             &username, &password, &unix_path, &max_connections, &socket_timeout, &connect_timeout,
             &pool_timeout, &client_name, &namespace_, &default_ttl, &serializer,
             &compress.compression, &compress.threshold, &compress.level, &compress.max_decompressed,
-            &compress.stringify_keys))
+            &compress.stringify_keys, &max_key_size))
         return -1;
     if (port < 1 || port > 65535 || db < 0 || max_connections < 1) {
         PyErr_Format(st->ConfigurationError,
@@ -132,7 +164,8 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
     } else {
         Py_INCREF(serializer);
     }
-    if (rc_keyspace_init(&self->base.ks, namespace_, default_ttl, serializer, &compress, st) < 0) {
+    if (rc_keyspace_init(&self->base.ks, namespace_, default_ttl, serializer, &compress,
+                         max_key_size, st) < 0) {
         Py_DECREF(serializer);
         return -1;
     }
@@ -221,14 +254,7 @@ static void SyncClient_dealloc(SyncClient *self)
     if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
         return;
     PyObject_GC_UnTrack(self);
-    release_resources(self);
-    rc_pool_free(&self->pool);
-    rc_keyspace_clear(&self->base.ks);
-    PyMem_RawFree(self->host);
-    PyMem_RawFree(self->unix_path);
-    PyMem_RawFree(self->username);
-    PyMem_RawFree(self->password);
-    PyMem_RawFree(self->client_name);
+    free_settings(self);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -252,37 +278,41 @@ static PyObject *abandon(SyncClient *self, rc_conn *c)
     return NULL;
 }
 
-/* Sends the encoded commands, reads n replies and gives the connection back.
- * Returns the reply (n == 1) or a list of them. Every reply is read even when
- * one is an error, so the stream stays in step; the first error is raised. */
-static PyObject *exchange(SyncClient *self, rc_conn *c, Py_ssize_t n, const rc_codec *codec)
+/* Reads the request's replies, checking each against what its command can
+ * return. Returns the reply (one), or the list of them; every reply is read
+ * even when one is an error, so the stream stays in step, and the first
+ * error is raised, except in a batch of SETs, whose errors go to the result
+ * (a PartialWriteError). A reply of the wrong type breaks the connection. */
+static PyObject *read_replies(SyncClient *self, rc_conn *c, const rc_request *r)
 {
     rc_state *st = self->base.state;
     PyObject *result = NULL, *reply, *err_type = NULL, *err_value = NULL, *err_tb = NULL;
-    Py_ssize_t i;
+    int batch = r->kind == RC_RESULT_STORED && r->replies > 1;
+    Py_ssize_t i, n = r->replies;
 
-    if (rc_conn_flush(c, st) < 0)
-        goto out;
     if (n != 1) {
         result = PyList_New(n);
-        if (result == NULL) {
-            c->broken = 1;
-            goto out;
-        }
+        if (result == NULL)
+            goto broken;
     }
     for (i = 0; i < n; i++) {
-        rc_reply_status status = rc_conn_read(c, codec, &reply, st);
-        if (status == RC_REPLY_BROKEN) {
-            Py_CLEAR(result);
-            goto out;
-        }
+        rc_reply_status status = rc_conn_read(c, r->codec, &reply, st);
+        if (status == RC_REPLY_BROKEN)
+            goto fail;
         if (status == RC_REPLY_BAD_VALUE) {
             if (err_type == NULL)
                 PyErr_Fetch(&err_type, &err_value, &err_tb);
             else
                 PyErr_Clear();
+        }
+        if (rc_result_check(st, r->kind, rc_reader_shape(&c->reader), reply, r->extra,
+                            r->command) < 0) {
+            Py_XDECREF(reply);
+            goto broken;
+        }
+        if (reply == NULL)
             reply = Py_NewRef(Py_None);
-        } else if (err_type == NULL && rc_is_error_reply(st, reply)) {
+        else if (!batch && err_type == NULL && rc_is_error_reply(st, reply)) {
             err_type = Py_NewRef((PyObject *)Py_TYPE(reply));
             err_value = Py_NewRef(reply);
         }
@@ -291,43 +321,70 @@ static PyObject *exchange(SyncClient *self, rc_conn *c, Py_ssize_t n, const rc_c
         else
             PyList_SET_ITEM(result, i, reply);
     }
+    c->requests++;
     if (err_type != NULL) {
         Py_CLEAR(result);
         PyErr_Restore(err_type, err_value, err_tb);
-        err_type = err_value = err_tb = NULL;
+        return NULL;
     }
-out:
+    return result;
+broken:
+    c->broken = 1;
+fail:
+    Py_XDECREF(result);
     Py_XDECREF(err_type);
     Py_XDECREF(err_value);
     Py_XDECREF(err_tb);
-    rc_pool_release(&self->pool, c);
-    return result;
+    return NULL;
 }
 
-/* exchange() followed by turning the reply into the caller's result. */
-static PyObject *finish(SyncClient *self, rc_conn *c, Py_ssize_t n, const rc_codec *codec,
-                        rc_result_kind kind, PyObject *extra)
+/* Sends the request encoded into c, reads its replies and gives c back.
+ * *may_retry is set when it failed in a way that sending it again on a
+ * fresh connection can mend: c had served earlier requests, nothing came
+ * back, and the failure was the connection's (the server dropped it while
+ * it sat idle, say), not a timeout, a protocol error or the cache closing. */
+static PyObject *exchange(SyncClient *self, rc_conn *c, const rc_request *r, int *may_retry)
 {
-    PyObject *reply = exchange(self, c, n, codec), *result;
+    rc_state *st = self->base.state;
+    unsigned long long received = c->received;
+    int reused = c->requests > 0;
+    PyObject *reply = NULL;
 
-    if (reply == NULL)
-        return NULL;
-    result = rc_result_build(self->base.state, kind, reply, extra);
-    Py_DECREF(reply);
-    return result;
+    rc_conn_begin(c);
+    if (rc_conn_flush(c, st) == 0)
+        reply = read_replies(self, c, r);
+    *may_retry = reply == NULL && c->broken && reused && c->received == received && !c->closing &&
+                 PyErr_ExceptionMatches(st->ConnectionError) &&
+                 !PyErr_ExceptionMatches(st->ProtocolError);
+    rc_pool_release(&self->pool, c);
+    return reply;
 }
 
-/* The transport: a pooled blocking connection per request. */
+/* The transport: a pooled blocking connection per request, and one more try
+ * on a fresh connection when that is safe (see exchange). */
 static PyObject *sync_send(rc_client *base, const rc_request *r)
 {
     SyncClient *self = (SyncClient *)base;
-    rc_conn *c = checkout(self);
+    PyObject *reply, *result;
+    int attempt, may_retry;
+    rc_conn *c;
 
-    if (c == NULL)
-        return NULL;
-    if (r->encode(&base->ks, &c->out, r->arg) < 0)
-        return abandon(self, c);
-    return finish(self, c, r->replies, r->codec, r->kind, r->extra);
+    for (attempt = 0;; attempt++) {
+        c = checkout(self);
+        if (c == NULL)
+            return NULL;
+        if (r->encode(&base->ks, &c->out, r->arg) < 0)
+            return abandon(self, c);
+        reply = exchange(self, c, r, &may_retry);
+        if (reply != NULL)
+            break;
+        if (!(may_retry && r->retry_safe && attempt == 0))
+            return NULL;
+        PyErr_Clear();
+    }
+    result = rc_result_build(base->state, r->kind, reply, r->extra);
+    Py_DECREF(reply);
+    return result;
 }
 
 static PyObject *sync_done(rc_client *base, PyObject *result)

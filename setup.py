@@ -67,7 +67,9 @@ def extension() -> Extension:
         extra_compile += ["-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
     if os.environ.get("REDIS_CACHE_SANITIZE") == "1":
         sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
-        extra_compile += sanitize + ["-fno-sanitize-recover=undefined"]
+        # -UNDEBUG: Python's flags define NDEBUG; the sanitized build keeps
+        # the C core's assert()s (mux.c's re-entrancy rule, among others).
+        extra_compile += sanitize + ["-fno-sanitize-recover=undefined", "-UNDEBUG"]
         extra_link += sanitize
     sources = sorted(str(p) for p in Path("csrc").glob("*.c"))
     return Extension(

@@ -308,12 +308,13 @@ out:
     return rc;
 }
 
-rc_conn *rc_conn_open(const rc_conn_options *o, rc_state *st)
+rc_conn *rc_conn_open(const rc_conn_options *o, rc_state *st, int *unreachable)
 {
     connect_error ce = {0, 0, 0};
     rc_conn *c;
     int fd;
 
+    *unreachable = 1;
     Py_BEGIN_ALLOW_THREADS fd = open_socket(o, &ce);
     Py_END_ALLOW_THREADS if (fd < 0)
     {
@@ -323,6 +324,7 @@ rc_conn *rc_conn_open(const rc_conn_options *o, rc_state *st)
     c = PyMem_RawCalloc(1, sizeof(*c));
     if (c == NULL) {
         close(fd);
+        *unreachable = 0;
         PyErr_NoMemory();
         return NULL;
     }
@@ -334,11 +336,17 @@ rc_conn *rc_conn_open(const rc_conn_options *o, rc_state *st)
     rc_buf_init(&c->out);
     c->in = PyMem_RawMalloc(RC_CONN_READ_CHUNK);
     if (c->in == NULL) {
+        *unreachable = 0;
         PyErr_NoMemory();
         goto fail;
     }
-    if (rc_reader_init(&c->reader, st) < 0 || handshake(c, o, st) < 0)
+    if (rc_reader_init(&c->reader, st) < 0)
         goto fail;
+    if (handshake(c, o, st) < 0) {
+        *unreachable = c->broken; /* an I/O failure, not a refusal */
+        goto fail;
+    }
+    *unreachable = 0;
     return c;
 fail:
     rc_conn_free(c);

@@ -31,6 +31,10 @@ typedef struct rc_conn_options {
     const char *password;   /* NULL: no AUTH */
     long db;
     const char *client_name; /* NULL: no CLIENT SETNAME */
+    /* How long a call waits for a connection once an attempt to connect has
+     * failed, retrying with backoff (-1: no limit; 0: fail at once). Used by
+     * the pool (rc_pool_acquire). */
+    int connect_wait_ms;
 } rc_conn_options;
 
 typedef struct rc_conn {
@@ -74,8 +78,10 @@ extern volatile unsigned long rc_fork_generation;
 int rc_conn_install_fork_handler(void);
 
 /* Opens a connection and runs the handshake. Returns the connection, or NULL
- * with ConnectionError, AuthenticationError or TimeoutError set. */
-rc_conn *rc_conn_open(const rc_conn_options *o, rc_state *st);
+ * with ConnectionError, AuthenticationError or TimeoutError set, and
+ * *unreachable set when the server could not be reached (no connection, or
+ * it broke during the handshake), as opposed to refusing the handshake. */
+rc_conn *rc_conn_open(const rc_conn_options *o, rc_state *st, int *unreachable);
 
 /* Closes the socket and frees the connection (GIL held: the reader owns
  * Python objects). Accepts NULL. */

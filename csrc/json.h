@@ -43,7 +43,8 @@ PyObject *rc_json_dumps(PyObject *obj, rc_state *st, int flags);
  * a model's model_dump(), an enum key, ...) stop with the private
  * HooksNeeded exception of the module state, so the caller can encode the
  * value again where that code may run safely (see send_values in
- * client.c). */
+ * client.c). Any other failure stops the same way, with no message built
+ * (a message's reprs may be user code too); the second encoding tells it. */
 #define RC_JSON_NO_HOOKS 2
 
 /* Decode exactly one JSON value from p[0..n) (strict RFC 8259). Returns a

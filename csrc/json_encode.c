@@ -538,6 +538,14 @@ static ALWAYS_INLINE int encode_int(encoder *e, PyObject *obj)
     return 0;
 }
 
+/* Stops an encoding with RC_JSON_NO_HOOKS at a value that would run Python
+ * code (see json.h). */
+static int refuse_hooks(encoder *e)
+{
+    PyErr_SetNone(e->st->HooksNeeded);
+    return -1;
+}
+
 static int encode_float(encoder *e, PyObject *obj)
 {
     double v = PyFloat_AS_DOUBLE(obj);
@@ -546,6 +554,8 @@ static int encode_float(encoder *e, PyObject *obj)
     int rc;
 
     if (unlikely(!isfinite(v))) {
+        if (e->flags & RC_JSON_NO_HOOKS)
+            return refuse_hooks(e); /* %R below may be a subclass's __repr__ */
         PyErr_Format(e->error_type,
                      "cannot serialize float %R: JSON has no NaN or infinity; "
                      "store None or a string instead",
@@ -572,22 +582,14 @@ static int encode_float(encoder *e, PyObject *obj)
     return rc;
 }
 
-/* Stops an encoding with RC_JSON_NO_HOOKS at a value that would run Python
- * code (see json.h). */
-static int refuse_hooks(encoder *e)
-{
-    PyErr_SetNone(e->st->HooksNeeded);
-    return -1;
-}
-
 /* Records where in the value an error happened, as a segment like [3] or
  * ['name'], so the message can point at the culprit. */
 static void note_path(encoder *e, PyObject *segment_source, int is_index)
 {
     PyObject *exc_type, *exc_value, *exc_tb, *segment;
 
-    if (e->flags & RC_JSON_NO_HOOKS && PyErr_ExceptionMatches(e->st->HooksNeeded))
-        return; /* not an error: the caller encodes again */
+    if (e->flags & RC_JSON_NO_HOOKS)
+        return; /* no message is built: the caller encodes again (encode_top) */
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
     if (e->path == NULL)
         e->path = PyList_New(0);
@@ -660,6 +662,8 @@ static int encode_key(encoder *e, PyObject *key)
     if (PyUnicode_Check(key))
         return encode_str(e, key);
     if (!(e->flags & RC_JSON_STRINGIFY_KEYS)) {
+        if (e->flags & RC_JSON_NO_HOOKS)
+            return refuse_hooks(e); /* %R below is the key's __repr__ */
         PyErr_Format(e->error_type,
                      "cannot serialize a dict key of type '%.100s' (%R): JSON object "
                      "keys are strings; convert the keys with str() first, or give the "
@@ -1220,8 +1224,17 @@ static int encode_top(encoder *e, PyObject *obj)
 {
     int rc = encode_value(e, obj);
 
-    if (rc < 0)
+    if (rc < 0 && e->flags & RC_JSON_NO_HOOKS) {
+        /* Direct encoding reports every failure as "run the hooks": the
+         * caller encodes again where Python code may run, and that attempt
+         * builds the real message (whose reprs could be user code). */
+        if (!PyErr_ExceptionMatches(e->st->HooksNeeded)) {
+            PyErr_Clear();
+            PyErr_SetNone(e->st->HooksNeeded);
+        }
+    } else if (rc < 0) {
         attach_path(e);
+    }
     Py_CLEAR(e->path);
     return rc;
 }

@@ -613,21 +613,28 @@ static int arm_timer(rc_mux *m, long long delay_ms)
     return 0;
 }
 
-/* How long the head request may still wait, in ms (-1: forever): for its
- * reply when connected, for a connection while not. */
+/* How long the head request may wait, in ms (-1: no limit): for its reply
+ * when connected; for a connection once an attempt to connect has failed
+ * (until then requests wait for the attempt under way, which Python bounds
+ * with socket_connect_timeout). */
 static int head_wait_limit(rc_mux *m)
 {
-    return m->status == MUX_READY ? m->limits.timeout_ms : m->limits.connect_wait_ms;
+    if (m->status == MUX_READY)
+        return m->limits.timeout_ms;
+    return m->down_reason != NULL ? m->limits.connect_wait_ms : -1;
 }
 
-/* While no connection is up: fails the requests that waited for one longer
- * than connect_wait_ms, dropping their commands from the buffer unsent
- * (nothing was sent yet, so the ones behind them stay whole). */
+/* While no connection is up, after a failed attempt: fails the requests
+ * that waited for one longer than connect_wait_ms, dropping their commands
+ * from the buffer unsent (nothing was sent yet, so the ones behind them stay
+ * whole). */
 static void expire_unconnected(rc_mux *m, long long now)
 {
     PyObject *message;
 
     assert_window_closed(m);
+    if (m->down_reason == NULL || m->limits.connect_wait_ms < 0)
+        return;
     while (m->status == MUX_PENDING && m->count > 0 &&
            slot_at(m, 0)->queued_ms + m->limits.connect_wait_ms <= now) {
         rc_slot s = pop_head(m);
@@ -635,17 +642,12 @@ static void expire_unconnected(rc_mux *m, long long now)
 
         m->out_off += size;
         m->bytes_sent = s.end;
-        if (m->down_reason != NULL)
-            message = PyUnicode_FromFormat("%S (this request waited %d ms for a connection)",
-                                           m->down_reason, m->limits.connect_wait_ms);
-        else
-            message = PyUnicode_FromFormat("still connecting to redis after %d ms "
-                                           "(connect_wait); the request gave up",
-                                           m->limits.connect_wait_ms);
+        message = PyUnicode_FromFormat("%S (the request waited connect_wait=%d ms for a "
+                                       "connection)",
+                                       m->down_reason, m->limits.connect_wait_ms);
         if (message == NULL)
             PyErr_Clear();
-        fail_slot(m, &s, m->down_type != NULL ? m->down_type : m->state->TimeoutError,
-                  message != NULL ? message : Py_None, NULL);
+        fail_slot(m, &s, m->down_type, message != NULL ? message : m->down_reason, NULL);
         Py_XDECREF(message);
         slot_clear(&s);
     }
@@ -1052,9 +1054,14 @@ static PyObject *mux_connect_failed(rc_mux *m, PyObject *const *args, Py_ssize_t
     }
     Py_XSETREF(m->down_type, Py_NewRef(args[0]));
     Py_XSETREF(m->down_reason, Py_NewRef(args[1]));
-    if (m->status == MUX_PENDING)
-        expire_unconnected(m, now_ms());
-    return PyLong_FromSize_t(m->status == MUX_PENDING ? m->count : 0);
+    if (m->status != MUX_PENDING)
+        return PyLong_FromLong(0);
+    expire_unconnected(m, now_ms());
+    /* The rest give up when their wait ends, unless an attempt succeeds. */
+    if (m->count > 0 && m->timer == NULL && m->limits.connect_wait_ms >= 0 &&
+        arm_timer(m, slot_at(m, 0)->queued_ms + m->limits.connect_wait_ms - now_ms()) < 0)
+        return NULL;
+    return PyLong_FromSize_t(m->count);
 }
 
 static PyObject *mux_close(rc_mux *m, PyObject *unused)

@@ -29,6 +29,14 @@ typedef struct rc_pool {
     rc_pool_waiter *head, *tail;
     unsigned long generation; /* rc_fork_generation the pool state belongs to */
     int closed;
+    /* Connecting after failures (see open_connection in pool.c): how many
+     * attempts in a row failed, since when, when the next may start
+     * (monotonic ms), and the last one's error. */
+    int failures;
+    long long down_since_ms, retry_at_ms;
+    char last_error[320];
+    int last_error_timed_out;
+    unsigned int jitter_seed;
 } rc_pool;
 
 /* Returns 0, or -1 with MemoryError set. GIL held. */
@@ -47,7 +55,10 @@ void rc_pool_close(rc_pool *p);
 void rc_pool_free(rc_pool *p);
 
 /* Lends a connection, opening one when the pool has room, waiting up to
- * timeout_ms (-1: forever) otherwise. An idle connection is checked first
+ * timeout_ms (-1: forever) otherwise. Connecting is retried with a short
+ * backoff, while the call has waited less than o->connect_wait_ms since its
+ * first failed attempt (attempts are shared: a call that finds the last one
+ * failed waits for the next). An idle connection is checked first
  * (rc_conn_is_usable) and replaced by a new one if the server dropped it.
  * Returns the connection, or NULL with PoolTimeout, a connect error, or
  * ConnectionError (pool closed) set. A thread that already holds every

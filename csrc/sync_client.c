@@ -100,6 +100,28 @@ static void free_settings(SyncClient *self)
     }
 }
 
+/* A wait in seconds (None: no limit; 0: none) to milliseconds (-1: no limit). */
+static int wait_ms(rc_state *st, const char *name, PyObject *value, int *ms)
+{
+    double seconds;
+
+    if (value == Py_None) {
+        *ms = -1;
+        return 0;
+    }
+    seconds = PyFloat_AsDouble(value);
+    if (seconds == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(seconds >= 0) || seconds > 2.0e6) {
+        PyErr_Format(st->ConfigurationError,
+                     "%s must be a number of seconds >= 0 (up to 2e6) or None, got %R", name,
+                     value);
+        return -1;
+    }
+    *ms = (int)ceil(seconds * 1000.0);
+    return 0;
+}
+
 static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"host",
@@ -122,6 +144,7 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
                              "max_decompressed_size",
                              "stringify_keys",
                              "max_key_size",
+                             "connect_wait",
                              NULL};
     rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     const char *host = "localhost", *username = NULL, *password = NULL, *unix_path = NULL,
@@ -129,6 +152,7 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
     int port = 6379, db = 0, max_connections = 50;
     Py_ssize_t max_key_size = RC_DEFAULT_MAX_KEY_SIZE;
     PyObject *socket_timeout = Py_None, *connect_timeout = Py_None, *pool_timeout = Py_None,
+             *connect_wait = Py_None,
              *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL;
     rc_state *st = self->base.state;
 
@@ -139,11 +163,11 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
     /* A failed __init__ may be called again: start from nothing. */
     free_settings(self);
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "|$ziizzziOOOzOOOOninpn:SyncRedisCache", kwlist, &host, &port, &db,
+            args, kwargs, "|$ziizzziOOOzOOOOninpnO:SyncRedisCache", kwlist, &host, &port, &db,
             &username, &password, &unix_path, &max_connections, &socket_timeout, &connect_timeout,
             &pool_timeout, &client_name, &namespace_, &default_ttl, &serializer,
             &compress.compression, &compress.threshold, &compress.level, &compress.max_decompressed,
-            &compress.stringify_keys, &max_key_size))
+            &compress.stringify_keys, &max_key_size, &connect_wait))
         return -1;
     if (port < 1 || port > 65535 || db < 0 || max_connections < 1) {
         PyErr_Format(st->ConfigurationError,
@@ -155,7 +179,8 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
     if (timeout_ms(st, "socket_timeout", socket_timeout, &self->options.socket_timeout_ms) < 0 ||
         timeout_ms(st, "socket_connect_timeout", connect_timeout,
                    &self->options.connect_timeout_ms) < 0 ||
-        timeout_ms(st, "pool_timeout", pool_timeout, &self->pool_timeout_ms) < 0)
+        timeout_ms(st, "pool_timeout", pool_timeout, &self->pool_timeout_ms) < 0 ||
+        wait_ms(st, "connect_wait", connect_wait, &self->options.connect_wait_ms) < 0)
         return -1;
     if (serializer == NULL) {
         serializer = PyUnicode_FromString("json");

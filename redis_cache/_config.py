@@ -67,8 +67,8 @@ def _text_to_int(text: str, minimum: int, maximum: int | None) -> int | None:
     return number
 
 
-def _text_to_seconds(text: str) -> float | None:
-    """Parse a positive decimal number of seconds.
+def _text_to_seconds(text: str, *, allow_zero: bool = False) -> float | None:
+    """Parse a positive (or, with allow_zero, non-negative) decimal number of seconds.
 
     ``float()`` would accept ``nan``, ``inf`` and exponents, which are never
     what someone means by a timeout.
@@ -76,7 +76,7 @@ def _text_to_seconds(text: str) -> float | None:
     if not _DECIMAL_RE.match(text):
         return None
     seconds = float(text)
-    if seconds <= 0 or not math.isfinite(seconds):
+    if seconds < 0 or (seconds == 0 and not allow_zero) or not math.isfinite(seconds):
         return None
     return seconds
 
@@ -101,6 +101,23 @@ def _check_int(
         message = f"{name} must be {_int_expectation(minimum, maximum)}, got {number}"
         raise ConfigurationError(f"{message}; {hint}" if hint else message)
     return number
+
+
+def _check_wait(value: object, name: str) -> float | None:
+    """A wait is None (as long as it takes) or a finite number of seconds >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigurationError(
+            f"{name} must be a number of seconds or None, got {type(value).__name__} {value!r}"
+        )
+    seconds = float(value)
+    if not (0 <= seconds < math.inf):
+        raise ConfigurationError(
+            f"{name} must be a finite number of seconds >= 0 (0: fail at once), or None to "
+            f"wait as long as it takes; got {value!r}"
+        )
+    return seconds
 
 
 def _check_timeout(value: object, name: str) -> float | None:
@@ -218,6 +235,11 @@ class ConnectionSettings:
     socket_connect_timeout: float | None = 5.0
     client_name: str | None = None
     pool_timeout: float | None = 5.0
+    #: How long a command waits for a connection once connecting has failed
+    #: (the server down or restarting): attempts go on, with a short backoff,
+    #: and the command fails with the last error when this has passed. 0: fail
+    #: at once; None: wait as long as it takes.
+    connect_wait: float | None = 1.0
 
     def __post_init__(self) -> None:
         """Validate and normalise (ints, float seconds, str socket path)."""
@@ -238,6 +260,7 @@ class ConnectionSettings:
         _check_client_name(self.client_name, "client_name")
         for name in _TIMEOUT_FIELDS:
             normalised[name] = _check_timeout(getattr(self, name), name)
+        normalised["connect_wait"] = _check_wait(self.connect_wait, "connect_wait")
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
 
@@ -463,6 +486,14 @@ def _seconds_option(text: str, part: str) -> object:
     return seconds
 
 
+def _wait_option(text: str, part: str) -> object:
+    """Parse a wait option: like a timeout, but 0 (do not wait) is allowed."""
+    seconds = _text_to_seconds(text, allow_zero=True)
+    if seconds is None:
+        raise _url_error(part, f"must be a number of seconds >= 0, got {text!r}")
+    return seconds
+
+
 def _client_name_option(text: str, part: str) -> object:
     """Reuse the ConnectionSettings rule so both paths refuse the same names."""
     try:
@@ -478,6 +509,7 @@ _URL_OPTIONS: Mapping[str, Callable[[str, str], object]] = {
     "max_connections": _int_option(1),
     "client_name": _client_name_option,
     "pool_timeout": _seconds_option,
+    "connect_wait": _wait_option,
 }
 
 
@@ -527,7 +559,7 @@ def parse_url(url: str) -> dict[str, object]:
     Hosts may be IPv6 literals in brackets (``redis://[::1]:6380/0``).
     Username, password, socket path and option values are percent-decoded.
     Options: db, socket_timeout, socket_connect_timeout, max_connections,
-    client_name, pool_timeout.  Only keys present in the URL are returned, so
+    client_name, pool_timeout, connect_wait.  Only keys present in the URL are returned, so
     the result can be layered over defaults or other sources.
 
     Raises :class:`ConfigurationError` naming the faulty part; the message
@@ -577,6 +609,14 @@ def _env_seconds(text: str, variable: str) -> object:
     return seconds
 
 
+def _env_wait(text: str, variable: str) -> object:
+    """Convert a wait variable (seconds >= 0, decimals allowed)."""
+    seconds = _text_to_seconds(text, allow_zero=True)
+    if seconds is None:
+        raise ConfigurationError(f"{variable} must be a number of seconds >= 0, got {text!r}")
+    return seconds
+
+
 def _env_host(text: str, variable: str) -> object:
     """Catch a URL put into REDIS_HOST, a common mix-up."""
     if "://" in text:
@@ -603,6 +643,7 @@ _ENV_VARIABLES: tuple[tuple[str, str, Callable[[str, str], object], bool], ...] 
     ("REDIS_MAX_CONNECTIONS", "max_connections", _env_int(1), True),
     ("REDIS_SOCKET_TIMEOUT", "socket_timeout", _env_seconds, True),
     ("REDIS_SOCKET_CONNECT_TIMEOUT", "socket_connect_timeout", _env_seconds, True),
+    ("REDIS_CONNECT_WAIT", "connect_wait", _env_wait, True),
 )
 
 
@@ -612,7 +653,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, obj
     Order: ``REDIS_URL`` is parsed first (with :func:`parse_url`) as the base;
     then each of REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_USERNAME,
     REDIS_PASSWORD, REDIS_SOCKET_PATH, REDIS_MAX_CONNECTIONS,
-    REDIS_SOCKET_TIMEOUT and REDIS_SOCKET_CONNECT_TIMEOUT that is set
+    REDIS_SOCKET_TIMEOUT, REDIS_SOCKET_CONNECT_TIMEOUT and REDIS_CONNECT_WAIT that is set
     overrides its one field.  This lets a deployment keep a shared URL and
     change, say, only the password.
 

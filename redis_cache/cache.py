@@ -13,6 +13,7 @@ import collections
 import contextlib
 import dataclasses
 import os
+import random
 import re
 import socket
 import time
@@ -23,7 +24,7 @@ from typing import Any, TypeVar, Union
 
 from . import _core
 from ._config import ConnectionSettings, parse_url, settings_from_env
-from .errors import ConfigurationError, ConnectionError, PoolTimeout, TimeoutError
+from .errors import ConfigurationError, ConnectionError, PoolTimeout, ProtocolError, TimeoutError
 from .serializers import SignedPickle
 
 __all__ = ["RedisCache", "SyncRedisCache", "TTL"]
@@ -39,6 +40,9 @@ _ASelf = TypeVar("_ASelf", bound="RedisCache")
 
 #: Keys removed per UNLINK while clearing a pattern, and the SCAN hint.
 _CLEAR_BATCH = 1000
+
+#: The longest key (namespace included) the caches accept unless told otherwise.
+DEFAULT_MAX_KEY_SIZE = 65536
 
 _GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
 
@@ -100,6 +104,36 @@ def _describe(cache: Any) -> str:
     ns = f" namespace={namespace!r}" if namespace else ""
     state = "closed" if cache.closed else "open"
     return f"<{type(cache).__name__} {where}{ns} {state}>"
+
+
+def _scan_page(reply: Any, key_prefix: bytes) -> tuple[bytes, list[bytes]]:
+    """The cursor and keys of a SCAN reply, checked part by part: a reply of
+    another shape would make clear_pattern loop forever or unlink keys outside
+    the namespace, so it is refused (and nothing is unlinked)."""
+    if not (isinstance(reply, list) and len(reply) == 2):
+        raise ProtocolError(f"redis answered SCAN with {_shape(reply)}, not [cursor, keys]")
+    cursor, keys = reply
+    if not (isinstance(cursor, bytes) and cursor.isdigit()):
+        raise ProtocolError(f"redis answered SCAN with the cursor {_shape(cursor)}, not digits")
+    if not (isinstance(keys, list) and all(isinstance(key, bytes) for key in keys)):
+        raise ProtocolError(f"redis answered SCAN with keys as {_shape(keys)}, not a list of names")
+    for key in keys:
+        if not key.startswith(key_prefix):
+            raise ProtocolError(
+                f"redis answered SCAN with a key outside the namespace ({key[:80]!r}); "
+                "nothing was removed"
+            )
+    return cursor, keys
+
+
+def _unlinked(reply: Any) -> int:
+    if not isinstance(reply, int) or isinstance(reply, bool) or reply < 0:
+        raise ProtocolError(f"redis answered UNLINK with {_shape(reply)}, not a count")
+    return reply
+
+
+def _shape(value: Any) -> str:
+    return f"{type(value).__name__} {value!r:.80}"
 
 
 def _scan_match(key_prefix: bytes, pattern: str | bytes) -> bytes:
@@ -212,6 +246,8 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         compression_level: int | None = None,
         max_decompressed_size: int = _DEFAULT_MAX_DECOMPRESSED,
         stringify_keys: bool = False,
+        connect_wait: float | None = 1.0,
+        max_key_size: int = DEFAULT_MAX_KEY_SIZE,
     ) -> None:
         self._init_kwargs = _arguments(locals())
         settings = _connection_settings(self._init_kwargs)
@@ -227,6 +263,8 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
             socket_connect_timeout=settings.socket_connect_timeout,
             pool_timeout=settings.pool_timeout,
             client_name=settings.client_name,
+            connect_wait=settings.connect_wait,
+            max_key_size=max_key_size,
             namespace=namespace,
             default_ttl=default_ttl,
             **_codec_options(
@@ -247,13 +285,17 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         """Deletes the keys of this namespace matching a glob ``pattern`` and returns
         how many were removed. Walks the keyspace with SCAN (never KEYS, which
         blocks the server) and removes each batch with UNLINK."""
-        match = _scan_match(self._key_prefix, pattern)
+        prefix = self._key_prefix
+        match = _scan_match(prefix, pattern)
         removed = 0
-        cursor: bytes = b"0"
+        cursor = b"0"
         while True:
-            cursor, keys = self.execute_command("SCAN", cursor, "MATCH", match, "COUNT", _CLEAR_BATCH)
+            reply = self.execute_command(
+                "SCAN", cursor, "MATCH", match, "COUNT", _CLEAR_BATCH, idempotent=True
+            )
+            cursor, keys = _scan_page(reply, prefix)
             if keys:
-                removed += self.execute_command("UNLINK", *keys)
+                removed += _unlinked(self.execute_command("UNLINK", *keys, idempotent=True))
             if cursor == b"0":
                 return removed
 
@@ -272,37 +314,44 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
 
 
 class _Backoff:
-    """When to try connecting again after a failure: exponential, capped.
+    """When to try connecting again after failed attempts: at once after a
+    success, then after short delays that double, with jitter.
 
-    While the server is down, commands fail at once with ConnectionError
-    instead of each waiting for a connect timeout; the first command after
-    the delay tries again."""
+    The delay stays short (at most FAST_CAP) for the first FAST_FOR seconds
+    of an outage, so that a restart is noticed within a few tens of ms of the
+    server accepting again; a server down for longer is tried less often (up
+    to SLOW_CAP). Attempts are only made while commands wait for a connection
+    (see RedisCache._connect)."""
 
-    INITIAL = 0.05
-    MAXIMUM = 2.0
+    FIRST = 0.005
+    FAST_CAP = 0.05
+    FAST_FOR = 5.0
+    SLOW_CAP = 2.0
 
     def __init__(self) -> None:
         self.failures = 0
+        self.down_since = 0.0
         self.retry_at = 0.0
-        self.reason = ""
+        self.error: tuple[type[Exception], str] | None = None
 
-    def check(self, where: str) -> None:
-        wait = self.retry_at - time.monotonic()
-        if wait > 0:
-            raise ConnectionError(
-                f"redis at {where} is unreachable ({self.reason}); "
-                f"the next attempt is in {wait:.2f} s"
-            )
+    def delay(self) -> float:
+        """Seconds until the next attempt may start."""
+        return max(0.0, self.retry_at - time.monotonic())
 
-    def failed(self, reason: str) -> None:
+    def failed(self, error_type: type[Exception], message: str) -> None:
+        now = time.monotonic()
+        if self.failures == 0:
+            self.down_since = now
         self.failures += 1
-        self.reason = reason
-        delay = min(self.MAXIMUM, self.INITIAL * 2 ** (self.failures - 1))
-        self.retry_at = time.monotonic() + delay
+        self.error = (error_type, message)
+        cap = self.FAST_CAP if now - self.down_since < self.FAST_FOR else self.SLOW_CAP
+        step = min(cap, self.FIRST * 2 ** min(self.failures - 1, 30))
+        self.retry_at = now + step * random.uniform(0.5, 1.0)
 
     def succeeded(self) -> None:
         self.failures = 0
         self.retry_at = 0.0
+        self.error = None
 
 
 class RedisCache(_CacheSettings, _core.AsyncClient):
@@ -343,6 +392,8 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         compression_level: int | None = None,
         max_decompressed_size: int = _DEFAULT_MAX_DECOMPRESSED,
         stringify_keys: bool = False,
+        connect_wait: float | None = 1.0,
+        max_key_size: int = DEFAULT_MAX_KEY_SIZE,
         connections: int = 1,
         max_in_flight: int = 4096,
     ) -> None:
@@ -352,6 +403,8 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
             namespace=namespace,
             default_ttl=default_ttl,
             socket_timeout=settings.socket_timeout,
+            connect_wait=settings.connect_wait,
+            max_key_size=max_key_size,
             **_codec_options(
                 serializer,
                 pickle_secret,
@@ -409,15 +462,17 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
     async def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes the keys of this namespace matching a glob ``pattern`` (SCAN + UNLINK,
         never KEYS) and returns how many were removed."""
-        match = _scan_match(self._key_prefix, pattern)
+        prefix = self._key_prefix
+        match = _scan_match(prefix, pattern)
         removed = 0
-        cursor: bytes = b"0"
+        cursor = b"0"
         while True:
-            cursor, keys = await self.execute_command(
-                "SCAN", cursor, "MATCH", match, "COUNT", _CLEAR_BATCH
+            reply = await self.execute_command(
+                "SCAN", cursor, "MATCH", match, "COUNT", _CLEAR_BATCH, idempotent=True
             )
+            cursor, keys = _scan_page(reply, prefix)
             if keys:
-                removed += await self.execute_command("UNLINK", *keys)
+                removed += _unlinked(await self.execute_command("UNLINK", *keys, idempotent=True))
             if cursor == b"0":
                 return removed
 
@@ -452,8 +507,11 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
                 old.abandon()
             else:
                 old.close()
-        self._backoff.check(self._settings.describe())
         mux = self._new_multiplexer(loop)
+        if self._backoff.error is not None:
+            # The server was down at the last attempt: commands wait for the
+            # next one at most connect_wait (0: they fail at once).
+            mux.connect_failed(*self._backoff.error)
         self._start_connecting(loop, mux)
         return mux
 
@@ -472,28 +530,53 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         return commands
 
     async def _connect(self, mux: Any) -> None:
+        """Connects mux, retrying with backoff while commands wait for it.
+
+        The first attempt after a working connection broke starts at once;
+        later ones wait out the backoff. Each failure fails the commands that
+        have waited longer than connect_wait; when none is left waiting the
+        attempts stop and mux is closed, so the next command starts over."""
         where = self._settings.describe()
         try:
-            sock = await asyncio.wait_for(
-                self._open_socket(), timeout=self._settings.socket_connect_timeout
-            )
-        except asyncio.TimeoutError:
-            reason = f"connect timed out after {self._settings.socket_connect_timeout} s"
-            self._backoff.failed(reason)
-            mux.fail(TimeoutError, f"connecting to redis at {where} failed: {reason}")
-            return
+            while True:
+                delay = self._backoff.delay()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    if mux.in_flight == 0 and self._backoff.error is not None:
+                        # Everyone gave up while we waited: stop trying.
+                        mux.fail(*self._backoff.error)
+                        return
+                if mux.closed:
+                    return
+                try:
+                    sock = await asyncio.wait_for(
+                        self._open_socket(), timeout=self._settings.socket_connect_timeout
+                    )
+                except asyncio.TimeoutError:
+                    error: tuple[type[Exception], str] = (
+                        TimeoutError,
+                        f"connecting to redis at {where} timed out after "
+                        f"{self._settings.socket_connect_timeout} s",
+                    )
+                except OSError as exc:
+                    # asyncio's sock_connect words its errors "Connect call
+                    # failed (addr)"; the errno says what actually happened.
+                    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                    error = (ConnectionError, f"cannot connect to redis at {where}: {reason}")
+                else:
+                    self._backoff.succeeded()
+                    if mux.closed:
+                        sock.close()
+                        return
+                    mux.attach(sock.detach(), self._handshake())
+                    return
+                self._backoff.failed(*error)
+                if mux.connect_failed(*error) == 0:
+                    mux.fail(*error)
+                    return
         except asyncio.CancelledError:
             mux.fail(ConnectionError, "the cache was closed while connecting")
             raise
-        except OSError as exc:
-            # asyncio's sock_connect words its errors "Connect call failed
-            # (addr)"; the errno says what actually happened.
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            self._backoff.failed(reason)
-            mux.fail(ConnectionError, f"cannot connect to redis at {where}: {reason}")
-            return
-        self._backoff.succeeded()
-        mux.attach(sock.detach(), self._handshake())
 
     async def _open_socket(self) -> socket.socket:
         loop = asyncio.get_running_loop()

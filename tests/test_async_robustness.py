@@ -431,65 +431,93 @@ class FakeClock:
         return self.now
 
 
-def test_connect_refused_then_exponential_backoff(
-    run: Runner, redis_server_factory: Callable[..., RedisServer], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    server = redis_server_factory()
-    server.kill()  # its port: nobody listens, and we can start it again there
+def test_backoff_is_short_early_in_an_outage_then_grows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Delays double from 5 ms with jitter in [0.5, 1); at most 50 ms for the
+    first 5 s of an outage, so a restart is noticed within 50 ms of the server
+    accepting; up to 2 s after that; a success starts over."""
     clock = FakeClock()
     monkeypatch.setattr(cache_module, "time", clock)
+    backoff = cache_module._Backoff()
+    assert backoff.delay() == 0.0  # nothing failed: connect at once
+    steps = []
+    for _ in range(12):
+        backoff.failed(ConnectionError, "refused")
+        steps.append(backoff.delay())
+        clock.now += 0.1
+    for got, cap in zip(steps, [0.005, 0.01, 0.02, 0.04] + [0.05] * 8):
+        assert cap * 0.5 <= got <= cap, steps
+    clock.now += 5.0  # a long outage: attempts get rarer
+    for _ in range(10):
+        backoff.failed(ConnectionError, "refused")
+    assert 1.0 <= backoff.delay() <= 2.0
+    assert backoff.error == (ConnectionError, "refused")
+    backoff.succeeded()
+    assert backoff.delay() == 0.0 and backoff.error is None
+    backoff.failed(ConnectionError, "refused")
+    assert backoff.delay() <= 0.005
 
-    def next_attempt_in(exc: BaseException) -> float:
-        match = re.search(r"is unreachable \((.+)\); the next attempt is in (\d+\.\d\d) s$", str(exc))
-        assert match, str(exc)
-        return float(match.group(2))
+
+async def wait_for_failed_attempts(cache: RedisCache, count: int) -> None:
+    """Polls (bounded) until the cache has seen `count` connect attempts fail."""
+    end = time.monotonic() + HANG
+    while cache._backoff.failures < count:
+        assert time.monotonic() < end, "no connect attempt failed"
+        await asyncio.sleep(0.002)
+
+
+def test_commands_wait_for_a_server_that_comes_back(run: Runner, victim: RedisServer) -> None:
+    """Commands issued while the server is down wait (up to connect_wait) and
+    succeed once it accepts again: none fails after it is back."""
 
     async def main() -> None:
-        c = RedisCache(host="127.0.0.1", port=server.port, socket_connect_timeout=30)
-        with pytest.raises(ConnectionError, match="cannot connect to redis at"):
-            await asyncio.wait_for(c.ping(), HANG)  # refused: no waiting for the timeout
-        for expected in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0):
-            # Inside the window every command fails at once, at call time,
-            # without a connection attempt, saying when the next one is.
-            for call in (c.ping, lambda: c.get("k"), lambda: c.set("k", 1)):
-                with pytest.raises(ConnectionError) as info:
-                    call()
-                assert next_attempt_in(info.value) == expected
-                assert f":{server.port}" in str(info.value)
-            assert await c.get_many([]) == {}  # needs no connection at all
-            clock.now += expected  # the window is over: the next command tries again
-            with pytest.raises(ConnectionError, match="cannot connect to redis at"):
-                await asyncio.wait_for(c.ping(), HANG)
-        server.start()
-        with pytest.raises(ConnectionError):
-            c.ping()  # still inside the 2 s window
-        clock.now += 2.0
-        assert await c.ping() is True
-        # Success resets the backoff: the next outage starts again at 50 ms.
-        server.kill()
-        with pytest.raises(ConnectionError):
-            await asyncio.wait_for(c.ping(), HANG)  # the connection breaks
-        with pytest.raises(ConnectionError, match="cannot connect"):
-            await asyncio.wait_for(c.ping(), HANG)  # reconnect refused
-        with pytest.raises(ConnectionError) as info:
-            c.ping()
-        assert next_attempt_in(info.value) == 0.05
+        async with RedisCache(port=victim.port, connect_wait=HANG) as c:
+            assert await c.set("k", "v") is True
+            victim.kill()
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(c.get("k"), HANG)  # in flight when it died
+            waiting = [asyncio.ensure_future(c.get("k", default="gone")) for _ in range(50)]
+            await wait_for_failed_attempts(c, 2)
+            assert not any(task.done() for task in waiting)
+            victim.start()  # same port, empty (no persistence)
+            results = await asyncio.wait_for(asyncio.gather(*waiting), HANG)
+            assert results == ["gone"] * 50
+            assert c._backoff.failures == 0
+            assert await c.set("k", "again") is True
+
+    run(main())
+
+
+def test_connect_wait_bounds_the_wait_and_names_the_failure(run: Runner) -> None:
+    from redis_cache.testing import free_port
+
+    port = free_port()
+
+    async def main() -> None:
+        c = RedisCache(host="127.0.0.1", port=port, connect_wait=0.2)
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match=rf"cannot connect to redis at .*:{port}.*connect_wait=200 ms"):
+            await asyncio.wait_for(c.get("k"), HANG)
+        assert time.monotonic() - started >= 0.2
+        assert c._backoff.failures >= 2  # attempts went on while it waited
+        # Nobody waits any more: the attempts stop by themselves.
+        await asyncio.wait_for(asyncio.gather(*c._connect_tasks), HANG)
+        assert all(mux.closed for mux in c._multiplexers)
         await c.close()
 
     run(main())
 
 
-def test_connect_refused_fails_fast_in_real_time(run: Runner) -> None:
-    """Without a fake clock: the first command is refused quickly (well within
-    the connect timeout) and the following ones fail with ConnectionError."""
+def test_connect_wait_zero_fails_at_once_once_an_attempt_failed(run: Runner) -> None:
+    """connect_wait=0: after a failed attempt, commands fail without waiting
+    (the old fail-fast behaviour), each saying why."""
     from redis_cache.testing import free_port
 
     async def main() -> None:
-        c = RedisCache(host="127.0.0.1", port=free_port(), socket_connect_timeout=60)
+        c = RedisCache(host="127.0.0.1", port=free_port(), socket_connect_timeout=60, connect_wait=0)
         with pytest.raises(ConnectionError, match="cannot connect"):
             await asyncio.wait_for(c.get("k"), HANG)
         for _ in range(100):
-            with pytest.raises(ConnectionError, match="next attempt|cannot connect"):
+            with pytest.raises(ConnectionError, match="cannot connect"):
                 await asyncio.wait_for(c.get("k"), HANG)
         await c.close()
 

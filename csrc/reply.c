@@ -32,8 +32,10 @@ static void *placeholder(rc_reader *r)
     return Py_NewRef(Py_None);
 }
 
-/* Stores obj in its parent array, if any, and returns it to hiredis. */
-static void *attach(const redisReadTask *task, PyObject *obj)
+/* Stores obj in its parent array, if any, and returns it to hiredis. type
+ * is its RESP type (a nil is read as a bulk string or an array of length
+ * -1: task->type says which, type says NIL). */
+static void *attach(const redisReadTask *task, PyObject *obj, int type)
 {
     rc_reader *r = reader_of(task);
     PyObject *parent;
@@ -42,12 +44,12 @@ static void *attach(const redisReadTask *task, PyObject *obj)
         obj = placeholder(r);
     if (task->parent == NULL) {
         /* The root comes first (an array before its elements). */
-        r->shape.type = task->type;
+        r->shape.type = type;
         r->shape.element_types = 0;
         return obj;
     }
     if (task->parent->parent == NULL)
-        r->shape.element_types |= 1u << task->type;
+        r->shape.element_types |= 1u << type;
     parent = (PyObject *)task->parent->obj;
     if (PyList_Check(parent)) {
         /* Elements arrive in order; an array too long to preallocate grows
@@ -106,23 +108,25 @@ static void *create_string(const redisReadTask *task, char *p, size_t n)
                                : rc_codec_decode(r->codec, p, n, r->state);
         break;
     }
-    return attach(task, obj);
+    return attach(task, obj, task->type);
 }
 
 static void *create_array(const redisReadTask *task, int elements)
 {
-    return attach(task, PyList_New(elements <= RC_READER_PREALLOC_MAX ? elements : 0));
+    return attach(task, PyList_New(elements <= RC_READER_PREALLOC_MAX ? elements : 0),
+                  REDIS_REPLY_ARRAY);
 }
 
 static void *create_integer(const redisReadTask *task, long long v)
 {
-    return attach(task, PyLong_FromLongLong(v));
+    return attach(task, PyLong_FromLongLong(v), REDIS_REPLY_INTEGER);
 }
 
 static void *create_nil(const redisReadTask *task)
 {
     rc_reader *r = reader_of(task);
-    return attach(task, Py_NewRef(r->codec == NULL ? Py_None : r->state->missing));
+    return attach(task, Py_NewRef(r->codec == NULL ? Py_None : r->state->missing),
+                  REDIS_REPLY_NIL);
 }
 
 static void free_object(void *obj)

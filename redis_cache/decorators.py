@@ -302,18 +302,72 @@ def _refresh_due(options: _Options, stats_: FunctionStats, remaining_ms: Any) ->
     return remaining_ms / 1000.0 <= delta * options.early_refresh * -math.log(random.random() or 1e-12)
 
 
-# Lua scripts for the cross-process lock: renew and release only if the
-# lock still holds this caller's token (it may have expired and moved on).
+# The cross-process lock (lock=True). The lock key holds the holder's token
+# for a lease that the holder renews while it computes; the wake-up key is a
+# list that the holder's release pushes to, so that waiters blocked in BLPOP
+# on it wake at once. A waiter never blocks longer than the holder's
+# remaining lease: if the holder died, the lock is taken over as soon as the
+# lease runs out, not when lock_wait does.
+#
+# Every script touches only the lock and wake-up keys, which share a hash
+# tag (see _lock_keys), so they stay usable on Redis Cluster.
+
+# Takes the lock (and drops wake-ups left by an earlier holder), or returns
+# the holder's remaining lease in ms (-1: a lock without expiry).
+_ACQUIRE = (
+    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+    "redis.call('del', KEYS[2]) return redis.status_reply('OK') end "
+    "return redis.call('pttl', KEYS[1])"
+)
+# Renew and release only if the lock still holds this caller's token (it may
+# have expired and moved on).
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) "
     "redis.call('rpush', KEYS[2], '1') redis.call('pexpire', KEYS[2], ARGV[2]) return 1 end return 0"
 )
+# A woken waiter passes the wake-up on to the next one, but only while the
+# lock is free: a wake-up left behind while a new holder computes would wake
+# its waiters early, again and again.
+_PASS_ON = (
+    "if redis.call('exists', KEYS[1]) == 0 then "
+    "redis.call('rpush', KEYS[2], '1') redis.call('pexpire', KEYS[2], ARGV[1]) end return 0"
+)
+
+#: A waiter tries to take a lock over this long after the holder's lease
+#: should have run out (a key expires only after its last millisecond), so
+#: that it does not arrive a moment early and have to wait again.
+_TAKEOVER_MARGIN = 0.05
+#: The shortest wait for a wake-up: BLPOP with 0 would wait forever.
+_SHORTEST_BLOCK = 0.01
+
+#: _acquire_or_wait's outcome when this caller took the lock.
+_ACQUIRED = object()
 
 
 def _lock_keys(cache: AnyCache, key: str) -> tuple[bytes, bytes]:
+    """The lock and wake-up keys of a cache key. They share a hash tag: the
+    key's own one if it has one, else the whole key in braces. Either way they
+    also hash to the cached value's slot (unless the key holds a stray '}')."""
     full = cache._key_prefix + key.encode()
-    return full + b":lock", full + b":wake"
+    opening = full.find(b"{")
+    has_tag = opening >= 0 and full.find(b"}", opening + 1) > opening + 1
+    base = full if has_tag else b"{" + full + b"}"
+    return base + b":lock", base + b":wake"
+
+
+def _blocking_time(lease_left_ms: Any, deadline: float, longest: float | None) -> float | None:
+    """How long a waiter blocks for the holder's wake-up: no longer than the
+    holder's remaining lease (then a dead holder's lock can be taken over),
+    nor the rest of lock_wait (None once it is over), nor ``longest``."""
+    wait = deadline - time.monotonic()
+    if wait <= 0:
+        return None
+    if isinstance(lease_left_ms, int) and lease_left_ms >= 0:
+        wait = min(wait, lease_left_ms / 1000 + _TAKEOVER_MARGIN)
+    if longest is not None:
+        wait = min(wait, longest)
+    return round(max(wait, _SHORTEST_BLOCK), 3)
 
 
 # ---------------------------------------------------------------------- async path
@@ -406,34 +460,44 @@ class _AsyncCached:
         token = secrets.token_hex(16)
         lease_ms = int(self.options.lock_lease * 1000)
         try:
-            acquired = await cache.execute_command("SET", lock_key, token, "NX", "PX", lease_ms)
-            if acquired == "OK":
-                await cache.execute_command("DEL", wake_key)
+            outcome = await self._acquire_or_wait(cache, key, lock_key, wake_key, token, lease_ms)
         except RedisCacheError:  # no lock to be had: compute unlocked
+            outcome = _MISSING
+        if outcome is _MISSING:
             return await self._run_and_store(cache, key, args, kwargs)
-        if acquired == "OK":
-            renewer = asyncio.create_task(self._renew(cache, lock_key, token, lease_ms))
-            try:
-                return await self._run_and_store(cache, key, args, kwargs)
-            finally:
-                renewer.cancel()
-                with contextlib.suppress(RedisCacheError):
-                    await cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token,
-                                                lease_ms)
-        # Another process computes: wait for its wake-up (a blocking pop on a
-        # connection of our own), pass the wake-up on to the next waiter, read.
-        value: Any = _MISSING
-        with contextlib.suppress(RedisCacheError):
-            value = await cache.get(key, _MISSING, self.model.get())
-            if value is _MISSING:
-                async with cache.dedicated() as conn:
-                    woke = await conn.execute_command("BLPOP", wake_key, self.options.lock_wait)
-                    if woke is not None:
-                        await conn.execute_command("RPUSH", wake_key, "1")
+        if outcome is not _ACQUIRED:
+            return outcome  # the value the holder stored
+        renewer = asyncio.create_task(self._renew(cache, lock_key, token, lease_ms))
+        try:
+            return await self._run_and_store(cache, key, args, kwargs)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(RedisCacheError):
+                await cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token,
+                                            lease_ms)
+
+    async def _acquire_or_wait(self, cache: RedisCache, key: str, lock_key: bytes,
+                               wake_key: bytes, token: str, lease_ms: int) -> Any:
+        """Takes the lock (_ACQUIRED), or waits for the process holding it: the
+        value it stored, or _MISSING once lock_wait is over. Waits are blocking
+        pops on a connection of our own, each no longer than the holder's
+        remaining lease, after which the lock of a holder that died is free."""
+        deadline = time.monotonic() + self.options.lock_wait
+        acquire = ("EVAL", _ACQUIRE, 2, lock_key, wake_key, token, lease_ms)
+        lease_left_ms = await cache.execute_command(*acquire)
+        if lease_left_ms == "OK":
+            return _ACQUIRED
+        async with cache.dedicated() as conn:
+            while (block := _blocking_time(lease_left_ms, deadline, None)) is not None:
+                if await conn.execute_command("BLPOP", wake_key, block) is not None:
+                    await cache.execute_command("EVAL", _PASS_ON, 2, lock_key, wake_key, lease_ms)
                 value = await cache.get(key, _MISSING, self.model.get())
-        if value is not _MISSING:
-            return value
-        return await self._run_and_store(cache, key, args, kwargs)
+                if value is not _MISSING:
+                    return value
+                lease_left_ms = await cache.execute_command(*acquire)
+                if lease_left_ms == "OK":
+                    return _ACQUIRED
+        return _MISSING
 
     async def _renew(self, cache: RedisCache, lock_key: bytes, token: str, lease_ms: int) -> None:
         with contextlib.suppress(RedisCacheError):
@@ -557,39 +621,50 @@ class _SyncCached:
         token = secrets.token_hex(16)
         lease_ms = int(self.options.lock_lease * 1000)
         try:
-            acquired = cache.execute_command("SET", lock_key, token, "NX", "PX", lease_ms)
-            if acquired == "OK":
-                cache.execute_command("DEL", wake_key)
+            outcome = self._acquire_or_wait(cache, key, lock_key, wake_key, token, lease_ms)
         except RedisCacheError:  # no lock to be had: compute unlocked
+            outcome = _MISSING
+        if outcome is _MISSING:
             return self._run_and_store(cache, key, args, kwargs)
-        if acquired == "OK":
-            stop = threading.Event()
-            renewer = threading.Thread(
-                target=self._renew, args=(cache, lock_key, token, lease_ms, stop), daemon=True
-            )
-            renewer.start()
-            try:
-                return self._run_and_store(cache, key, args, kwargs)
-            finally:
-                stop.set()
-                with contextlib.suppress(RedisCacheError):
-                    cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token, lease_ms)
-        value: Any = _MISSING
-        with contextlib.suppress(RedisCacheError):
+        if outcome is not _ACQUIRED:
+            return outcome  # the value the holder stored
+        stop = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew, args=(cache, lock_key, token, lease_ms, stop), daemon=True
+        )
+        renewer.start()
+        try:
+            return self._run_and_store(cache, key, args, kwargs)
+        finally:
+            stop.set()
+            with contextlib.suppress(RedisCacheError):
+                cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token, lease_ms)
+
+    def _acquire_or_wait(self, cache: SyncRedisCache, key: str, lock_key: bytes,
+                         wake_key: bytes, token: str, lease_ms: int) -> Any:
+        """Takes the lock (_ACQUIRED), or waits for the process holding it: the
+        value it stored, or _MISSING once lock_wait is over. Waits are blocking
+        pops, each no longer than the holder's remaining lease, after which the
+        lock of a holder that died is free."""
+        deadline = time.monotonic() + self.options.lock_wait
+        # A pop blocks one pooled connection; it must end before the socket
+        # timeout would break that connection.
+        timeout = cache.settings.socket_timeout
+        longest = None if timeout is None else timeout * 0.8
+        acquire = ("EVAL", _ACQUIRE, 2, lock_key, wake_key, token, lease_ms)
+        lease_left_ms = cache.execute_command(*acquire)
+        if lease_left_ms == "OK":
+            return _ACQUIRED
+        while (block := _blocking_time(lease_left_ms, deadline, longest)) is not None:
+            if cache.execute_command("BLPOP", wake_key, block) is not None:
+                cache.execute_command("EVAL", _PASS_ON, 2, lock_key, wake_key, lease_ms)
             value = cache.get(key, _MISSING, self.model.get())
-            if value is _MISSING:
-                # The pop blocks one pooled connection; it must end before the
-                # socket timeout would break that connection.
-                timeout = cache.settings.socket_timeout
-                wait = (self.options.lock_wait if timeout is None
-                        else min(self.options.lock_wait, timeout * 0.8))
-                woke = cache.execute_command("BLPOP", wake_key, round(wait, 3))
-                if woke is not None:
-                    cache.execute_command("RPUSH", wake_key, "1")
-                value = cache.get(key, _MISSING, self.model.get())
-        if value is not _MISSING:
-            return value
-        return self._run_and_store(cache, key, args, kwargs)
+            if value is not _MISSING:
+                return value
+            lease_left_ms = cache.execute_command(*acquire)
+            if lease_left_ms == "OK":
+                return _ACQUIRED
+        return _MISSING
 
     @staticmethod
     def _renew(cache: SyncRedisCache, lock_key: bytes, token: str, lease_ms: int,

@@ -7,7 +7,7 @@
 * ``lock=True``: two real processes (``python -c`` scripts) miss one key at
   once; exactly one computes (counted with INCR on the server), the other is
   woken when the value is stored, and when the holder is killed the waiter
-  computes itself after ``lock_wait``.
+  computes itself after ``lock_wait`` if that is shorter than the lease.
 * ``early_refresh``: a hit recomputes (async: in the background, awaited
   through an Event set inside the function).
 * Fail-open: with the server stopped, decorated functions still return;
@@ -39,7 +39,7 @@ from redis_raw import dbsize, keys, pttl, raw
 
 import redis_cache
 from redis_cache import CircuitBreaker, RedisCache, SyncRedisCache
-from redis_cache.decorators import _breaker_of
+from redis_cache.decorators import _breaker_of, _lock_keys
 from redis_cache.testing import RedisServer
 
 NS = "st"
@@ -111,10 +111,14 @@ def test_100_concurrent_async_misses_compute_once(
                 return {"day": day, "n": computations}
 
             reset_stats(report)
+            lock_key = _lock_keys(cache, report.key("mon"))[0]
             callers = [asyncio.ensure_future(report("mon")) for _ in range(n)]
             # A miss is counted just before the caller joins the flight (no
             # await in between): all n counted means all n are in.
             await async_wait_until(lambda: report.stats.misses == n, "all callers to miss")
+            if lock:  # the one computation holds the Redis lock
+                await async_wait_until(lambda: raw(redis, "EXISTS", lock_key) == 1,
+                                       "the lock to be taken")
             release.set()
             results = await asyncio.gather(*callers)
             assert computations == 1
@@ -125,7 +129,7 @@ def test_100_concurrent_async_misses_compute_once(
             assert await report("mon") == {"day": "mon", "n": 1}
             assert computations == 1
             if lock:  # the lock was released (and the wake-up list is short-lived)
-                assert raw(redis, "EXISTS", f"{NS}:{report.key('mon')}:lock") == 0
+                assert raw(redis, "EXISTS", lock_key) == 0
 
     run(main())
 
@@ -313,6 +317,7 @@ def test_without_lock_a_function_raising_a_redis_error_runs_once(redis: RedisSer
 PROCESS_SCRIPT = r"""
 import asyncio, json, os, sys
 from redis_cache import RedisCache, SyncRedisCache
+from redis_cache.decorators import _lock_keys
 
 port, flavor, role = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 lock_wait, lock_lease = float(sys.argv[4]), float(sys.argv[5])
@@ -323,6 +328,7 @@ options = dict(lock=True, lock_wait=lock_wait, lock_lease=lock_lease, namespace=
 def describe(cache, fn, n, holder):
     key = cache._key_prefix + fn.key("report").encode()
     return json.dumps({"pid": os.getpid(), "n": n, "key": key.decode(),
+                       "lock_key": _lock_keys(cache, fn.key("report"))[0].decode(),
                        "lock": holder.decode() if holder else None})
 
 if flavor == "sync":
@@ -332,8 +338,7 @@ if flavor == "sync":
     @cache.cached(60, **options)
     def build(name):
         n = cache.execute_command("INCR", "computations")
-        lock_key = cache._key_prefix + build.key(name).encode() + b":lock"
-        holder = cache.execute_command("GET", lock_key)
+        holder = cache.execute_command("GET", _lock_keys(cache, build.key(name))[0])
         cache.execute_command("RPUSH", "computing", describe(cache, build, n, holder))
         if role == "holder":
             cache.execute_command("BLPOP", "go", 0)
@@ -349,8 +354,7 @@ else:
             @cache.cached(60, **options)
             async def build(name):
                 n = await cache.execute_command("INCR", "computations")
-                lock_key = cache._key_prefix + build.key(name).encode() + b":lock"
-                holder = await cache.execute_command("GET", lock_key)
+                holder = await cache.execute_command("GET", _lock_keys(cache, build.key(name))[0])
                 await cache.execute_command("RPUSH", "computing", describe(cache, build, n, holder))
                 if role == "holder":
                     async with cache.dedicated() as conn:
@@ -415,7 +419,7 @@ def test_lock_two_processes_compute_once_and_the_waiter_is_woken(
     seen = next_computation(redis)
     assert seen["n"] == 1 and seen["pid"] == holder.pid
     assert seen["lock"] is not None  # the holder computes holding the Redis lock
-    assert raw(redis, "GET", seen["key"] + ":lock") == seen["lock"].encode()
+    assert raw(redis, "GET", seen["lock_key"]) == seen["lock"].encode()
 
     assert raw(redis, "RPUSH", "waiter-go", "1") == 1
     waiter = processes(redis, waiter_flavor, "waiter", lock_wait=3600, lock_lease=10)
@@ -431,7 +435,7 @@ def test_lock_two_processes_compute_once_and_the_waiter_is_woken(
     assert woken["result"] == {"by": holder.pid, "n": 1}  # the holder's stored value
     assert raw(redis, "GET", "computations") == b"1"
     assert raw(redis, "LLEN", "computing") == 0  # the waiter never computed
-    assert raw(redis, "EXISTS", seen["key"] + ":lock") == 0
+    assert raw(redis, "EXISTS", seen["lock_key"]) == 0
     assert 0 < pttl(redis, seen["key"]) <= 60_000
 
 
@@ -439,29 +443,85 @@ def test_lock_two_processes_compute_once_and_the_waiter_is_woken(
 def test_lock_holder_killed_waiter_computes_after_lock_wait(
     redis: RedisServer, processes: Any, flavor: str
 ) -> None:
-    holder = processes(redis, flavor, "holder", lock_wait=0.5, lock_lease=1.0)
+    # lock_wait is far shorter than the lease: the waiter gives up on the dead
+    # holder before its lease ends (test_decorators_faults.py has the takeover).
+    holder = processes(redis, flavor, "holder", lock_wait=0.5, lock_lease=600)
     seen = next_computation(redis)
     token = seen["lock"]
     assert token is not None
-    waiter = processes(redis, flavor, "waiter", lock_wait=0.5, lock_lease=1.0)
+    waiter = processes(redis, flavor, "waiter", lock_wait=0.5, lock_lease=600)
     # Both sit in a BLPOP: the holder on "go", the waiter on "waiter-go".
     wait_until(lambda: blocked_clients(redis) == 2, "the waiter to be ready")
 
     holder.kill()
     holder.wait(DEADLINE)
     # The dead holder's lease outlives it for a while.
-    assert raw(redis, "GET", seen["key"] + ":lock") == token.encode()
+    assert raw(redis, "GET", seen["lock_key"]) == token.encode()
     assert raw(redis, "RPUSH", "waiter-go", "1") == 1
 
     result = finish(waiter)
     mine = next_computation(redis)
     assert mine["pid"] == waiter.pid and mine["n"] == 2
     # The waiter did not take the lock: it computed after giving up waiting,
-    # while the dead holder's lock was still there (or had just expired).
-    assert mine["lock"] in (token, None)
+    # while the dead holder's lock was still there.
+    assert mine["lock"] == token
     assert result["result"] == {"by": waiter.pid, "n": 2}
     assert json.loads(raw(redis, "GET", seen["key"])) == {"by": waiter.pid, "n": 2}  # type: ignore[arg-type]
     assert raw(redis, "GET", "computations") == b"2"
+
+
+def command_calls(server: RedisServer, command: str) -> int:
+    """How many times the server has run a command (INFO commandstats)."""
+    info = raw(server, "INFO", "commandstats")
+    assert isinstance(info, bytes)
+    for line in info.decode().splitlines():
+        if line.startswith(f"cmdstat_{command}:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_lock_holder_killed_a_waiter_takes_over_when_the_lease_ends(
+    redis: RedisServer, processes: Any, flavor: str
+) -> None:
+    lease, lock_wait = 2.0, 8.0
+    holder = processes(redis, flavor, "holder", lock_wait=lock_wait, lock_lease=lease)
+    seen = next_computation(redis)
+    token = seen["lock"]
+    assert token is not None
+    waiters = [processes(redis, flavor, "waiter", lock_wait=lock_wait, lock_lease=lease)
+               for _ in range(2)]
+    # The holder sits in BLPOP "go", the waiters in BLPOP "waiter-go".
+    wait_until(lambda: blocked_clients(redis) == 3, "the waiters to be ready")
+
+    holder.kill()
+    holder.wait(DEADLINE)
+    assert raw(redis, "GET", seen["lock_key"]) == token.encode()  # its lease outlives it
+    pops, scripts = command_calls(redis, "blpop"), command_calls(redis, "eval")
+    released = time.monotonic()
+    assert raw(redis, "RPUSH", "waiter-go", "1", "1") == 2
+
+    mine = next_computation(redis)
+    took_over_after = time.monotonic() - released
+    # One waiter took the lock over: it computed holding a lock of its own,
+    # which it could only take once the dead holder's lease had run out ...
+    assert mine["pid"] in {w.pid for w in waiters} and mine["n"] == 2
+    assert mine["lock"] not in (token, None)
+    # ... and it did so when that lease ended (at most 2 s after the kill),
+    # not after lock_wait (8 s). Generous, but a waiter that ignored the
+    # lease could not meet it.
+    assert took_over_after < lock_wait, took_over_after
+
+    results = [finish(w) for w in waiters]
+    # The other waiter was woken by the new holder and read what it stored.
+    assert [r["result"] for r in results] == [{"by": mine["pid"], "n": 2}] * 2
+    assert raw(redis, "GET", "computations") == b"2"
+    assert raw(redis, "LLEN", "computing") == 0
+    assert raw(redis, "EXISTS", seen["lock_key"]) == 0
+    # Nobody polled: a handful of blocking pops and scripts, not a loop's worth
+    # (the test's own pop of "computing" and the waiters' of "waiter-go" included).
+    assert command_calls(redis, "blpop") - pops <= 12
+    assert command_calls(redis, "eval") - scripts <= 12
 
 
 # ---------------------------------------------------------------------------

@@ -11,14 +11,17 @@ decorated before the cache exists. What every decorated function gets:
 * concurrent misses of one key in one process wait for one computation
   (single flight); ``lock=True`` extends that across processes with a Redis
   lock whose lease renews while the computation runs, waiters being woken by
-  a blocking pop rather than by polling;
+  a blocking pop rather than by polling; a waiter never waits past the
+  holder's lease, so the lock of a process that died is taken over when its
+  lease runs out;
 * ``early_refresh=1.0`` recomputes an entry shortly before it expires, at a
   random moment weighted by how long the function takes (so not everyone at
   once);
 * fail-open: if Redis is unreachable the function still runs and returns;
-  a warning is logged at most every 30 s, and after repeated failures a
-  circuit breaker skips Redis for a while so calls do not each wait for a
-  timeout;
+  a warning is logged at most every 30 s, and the cache's
+  :class:`~redis_cache.CircuitBreaker` (``circuit_breaker=`` on the cache)
+  skips Redis after repeated failures, so calls do not each wait for a
+  timeout, and probes it so caching resumes soon after it is back;
 * ``fn.invalidate(*args, **kwargs)`` deletes exactly the entry that call
   would read; ``fn.key(...)`` shows it; ``fn.stats`` counts hits, misses,
   errors and time saved.
@@ -44,6 +47,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ._breaker import CircuitBreaker
 from .cache import RedisCache, SyncRedisCache, TTL
 from .errors import RedisCacheError, SerializationError
 from .keys import KeyBuilder, canonical_digest
@@ -130,51 +134,6 @@ def stats() -> dict[str, dict[str, float | int]]:
 # ---------------------------------------------------------------------- failures
 
 
-class CircuitBreaker:
-    """Stops trying Redis for ``reset_after`` seconds after ``threshold``
-    failures in a row, then lets one call through to see if it is back."""
-
-    def __init__(self, threshold: int = 5, reset_after: float = 10.0) -> None:
-        self.threshold = threshold
-        self.reset_after = reset_after
-        self._failures = 0
-        self._open_until = 0.0
-        self._lock = threading.Lock()
-
-    def allow(self) -> bool:
-        with self._lock:
-            if self._failures < self.threshold:
-                return True
-            if time.monotonic() >= self._open_until:
-                # Half open: one trial; a failure re-opens it at once.
-                self._failures = self.threshold - 1
-                return True
-            return False
-
-    def succeeded(self) -> None:
-        with self._lock:
-            self._failures = 0
-
-    def failed(self) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._failures >= self.threshold:
-                self._open_until = time.monotonic() + self.reset_after
-
-    @property
-    def open(self) -> bool:
-        return self._failures >= self.threshold and time.monotonic() < self._open_until
-
-
-def _breaker_of(cache: AnyCache) -> CircuitBreaker:
-    # One breaker per cache (shared with its twin): the server is the same.
-    owner = cache.__dict__.get("_twin_of", cache)
-    breaker = owner.__dict__.get("_breaker")
-    if breaker is None:
-        breaker = owner.__dict__["_breaker"] = CircuitBreaker()
-    return breaker  # type: ignore[no-any-return]
-
-
 class _Warnings:
     """Rate-limited warnings, one clock per function and kind."""
 
@@ -229,10 +188,7 @@ class _Binding:
 
     def get(self, kind: type[Any]) -> Any:
         cache = self._cache if self._cache is not None else get_default_cache()
-        twin = cache._twin(kind)
-        if twin is not cache:
-            twin.__dict__.setdefault("_twin_of", cache)
-        return twin
+        return cache._twin(kind)
 
 
 # ---------------------------------------------------------------------- typed reads
@@ -389,21 +345,21 @@ class _AsyncCached:
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         key = self.keys.key(args, kwargs)
         cache: RedisCache = self.binding.get(RedisCache)
-        breaker = _breaker_of(cache)
-        if breaker.allow():
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is not None:
             try:
-                if self.options.early_refresh:
-                    pending = cache.get(key, _MISSING, self.model.get())
-                    remaining = cache.execute_command("PTTL", cache._key_prefix + key.encode())
-                    value, remaining_ms = await asyncio.gather(pending, remaining)
-                else:
-                    value, remaining_ms = await cache.get(key, _MISSING, self.model.get()), None
+                with attempt:
+                    if self.options.early_refresh:
+                        pending = cache.get(key, _MISSING, self.model.get())
+                        remaining = cache.execute_command("PTTL", cache._key_prefix + key.encode())
+                        value, remaining_ms = await asyncio.gather(pending, remaining)
+                    else:
+                        value, remaining_ms = await cache.get(key, _MISSING, self.model.get()), None
             except SerializationError:
                 raise
             except RedisCacheError as exc:
-                self._failed(breaker, exc)
+                self._failed(exc)
             else:
-                breaker.succeeded()
                 if value is not _MISSING:
                     self.stats.count("hits")
                     if _refresh_due(self.options, self.stats, remaining_ms):
@@ -412,8 +368,7 @@ class _AsyncCached:
         self.stats.count("misses")
         return await self._single_flight(cache, key, args, kwargs)
 
-    def _failed(self, breaker: CircuitBreaker, exc: BaseException) -> None:
-        breaker.failed()
+    def _failed(self, exc: BaseException) -> None:
         self.stats.count("errors")
         self.warnings.warn(self.stats.name, exc)
 
@@ -438,7 +393,7 @@ class _AsyncCached:
             self.inflight.pop(slot, None)
 
     async def _compute(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
-        if self.options.lock and _breaker_of(cache).allow():
+        if self.options.lock and not cache.circuit_breaker.open:
             return await self._compute_locked(cache, key, args, kwargs)
         return await self._run_and_store(cache, key, args, kwargs)
 
@@ -446,13 +401,15 @@ class _AsyncCached:
         start = time.perf_counter()
         value = await self.func(*args, **kwargs)
         self.stats.count("computations", time.perf_counter() - start)
-        if _should_store(self.options, value) and _breaker_of(cache).allow():
+        attempt = cache.circuit_breaker.attempt() if _should_store(self.options, value) else None
+        if attempt is not None:
             try:
-                await cache.set(key, value, self.options.ttl)
+                with attempt:
+                    await cache.set(key, value, self.options.ttl)
             except SerializationError as exc:
                 self.warnings.cannot_store(self.stats.name, exc)
             except RedisCacheError as exc:
-                self._failed(_breaker_of(cache), exc)
+                self._failed(exc)
         return value
 
     async def _compute_locked(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
@@ -546,21 +503,21 @@ class _SyncCached:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         key = self.keys.key(args, kwargs)
         cache: SyncRedisCache = self.binding.get(SyncRedisCache)
-        breaker = _breaker_of(cache)
-        if breaker.allow():
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is not None:
             try:
-                value = cache.get(key, _MISSING, self.model.get())
-                remaining = (
-                    cache.execute_command("PTTL", cache._key_prefix + key.encode())
-                    if self.options.early_refresh and value is not _MISSING
-                    else None
-                )
+                with attempt:
+                    value = cache.get(key, _MISSING, self.model.get())
+                    remaining = (
+                        cache.execute_command("PTTL", cache._key_prefix + key.encode())
+                        if self.options.early_refresh and value is not _MISSING
+                        else None
+                    )
             except SerializationError:
                 raise
             except RedisCacheError as exc:
-                self._failed(breaker, exc)
+                self._failed(exc)
             else:
-                breaker.succeeded()
                 if value is not _MISSING:
                     self.stats.count("hits")
                     if _refresh_due(self.options, self.stats, remaining):
@@ -570,8 +527,7 @@ class _SyncCached:
         self.stats.count("misses")
         return self._single_flight(cache, key, args, kwargs)
 
-    def _failed(self, breaker: CircuitBreaker, exc: BaseException) -> None:
-        breaker.failed()
+    def _failed(self, exc: BaseException) -> None:
         self.stats.count("errors")
         self.warnings.warn(self.stats.name, exc)
 
@@ -599,7 +555,7 @@ class _SyncCached:
             flight.done.set()
 
     def _compute(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
-        if self.options.lock and _breaker_of(cache).allow():
+        if self.options.lock and not cache.circuit_breaker.open:
             return self._compute_locked(cache, key, args, kwargs)
         return self._run_and_store(cache, key, args, kwargs)
 
@@ -607,13 +563,15 @@ class _SyncCached:
         start = time.perf_counter()
         value = self.func(*args, **kwargs)
         self.stats.count("computations", time.perf_counter() - start)
-        if _should_store(self.options, value) and _breaker_of(cache).allow():
+        attempt = cache.circuit_breaker.attempt() if _should_store(self.options, value) else None
+        if attempt is not None:
             try:
-                cache.set(key, value, self.options.ttl)
+                with attempt:
+                    cache.set(key, value, self.options.ttl)
             except SerializationError as exc:
                 self.warnings.cannot_store(self.stats.name, exc)
             except RedisCacheError as exc:
-                self._failed(_breaker_of(cache), exc)
+                self._failed(exc)
         return value
 
     def _compute_locked(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
@@ -966,8 +924,13 @@ def cached(
     callable; default a hash of all arguments. ``namespace``: the key prefix
     instead of the function's qualified name. ``condition(result)``: store only
     when true. ``exclude`` / ``exclude_types``: arguments left out of the key.
-    ``lock``: single flight across processes. ``early_refresh``: recompute
-    before expiry (1.0 is a good start; higher refreshes earlier).
+    ``lock``: single flight across processes; ``lock_wait`` (5 s) is how long
+    a caller waits for another process's computation before computing itself,
+    ``lock_lease`` (10 s) how long the lock outlives a holder that died (a
+    live holder renews it), after which a waiter takes it over.
+    ``early_refresh``: recompute before expiry (1.0 is a good start; higher
+    refreshes earlier). Redis failures never fail the call; the cache's
+    ``circuit_breaker`` decides when Redis is skipped.
     """
     return _make_cached(cache, ttl=ttl, key=key, namespace=namespace, condition=condition,
                         exclude=exclude, exclude_types=exclude_types, lock=lock,

@@ -528,8 +528,8 @@ def test_lock_holder_killed_a_waiter_takes_over_when_the_lease_ends(
     assert raw(redis, "EXISTS", seen["lock_key"]) == 0
     # Nobody polled: a handful of blocking pops and scripts, not a loop's worth
     # (the test's own pop of "computing" and the waiters' of "waiter-go" included).
-    assert command_calls(redis, "blpop") - pops <= 12
-    assert command_calls(redis, "eval") - scripts <= 12
+    assert command_calls(redis, "blpop") - pops <= 20
+    assert command_calls(redis, "eval") - scripts <= 20
 
 
 # ---------------------------------------------------------------------------
@@ -951,14 +951,14 @@ def test_decorators_open_the_breaker_after_the_set_failures_and_probe_after_the_
         assert errors() == 2 and breaker.state == "closed"
         moments["opening"] = time.monotonic()
         call(2)  # the read fails: the third failure opens it; no store is tried
-        assert errors() == 3 and breaker.state == "open"
+        assert errors() == 3 and breaker.open
 
     def check_probed(errors: Callable[[], int]) -> None:
         # Only once probe_after has passed did a call try Redis (one, and it failed).
         assert errors() == 4
         waited = time.monotonic() - moments["opening"]
         assert probe_after <= waited < probe_after + 10, waited
-        assert breaker.state == "open"
+        assert breaker.open
 
     if flavor == "sync":
         with SyncRedisCache(port=server.port, namespace=NS, circuit_breaker=breaker) as cache:

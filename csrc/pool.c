@@ -242,12 +242,12 @@ static long long monotonic_ms(void)
 /* The backoff after `failures` failed attempts in a row, `down_for` ms
  * into an outage: doubling from 5 ms, at most 50 ms for the first 5 s (a
  * restart is noticed within 50 ms of the server accepting again), at most
- * 2 s after that; each scaled by a random factor in [0.5, 1) so that many
+ * 1 s after that; each scaled by a random factor in [0.5, 1) so that many
  * processes do not knock in step. The same rule as redis_cache.cache's
  * _Backoff for the async client. */
 static long long backoff_ms(int failures, long long down_for, unsigned int *seed)
 {
-    long long cap = down_for < 5000 ? 50 : 2000, step = 5;
+    long long cap = down_for < 5000 ? 50 : 1000, step = 5;
     int i;
 
     for (i = 1; i < failures && step < cap; i++)

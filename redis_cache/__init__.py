@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 from . import errors
+from ._breaker import CircuitBreaker
 from .cache import TTL, RedisCache, SyncRedisCache
 from .decorators import (
-    CircuitBreaker,
     cached,
     cached_batch,
     get_default_cache,

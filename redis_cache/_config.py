@@ -618,12 +618,18 @@ def _env_wait(text: str, variable: str) -> object:
 
 
 def _env_host(text: str, variable: str) -> object:
-    """Catch a URL put into REDIS_HOST, a common mix-up."""
+    """Check a host here, so that the message names the variable rather than
+    the ``host`` setting; and catch a URL put into REDIS_HOST, a common mix-up."""
     if "://" in text:
         raise ConfigurationError(
             f"{variable} takes a bare host name such as 'localhost'; put URLs in REDIS_URL"
         )
-    return text
+    return _check_host(text, variable)
+
+
+def _env_socket_path(text: str, variable: str) -> object:
+    """Check a socket path here, so that the message names the variable."""
+    return _check_socket_path(text, variable)
 
 
 def _env_text(text: str, variable: str) -> object:
@@ -639,7 +645,7 @@ _ENV_VARIABLES: tuple[tuple[str, str, Callable[[str, str], object], bool], ...] 
     ("REDIS_DB", "db", _env_int(0), True),
     ("REDIS_USERNAME", "username", _env_text, False),
     ("REDIS_PASSWORD", "password", _env_text, False),
-    ("REDIS_SOCKET_PATH", "unix_socket_path", _env_text, True),
+    ("REDIS_SOCKET_PATH", "unix_socket_path", _env_socket_path, True),
     ("REDIS_MAX_CONNECTIONS", "max_connections", _env_int(1), True),
     ("REDIS_SOCKET_TIMEOUT", "socket_timeout", _env_seconds, True),
     ("REDIS_SOCKET_CONNECT_TIMEOUT", "socket_connect_timeout", _env_seconds, True),

@@ -23,6 +23,7 @@ from os import PathLike
 from typing import Any, TypeVar, Union
 
 from . import _core
+from ._breaker import CircuitBreaker, breaker_from_setting
 from ._config import ConnectionSettings, parse_url, settings_from_env
 from .errors import ConfigurationError, ConnectionError, PoolTimeout, ProtocolError, TimeoutError
 from .serializers import SignedPickle
@@ -153,6 +154,7 @@ class _CacheSettings:
     _namespace: str | None
     _default_ttl: TTL
     _init_kwargs: dict[str, Any]
+    _circuit_breaker: CircuitBreaker
 
     @classmethod
     def from_url(cls: type[_C], url: str, **options: Any) -> _C:
@@ -172,6 +174,11 @@ class _CacheSettings:
     @property
     def default_ttl(self) -> TTL:
         return self._default_ttl
+
+    @property
+    def circuit_breaker(self) -> CircuitBreaker:
+        """What the decorators use to skip Redis while it is down (shared with the twin)."""
+        return self._circuit_breaker
 
     @property
     def settings(self) -> ConnectionSettings:
@@ -248,6 +255,7 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         stringify_keys: bool = False,
         connect_wait: float | None = 1.0,
         max_key_size: int = DEFAULT_MAX_KEY_SIZE,
+        circuit_breaker: CircuitBreaker | None = None,
     ) -> None:
         self._init_kwargs = _arguments(locals())
         settings = _connection_settings(self._init_kwargs)
@@ -280,6 +288,10 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         self._settings = settings
         self._namespace = namespace or None
         self._default_ttl = default_ttl
+        # Kept in the arguments too, so that a twin shares this breaker.
+        self._circuit_breaker = self._init_kwargs["circuit_breaker"] = breaker_from_setting(
+            circuit_breaker
+        )
 
     def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes the keys of this namespace matching a glob ``pattern`` and returns
@@ -326,7 +338,7 @@ class _Backoff:
     FIRST = 0.005
     FAST_CAP = 0.05
     FAST_FOR = 5.0
-    SLOW_CAP = 2.0
+    SLOW_CAP = 1.0
 
     def __init__(self) -> None:
         self.failures = 0
@@ -394,6 +406,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         stringify_keys: bool = False,
         connect_wait: float | None = 1.0,
         max_key_size: int = DEFAULT_MAX_KEY_SIZE,
+        circuit_breaker: CircuitBreaker | None = None,
         connections: int = 1,
         max_in_flight: int = 4096,
     ) -> None:
@@ -420,6 +433,10 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         self._settings = settings
         self._namespace = namespace or None
         self._default_ttl = default_ttl
+        # Kept in the arguments too, so that a twin shares this breaker.
+        self._circuit_breaker = self._init_kwargs["circuit_breaker"] = breaker_from_setting(
+            circuit_breaker
+        )
         self._backoff = _Backoff()
         self._connect_tasks: set[asyncio.Task[None]] = set()
         self._dedicated = _DedicatedPool(self, settings.max_connections)

@@ -11,14 +11,17 @@ decorated before the cache exists. What every decorated function gets:
 * concurrent misses of one key in one process wait for one computation
   (single flight); ``lock=True`` extends that across processes with a Redis
   lock whose lease renews while the computation runs, waiters being woken by
-  a blocking pop rather than by polling;
+  a blocking pop rather than by polling; a waiter never waits past the
+  holder's lease, so the lock of a process that died is taken over when its
+  lease runs out;
 * ``early_refresh=1.0`` recomputes an entry shortly before it expires, at a
   random moment weighted by how long the function takes (so not everyone at
   once);
 * fail-open: if Redis is unreachable the function still runs and returns;
-  a warning is logged at most every 30 s, and after repeated failures a
-  circuit breaker skips Redis for a while so calls do not each wait for a
-  timeout;
+  a warning is logged at most every 30 s, and the cache's
+  :class:`~redis_cache.CircuitBreaker` (``circuit_breaker=`` on the cache)
+  skips Redis after repeated failures, so calls do not each wait for a
+  timeout, and probes it so caching resumes soon after it is back;
 * ``fn.invalidate(*args, **kwargs)`` deletes exactly the entry that call
   would read; ``fn.key(...)`` shows it; ``fn.stats`` counts hits, misses,
   errors and time saved.
@@ -44,6 +47,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ._breaker import CircuitBreaker
 from .cache import RedisCache, SyncRedisCache, TTL
 from .errors import RedisCacheError, SerializationError
 from .keys import KeyBuilder, canonical_digest
@@ -130,51 +134,6 @@ def stats() -> dict[str, dict[str, float | int]]:
 # ---------------------------------------------------------------------- failures
 
 
-class CircuitBreaker:
-    """Stops trying Redis for ``reset_after`` seconds after ``threshold``
-    failures in a row, then lets one call through to see if it is back."""
-
-    def __init__(self, threshold: int = 5, reset_after: float = 10.0) -> None:
-        self.threshold = threshold
-        self.reset_after = reset_after
-        self._failures = 0
-        self._open_until = 0.0
-        self._lock = threading.Lock()
-
-    def allow(self) -> bool:
-        with self._lock:
-            if self._failures < self.threshold:
-                return True
-            if time.monotonic() >= self._open_until:
-                # Half open: one trial; a failure re-opens it at once.
-                self._failures = self.threshold - 1
-                return True
-            return False
-
-    def succeeded(self) -> None:
-        with self._lock:
-            self._failures = 0
-
-    def failed(self) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._failures >= self.threshold:
-                self._open_until = time.monotonic() + self.reset_after
-
-    @property
-    def open(self) -> bool:
-        return self._failures >= self.threshold and time.monotonic() < self._open_until
-
-
-def _breaker_of(cache: AnyCache) -> CircuitBreaker:
-    # One breaker per cache (shared with its twin): the server is the same.
-    owner = cache.__dict__.get("_twin_of", cache)
-    breaker = owner.__dict__.get("_breaker")
-    if breaker is None:
-        breaker = owner.__dict__["_breaker"] = CircuitBreaker()
-    return breaker  # type: ignore[no-any-return]
-
-
 class _Warnings:
     """Rate-limited warnings, one clock per function and kind."""
 
@@ -229,10 +188,7 @@ class _Binding:
 
     def get(self, kind: type[Any]) -> Any:
         cache = self._cache if self._cache is not None else get_default_cache()
-        twin = cache._twin(kind)
-        if twin is not cache:
-            twin.__dict__.setdefault("_twin_of", cache)
-        return twin
+        return cache._twin(kind)
 
 
 # ---------------------------------------------------------------------- typed reads
@@ -302,18 +258,72 @@ def _refresh_due(options: _Options, stats_: FunctionStats, remaining_ms: Any) ->
     return remaining_ms / 1000.0 <= delta * options.early_refresh * -math.log(random.random() or 1e-12)
 
 
-# Lua scripts for the cross-process lock: renew and release only if the
-# lock still holds this caller's token (it may have expired and moved on).
+# The cross-process lock (lock=True). The lock key holds the holder's token
+# for a lease that the holder renews while it computes; the wake-up key is a
+# list that the holder's release pushes to, so that waiters blocked in BLPOP
+# on it wake at once. A waiter never blocks longer than the holder's
+# remaining lease: if the holder died, the lock is taken over as soon as the
+# lease runs out, not when lock_wait does.
+#
+# Every script touches only the lock and wake-up keys, which share a hash
+# tag (see _lock_keys), so they stay usable on Redis Cluster.
+
+# Takes the lock (and drops wake-ups left by an earlier holder), or returns
+# the holder's remaining lease in ms (-1: a lock without expiry).
+_ACQUIRE = (
+    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+    "redis.call('del', KEYS[2]) return redis.status_reply('OK') end "
+    "return redis.call('pttl', KEYS[1])"
+)
+# Renew and release only if the lock still holds this caller's token (it may
+# have expired and moved on).
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) "
     "redis.call('rpush', KEYS[2], '1') redis.call('pexpire', KEYS[2], ARGV[2]) return 1 end return 0"
 )
+# A woken waiter passes the wake-up on to the next one, but only while the
+# lock is free: a wake-up left behind while a new holder computes would wake
+# its waiters early, again and again.
+_PASS_ON = (
+    "if redis.call('exists', KEYS[1]) == 0 then "
+    "redis.call('rpush', KEYS[2], '1') redis.call('pexpire', KEYS[2], ARGV[1]) end return 0"
+)
+
+#: A waiter tries to take a lock over this long after the holder's lease
+#: should have run out (a key expires only after its last millisecond), so
+#: that it does not arrive a moment early and have to wait again.
+_TAKEOVER_MARGIN = 0.05
+#: The shortest wait for a wake-up: BLPOP with 0 would wait forever.
+_SHORTEST_BLOCK = 0.01
+
+#: _acquire_or_wait's outcome when this caller took the lock.
+_ACQUIRED = object()
 
 
 def _lock_keys(cache: AnyCache, key: str) -> tuple[bytes, bytes]:
+    """The lock and wake-up keys of a cache key. They share a hash tag: the
+    key's own one if it has one, else the whole key in braces. Either way they
+    also hash to the cached value's slot (unless the key holds a stray '}')."""
     full = cache._key_prefix + key.encode()
-    return full + b":lock", full + b":wake"
+    opening = full.find(b"{")
+    has_tag = opening >= 0 and full.find(b"}", opening + 1) > opening + 1
+    base = full if has_tag else b"{" + full + b"}"
+    return base + b":lock", base + b":wake"
+
+
+def _blocking_time(lease_left_ms: Any, deadline: float, longest: float | None) -> float | None:
+    """How long a waiter blocks for the holder's wake-up: no longer than the
+    holder's remaining lease (then a dead holder's lock can be taken over),
+    nor the rest of lock_wait (None once it is over), nor ``longest``."""
+    wait = deadline - time.monotonic()
+    if wait <= 0:
+        return None
+    if isinstance(lease_left_ms, int) and lease_left_ms >= 0:
+        wait = min(wait, lease_left_ms / 1000 + _TAKEOVER_MARGIN)
+    if longest is not None:
+        wait = min(wait, longest)
+    return round(max(wait, _SHORTEST_BLOCK), 3)
 
 
 # ---------------------------------------------------------------------- async path
@@ -335,21 +345,21 @@ class _AsyncCached:
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         key = self.keys.key(args, kwargs)
         cache: RedisCache = self.binding.get(RedisCache)
-        breaker = _breaker_of(cache)
-        if breaker.allow():
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is not None:
             try:
-                if self.options.early_refresh:
-                    pending = cache.get(key, _MISSING, self.model.get())
-                    remaining = cache.execute_command("PTTL", cache._key_prefix + key.encode())
-                    value, remaining_ms = await asyncio.gather(pending, remaining)
-                else:
-                    value, remaining_ms = await cache.get(key, _MISSING, self.model.get()), None
+                with attempt:
+                    if self.options.early_refresh:
+                        pending = cache.get(key, _MISSING, self.model.get())
+                        remaining = cache.execute_command("PTTL", cache._key_prefix + key.encode())
+                        value, remaining_ms = await asyncio.gather(pending, remaining)
+                    else:
+                        value, remaining_ms = await cache.get(key, _MISSING, self.model.get()), None
             except SerializationError:
                 raise
             except RedisCacheError as exc:
-                self._failed(breaker, exc)
+                self._failed(exc)
             else:
-                breaker.succeeded()
                 if value is not _MISSING:
                     self.stats.count("hits")
                     if _refresh_due(self.options, self.stats, remaining_ms):
@@ -358,8 +368,7 @@ class _AsyncCached:
         self.stats.count("misses")
         return await self._single_flight(cache, key, args, kwargs)
 
-    def _failed(self, breaker: CircuitBreaker, exc: BaseException) -> None:
-        breaker.failed()
+    def _failed(self, exc: BaseException) -> None:
         self.stats.count("errors")
         self.warnings.warn(self.stats.name, exc)
 
@@ -384,7 +393,7 @@ class _AsyncCached:
             self.inflight.pop(slot, None)
 
     async def _compute(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
-        if self.options.lock and _breaker_of(cache).allow():
+        if self.options.lock and not cache.circuit_breaker.open:
             return await self._compute_locked(cache, key, args, kwargs)
         return await self._run_and_store(cache, key, args, kwargs)
 
@@ -392,13 +401,15 @@ class _AsyncCached:
         start = time.perf_counter()
         value = await self.func(*args, **kwargs)
         self.stats.count("computations", time.perf_counter() - start)
-        if _should_store(self.options, value) and _breaker_of(cache).allow():
+        attempt = cache.circuit_breaker.attempt() if _should_store(self.options, value) else None
+        if attempt is not None:
             try:
-                await cache.set(key, value, self.options.ttl)
+                with attempt:
+                    await cache.set(key, value, self.options.ttl)
             except SerializationError as exc:
                 self.warnings.cannot_store(self.stats.name, exc)
             except RedisCacheError as exc:
-                self._failed(_breaker_of(cache), exc)
+                self._failed(exc)
         return value
 
     async def _compute_locked(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
@@ -406,34 +417,44 @@ class _AsyncCached:
         token = secrets.token_hex(16)
         lease_ms = int(self.options.lock_lease * 1000)
         try:
-            acquired = await cache.execute_command("SET", lock_key, token, "NX", "PX", lease_ms)
-            if acquired == "OK":
-                await cache.execute_command("DEL", wake_key)
+            outcome = await self._acquire_or_wait(cache, key, lock_key, wake_key, token, lease_ms)
         except RedisCacheError:  # no lock to be had: compute unlocked
+            outcome = _MISSING
+        if outcome is _MISSING:
             return await self._run_and_store(cache, key, args, kwargs)
-        if acquired == "OK":
-            renewer = asyncio.create_task(self._renew(cache, lock_key, token, lease_ms))
-            try:
-                return await self._run_and_store(cache, key, args, kwargs)
-            finally:
-                renewer.cancel()
-                with contextlib.suppress(RedisCacheError):
-                    await cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token,
-                                                lease_ms)
-        # Another process computes: wait for its wake-up (a blocking pop on a
-        # connection of our own), pass the wake-up on to the next waiter, read.
-        value: Any = _MISSING
-        with contextlib.suppress(RedisCacheError):
-            value = await cache.get(key, _MISSING, self.model.get())
-            if value is _MISSING:
-                async with cache.dedicated() as conn:
-                    woke = await conn.execute_command("BLPOP", wake_key, self.options.lock_wait)
-                    if woke is not None:
-                        await conn.execute_command("RPUSH", wake_key, "1")
+        if outcome is not _ACQUIRED:
+            return outcome  # the value the holder stored
+        renewer = asyncio.create_task(self._renew(cache, lock_key, token, lease_ms))
+        try:
+            return await self._run_and_store(cache, key, args, kwargs)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(RedisCacheError):
+                await cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token,
+                                            lease_ms)
+
+    async def _acquire_or_wait(self, cache: RedisCache, key: str, lock_key: bytes,
+                               wake_key: bytes, token: str, lease_ms: int) -> Any:
+        """Takes the lock (_ACQUIRED), or waits for the process holding it: the
+        value it stored, or _MISSING once lock_wait is over. Waits are blocking
+        pops on a connection of our own, each no longer than the holder's
+        remaining lease, after which the lock of a holder that died is free."""
+        deadline = time.monotonic() + self.options.lock_wait
+        acquire = ("EVAL", _ACQUIRE, 2, lock_key, wake_key, token, lease_ms)
+        lease_left_ms = await cache.execute_command(*acquire)
+        if lease_left_ms == "OK":
+            return _ACQUIRED
+        async with cache.dedicated() as conn:
+            while (block := _blocking_time(lease_left_ms, deadline, None)) is not None:
+                if await conn.execute_command("BLPOP", wake_key, block) is not None:
+                    await cache.execute_command("EVAL", _PASS_ON, 2, lock_key, wake_key, lease_ms)
                 value = await cache.get(key, _MISSING, self.model.get())
-        if value is not _MISSING:
-            return value
-        return await self._run_and_store(cache, key, args, kwargs)
+                if value is not _MISSING:
+                    return value
+                lease_left_ms = await cache.execute_command(*acquire)
+                if lease_left_ms == "OK":
+                    return _ACQUIRED
+        return _MISSING
 
     async def _renew(self, cache: RedisCache, lock_key: bytes, token: str, lease_ms: int) -> None:
         with contextlib.suppress(RedisCacheError):
@@ -482,21 +503,21 @@ class _SyncCached:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         key = self.keys.key(args, kwargs)
         cache: SyncRedisCache = self.binding.get(SyncRedisCache)
-        breaker = _breaker_of(cache)
-        if breaker.allow():
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is not None:
             try:
-                value = cache.get(key, _MISSING, self.model.get())
-                remaining = (
-                    cache.execute_command("PTTL", cache._key_prefix + key.encode())
-                    if self.options.early_refresh and value is not _MISSING
-                    else None
-                )
+                with attempt:
+                    value = cache.get(key, _MISSING, self.model.get())
+                    remaining = (
+                        cache.execute_command("PTTL", cache._key_prefix + key.encode())
+                        if self.options.early_refresh and value is not _MISSING
+                        else None
+                    )
             except SerializationError:
                 raise
             except RedisCacheError as exc:
-                self._failed(breaker, exc)
+                self._failed(exc)
             else:
-                breaker.succeeded()
                 if value is not _MISSING:
                     self.stats.count("hits")
                     if _refresh_due(self.options, self.stats, remaining):
@@ -506,8 +527,7 @@ class _SyncCached:
         self.stats.count("misses")
         return self._single_flight(cache, key, args, kwargs)
 
-    def _failed(self, breaker: CircuitBreaker, exc: BaseException) -> None:
-        breaker.failed()
+    def _failed(self, exc: BaseException) -> None:
         self.stats.count("errors")
         self.warnings.warn(self.stats.name, exc)
 
@@ -535,7 +555,7 @@ class _SyncCached:
             flight.done.set()
 
     def _compute(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
-        if self.options.lock and _breaker_of(cache).allow():
+        if self.options.lock and not cache.circuit_breaker.open:
             return self._compute_locked(cache, key, args, kwargs)
         return self._run_and_store(cache, key, args, kwargs)
 
@@ -543,13 +563,15 @@ class _SyncCached:
         start = time.perf_counter()
         value = self.func(*args, **kwargs)
         self.stats.count("computations", time.perf_counter() - start)
-        if _should_store(self.options, value) and _breaker_of(cache).allow():
+        attempt = cache.circuit_breaker.attempt() if _should_store(self.options, value) else None
+        if attempt is not None:
             try:
-                cache.set(key, value, self.options.ttl)
+                with attempt:
+                    cache.set(key, value, self.options.ttl)
             except SerializationError as exc:
                 self.warnings.cannot_store(self.stats.name, exc)
             except RedisCacheError as exc:
-                self._failed(_breaker_of(cache), exc)
+                self._failed(exc)
         return value
 
     def _compute_locked(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
@@ -557,39 +579,50 @@ class _SyncCached:
         token = secrets.token_hex(16)
         lease_ms = int(self.options.lock_lease * 1000)
         try:
-            acquired = cache.execute_command("SET", lock_key, token, "NX", "PX", lease_ms)
-            if acquired == "OK":
-                cache.execute_command("DEL", wake_key)
+            outcome = self._acquire_or_wait(cache, key, lock_key, wake_key, token, lease_ms)
         except RedisCacheError:  # no lock to be had: compute unlocked
+            outcome = _MISSING
+        if outcome is _MISSING:
             return self._run_and_store(cache, key, args, kwargs)
-        if acquired == "OK":
-            stop = threading.Event()
-            renewer = threading.Thread(
-                target=self._renew, args=(cache, lock_key, token, lease_ms, stop), daemon=True
-            )
-            renewer.start()
-            try:
-                return self._run_and_store(cache, key, args, kwargs)
-            finally:
-                stop.set()
-                with contextlib.suppress(RedisCacheError):
-                    cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token, lease_ms)
-        value: Any = _MISSING
-        with contextlib.suppress(RedisCacheError):
+        if outcome is not _ACQUIRED:
+            return outcome  # the value the holder stored
+        stop = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew, args=(cache, lock_key, token, lease_ms, stop), daemon=True
+        )
+        renewer.start()
+        try:
+            return self._run_and_store(cache, key, args, kwargs)
+        finally:
+            stop.set()
+            with contextlib.suppress(RedisCacheError):
+                cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token, lease_ms)
+
+    def _acquire_or_wait(self, cache: SyncRedisCache, key: str, lock_key: bytes,
+                         wake_key: bytes, token: str, lease_ms: int) -> Any:
+        """Takes the lock (_ACQUIRED), or waits for the process holding it: the
+        value it stored, or _MISSING once lock_wait is over. Waits are blocking
+        pops, each no longer than the holder's remaining lease, after which the
+        lock of a holder that died is free."""
+        deadline = time.monotonic() + self.options.lock_wait
+        # A pop blocks one pooled connection; it must end before the socket
+        # timeout would break that connection.
+        timeout = cache.settings.socket_timeout
+        longest = None if timeout is None else timeout * 0.8
+        acquire = ("EVAL", _ACQUIRE, 2, lock_key, wake_key, token, lease_ms)
+        lease_left_ms = cache.execute_command(*acquire)
+        if lease_left_ms == "OK":
+            return _ACQUIRED
+        while (block := _blocking_time(lease_left_ms, deadline, longest)) is not None:
+            if cache.execute_command("BLPOP", wake_key, block) is not None:
+                cache.execute_command("EVAL", _PASS_ON, 2, lock_key, wake_key, lease_ms)
             value = cache.get(key, _MISSING, self.model.get())
-            if value is _MISSING:
-                # The pop blocks one pooled connection; it must end before the
-                # socket timeout would break that connection.
-                timeout = cache.settings.socket_timeout
-                wait = (self.options.lock_wait if timeout is None
-                        else min(self.options.lock_wait, timeout * 0.8))
-                woke = cache.execute_command("BLPOP", wake_key, round(wait, 3))
-                if woke is not None:
-                    cache.execute_command("RPUSH", wake_key, "1")
-                value = cache.get(key, _MISSING, self.model.get())
-        if value is not _MISSING:
-            return value
-        return self._run_and_store(cache, key, args, kwargs)
+            if value is not _MISSING:
+                return value
+            lease_left_ms = cache.execute_command(*acquire)
+            if lease_left_ms == "OK":
+                return _ACQUIRED
+        return _MISSING
 
     @staticmethod
     def _renew(cache: SyncRedisCache, lock_key: bytes, token: str, lease_ms: int,
@@ -891,8 +924,13 @@ def cached(
     callable; default a hash of all arguments. ``namespace``: the key prefix
     instead of the function's qualified name. ``condition(result)``: store only
     when true. ``exclude`` / ``exclude_types``: arguments left out of the key.
-    ``lock``: single flight across processes. ``early_refresh``: recompute
-    before expiry (1.0 is a good start; higher refreshes earlier).
+    ``lock``: single flight across processes; ``lock_wait`` (5 s) is how long
+    a caller waits for another process's computation before computing itself,
+    ``lock_lease`` (10 s) how long the lock outlives a holder that died (a
+    live holder renews it), after which a waiter takes it over.
+    ``early_refresh``: recompute before expiry (1.0 is a good start; higher
+    refreshes earlier). Redis failures never fail the call; the cache's
+    ``circuit_breaker`` decides when Redis is skipped.
     """
     return _make_cached(cache, ttl=ttl, key=key, namespace=namespace, condition=condition,
                         exclude=exclude, exclude_types=exclude_types, lock=lock,

@@ -9,6 +9,7 @@ import traceback
 
 import pytest
 
+from redis_cache import RedisCache, SyncRedisCache
 from redis_cache._config import ConnectionSettings, parse_url, settings_from_env
 from redis_cache.errors import ConfigurationError, RedisCacheError
 
@@ -565,6 +566,26 @@ def test_env_bad_url_names_variable_and_hides_password(url: str) -> None:
         settings_from_env({"REDIS_URL": url})
     assert str(info.value).startswith("REDIS_URL: ")
     assert_no_secret(info.value)
+
+
+BAD_ENV_TEXT = [
+    ("REDIS_HOST", "cache host"),
+    ("REDIS_HOST", "cache\thost"),
+    ("REDIS_SOCKET_PATH", "/tmp/r\0.sock"),
+]
+
+
+@pytest.mark.parametrize(("variable", "raw"), BAD_ENV_TEXT)
+def test_env_bad_host_and_socket_path_name_the_variable(variable: str, raw: str) -> None:
+    # Like every other variable's message, not "host ..." / "unix_socket_path ...",
+    # which are the Python settings the user never wrote.
+    for read in (settings_from_env, SyncRedisCache.from_env, RedisCache.from_env):
+        with pytest.raises(ConfigurationError) as info:
+            read({variable: raw, "REDIS_PASSWORD": SECRET})
+        message = str(info.value)
+        assert message.startswith(f"{variable} must be"), message
+        assert "unix_socket_path" not in message and not message.startswith("host")
+        assert_no_secret(info.value)
 
 
 def test_env_host_with_url_is_refused_with_hint() -> None:

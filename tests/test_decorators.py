@@ -35,7 +35,6 @@ from redis_raw import dbsize, keys, pttl, raw
 
 import redis_cache
 from redis_cache import RedisCache, SyncRedisCache, cached, set_default_cache
-from redis_cache.decorators import _breaker_of
 from redis_cache.testing import RedisServer
 
 NS = "dt"
@@ -814,7 +813,7 @@ def test_sync_function_through_an_async_cache(redis: RedisServer) -> None:
             await cache.close()
 
     assert runner(main()) == {"id": 2}
-    assert _breaker_of(cache._twin(SyncRedisCache)) is _breaker_of(cache)
+    assert cache._twin(SyncRedisCache).circuit_breaker is cache.circuit_breaker
 
 
 def test_async_function_through_a_sync_cache(run: Runner, redis: RedisServer) -> None:

@@ -6,13 +6,20 @@
   until every caller has missed, so the callers really overlap.
 * ``lock=True``: two real processes (``python -c`` scripts) miss one key at
   once; exactly one computes (counted with INCR on the server), the other is
-  woken when the value is stored, and when the holder is killed the waiter
-  computes itself after ``lock_wait``.
+  woken when the value is stored; when the holder is killed (SIGKILL), a
+  waiter takes the lock over once the dead holder's lease runs out, well
+  before ``lock_wait``, and the other waiter reads what it stored; with a
+  ``lock_wait`` shorter than the lease, the waiter computes after it.
 * ``early_refresh``: a hit recomputes (async: in the background, awaited
   through an Event set inside the function).
 * Fail-open: with the server stopped, decorated functions still return;
   one warning, not one per call; after 5 failures the circuit breaker stops
   trying Redis; after a restart caching resumes.
+* The circuit breaker's settings: ``failure_threshold`` failures in a row
+  open it, one probe goes after ``probe_after`` and later ones at growing
+  delays up to ``max_probe_after`` (a fake clock, no server); through the
+  decorators on a real server that is stopped; with the default breaker,
+  hits resume within seconds of the server's restart.
 
 Ordering comes from events, blocking pops and the server's own view
 (``INFO clients``: how many clients sit in BLPOP); the only waits are polls
@@ -31,6 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import pytest
@@ -39,7 +47,7 @@ from redis_raw import dbsize, keys, pttl, raw
 
 import redis_cache
 from redis_cache import CircuitBreaker, RedisCache, SyncRedisCache
-from redis_cache.decorators import _breaker_of
+from redis_cache.decorators import _lock_keys
 from redis_cache.testing import RedisServer
 
 NS = "st"
@@ -111,10 +119,14 @@ def test_100_concurrent_async_misses_compute_once(
                 return {"day": day, "n": computations}
 
             reset_stats(report)
+            lock_key = _lock_keys(cache, report.key("mon"))[0]
             callers = [asyncio.ensure_future(report("mon")) for _ in range(n)]
             # A miss is counted just before the caller joins the flight (no
             # await in between): all n counted means all n are in.
             await async_wait_until(lambda: report.stats.misses == n, "all callers to miss")
+            if lock:  # the one computation holds the Redis lock
+                await async_wait_until(lambda: raw(redis, "EXISTS", lock_key) == 1,
+                                       "the lock to be taken")
             release.set()
             results = await asyncio.gather(*callers)
             assert computations == 1
@@ -125,7 +137,7 @@ def test_100_concurrent_async_misses_compute_once(
             assert await report("mon") == {"day": "mon", "n": 1}
             assert computations == 1
             if lock:  # the lock was released (and the wake-up list is short-lived)
-                assert raw(redis, "EXISTS", f"{NS}:{report.key('mon')}:lock") == 0
+                assert raw(redis, "EXISTS", lock_key) == 0
 
     run(main())
 
@@ -313,6 +325,7 @@ def test_without_lock_a_function_raising_a_redis_error_runs_once(redis: RedisSer
 PROCESS_SCRIPT = r"""
 import asyncio, json, os, sys
 from redis_cache import RedisCache, SyncRedisCache
+from redis_cache.decorators import _lock_keys
 
 port, flavor, role = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 lock_wait, lock_lease = float(sys.argv[4]), float(sys.argv[5])
@@ -323,6 +336,7 @@ options = dict(lock=True, lock_wait=lock_wait, lock_lease=lock_lease, namespace=
 def describe(cache, fn, n, holder):
     key = cache._key_prefix + fn.key("report").encode()
     return json.dumps({"pid": os.getpid(), "n": n, "key": key.decode(),
+                       "lock_key": _lock_keys(cache, fn.key("report"))[0].decode(),
                        "lock": holder.decode() if holder else None})
 
 if flavor == "sync":
@@ -332,8 +346,7 @@ if flavor == "sync":
     @cache.cached(60, **options)
     def build(name):
         n = cache.execute_command("INCR", "computations")
-        lock_key = cache._key_prefix + build.key(name).encode() + b":lock"
-        holder = cache.execute_command("GET", lock_key)
+        holder = cache.execute_command("GET", _lock_keys(cache, build.key(name))[0])
         cache.execute_command("RPUSH", "computing", describe(cache, build, n, holder))
         if role == "holder":
             cache.execute_command("BLPOP", "go", 0)
@@ -349,8 +362,7 @@ else:
             @cache.cached(60, **options)
             async def build(name):
                 n = await cache.execute_command("INCR", "computations")
-                lock_key = cache._key_prefix + build.key(name).encode() + b":lock"
-                holder = await cache.execute_command("GET", lock_key)
+                holder = await cache.execute_command("GET", _lock_keys(cache, build.key(name))[0])
                 await cache.execute_command("RPUSH", "computing", describe(cache, build, n, holder))
                 if role == "holder":
                     async with cache.dedicated() as conn:
@@ -415,7 +427,7 @@ def test_lock_two_processes_compute_once_and_the_waiter_is_woken(
     seen = next_computation(redis)
     assert seen["n"] == 1 and seen["pid"] == holder.pid
     assert seen["lock"] is not None  # the holder computes holding the Redis lock
-    assert raw(redis, "GET", seen["key"] + ":lock") == seen["lock"].encode()
+    assert raw(redis, "GET", seen["lock_key"]) == seen["lock"].encode()
 
     assert raw(redis, "RPUSH", "waiter-go", "1") == 1
     waiter = processes(redis, waiter_flavor, "waiter", lock_wait=3600, lock_lease=10)
@@ -431,7 +443,7 @@ def test_lock_two_processes_compute_once_and_the_waiter_is_woken(
     assert woken["result"] == {"by": holder.pid, "n": 1}  # the holder's stored value
     assert raw(redis, "GET", "computations") == b"1"
     assert raw(redis, "LLEN", "computing") == 0  # the waiter never computed
-    assert raw(redis, "EXISTS", seen["key"] + ":lock") == 0
+    assert raw(redis, "EXISTS", seen["lock_key"]) == 0
     assert 0 < pttl(redis, seen["key"]) <= 60_000
 
 
@@ -439,29 +451,85 @@ def test_lock_two_processes_compute_once_and_the_waiter_is_woken(
 def test_lock_holder_killed_waiter_computes_after_lock_wait(
     redis: RedisServer, processes: Any, flavor: str
 ) -> None:
-    holder = processes(redis, flavor, "holder", lock_wait=0.5, lock_lease=1.0)
+    # lock_wait is far shorter than the lease: the waiter gives up on the dead
+    # holder before its lease ends (test_decorators_faults.py has the takeover).
+    holder = processes(redis, flavor, "holder", lock_wait=0.5, lock_lease=600)
     seen = next_computation(redis)
     token = seen["lock"]
     assert token is not None
-    waiter = processes(redis, flavor, "waiter", lock_wait=0.5, lock_lease=1.0)
+    waiter = processes(redis, flavor, "waiter", lock_wait=0.5, lock_lease=600)
     # Both sit in a BLPOP: the holder on "go", the waiter on "waiter-go".
     wait_until(lambda: blocked_clients(redis) == 2, "the waiter to be ready")
 
     holder.kill()
     holder.wait(DEADLINE)
     # The dead holder's lease outlives it for a while.
-    assert raw(redis, "GET", seen["key"] + ":lock") == token.encode()
+    assert raw(redis, "GET", seen["lock_key"]) == token.encode()
     assert raw(redis, "RPUSH", "waiter-go", "1") == 1
 
     result = finish(waiter)
     mine = next_computation(redis)
     assert mine["pid"] == waiter.pid and mine["n"] == 2
     # The waiter did not take the lock: it computed after giving up waiting,
-    # while the dead holder's lock was still there (or had just expired).
-    assert mine["lock"] in (token, None)
+    # while the dead holder's lock was still there.
+    assert mine["lock"] == token
     assert result["result"] == {"by": waiter.pid, "n": 2}
     assert json.loads(raw(redis, "GET", seen["key"])) == {"by": waiter.pid, "n": 2}  # type: ignore[arg-type]
     assert raw(redis, "GET", "computations") == b"2"
+
+
+def command_calls(server: RedisServer, command: str) -> int:
+    """How many times the server has run a command (INFO commandstats)."""
+    info = raw(server, "INFO", "commandstats")
+    assert isinstance(info, bytes)
+    for line in info.decode().splitlines():
+        if line.startswith(f"cmdstat_{command}:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_lock_holder_killed_a_waiter_takes_over_when_the_lease_ends(
+    redis: RedisServer, processes: Any, flavor: str
+) -> None:
+    lease, lock_wait = 2.0, 8.0
+    holder = processes(redis, flavor, "holder", lock_wait=lock_wait, lock_lease=lease)
+    seen = next_computation(redis)
+    token = seen["lock"]
+    assert token is not None
+    waiters = [processes(redis, flavor, "waiter", lock_wait=lock_wait, lock_lease=lease)
+               for _ in range(2)]
+    # The holder sits in BLPOP "go", the waiters in BLPOP "waiter-go".
+    wait_until(lambda: blocked_clients(redis) == 3, "the waiters to be ready")
+
+    holder.kill()
+    holder.wait(DEADLINE)
+    assert raw(redis, "GET", seen["lock_key"]) == token.encode()  # its lease outlives it
+    pops, scripts = command_calls(redis, "blpop"), command_calls(redis, "eval")
+    released = time.monotonic()
+    assert raw(redis, "RPUSH", "waiter-go", "1", "1") == 2
+
+    mine = next_computation(redis)
+    took_over_after = time.monotonic() - released
+    # One waiter took the lock over: it computed holding a lock of its own,
+    # which it could only take once the dead holder's lease had run out ...
+    assert mine["pid"] in {w.pid for w in waiters} and mine["n"] == 2
+    assert mine["lock"] not in (token, None)
+    # ... and it did so when that lease ended (at most 2 s after the kill),
+    # not after lock_wait (8 s). Generous, but a waiter that ignored the
+    # lease could not meet it.
+    assert took_over_after < lock_wait, took_over_after
+
+    results = [finish(w) for w in waiters]
+    # The other waiter was woken by the new holder and read what it stored.
+    assert [r["result"] for r in results] == [{"by": mine["pid"], "n": 2}] * 2
+    assert raw(redis, "GET", "computations") == b"2"
+    assert raw(redis, "LLEN", "computing") == 0
+    assert raw(redis, "EXISTS", seen["lock_key"]) == 0
+    # Nobody polled: a handful of blocking pops and scripts, not a loop's worth
+    # (the test's own pop of "computing" and the waiters' of "waiter-go" included).
+    assert command_calls(redis, "blpop") - pops <= 20
+    assert command_calls(redis, "eval") - scripts <= 20
 
 
 # ---------------------------------------------------------------------------
@@ -544,6 +612,11 @@ def test_no_early_refresh_when_off_or_far_from_expiry(
 # ---------------------------------------------------------------------------
 
 
+def breaker_that_stays_open() -> CircuitBreaker:
+    """A breaker that, once open, stays open for the whole test: no probe."""
+    return CircuitBreaker(5, probe_after=3600, max_probe_after=3600)
+
+
 def unavailable_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "cache unavailable" in r.getMessage()]
 
@@ -552,7 +625,8 @@ def test_sync_fail_open_warns_once_and_opens_the_breaker(
     redis_server_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = redis_server_factory()
-    with SyncRedisCache(port=server.port, namespace=NS) as cache:
+    with SyncRedisCache(port=server.port, namespace=NS,
+                        circuit_breaker=breaker_that_stays_open()) as cache:
 
         @cache.cached(60)
         def double(x: int) -> int:
@@ -566,7 +640,7 @@ def test_sync_fail_open_warns_once_and_opens_the_breaker(
         reset_stats(triple)
         assert double(1) == 2  # stored while the server is up
         server.stop()
-        breaker = _breaker_of(cache)
+        breaker = cache.circuit_breaker
         with caplog.at_level(logging.WARNING, logger="redis_cache"):
             assert [double(x) for x in range(10)] == [x * 2 for x in range(10)]
             assert breaker.open
@@ -589,7 +663,8 @@ def test_async_fail_open_warns_once_and_opens_the_breaker(
     server = redis_server_factory()
 
     async def main() -> None:
-        async with RedisCache(port=server.port, namespace=NS) as cache:
+        async with RedisCache(port=server.port, namespace=NS,
+                              circuit_breaker=breaker_that_stays_open()) as cache:
 
             @cache.cached(60, lock=True)
             async def double(x: int) -> int:
@@ -606,7 +681,7 @@ def test_async_fail_open_warns_once_and_opens_the_breaker(
             reset_stats(double)
             assert await double(1) == 2
             server.stop()
-            breaker = _breaker_of(cache)
+            breaker = cache.circuit_breaker
             assert [await double(x) for x in range(10)] == [x * 2 for x in range(10)]
             assert breaker.open
             assert double.stats.errors == 5
@@ -626,7 +701,7 @@ def test_sync_function_on_an_async_cache_fails_open_through_the_shared_breaker(
     redis_server_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = redis_server_factory()
-    cache = RedisCache(port=server.port, namespace=NS)
+    cache = RedisCache(port=server.port, namespace=NS, circuit_breaker=breaker_that_stays_open())
 
     @cache.cached(60)
     def double(x: int) -> int:
@@ -636,7 +711,8 @@ def test_sync_function_on_an_async_cache_fails_open_through_the_shared_breaker(
     server.stop()
     with caplog.at_level(logging.WARNING, logger="redis_cache"):
         assert [double(x) for x in range(8)] == [x * 2 for x in range(8)]
-    assert _breaker_of(cache).open  # the async cache's breaker, shared with its twin
+    assert cache._twin(SyncRedisCache).circuit_breaker is cache.circuit_breaker
+    assert cache.circuit_breaker.open  # the async cache's breaker, shared with its twin
     assert double.stats.errors == 5
     assert len(unavailable_warnings(caplog)) == 1
     Runner("asyncio")(cache.close())
@@ -651,14 +727,14 @@ def test_caching_resumes_after_a_restart_and_the_breaker_reset(
     stored_key: list[str] = []
 
     def check_open(f: Any, cache: Any) -> None:
-        breaker = _breaker_of(cache)
-        assert breaker.threshold == 2
+        breaker = cache.circuit_breaker
+        assert breaker.failure_threshold == 2
         assert breaker.open
         assert f.stats.errors == 2
 
     if flavor == "sync":
-        with SyncRedisCache(port=server.port, namespace=NS) as cache:
-            cache.__dict__["_breaker"] = CircuitBreaker(threshold=2, reset_after=0.2)
+        with SyncRedisCache(port=server.port, namespace=NS,
+                            circuit_breaker=CircuitBreaker(2, probe_after=0.2)) as cache:
 
             @cache.cached(60)
             def double(x: int) -> int:
@@ -678,12 +754,12 @@ def test_caching_resumes_after_a_restart_and_the_breaker_reset(
             computed = len(calls)
             assert double(1) == 2
             assert len(calls) == computed  # a hit
-            assert not _breaker_of(cache).open
+            assert not cache.circuit_breaker.open
     else:
 
         async def main() -> None:
-            async with RedisCache(port=server.port, namespace=NS) as cache:
-                cache.__dict__["_breaker"] = CircuitBreaker(threshold=2, reset_after=0.2)
+            async with RedisCache(port=server.port, namespace=NS,
+                                  circuit_breaker=CircuitBreaker(2, probe_after=0.2)) as cache:
 
                 @cache.cached(60)
                 async def double(x: int) -> int:
@@ -705,24 +781,275 @@ def test_caching_resumes_after_a_restart_and_the_breaker_reset(
                 computed = len(calls)
                 assert await double(1) == 2
                 assert len(calls) == computed
-                assert not _breaker_of(cache).open
+                assert not cache.circuit_breaker.open
 
         Runner("asyncio")(main())
     assert set(calls) == {1}
     assert keys(server) == [stored_key[0].encode()]
 
 
-def test_circuit_breaker_half_opens_after_reset() -> None:
-    breaker = CircuitBreaker(threshold=2, reset_after=3600)
-    assert breaker.allow() and not breaker.open
-    breaker.failed()
-    assert breaker.allow() and not breaker.open
-    breaker.failed()
-    assert breaker.open and not breaker.allow()
-    breaker.succeeded()
-    assert not breaker.open and breaker.allow()
-    instant = CircuitBreaker(threshold=1, reset_after=0)
-    instant.failed()
-    assert instant.allow()  # reset_after passed: one trial goes through
-    instant.failed()  # the trial failed: open again at once
-    assert instant._failures == 1
+# ---------------------------------------------------------------------------
+# the circuit breaker's settings
+# ---------------------------------------------------------------------------
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def refused(breaker: CircuitBreaker) -> bool:
+    """One call that cannot reach Redis; False when the breaker skipped it."""
+    attempt = breaker.attempt()
+    if attempt is None:
+        return False
+    with pytest.raises(redis_cache.ConnectionError), attempt:
+        raise redis_cache.ConnectionError("connection refused")
+    return True
+
+
+def answered(breaker: CircuitBreaker, reply: Exception | None = None) -> bool:
+    """One call that Redis answers (with ``reply`` raised, if given)."""
+    attempt = breaker.attempt()
+    if attempt is None:
+        return False
+    with pytest.raises(type(reply)) if reply else nullcontext(), attempt:
+        if reply is not None:
+            raise reply
+    return True
+
+
+def test_circuit_breaker_opens_after_failure_threshold_failures_in_a_row() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(3, probe_after=0.5, max_probe_after=4, clock=clock)
+    assert refused(breaker) and refused(breaker)
+    assert answered(breaker)  # in a row: an answer starts the count again
+    assert refused(breaker) and refused(breaker)
+    assert breaker.state == "closed" and not breaker.open
+    assert refused(breaker)  # the third in a row
+    assert breaker.state == "open" and breaker.open
+    assert breaker.attempt() is None
+    clock.now += 0.49
+    assert breaker.attempt() is None  # not before probe_after
+
+
+def test_circuit_breaker_probes_once_after_probe_after_and_backs_off_up_to_the_cap() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, probe_after=0.5, max_probe_after=4, clock=clock)
+    assert refused(breaker)
+    clock.now += 0.5
+    assert breaker.state == "half-open"
+    probe = breaker.attempt()
+    assert probe is not None
+    assert breaker.attempt() is None  # one probe at a time ...
+    clock.now += 100
+    assert breaker.attempt() is None  # ... however long it takes
+    with pytest.raises(redis_cache.TimeoutError), probe:
+        raise redis_cache.TimeoutError("no answer")
+    assert breaker.state == "open"
+    # Each failed probe waits longer (at random, never less than probe_after
+    # nor more than the cap) until Redis answers.
+    delays = []
+    for _ in range(100):
+        failed_at = clock.now
+        while not refused(breaker):
+            clock.now += 0.01
+        delays.append(clock.now - failed_at)
+    assert all(0.5 - 1e-6 <= d <= 4 + 0.01 + 1e-6 for d in delays), delays
+    assert delays[0] <= 3 * 0.5 + 0.01  # it starts short: at most 3 x probe_after
+    assert max(delays) > 3  # and grows to about the cap
+    while not answered(breaker):
+        clock.now += 0.01
+    assert breaker.state == "closed" and not breaker.open
+    # Closed again: the next outage starts over from probe_after.
+    assert refused(breaker) and breaker.open
+    clock.now += 0.5
+    assert breaker.state == "half-open"
+
+
+def test_circuit_breaker_error_replies_are_answers_and_a_cancelled_probe_is_nothing() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(2, probe_after=1, max_probe_after=1, clock=clock)
+    # Redis answering with an error, or with a value that cannot be decoded,
+    # is Redis being up: neither counts toward opening.
+    for _ in range(3):
+        assert refused(breaker)
+        assert answered(breaker, redis_cache.ResponseError("WRONGTYPE"))
+        assert answered(breaker, redis_cache.SerializationError("not JSON"))
+    assert not breaker.open
+    # A call that started before the breaker opened and fails afterwards does
+    # not push the probe back.
+    late = breaker.attempt()
+    assert late is not None
+    assert refused(breaker) and refused(breaker) and breaker.open
+    clock.now += 0.9
+    with pytest.raises(redis_cache.ConnectionError), late:
+        raise redis_cache.ConnectionError("reset")
+    clock.now += 0.1
+    probe = breaker.attempt()
+    assert probe is not None
+    # A probe cancelled (or interrupted) says nothing about Redis: the next
+    # caller probes instead, at once.
+    with pytest.raises(asyncio.CancelledError), probe:
+        raise asyncio.CancelledError
+    assert breaker.open
+    probe = breaker.attempt()
+    assert probe is not None
+    with pytest.raises(KeyboardInterrupt), probe:
+        raise KeyboardInterrupt
+    # An error reply to the probe closes the breaker.
+    assert answered(breaker, redis_cache.ResponseError("LOADING"))
+    assert breaker.state == "closed"
+
+
+def test_circuit_breaker_settings_are_checked_and_reach_both_caches(
+    redis: RedisServer,
+) -> None:
+    for bad in [dict(failure_threshold=0), dict(failure_threshold=2.0),
+                dict(failure_threshold=True), dict(probe_after=-1),
+                dict(probe_after=math.nan), dict(max_probe_after=math.inf),
+                dict(probe_after=2, max_probe_after=1), dict(probe_after="1")]:
+        with pytest.raises(redis_cache.ConfigurationError) as info:
+            CircuitBreaker(**bad)  # type: ignore[arg-type]
+        assert next(iter(bad)) in str(info.value)
+    with pytest.raises(redis_cache.ConfigurationError, match="circuit_breaker"):
+        SyncRedisCache(port=redis.port, circuit_breaker=5)  # type: ignore[arg-type]
+    default = CircuitBreaker()
+    assert (default.failure_threshold, default.probe_after, default.max_probe_after) == (
+        5, 0.1, 1.0)
+    breaker = CircuitBreaker(3, probe_after=0.25, max_probe_after=2)
+    assert repr(breaker) == (
+        "<CircuitBreaker closed failure_threshold=3 probe_after=0.25 max_probe_after=2.0>")
+    async_cache = RedisCache.from_url(redis.url, circuit_breaker=breaker)
+    with SyncRedisCache(port=redis.port, circuit_breaker=breaker) as sync_cache:
+        assert sync_cache.circuit_breaker is breaker
+        assert async_cache.circuit_breaker is breaker
+        # A decorator's twin of either kind shares it: the server is the same.
+        assert async_cache._twin(SyncRedisCache).circuit_breaker is breaker
+        assert sync_cache._twin(RedisCache).circuit_breaker is breaker
+        assert SyncRedisCache(port=redis.port).circuit_breaker is not breaker
+    Runner("asyncio")(async_cache.close())
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_decorators_open_the_breaker_after_the_set_failures_and_probe_after_the_set_delay(
+    redis_server_factory: Any, flavor: str
+) -> None:
+    server = redis_server_factory()
+    probe_after = 1.0
+    breaker = CircuitBreaker(3, probe_after=probe_after, max_probe_after=probe_after)
+    moments: dict[str, float] = {}
+
+    def check_opening(call: Callable[[int], Any], errors: Callable[[], int]) -> None:
+        server.stop()
+        call(1)  # the read fails, then the store: two failures
+        assert errors() == 2 and breaker.state == "closed"
+        moments["opening"] = time.monotonic()
+        call(2)  # the read fails: the third failure opens it; no store is tried
+        assert errors() == 3 and breaker.open
+
+    def check_probed(errors: Callable[[], int]) -> None:
+        # Only once probe_after has passed did a call try Redis (one, and it failed).
+        assert errors() == 4
+        waited = time.monotonic() - moments["opening"]
+        assert probe_after <= waited < probe_after + 10, waited
+        assert breaker.open
+
+    if flavor == "sync":
+        with SyncRedisCache(port=server.port, namespace=NS, circuit_breaker=breaker) as cache:
+
+            @cache.cached(60)
+            def double(x: int) -> int:
+                return x * 2
+
+            reset_stats(double)
+            check_opening(double, lambda: double.stats.errors)
+            wait_until(lambda: double(3) == 6 and double.stats.errors > 3, "a probe")
+            check_probed(lambda: double.stats.errors)
+    else:
+        # check_opening drives the loop itself: run it outside asyncio.run.
+        loop = asyncio.new_event_loop()
+        try:
+            cache = RedisCache(port=server.port, namespace=NS, circuit_breaker=breaker)
+
+            @cache.cached(60)
+            async def double(x: int) -> int:
+                return x * 2
+
+            reset_stats(double)
+            check_opening(lambda x: loop.run_until_complete(double(x)),
+                          lambda: double.stats.errors)
+
+            async def probed_once() -> None:
+                await async_wait_until(lambda: breaker.state == "half-open", "half-open")
+                # Fifty calls at once: one of them probes, the others skip Redis.
+                results = await asyncio.gather(*(double(x) for x in range(50)))
+                assert results == [x * 2 for x in range(50)]
+
+            loop.run_until_complete(probed_once())
+            check_probed(lambda: double.stats.errors)
+            loop.run_until_complete(cache.close())
+        finally:
+            loop.close()
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_decorator_hits_resume_soon_after_redis_returns(
+    redis_server_factory: Any, flavor: str
+) -> None:
+    # The default breaker: probes start 0.1 s after it opens and are at most
+    # 1 s apart however long Redis stays down.
+    server = redis_server_factory()
+    calls: list[int] = []
+
+    def fn(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    if flavor == "sync":
+        cache: Any = SyncRedisCache(port=server.port, namespace=NS)
+        double = call = cache.cached(60)(fn)
+        runner = None
+    else:
+        cache = RedisCache(port=server.port, namespace=NS)
+
+        @cache.cached(60)
+        async def double(x: int) -> int:
+            return fn(x)
+
+        runner = asyncio.new_event_loop()
+
+        def call(x: int) -> int:
+            return runner.run_until_complete(double(x))  # type: ignore[union-attr]
+    try:
+        reset_stats(double)
+        assert call(1) == 2 and call(1) == 2
+        assert double.stats.hits == 1
+        server.kill()
+        # Calls go on without Redis; the breaker opens, and probes fail while
+        # it stays down (5 failures open it, then one per probe).
+        wait_until(lambda: call(1) == 2 and double.stats.errors >= 5 + 3,
+                   "the breaker to open and three probes to fail")
+        assert cache.circuit_breaker.open
+        hits = double.stats.hits
+        server.start()
+        back = time.monotonic()
+        wait_until(lambda: call(1) == 2 and double.stats.hits > hits, "hits to resume")
+        resumed_after = time.monotonic() - back
+        # Within about a second (the probe delay) plus the async engine's own
+        # reconnect backoff; generous for a loaded machine, and far below the
+        # fixed 10 s the breaker used to wait.
+        assert resumed_after < 5, resumed_after
+        assert not cache.circuit_breaker.open
+        assert raw(server, "EXISTS", f"{NS}:{double.key(1)}") == 1
+    finally:
+        if runner is None:
+            cache.close()
+        else:
+            runner.run_until_complete(cache.close())
+            runner.close()

@@ -440,10 +440,18 @@ static PyMethodDef SyncClient_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *SyncClient_get_connect_failures(SyncClient *self, void *unused)
+{
+    (void)unused;
+    return PyLong_FromLong(self->ready ? self->pool.failures : 0);
+}
+
 static PyGetSetDef SyncClient_getset[] = {
     {"closed", (getter)SyncClient_get_closed, NULL, "True once close() was called.", NULL},
     {"_key_prefix", (getter)rc_client_key_prefix, NULL,
      "The bytes put before every key (\"namespace:\").", NULL},
+    {"_connect_failures", (getter)SyncClient_get_connect_failures, NULL,
+     "Connect attempts that failed in a row (0 once one succeeds).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -145,7 +145,7 @@ def test_no_leak_with_a_failing_custom_serializer(server: RedisServer) -> None:
 
 
 def test_no_leak_when_the_server_refuses_connections() -> None:
-    with SyncRedisCache(port=free_port(), socket_connect_timeout=5) as cache:
+    with SyncRedisCache(port=free_port(), socket_connect_timeout=5, connect_wait=0) as cache:
         assert_no_growth(_expect(ConnectionError, lambda: cache.get("k")), n=5_000)
 
 

@@ -441,6 +441,13 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         self._connect_tasks: set[asyncio.Task[None]] = set()
         self._dedicated = _DedicatedPool(self, settings.max_connections)
 
+    @property
+    def last_connect_error(self) -> str | None:
+        """Why the last attempt to connect failed, while the cache has had no
+        successful one since; None otherwise. For health checks and logs."""
+        error = self._backoff.error
+        return None if error is None else error[1]
+
     async def connect(self) -> None:
         """Connects now rather than on first use, raising if the server is unreachable."""
         await self.ping()

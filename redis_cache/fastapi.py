@@ -1058,6 +1058,10 @@ def health_router(
         started = time.perf_counter()
         try:
             await asyncio.wait_for(cache.ping(), timeout)
+        except asyncio.TimeoutError as exc:
+            # Still waiting for a connection: say why the last attempt failed.
+            reason = getattr(cache, "last_connect_error", None)
+            return down(f"{_describe(exc)}: {reason}" if reason else _describe(exc))
         except Exception as exc:  # noqa: BLE001
             return down(_describe(exc))
         latency = (time.perf_counter() - started) * 1000

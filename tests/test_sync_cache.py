@@ -112,7 +112,9 @@ def acl(acl_server: RedisServer) -> RedisServer:
 
 
 def dead_port_cache(**options: Any) -> SyncRedisCache:
-    """A cache pointed at a port nobody listens on: any round trip fails."""
+    """A cache pointed at a port nobody listens on: any round trip fails (at
+    once: connect_wait=0, unless the test says otherwise)."""
+    options.setdefault("connect_wait", 0)
     return SyncRedisCache(host="127.0.0.1", port=free_port(), **options)
 
 

@@ -1,6 +1,6 @@
 """Build script for the redis_cache C extension.
 
-hiredis, zstd and zlib are found with pkg-config. Environment switches:
+hiredis, zstd, zlib and OpenSSL are found with pkg-config. Environment switches:
 
 * ``REDIS_CACHE_STRICT=1``: compile with ``-Wall -Wextra -Werror`` (development and CI).
 * ``REDIS_CACHE_SANITIZE=1``: build with AddressSanitizer and UBSan (``make sanitize``).
@@ -17,15 +17,16 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 #: The C libraries, as pkg-config names them, with the oldest version that works.
-LIBRARIES = {"hiredis": "0.14.1", "libzstd": "1.4.0", "zlib": "1.2.8"}
+LIBRARIES = {"hiredis": "0.14.1", "libzstd": "1.4.0", "zlib": "1.2.8", "openssl": "1.1.1"}
 
 MISSING_LIBRARIES = """
-redis_cache needs the C libraries hiredis (0.14.1 or newer), zstd and zlib, and
-pkg-config to find them. Install them, then build again:
+redis_cache needs the C libraries hiredis (0.14.1 or newer), zstd, zlib and
+OpenSSL (1.1.1 or newer), and pkg-config to find them. Install them, then build
+again:
 
-    Debian / Ubuntu:  sudo apt-get install libhiredis-dev libzstd-dev zlib1g-dev pkg-config
-    Fedora / RHEL:    sudo dnf install hiredis-devel libzstd-devel zlib-devel pkgconf-pkg-config
-    macOS (Homebrew): brew install hiredis zstd pkg-config
+    Debian / Ubuntu:  sudo apt-get install libhiredis-dev libzstd-dev zlib1g-dev libssl-dev pkg-config
+    Fedora / RHEL:    sudo dnf install hiredis-devel libzstd-devel zlib-devel openssl-devel pkgconf-pkg-config
+    macOS (Homebrew): brew install hiredis zstd openssl pkg-config
 """
 
 

@@ -21,6 +21,7 @@ typedef struct {
     rc_mux *muxes[RC_MAX_MUX];
     size_t n_mux, next;
     rc_mux_limits limits;
+    rc_tls_context *tls; /* NULL: plain TCP */
     int ready, closed;
 } AsyncClient;
 
@@ -54,13 +55,14 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
                              "compression",       "compression_threshold",
                              "compression_level", "max_decompressed_size",
                              "stringify_keys",    "connect_wait",
-                             "max_key_size",      NULL};
+                             "max_key_size",      "tls",
+                             NULL};
     rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     PyObject *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL,
-             *socket_timeout = Py_None, *connect_wait = Py_None;
+             *socket_timeout = Py_None, *connect_wait = Py_None, *tls = Py_None;
     Py_ssize_t max_in_flight = 4096, connections = 1, max_key_size = RC_DEFAULT_MAX_KEY_SIZE;
     rc_state *st = self->base.state;
-    int rc;
+    int rc, no_tls;
 
     if (self->ready) {
         PyErr_SetString(PyExc_RuntimeError, "the cache is already initialized");
@@ -68,12 +70,14 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
     }
     /* A failed __init__ may be called again: start from nothing. */
     rc_keyspace_clear(&self->base.ks);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnnOninpOn:RedisCache", kwlist,
+    rc_tls_context_unref(self->tls);
+    self->tls = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnnOninpOnO:RedisCache", kwlist,
                                      &namespace_, &default_ttl, &serializer, &socket_timeout,
                                      &max_in_flight, &connections, &compress.compression,
                                      &compress.threshold, &compress.level,
                                      &compress.max_decompressed, &compress.stringify_keys,
-                                     &connect_wait, &max_key_size))
+                                     &connect_wait, &max_key_size, &tls))
         return -1;
     if (connections < 1 || connections > RC_MAX_MUX || max_in_flight < 1) {
         PyErr_Format(st->ConfigurationError, "connections must be 1-%d and max_in_flight >= 1",
@@ -98,6 +102,9 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
                           max_key_size, st);
     Py_DECREF(serializer);
     if (rc < 0)
+        return -1;
+    self->tls = rc_client_tls_context(st, tls, &no_tls);
+    if (self->tls == NULL && !no_tls)
         return -1;
     self->n_mux = (size_t)connections;
     self->limits.max_in_flight = max_in_flight;
@@ -178,6 +185,7 @@ static void AsyncClient_dealloc(AsyncClient *self)
     PyObject_GC_UnTrack(self);
     AsyncClient_clear(self);
     rc_keyspace_clear(&self->base.ks);
+    rc_tls_context_unref(self->tls);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -254,10 +262,16 @@ static PyObject *async_send(rc_client *base, const rc_request *r)
 {
     AsyncClient *self = (AsyncClient *)base;
     rc_mux *m = pick(self);
+    PyObject *future;
 
     if (m == NULL)
         return NULL;
-    return rc_mux_submit(m, r, &base->ks, r->codec ? (PyObject *)self : NULL);
+    /* pick() lends m; submitting may run Python code (a GC's finalizers)
+     * that has the client replace, and so free, it. */
+    Py_INCREF(m);
+    future = rc_mux_submit(m, r, &base->ks, r->codec ? (PyObject *)self : NULL);
+    Py_DECREF(m);
+    return future;
 }
 
 static const rc_transport async_transport = {async_send, done_future, 1};
@@ -284,7 +298,7 @@ static PyObject *AsyncClient_new_multiplexer(AsyncClient *self, PyObject *const 
     limits = self->limits;
     if (dedicated)
         limits.timeout_ms = -1;
-    return (PyObject *)rc_mux_new(self->base.state, args[0], &limits);
+    return (PyObject *)rc_mux_new(self->base.state, args[0], &limits, self->tls);
 }
 
 /* _close_connections(): marks the client closed and closes every

@@ -348,7 +348,7 @@ PyObject *rc_client_set_many(rc_client *self, PyObject *const *args, Py_ssize_t 
     static const char *const names[] = {"mapping", "ttl"};
     PyObject *params[2] = {NULL, Py_None}, *result;
     batch_arg arg;
-    rc_request request = {"SET", encode_set_many, &arg, 0, RC_RESULT_STORED, NULL, NULL, 1};
+    rc_request request = {"SET", encode_set_many, &arg, 0, RC_RESULT_STORED_MANY, NULL, NULL, 1};
 
     if (rc_parse_args("set_many", args, nargs, kwnames, names, 2, 1, params) < 0 ||
         rc_ttl_ms(&self->ks, params[1], &arg.ms) < 0)
@@ -540,4 +540,72 @@ PyObject *rc_client_key_prefix(PyObject *self, void *unused)
     (void)unused;
     return PyBytes_FromStringAndSize(c->ks.prefix ? c->ks.prefix : "",
                                      (Py_ssize_t)c->ks.prefix_len);
+}
+
+/* ------------------------------------------------------------ TLS settings */
+
+/* settings.<name> as a C string (NULL when None), kept alive by *holder. */
+static int tls_string(PyObject *settings, const char *name, const char **out, PyObject **holder)
+{
+    PyObject *value = PyObject_GetAttrString(settings, name);
+
+    *out = NULL;
+    *holder = value;
+    if (value == NULL)
+        return -1;
+    if (value == Py_None)
+        return 0;
+    if (!PyUnicode_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "TLS setting %s must be a str or None, not %.100s", name,
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    *out = PyUnicode_AsUTF8(value);
+    return *out == NULL ? -1 : 0;
+}
+
+rc_tls_context *rc_client_tls_context(rc_state *st, PyObject *settings, int *none)
+{
+    static const char *const names[] = {"ca_certs", "ca_path",     "ca_data",
+                                        "certfile", "keyfile",     "password",
+                                        "cert_reqs", "min_version", "ciphers"};
+    enum { N = sizeof(names) / sizeof(names[0]) };
+    PyObject *holders[N] = {NULL}, *check = NULL;
+    const char *values[N];
+    char err[RC_TLS_ERROR_MAX];
+    rc_tls_options o;
+    rc_tls_context *ctx = NULL;
+    size_t i;
+    int check_hostname;
+
+    *none = settings == Py_None;
+    if (*none)
+        return NULL;
+    for (i = 0; i < N; i++)
+        if (tls_string(settings, names[i], &values[i], &holders[i]) < 0)
+            goto out;
+    check = PyObject_GetAttrString(settings, "check_hostname");
+    if (check == NULL || (check_hostname = PyObject_IsTrue(check)) < 0)
+        goto out;
+    memset(&o, 0, sizeof(o));
+    o.ca_file = values[0];
+    o.ca_path = values[1];
+    o.ca_data = values[2];
+    o.cert_file = values[3];
+    o.key_file = values[4];
+    o.key_password = values[5];
+    o.verify = values[6] == NULL || strcmp(values[6], "required") == 0 ? RC_TLS_VERIFY_REQUIRED
+               : strcmp(values[6], "optional") == 0                    ? RC_TLS_VERIFY_OPTIONAL
+                                                                       : RC_TLS_VERIFY_NONE;
+    o.min_version = values[7];
+    o.ciphers = values[8];
+    o.check_hostname = check_hostname;
+    ctx = rc_tls_context_new(&o, err, sizeof(err));
+    if (ctx == NULL)
+        PyErr_Format(st->ConfigurationError, "TLS settings refused: %s", err);
+out:
+    for (i = 0; i < N; i++)
+        Py_XDECREF(holders[i]);
+    Py_XDECREF(check);
+    return ctx;
 }

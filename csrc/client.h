@@ -13,6 +13,7 @@
 
 #include "request.h"
 #include "state.h"
+#include "tls.h"
 
 typedef struct rc_client rc_client;
 
@@ -55,6 +56,14 @@ PyObject *rc_client_ping(rc_client *self, PyObject *unused);
 PyObject *rc_client_execute_command(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
                                     PyObject *kwnames);
 PyObject *rc_client_key_prefix(PyObject *self, void *unused);
+
+/* The TLS context described by `settings` (redis_cache._config.TLSSettings:
+ * attributes ca_certs, ca_path, ca_data, certfile, keyfile, password,
+ * cert_reqs, check_hostname, min_version, ciphers), or NULL with *none set
+ * when settings is None. NULL with ConfigurationError set when OpenSSL
+ * refuses the settings (an unreadable CA file, a key that does not match
+ * the certificate, ...). */
+rc_tls_context *rc_client_tls_context(rc_state *st, PyObject *settings, int *none);
 
 #define RC_FASTCALL_KW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
 

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "resp.h"
+#include "result.h"
 
 static int no_memory(void)
 {
@@ -414,7 +415,7 @@ PyObject *rc_prepare_batch(const rc_keyspace *ks, PyObject *mapping)
     if (items == NULL)
         return NULL;
     n = PyList_GET_SIZE(items);
-    pairs = PyList_New(n);
+    pairs = rc_none_list(n); /* a custom dumps() runs while it fills */
     if (pairs == NULL)
         goto fail;
     for (i = 0; i < n; i++) {
@@ -427,9 +428,8 @@ PyObject *rc_prepare_batch(const rc_keyspace *ks, PyObject *mapping)
             goto fail;
         prepared = PyTuple_Pack(2, key, value);
         Py_DECREF(value);
-        if (prepared == NULL)
+        if (prepared == NULL || PyList_SetItem(pairs, i, prepared) < 0)
             goto fail;
-        PyList_SET_ITEM(pairs, i, prepared);
     }
     Py_DECREF(items);
     return pairs;

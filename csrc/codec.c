@@ -104,30 +104,50 @@ static void raise_from_pending(PyObject *error_type, const char *what)
     Py_XDECREF(tb);
 }
 
-/* The bytes of a bytes-like or str value: *p and *n, with view to release
- * by the caller (view->obj NULL when there is nothing to release). */
-static int bytes_of(PyObject *value, const char **p, Py_ssize_t *n, Py_buffer *view, rc_state *st,
-                    const char *who)
+/* A prepared raw or custom value: exact bytes or a str (rc_codec_prepare
+ * made it one), read without running any Python code. */
+static int bytes_of(PyObject *value, const char **p, Py_ssize_t *n, rc_state *st)
 {
-    view->obj = NULL;
-    if (PyUnicode_Check(value)) {
-        *p = PyUnicode_AsUTF8AndSize(value, n);
-        if (*p == NULL) {
-            raise_from_pending(st->SerializationError, "cannot store a str with no UTF-8 form");
-            return -1;
-        }
+    if (PyBytes_CheckExact(value)) {
+        *p = PyBytes_AS_STRING(value);
+        *n = PyBytes_GET_SIZE(value);
         return 0;
+    }
+    *p = PyUnicode_Check(value) ? PyUnicode_AsUTF8AndSize(value, n) : NULL;
+    if (*p == NULL) {
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        PyErr_SetString(st->SerializationError, "cannot store a str with no UTF-8 form");
+        return -1;
+    }
+    return 0;
+}
+
+/* value as exact bytes or a str: what bytes_of reads. Buffer objects
+ * (bytearray, memoryview, bytes subclasses) are copied into bytes here,
+ * where their buffer code may run. New reference or NULL. */
+static PyObject *as_bytes_or_str(PyObject *value, rc_state *st, const char *who)
+{
+    PyObject *bytes;
+
+    if (PyBytes_CheckExact(value))
+        return Py_NewRef(value);
+    if (PyUnicode_Check(value)) {
+        if (PyUnicode_AsUTF8AndSize(value, NULL) == NULL) {
+            raise_from_pending(st->SerializationError, "cannot store a str with no UTF-8 form");
+            return NULL;
+        }
+        return Py_NewRef(value);
     }
     if (!PyObject_CheckBuffer(value)) {
         PyErr_Format(st->SerializationError, "%s must give bytes or str; got '%.100s'", who,
                      Py_TYPE(value)->tp_name);
-        return -1;
+        return NULL;
     }
-    if (PyObject_GetBuffer(value, view, PyBUF_CONTIG_RO) < 0)
-        return -1;
-    *p = view->buf;
-    *n = view->len;
-    return 0;
+    bytes = PyBytes_FromObject(value);
+    if (bytes == NULL)
+        raise_from_pending(st->SerializationError, "cannot read the value's bytes");
+    return bytes;
 }
 
 /* The serialized form of a prepared value, appended to out as it is. */
@@ -135,19 +155,12 @@ static int serialize(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_
 {
     const char *p;
     Py_ssize_t n;
-    Py_buffer view;
-    int rc;
 
     if (codec->kind == RC_CODEC_JSON)
         return rc_json_encode(out, prepared, st, codec->json_flags);
-    if (bytes_of(prepared, &p, &n, &view, st,
-                 codec->kind == RC_CODEC_RAW ? "serializer=\"raw\"" : "the serializer's dumps()") <
-        0)
+    if (bytes_of(prepared, &p, &n, st) < 0)
         return -1;
-    rc = rc_buf_append(out, p, (size_t)n) < 0 ? (PyErr_NoMemory(), -1) : 0;
-    if (view.obj != NULL)
-        PyBuffer_Release(&view);
-    return rc;
+    return rc_buf_append(out, p, (size_t)n) < 0 ? (PyErr_NoMemory(), -1) : 0;
 }
 
 /* With compression on: serialize to a scratch buffer, then store it
@@ -185,32 +198,35 @@ out:
     return rc;
 }
 
-/* Appends a bytes-like or str value verbatim, as one bulk string. */
-static int encode_bytes_like(rc_buf *out, PyObject *value, rc_state *st, const char *who)
+/* Appends a prepared raw or custom value verbatim, as one bulk string. */
+static int encode_bytes_like(rc_buf *out, PyObject *value, rc_state *st)
 {
     const char *p;
     Py_ssize_t n;
-    Py_buffer view;
-    int rc;
 
-    if (bytes_of(value, &p, &n, &view, st, who) < 0)
+    if (bytes_of(value, &p, &n, st) < 0)
         return -1;
-    rc = rc_resp_bulk(out, p, (size_t)n) < 0 ? (PyErr_NoMemory(), -1) : 0;
-    if (view.obj != NULL)
-        PyBuffer_Release(&view);
-    return rc;
+    return rc_resp_bulk(out, p, (size_t)n) < 0 ? (PyErr_NoMemory(), -1) : 0;
 }
 
 PyObject *rc_codec_prepare(const rc_codec *codec, PyObject *value, rc_state *st)
 {
     PyObject *encoded;
 
-    if (codec->kind != RC_CODEC_CUSTOM)
+    PyObject *prepared;
+
+    if (codec->kind == RC_CODEC_JSON)
         return Py_NewRef(value);
+    if (codec->kind == RC_CODEC_RAW)
+        return as_bytes_or_str(value, st, "serializer=\"raw\"");
     encoded = PyObject_CallOneArg(codec->dumps, value);
-    if (encoded == NULL)
+    if (encoded == NULL) {
         raise_from_pending(st->SerializationError, "the serializer's dumps() failed");
-    return encoded;
+        return NULL;
+    }
+    prepared = as_bytes_or_str(encoded, st, "the serializer's dumps()");
+    Py_DECREF(encoded);
+    return prepared;
 }
 
 int rc_codec_write(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_state *st)
@@ -234,9 +250,8 @@ int rc_codec_write(const rc_codec *codec, rc_buf *out, PyObject *prepared, rc_st
         }
         return 0;
     case RC_CODEC_RAW:
-        return encode_bytes_like(out, prepared, st, "serializer=\"raw\"");
     case RC_CODEC_CUSTOM:
-        return encode_bytes_like(out, prepared, st, "the serializer's dumps()");
+        return encode_bytes_like(out, prepared, st);
     }
     Py_UNREACHABLE();
 }

@@ -54,13 +54,16 @@ int rc_codec_init(rc_codec *codec, PyObject *serializer, const rc_compress_optio
 void rc_codec_clear(rc_codec *codec);
 
 /* Runs the part of encoding that may execute Python code (a custom
- * serializer's dumps()), so that it happens before a command is half-written
- * into a buffer that the code could also write to. Returns a new reference
+ * serializer's dumps(); reading a buffer object, which may be a Python
+ * __buffer__ since 3.12), so that it happens before a command is
+ * half-written into a buffer that the code could also write to. Raw and
+ * custom values come out as exact bytes or a str. Returns a new reference
  * to what rc_codec_write takes, or NULL with SerializationError set. */
 PyObject *rc_codec_prepare(const rc_codec *codec, PyObject *value, rc_state *st);
 
-/* Non-zero when rc_codec_prepare does real work (custom serializers). */
-#define rc_codec_needs_prepare(codec) ((codec)->kind == RC_CODEC_CUSTOM)
+/* Non-zero when rc_codec_prepare does real work: a custom serializer's
+ * dumps(), or turning a raw value that is not bytes or str into bytes. */
+#define rc_codec_needs_prepare(codec) ((codec)->kind != RC_CODEC_JSON)
 
 /* Appends a prepared value as one RESP bulk string. Runs no Python code.
  * Returns 0, or -1 with SerializationError (or MemoryError) set; out may

@@ -62,6 +62,8 @@ typedef struct connect_error {
     int err; /* errno, or 0 */
     int timed_out;
     int gai_err; /* getaddrinfo's code, or 0 */
+    char tls[RC_TLS_ERROR_MAX]; /* why the TLS handshake failed, or "" */
+    char tls_warning[RC_TLS_ERROR_MAX]; /* a failed check tolerated, or "" */
 } connect_error;
 
 static int set_blocking(int fd, int blocking)
@@ -154,9 +156,8 @@ static int configure_socket(int fd, const rc_conn_options *o, int is_tcp)
 }
 
 /* Opens a connected socket. No GIL. Returns the fd or -1 with ce filled. */
-static int open_socket(const rc_conn_options *o, connect_error *ce)
+static int open_socket(const rc_conn_options *o, long long deadline, connect_error *ce)
 {
-    long long deadline = o->connect_timeout_ms >= 0 ? monotonic_ms() + o->connect_timeout_ms : -1;
     struct addrinfo hints, *list = NULL, *ai;
     char port[16];
     int fd = -1;
@@ -198,7 +199,7 @@ static int open_socket(const rc_conn_options *o, connect_error *ce)
     /* Try each address in turn (::1 then 127.0.0.1 for "localhost", say),
      * all within one connect deadline. */
     for (ai = list; ai != NULL; ai = ai->ai_next) {
-        connect_error attempt = {0, 0, 0};
+        connect_error attempt = {0, 0, 0, "", ""};
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {
             ce->err = errno;
@@ -221,12 +222,66 @@ static int open_socket(const rc_conn_options *o, connect_error *ce)
     return fd;
 }
 
+/* The TLS handshake on a connected blocking socket, within the connect
+ * deadline (the socket is made non-blocking for it and polled). No GIL.
+ * Returns the session, or NULL with ce filled. */
+static rc_tls *start_tls(const rc_conn_options *o, int fd, long long deadline, connect_error *ce)
+{
+    rc_tls *t = rc_tls_new(o->tls, fd, o->host, ce->tls, sizeof(ce->tls));
+    rc_tls_status status = RC_TLS_WANT_WRITE;
+    struct pollfd pfd;
+    int rc;
+
+    if (t == NULL || set_blocking(fd, 0) < 0)
+        goto fail;
+    pfd.fd = fd;
+    while ((status = rc_tls_handshake(t, ce->tls, sizeof(ce->tls), ce->tls_warning,
+                                      sizeof(ce->tls_warning))) == RC_TLS_WANT_READ ||
+           status == RC_TLS_WANT_WRITE) {
+        int wait_ms = -1;
+        if (deadline >= 0) {
+            long long left = deadline - monotonic_ms();
+            wait_ms = left > 0 ? (int)left : 0;
+        }
+        pfd.events = status == RC_TLS_WANT_READ ? POLLIN : POLLOUT;
+        do {
+            rc = poll(&pfd, 1, wait_ms);
+        } while (rc < 0 && errno == EINTR);
+        if (rc == 0) {
+            ce->timed_out = 1;
+            goto fail;
+        }
+        if (rc < 0) {
+            ce->err = errno;
+            goto fail;
+        }
+    }
+    if (status != RC_TLS_DONE) {
+        if (status == RC_TLS_CLOSED)
+            snprintf(ce->tls, sizeof(ce->tls), "the server closed the connection during the "
+                                               "TLS handshake");
+        goto fail;
+    }
+    if (set_blocking(fd, 1) < 0) {
+        ce->err = errno;
+        goto fail;
+    }
+    return t;
+fail:
+    if (ce->tls[0] == '\0' && !ce->timed_out && ce->err == 0)
+        snprintf(ce->tls, sizeof(ce->tls), "TLS could not start");
+    rc_tls_free(t);
+    return NULL;
+}
+
 static void raise_connect_error(const rc_conn_options *o, const connect_error *ce, rc_state *st)
 {
     char where[320];
 
     rc_conn_describe(o, where, sizeof(where));
-    if (ce->timed_out)
+    if (ce->tls[0] != '\0')
+        PyErr_Format(st->ConnectionError, "TLS with redis at %s failed: %s", where, ce->tls);
+    else if (ce->timed_out)
         PyErr_Format(st->TimeoutError, "connecting to redis at %s timed out after %d ms", where,
                      o->connect_timeout_ms);
     else if (ce->gai_err != 0 && ce->gai_err != EAI_SYSTEM)
@@ -280,6 +335,12 @@ static int handshake(rc_conn *c, const rc_conn_options *o, rc_state *st)
             rc = -1;
             goto out;
         }
+        if (rc_result_check(st, RC_RESULT_HANDSHAKE, rc_reader_shape(&c->reader), reply, NULL,
+                            what[i]) < 0) {
+            c->broken = 1; /* out of step: none of the rest can be trusted */
+            rc = -1;
+            goto out;
+        }
         if (rc == 0 && rc_is_error_reply(st, reply)) {
             PyObject *exc_type =
                 i == 0 && o->password != NULL ? st->AuthenticationError : st->ConnectionError;
@@ -310,25 +371,41 @@ out:
 
 rc_conn *rc_conn_open(const rc_conn_options *o, rc_state *st, int *unreachable)
 {
-    connect_error ce = {0, 0, 0};
+    long long deadline = o->connect_timeout_ms >= 0 ? monotonic_ms() + o->connect_timeout_ms : -1;
+    connect_error ce = {0, 0, 0, "", ""};
+    rc_tls *tls = NULL;
     rc_conn *c;
     int fd;
 
     *unreachable = 1;
-    Py_BEGIN_ALLOW_THREADS fd = open_socket(o, &ce);
+    Py_BEGIN_ALLOW_THREADS fd = open_socket(o, deadline, &ce);
+    if (fd >= 0 && o->tls != NULL) {
+        tls = start_tls(o, fd, deadline, &ce);
+        if (tls == NULL) {
+            close(fd);
+            fd = -1;
+        }
+    }
     Py_END_ALLOW_THREADS if (fd < 0)
     {
+        /* A certificate the client refuses will not mend by retrying. */
+        *unreachable = ce.tls[0] == '\0';
         raise_connect_error(o, &ce, st);
         return NULL;
     }
+    if (ce.tls_warning[0] != '\0' && rc_tls_context_first_warning(o->tls))
+        rc_log_warning(st, "TLS certificate not verified (ssl_cert_reqs=\"optional\"): %s",
+                       ce.tls_warning);
     c = PyMem_RawCalloc(1, sizeof(*c));
     if (c == NULL) {
+        rc_tls_free(tls);
         close(fd);
         *unreachable = 0;
         PyErr_NoMemory();
         return NULL;
     }
     c->fd = fd;
+    c->tls = tls;
     c->generation = rc_fork_generation;
     c->socket_timeout_ms = o->socket_timeout_ms;
     c->timeout_set_ms = o->socket_timeout_ms; /* configure_socket set it */
@@ -359,6 +436,7 @@ void rc_conn_free(rc_conn *c)
         return;
     /* close() only: in a forked child this must not disturb the parent's
      * session, and a polite QUIT would do exactly that. */
+    rc_tls_free(c->tls);
     if (c->fd >= 0)
         close(c->fd);
     rc_reader_free(&c->reader);
@@ -377,6 +455,12 @@ static int fail_io(rc_conn *c, int err, const char *doing, rc_state *st)
         PyErr_Format(st->TimeoutError,
                      "redis did not answer within socket_timeout (%d ms) while %s",
                      c->socket_timeout_ms, doing);
+    else if (c->tls == NULL && c->requests == 0 && c->received == 0 &&
+             (err == 0 || err == ECONNRESET))
+        PyErr_Format(st->ConnectionError,
+                     "redis closed the connection while %s, before any reply (a TLS port "
+                     "behind a redis:// URL? then use rediss:// or ssl=True)",
+                     doing);
     else if (err == 0)
         PyErr_Format(st->ConnectionError, "redis closed the connection while %s", doing);
     else
@@ -439,8 +523,62 @@ static int before_syscall(rc_conn *c, const char *doing, rc_state *st)
     return 0;
 }
 
+/* The blocking socket's send() and recv(), or their TLS forms: -1 with
+ * *err (EAGAIN: the socket's timeout passed; EPROTO: a TLS failure, told in
+ * tls_err) or the count; 0 from receive is the end of the stream. No GIL. */
+static ssize_t transmit(rc_conn *c, const char *p, size_t n, int *err, char *tls_err)
+{
+    rc_tls_status status;
+    size_t put = 0;
+    ssize_t r;
+
+    if (c->tls == NULL) {
+        r = send(c->fd, p, n, MSG_NOSIGNAL);
+        *err = errno;
+        return r;
+    }
+    status = rc_tls_write(c->tls, p, n, &put, tls_err, RC_TLS_ERROR_MAX);
+    if (status == RC_TLS_DONE)
+        return (ssize_t)put;
+    /* On a blocking socket, "try again" means its timeout passed. */
+    *err = status == RC_TLS_CLOSED ? EPIPE : status == RC_TLS_ERROR ? EPROTO : EAGAIN;
+    return -1;
+}
+
+static ssize_t receive(rc_conn *c, char *p, size_t n, int *err, char *tls_err)
+{
+    rc_tls_status status;
+    size_t got = 0;
+    ssize_t r;
+
+    if (c->tls == NULL) {
+        r = recv(c->fd, p, n, 0);
+        *err = errno;
+        return r;
+    }
+    status = rc_tls_read(c->tls, p, n, &got, tls_err, RC_TLS_ERROR_MAX);
+    if (status == RC_TLS_DONE)
+        return (ssize_t)got;
+    if (status == RC_TLS_CLOSED)
+        return 0;
+    *err = status == RC_TLS_ERROR ? EPROTO : EAGAIN;
+    return -1;
+}
+
+/* fail_io for a failure of transmit() or receive(). */
+static int fail_transfer(rc_conn *c, int err, const char *tls_err, const char *doing, rc_state *st)
+{
+    if (err != EPROTO || c->tls == NULL)
+        return fail_io(c, err, doing, st);
+    c->broken = 1;
+    PyErr_Format(st->ConnectionError, "TLS connection to redis failed while %s: %s", doing,
+                 tls_err);
+    return -1;
+}
+
 int rc_conn_flush(rc_conn *c, rc_state *st)
 {
+    char tls_err[RC_TLS_ERROR_MAX] = "";
     size_t sent = 0;
     ssize_t n;
     int err = 0;
@@ -450,8 +588,7 @@ int rc_conn_flush(rc_conn *c, rc_state *st)
             rc_buf_reset(&c->out);
             return -1;
         }
-        Py_BEGIN_ALLOW_THREADS n = send(c->fd, c->out.data + sent, c->out.len - sent, MSG_NOSIGNAL);
-        err = errno;
+        Py_BEGIN_ALLOW_THREADS n = transmit(c, c->out.data + sent, c->out.len - sent, &err, tls_err);
         Py_END_ALLOW_THREADS if (n >= 0)
         {
             sent += (size_t)n;
@@ -463,14 +600,26 @@ int rc_conn_flush(rc_conn *c, rc_state *st)
             continue;
         }
         rc_buf_reset(&c->out);
-        return fail_io(c, err, "sending a command", st);
+        return fail_transfer(c, err, tls_err, "sending a command", st);
     }
     rc_buf_reset(&c->out);
     return 0;
 }
 
+/* A reply that does not parse: if the connection's first bytes were a TLS
+ * record, the URL is plain but the port speaks TLS; say so. */
+static void explain_protocol_error(rc_conn *c, rc_state *st)
+{
+    if (c->tls == NULL && c->received == c->in_len && rc_tls_looks_like_tls(c->in, c->in_len)) {
+        PyErr_SetString(st->ProtocolError,
+                        "the server answered in TLS: it is a TLS port, so connect with a "
+                        "rediss:// URL or ssl=True");
+    }
+}
+
 rc_reply_status rc_conn_read(rc_conn *c, const rc_codec *codec, PyObject **reply, rc_state *st)
 {
+    char tls_err[RC_TLS_ERROR_MAX] = "";
     rc_reply_status status;
     ssize_t n;
     int err = 0;
@@ -478,8 +627,10 @@ rc_reply_status rc_conn_read(rc_conn *c, const rc_codec *codec, PyObject **reply
     while (1) {
         status = rc_reader_next(&c->reader, codec, reply);
         if (status != RC_REPLY_PENDING) {
-            if (status == RC_REPLY_BROKEN)
+            if (status == RC_REPLY_BROKEN) {
                 c->broken = 1;
+                explain_protocol_error(c, st);
+            }
             return status;
         }
         if (c->in_pos < c->in_len) {
@@ -495,8 +646,7 @@ rc_reply_status rc_conn_read(rc_conn *c, const rc_codec *codec, PyObject **reply
         }
         if (before_syscall(c, "reading a reply", st) < 0)
             return RC_REPLY_BROKEN;
-        Py_BEGIN_ALLOW_THREADS n = recv(c->fd, c->in, RC_CONN_READ_CHUNK, 0);
-        err = errno;
+        Py_BEGIN_ALLOW_THREADS n = receive(c, c->in, RC_CONN_READ_CHUNK, &err, tls_err);
         Py_END_ALLOW_THREADS if (n > 0)
         {
             c->in_pos = 0;
@@ -509,7 +659,7 @@ rc_reply_status rc_conn_read(rc_conn *c, const rc_codec *codec, PyObject **reply
                 return RC_REPLY_BROKEN;
             continue;
         }
-        fail_io(c, n == 0 ? 0 : err, "reading a reply", st);
+        fail_transfer(c, n == 0 ? 0 : err, tls_err, "reading a reply", st);
         return RC_REPLY_BROKEN;
     }
 }
@@ -531,5 +681,6 @@ int rc_conn_is_usable(rc_conn *c)
 
 int rc_conn_has_unread(const rc_conn *c)
 {
-    return c->in_pos < c->in_len || rc_reader_has_unread(&c->reader);
+    return c->in_pos < c->in_len || rc_reader_has_unread(&c->reader) ||
+           (c->tls != NULL && rc_tls_pending(c->tls) > 0);
 }

@@ -15,6 +15,7 @@
 #include "codec.h"
 #include "reply.h"
 #include "state.h"
+#include "tls.h"
 
 /* Bytes read from the socket per recv(). */
 #define RC_CONN_READ_CHUNK 65536
@@ -35,10 +36,14 @@ typedef struct rc_conn_options {
      * failed, retrying with backoff (-1: no limit; 0: fail at once). Used by
      * the pool (rc_pool_acquire). */
     int connect_wait_ms;
+    /* TLS towards the server (the certificate checked against host), or
+     * NULL for plain TCP. */
+    rc_tls_context *tls;
 } rc_conn_options;
 
 typedef struct rc_conn {
     int fd;
+    rc_tls *tls; /* NULL: plain TCP or unix socket */
     /* The value of rc_fork_generation when the socket was opened; a
      * connection from before a fork belongs to the parent. */
     unsigned long generation;

@@ -1,6 +1,8 @@
 /* The redis_cache._core extension module: multi-phase init, module state,
  * and the link to the exception classes defined in redis_cache.errors. */
 #include <Python.h>
+
+#include <stdarg.h>
 #include <hiredis/hiredis.h>
 
 #include "async_client.h"
@@ -83,6 +85,30 @@ PyObject *rc_running_loop(rc_state *st)
     }
 #endif
     return loop;
+}
+
+void rc_log_warning(rc_state *st, const char *fmt, ...)
+{
+    PyObject *type, *value, *tb, *message = NULL, *r = NULL;
+    va_list va;
+
+    PyErr_Fetch(&type, &value, &tb);
+    if (st->logger == NULL) {
+        PyObject *logging = PyImport_ImportModule("logging");
+        if (logging != NULL) {
+            st->logger = PyObject_CallMethod(logging, "getLogger", "s", "redis_cache");
+            Py_DECREF(logging);
+        }
+    }
+    va_start(va, fmt);
+    message = PyUnicode_FromFormatV(fmt, va);
+    va_end(va);
+    if (st->logger != NULL && message != NULL)
+        r = PyObject_CallMethod(st->logger, "warning", "sO", "%s", message);
+    Py_XDECREF(r);
+    Py_XDECREF(message);
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
 }
 
 static int add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
@@ -203,6 +229,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->ConfigurationError);
     Py_VISIT(st->missing);
     Py_VISIT(st->typed_convert);
+    Py_VISIT(st->logger);
     Py_VISIT(st->EnumType);
     Py_VISIT(st->UUIDType);
     Py_VISIT(st->DecimalType);
@@ -244,6 +271,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->ConfigurationError);
     Py_CLEAR(st->missing);
     Py_CLEAR(st->typed_convert);
+    Py_CLEAR(st->logger);
     Py_CLEAR(st->EnumType);
     Py_CLEAR(st->UUIDType);
     Py_CLEAR(st->DecimalType);

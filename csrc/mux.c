@@ -26,10 +26,16 @@
  * command submitted while it is open is refused rather than let in.
  *
  * Life of a multiplexer: PENDING (created; commands queue while Python
- * connects a socket, each waiting at most connect_wait_ms) -> READY
- * (attach(): handshake sent first, then the queue) -> CLOSED (failed or
- * closed; every request still waiting gets an exception, and the client
- * replaces the multiplexer on its next command).
+ * connects a socket, each waiting at most connect_wait_ms once an attempt
+ * failed) -> [TLS: the TLS handshake, driven by readiness callbacks] ->
+ * READY (the connection handshake, AUTH and such, sent first, then the
+ * queue) -> CLOSED (failed or closed; every request still waiting gets an
+ * exception, and the client replaces the multiplexer on its next command).
+ *
+ * With TLS, reads and writes go through OpenSSL (tls.c): a read may need the
+ * socket writable first and a write readable (read_wants_write,
+ * write_wants_read remember which), and a read drains everything OpenSSL
+ * decrypted before the socket is polled again.
  *
  * Byte accounting: bytes_queued counts every byte ever encoded, bytes_sent
  * every byte written (or, while PENDING, dropped with a request that gave up
@@ -58,6 +64,7 @@
 
 typedef enum mux_status {
     MUX_PENDING,
+    MUX_TLS_HANDSHAKE,
     MUX_READY,
     MUX_CLOSED,
 } mux_status;
@@ -86,6 +93,9 @@ struct rc_mux {
     PyObject *on_readable, *on_writable, *on_flush, *on_timer;
     PyObject *timer;
     int fd;
+    rc_tls_context *tls_ctx; /* NULL: plain TCP */
+    rc_tls *tls;             /* the session, once attached */
+    int read_wants_write, write_wants_read;
     mux_status status;
     int flush_scheduled;
     int writer_registered;
@@ -98,6 +108,9 @@ struct rc_mux {
     unsigned long generation;
     rc_buf out;
     size_t out_off;
+    /* Bytes at the front of out that carry the handshake (a password,
+     * perhaps): zeroed as soon as they are sent and dropped. */
+    size_t secret_len;
     uint64_t bytes_queued, bytes_sent;
     rc_slot *slots;
     size_t cap, head, count;
@@ -107,6 +120,8 @@ struct rc_mux {
     /* Why connecting failed last (set by Python), for requests that give
      * up waiting for a connection; NULL while none failed. */
     PyObject *down_type, *down_reason;
+    /* Where the connection goes ("host:port"), for TLS error messages. */
+    PyObject *where;
 };
 
 static long long now_ms(void)
@@ -141,16 +156,33 @@ static rc_slot pop_head(rc_mux *m)
     return s;
 }
 
-/* Room for one more slot; the ring's capacity stays a power of two. Runs no
- * Python code (PyMem allocates no objects). */
-static int ring_reserve(rc_mux *m)
+/* Zeroes the handshake's bytes among the first n of the buffer (sent, and
+ * about to be dropped). */
+static void wipe_sent_secret(rc_mux *m, size_t n)
+{
+    size_t wipe = n < m->secret_len ? n : m->secret_len;
+
+    if (wipe > 0) {
+        volatile char *p = m->out.data;
+        size_t i;
+        for (i = 0; i < wipe; i++)
+            p[i] = 0;
+    }
+    m->secret_len -= wipe;
+}
+
+/* Room for `need` more slots; the ring's capacity stays a power of two.
+ * Runs no Python code (PyMem allocates no objects). */
+static int ring_reserve(rc_mux *m, size_t need)
 {
     size_t i, cap;
     rc_slot *slots;
 
-    if (m->count < m->cap)
+    if (m->cap - m->count >= need)
         return 0;
-    cap = m->cap ? m->cap * 2 : 64;
+    cap = m->cap ? m->cap : 64;
+    while (cap - m->count < need)
+        cap *= 2;
     slots = PyMem_Calloc(cap, sizeof(rc_slot));
     if (slots == NULL) {
         PyErr_NoMemory();
@@ -209,7 +241,7 @@ static void complete(rc_mux *m, PyObject *future, PyObject *result, PyObject *ex
         return;
     PyErr_Clear();
     done = PyObject_CallMethod(future, "done", NULL);
-    if (done == NULL || !PyObject_IsTrue(done)) {
+    if (done == NULL || PyObject_IsTrue(done) != 1) {
         PyErr_Clear();
         if (call_future(m, m->state->str_cancel, future, NULL) < 0)
             PyErr_Clear();
@@ -255,11 +287,24 @@ static void fail_slot(rc_mux *m, rc_slot *s, PyObject *exc_type, PyObject *messa
     }
 }
 
+static void cancel_timer(rc_mux *m)
+{
+    PyObject *r;
+
+    if (m->timer == NULL)
+        return;
+    r = PyObject_CallMethod(m->timer, "cancel", NULL);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    Py_CLEAR(m->timer);
+}
+
 static void stop_watching(rc_mux *m)
 {
     PyObject *r;
 
-    if (m->fd >= 0 && m->loop != NULL && m->status == MUX_READY) {
+    if (m->fd >= 0 && m->loop != NULL &&
+        (m->status == MUX_READY || m->status == MUX_TLS_HANDSHAKE)) {
         r = PyObject_CallMethod(m->loop, "remove_reader", "i", m->fd);
         Py_XDECREF(r);
         if (m->writer_registered) {
@@ -269,12 +314,7 @@ static void stop_watching(rc_mux *m)
         PyErr_Clear();
     }
     m->writer_registered = 0;
-    if (m->timer != NULL) {
-        r = PyObject_CallMethod(m->timer, "cancel", NULL);
-        Py_XDECREF(r);
-        PyErr_Clear();
-        Py_CLEAR(m->timer);
-    }
+    cancel_timer(m);
 }
 
 /* Fails every request still waiting and closes the socket. */
@@ -289,6 +329,8 @@ static void fail_all(rc_mux *m, PyObject *exc_type, PyObject *message)
     stop_watching(m);
     m->status = MUX_CLOSED;
     Py_XSETREF(m->closed_reason, Py_NewRef(message));
+    rc_tls_free(m->tls);
+    m->tls = NULL;
     if (m->fd >= 0) {
         close(m->fd);
         m->fd = -1;
@@ -307,6 +349,7 @@ static void fail_all(rc_mux *m, PyObject *exc_type, PyObject *message)
     }
     Py_XDECREF(shared);
     m->head = 0;
+    wipe_sent_secret(m, m->out.len);
     m->out.len = 0;
     m->out_off = 0;
     /* Drop the bound methods: they are what kept this object alive while
@@ -414,8 +457,10 @@ static void take_reply(rc_mux *m, PyObject *reply, PyObject *error)
     if (error != NULL) {
         if (s->error == NULL)
             s->error = Py_NewRef(error);
-    } else if (s->kind == RC_RESULT_STORED && s->total > 1) {
+    } else if (s->kind == RC_RESULT_STORED_MANY) {
+        PyObject *old = PyList_GET_ITEM(s->result, s->total - s->remaining);
         PyList_SET_ITEM(s->result, s->total - s->remaining, Py_NewRef(reply));
+        Py_DECREF(old);
     } else if (rc_is_error_reply(m->state, reply)) {
         if (s->error == NULL)
             s->error = Py_NewRef(reply);
@@ -530,6 +575,8 @@ static int set_writer(rc_mux *m, int on)
 /* Drops the bytes before out_off once they are a large part of the buffer. */
 static void compact(rc_mux *m)
 {
+    if (m->out_off > 0)
+        wipe_sent_secret(m, m->out_off);
     if (m->out_off == m->out.len) {
         m->out_off = 0;
         rc_buf_reset(&m->out);
@@ -555,6 +602,28 @@ static void flush(rc_mux *m)
         limit = slot_at(m, (size_t)m->limits.max_in_flight - 1)->end;
     while (m->bytes_sent < limit) {
         want = (size_t)(limit - m->bytes_sent);
+        if (m->tls != NULL) {
+            char err[RC_TLS_ERROR_MAX];
+            size_t put = 0;
+            rc_tls_status status = rc_tls_write(m->tls, m->out.data + m->out_off, want, &put, err,
+                                                sizeof(err));
+            if (status == RC_TLS_DONE) {
+                m->out_off += put;
+                m->bytes_sent += put;
+                continue;
+            }
+            if (status == RC_TLS_WANT_WRITE) {
+                if (set_writer(m, 1) < 0)
+                    fail_with_pending(m);
+            } else if (status == RC_TLS_WANT_READ) {
+                m->write_wants_read = 1; /* the reader calls flush() again */
+            } else {
+                fail_format(m, m->state->ConnectionError,
+                            "TLS connection to redis failed while sending: %s",
+                            status == RC_TLS_CLOSED ? "the server closed it" : err);
+            }
+            return;
+        }
         n = send(m->fd, m->out.data + m->out_off, want, MSG_NOSIGNAL);
         if (n > 0) {
             m->out_off += (size_t)n;
@@ -609,7 +678,8 @@ static int arm_timer(rc_mux *m, long long delay_ms)
     Py_DECREF(delay);
     if (handle == NULL)
         return -1;
-    Py_XSETREF(m->timer, handle);
+    cancel_timer(m);
+    m->timer = handle;
     return 0;
 }
 
@@ -619,7 +689,7 @@ static int arm_timer(rc_mux *m, long long delay_ms)
  * with socket_connect_timeout). */
 static int head_wait_limit(rc_mux *m)
 {
-    if (m->status == MUX_READY)
+    if (m->status == MUX_READY || m->status == MUX_TLS_HANDSHAKE)
         return m->limits.timeout_ms;
     return m->down_reason != NULL ? m->limits.connect_wait_ms : -1;
 }
@@ -642,13 +712,16 @@ static void expire_unconnected(rc_mux *m, long long now)
 
         m->out_off += size;
         m->bytes_sent = s.end;
+        PyObject *type = Py_NewRef(m->down_type), *reason = Py_NewRef(m->down_reason);
         message = PyUnicode_FromFormat("%S (the request waited connect_wait=%d ms for a "
                                        "connection)",
-                                       m->down_reason, m->limits.connect_wait_ms);
+                                       reason, m->limits.connect_wait_ms);
         if (message == NULL)
             PyErr_Clear();
-        fail_slot(m, &s, m->down_type, message != NULL ? message : m->down_reason, NULL);
+        fail_slot(m, &s, type, message != NULL ? message : reason, NULL);
         Py_XDECREF(message);
+        Py_DECREF(type);
+        Py_DECREF(reason);
         slot_clear(&s);
     }
     compact(m);
@@ -656,7 +729,8 @@ static void expire_unconnected(rc_mux *m, long long now)
 
 /* ------------------------------------------------------------ the type */
 
-rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits)
+rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
+                   rc_tls_context *tls)
 {
     rc_mux *m = PyObject_GC_New(rc_mux, st->MuxType);
 
@@ -671,6 +745,7 @@ rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits)
         m->limits.max_in_flight = 1;
     m->generation = rc_fork_generation;
     m->loop = Py_NewRef(loop);
+    m->tls_ctx = tls != NULL ? rc_tls_context_ref(tls) : NULL;
     rc_buf_init(&m->out);
     m->in = PyMem_Malloc(RC_MUX_READ_CHUNK);
     if (m->in == NULL || rc_reader_init(&m->reader, st) < 0) {
@@ -725,12 +800,12 @@ PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
     future = PyObject_Vectorcall(m->state->FutureType, args, 0, m->state->loop_kwnames);
     if (future == NULL)
         return NULL;
-    if (r->kind == RC_RESULT_STORED && r->replies > 1) {
-        batch = PyList_New(r->replies);
+    if (r->kind == RC_RESULT_STORED_MANY) {
+        batch = rc_none_list(r->replies);
         if (batch == NULL)
             goto error;
     }
-    if (ring_reserve(m) < 0)
+    if (ring_reserve(m, 1) < 0)
         goto error;
     if (m->status == MUX_CLOSED) {
         closed_error(m);
@@ -789,6 +864,38 @@ error:
 
 /* Python-visible methods, called by the event loop or by redis_cache. */
 
+static void drive_tls_handshake(rc_mux *m);
+
+/* Reads through TLS until OpenSSL has nothing more: what it decrypted
+ * would not make the socket readable again. */
+static void read_tls(rc_mux *m)
+{
+    char err[RC_TLS_ERROR_MAX];
+    rc_tls_status status;
+    size_t got;
+
+    while (m->status == MUX_READY) {
+        status = rc_tls_read(m->tls, m->in, RC_MUX_READ_CHUNK, &got, err, sizeof(err));
+        if (status == RC_TLS_DONE) {
+            dispatch(m, m->in, got);
+            continue;
+        }
+        if (status == RC_TLS_WANT_READ)
+            break;
+        if (status == RC_TLS_WANT_WRITE) {
+            m->read_wants_write = 1;
+            if (set_writer(m, 1) < 0)
+                fail_with_pending(m);
+        } else if (status == RC_TLS_CLOSED) {
+            fail_format(m, m->state->ConnectionError,
+                        "redis closed the connection (server restarted or killed?)");
+        } else {
+            fail_format(m, m->state->ConnectionError, "TLS connection to redis failed: %s", err);
+        }
+        break;
+    }
+}
+
 static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
 {
     ssize_t n;
@@ -796,6 +903,18 @@ static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
 
     (void)unused;
     Py_INCREF(m); /* completing futures must not free us mid-read */
+    if (m->status == MUX_TLS_HANDSHAKE) {
+        drive_tls_handshake(m);
+        goto out;
+    }
+    if (m->tls != NULL) {
+        read_tls(m);
+        if (m->write_wants_read && m->status == MUX_READY) {
+            m->write_wants_read = 0;
+            flush(m);
+        }
+        goto flush_held_back;
+    }
     while (m->status == MUX_READY && rounds++ < 16) {
         n = recv(m->fd, m->in, RC_MUX_READ_CHUNK, 0);
         if (n > 0) {
@@ -816,9 +935,11 @@ static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
                         strerror(errno));
         break;
     }
+flush_held_back:
     /* Requests held back by backpressure may go now. */
     if (m->status == MUX_READY && m->bytes_sent < m->bytes_queued)
         flush(m);
+out:
     Py_DECREF(m);
     Py_RETURN_NONE;
 }
@@ -826,7 +947,17 @@ static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
 static PyObject *mux_on_writable(rc_mux *m, PyObject *unused)
 {
     (void)unused;
+    Py_INCREF(m);
+    if (m->status == MUX_TLS_HANDSHAKE) {
+        drive_tls_handshake(m);
+    } else if (m->read_wants_write) {
+        m->read_wants_write = 0;
+        read_tls(m);
+        if (m->status == MUX_READY && set_writer(m, 0) < 0)
+            fail_with_pending(m);
+    }
     flush(m);
+    Py_DECREF(m);
     Py_RETURN_NONE;
 }
 
@@ -901,15 +1032,15 @@ static int queue_handshake(rc_mux *m, PyObject *fast, const rc_buf *prelude, con
         PyErr_NoMemory();
         return -1;
     }
-    for (i = 0; i < n; i++)
-        if (ring_reserve(m) < 0)
-            return -1;
+    if (ring_reserve(m, (size_t)n) < 0)
+        return -1;
     if (prelude->len) {
         memmove(m->out.data + prelude->len, m->out.data, m->out.len);
         memcpy(m->out.data, prelude->data, prelude->len);
     }
     m->out.len += prelude->len;
     m->bytes_queued += prelude->len;
+    m->secret_len = prelude->len;
     /* A request's reply timeout counts from now, when it can go out. */
     for (j = 0; j < m->count; j++) {
         slot_at(m, j)->end += prelude->len;
@@ -931,22 +1062,76 @@ static int queue_handshake(rc_mux *m, PyObject *fast, const rc_buf *prelude, con
     return 0;
 }
 
-/* attach(fd, handshake): takes ownership of a connected non-blocking socket,
- * sends the handshake commands (tuples of arguments) ahead of everything
- * queued so far, and starts reading. */
+/* Ready to carry commands: the timer now watches replies, and what queued
+ * while connecting goes out. */
+static void become_ready(rc_mux *m)
+{
+    m->status = MUX_READY;
+    cancel_timer(m);
+    if (m->count > 0 && m->limits.timeout_ms >= 0 && arm_timer(m, m->limits.timeout_ms) < 0) {
+        fail_with_pending(m);
+        return;
+    }
+    flush(m);
+}
+
+/* One step of the TLS handshake, on attach and then on each readiness. */
+static void drive_tls_handshake(rc_mux *m)
+{
+    char err[RC_TLS_ERROR_MAX], warning[RC_TLS_ERROR_MAX];
+    rc_tls_status status = rc_tls_handshake(m->tls, err, sizeof(err), warning, sizeof(warning));
+
+    if (status == RC_TLS_WANT_READ || status == RC_TLS_WANT_WRITE) {
+        if (set_writer(m, status == RC_TLS_WANT_WRITE) < 0)
+            fail_with_pending(m);
+        return;
+    }
+    if (status != RC_TLS_DONE) {
+        fail_format(m, m->state->ConnectionError, "TLS with redis at %S failed: %s",
+                    m->where != NULL ? m->where : Py_None,
+                    status == RC_TLS_CLOSED
+                        ? "the server closed the connection during the TLS handshake (a "
+                          "plain, non-TLS port behind a rediss:// URL or ssl=True?)"
+                        : err);
+        return;
+    }
+    if (warning[0] != '\0' && rc_tls_context_first_warning(m->tls_ctx))
+        rc_log_warning(m->state, "TLS certificate not verified (ssl_cert_reqs=\"optional\"): %s",
+                       warning);
+    if (set_writer(m, 0) < 0) {
+        fail_with_pending(m);
+        return;
+    }
+    become_ready(m);
+}
+
+/* attach(fd, handshake, server_host=None, where=None): takes ownership of a
+ * connected non-blocking socket, runs the TLS handshake when the client uses
+ * TLS (server_host: the name the certificate must carry; where: the
+ * address, for messages), sends the handshake commands (tuples of
+ * arguments) ahead of everything queued so far, and starts reading. */
 static PyObject *mux_attach(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
 {
     rc_buf prelude;
     PyObject *fast = NULL, *r;
     uint64_t *ends = NULL;
+    const char *server_host = NULL;
+    char err[RC_TLS_ERROR_MAX];
     long fd_long;
     int fd = -1;
 
     assert_window_closed(m);
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "attach(fd, handshake)");
+    if (nargs < 2 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "attach(fd, handshake, server_host=None, where=None)");
         return NULL;
     }
+    if (nargs >= 3 && args[2] != Py_None) {
+        server_host = PyUnicode_AsUTF8(args[2]);
+        if (server_host == NULL)
+            return NULL;
+    }
+    if (nargs == 4)
+        Py_XSETREF(m->where, Py_NewRef(args[3]));
     fd_long = PyLong_AsLong(args[0]);
     if (fd_long == -1 && PyErr_Occurred())
         return NULL;
@@ -984,23 +1169,36 @@ static PyObject *mux_attach(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
     }
     if (queue_handshake(m, fast, &prelude, ends) < 0)
         goto error;
+    if (m->tls_ctx != NULL) {
+        m->tls = rc_tls_new(m->tls_ctx, fd, server_host, err, sizeof(err));
+        if (m->tls == NULL) {
+            PyErr_Format(m->state->ConnectionError, "TLS with redis at %S failed: %s",
+                         m->where != NULL ? m->where : Py_None, err);
+            goto error;
+        }
+    }
     m->fd = fd;
     fd = -1;
     r = PyObject_CallMethod(m->loop, "add_reader", "iO", m->fd, m->on_readable);
     if (r == NULL)
         goto error;
     Py_DECREF(r);
-    m->status = MUX_READY;
-    /* The timer watched the wait for a connection; now it watches replies. */
-    if (m->timer != NULL) {
-        r = PyObject_CallMethod(m->timer, "cancel", NULL);
-        Py_XDECREF(r);
-        PyErr_Clear();
-        Py_CLEAR(m->timer);
+    if (m->tls != NULL) {
+        /* Commands wait for the handshake; a stalled one times out. */
+        m->status = MUX_TLS_HANDSHAKE;
+        cancel_timer(m);
+        if (m->limits.timeout_ms >= 0) {
+            long long now = now_ms();
+            size_t j;
+            for (j = 0; j < m->count; j++)
+                slot_at(m, j)->queued_ms = now;
+            if (m->count > 0 && arm_timer(m, m->limits.timeout_ms) < 0)
+                goto error;
+        }
+        drive_tls_handshake(m);
+    } else {
+        become_ready(m);
     }
-    if (m->count > 0 && m->limits.timeout_ms >= 0 && arm_timer(m, m->limits.timeout_ms) < 0)
-        goto error;
-    flush(m);
     rc_buf_wipe(&prelude); /* it may hold a password */
     rc_buf_free(&prelude);
     PyMem_Free(ends);
@@ -1143,6 +1341,7 @@ static int mux_traverse(rc_mux *m, visitproc visit, void *arg)
     Py_VISIT(m->closed_reason);
     Py_VISIT(m->down_type);
     Py_VISIT(m->down_reason);
+    Py_VISIT(m->where);
     for (i = 0; i < m->count; i++) {
         rc_slot *s = slot_at(m, i);
         Py_VISIT(s->future);
@@ -1170,6 +1369,7 @@ static int mux_clear(rc_mux *m)
     Py_CLEAR(m->closed_reason);
     Py_CLEAR(m->down_type);
     Py_CLEAR(m->down_reason);
+    Py_CLEAR(m->where);
     return 0;
 }
 
@@ -1187,6 +1387,8 @@ static void mux_dealloc(rc_mux *m)
     rc_buf_free(&m->out);
     PyMem_Free(m->slots);
     PyMem_Free(m->in);
+    rc_tls_free(m->tls);
+    rc_tls_context_unref(m->tls_ctx);
     tp->tp_free((PyObject *)m);
     Py_DECREF(tp);
 }
@@ -1197,7 +1399,8 @@ static PyMethodDef mux_methods[] = {
     {"_on_flush", (PyCFunction)mux_on_flush, METH_NOARGS, NULL},
     {"_on_timer", (PyCFunction)mux_on_timer, METH_NOARGS, NULL},
     {"attach", (PyCFunction)(void (*)(void))mux_attach, METH_FASTCALL,
-     "attach(fd, handshake): start using a connected socket."},
+     "attach(fd, handshake, server_host=None): start using a connected socket (TLS first "
+     "when the client uses it, checking the certificate against server_host)."},
     {"fail", (PyCFunction)(void (*)(void))mux_fail, METH_FASTCALL,
      "fail(exc_type, message): fail every waiting request and close."},
     {"connect_failed", (PyCFunction)(void (*)(void))mux_connect_failed, METH_FASTCALL,

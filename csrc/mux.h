@@ -19,6 +19,7 @@
 #include "buf.h"
 #include "request.h"
 #include "state.h"
+#include "tls.h"
 
 extern PyType_Spec rc_mux_spec;
 
@@ -35,8 +36,11 @@ typedef struct rc_mux_limits {
 } rc_mux_limits;
 
 /* Creates a multiplexer bound to loop, not yet attached to a socket: commands
- * queue until its attach() is called from Python. New reference. */
-rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits);
+ * queue until its attach() is called from Python. With tls (the client's
+ * context, which the multiplexer keeps a reference to), attach() runs a TLS
+ * handshake first. New reference. */
+rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
+                   rc_tls_context *tls);
 
 /* Non-zero when the multiplexer failed or was closed: replace it. */
 int rc_mux_is_closed(rc_mux *m);

@@ -271,28 +271,36 @@ static int sleep_ms(long long ms)
     return 0;
 }
 
-/* Notes a failed attempt (its exception is pending) for the calls after. */
-static void note_failure(rc_pool *p, rc_state *st)
+/* Notes a failed attempt (its exception is pending) for the calls after.
+ * Threads that tried at the same time count as one failed attempt, so that
+ * N threads do not push the backoff up N steps at once. */
+static void note_failure(rc_pool *p, rc_state *st, long long attempt_started)
 {
     PyObject *type, *value, *tb, *text;
     const char *message = NULL;
     PyThreadState *ts;
     long long now = monotonic_ms();
+    int timed_out;
 
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
+    timed_out = type != NULL && PyErr_GivenExceptionMatches(type, st->TimeoutError);
     text = value != NULL ? PyObject_Str(value) : NULL;
     if (text != NULL)
         message = PyUnicode_AsUTF8(text);
     if (message == NULL)
         PyErr_Clear();
+    /* Only C data under the lock: it may be held without the GIL. */
     ts = lock_pool(p);
-    if (p->failures++ == 0)
-        p->down_since_ms = now;
-    p->retry_at_ms = now + backoff_ms(p->failures, now - p->down_since_ms, &p->jitter_seed);
+    if (p->failures == 0 || attempt_started > p->last_failure_ms) {
+        if (p->failures++ == 0)
+            p->down_since_ms = now;
+        p->retry_at_ms = now + backoff_ms(p->failures, now - p->down_since_ms, &p->jitter_seed);
+    }
+    p->last_failure_ms = now;
     snprintf(p->last_error, sizeof(p->last_error), "%s",
              message != NULL ? message : "cannot connect to redis");
-    p->last_error_timed_out = type != NULL && PyErr_GivenExceptionMatches(type, st->TimeoutError);
+    p->last_error_timed_out = timed_out;
     unlock_pool(p, ts);
     Py_XDECREF(text);
     PyErr_Restore(type, value, tb);
@@ -303,28 +311,35 @@ static void note_failure(rc_pool *p, rc_state *st)
  * connection, or NULL with the last attempt's error set. */
 static rc_conn *open_connection(rc_pool *p, const rc_conn_options *o, rc_state *st)
 {
-    long long start = monotonic_ms(), now, retry_at;
+    long long start = monotonic_ms(), now, retry_at, attempt_started;
+    char last_error[sizeof(p->last_error)];
     PyThreadState *ts;
     rc_conn *c;
-    int failed = 0, unreachable;
+    int failed = 0, unreachable, timed_out, closed;
 
     for (;;) {
         ts = lock_pool(p);
         retry_at = p->retry_at_ms;
+        memcpy(last_error, p->last_error, sizeof(last_error));
+        timed_out = p->last_error_timed_out;
+        closed = p->closed;
         unlock_pool(p, ts);
+        if (closed) {
+            if (failed)
+                PyErr_Clear();
+            PyErr_SetString(st->ConnectionError, "the cache was closed while this call connected");
+            return NULL;
+        }
         now = monotonic_ms();
         if (retry_at > now) {
             /* An attempt failed lately: wait for the next one, if the wait
              * fits in connect_wait (counted from this call's start). */
             if (o->connect_wait_ms >= 0 && retry_at - start > o->connect_wait_ms) {
-                if (!failed) {
-                    ts = lock_pool(p);
-                    PyErr_Format(p->last_error_timed_out ? st->TimeoutError : st->ConnectionError,
+                if (!failed)
+                    PyErr_Format(timed_out ? st->TimeoutError : st->ConnectionError,
                                  "%s (the next attempt is in %lld ms, later than connect_wait "
                                  "allows)",
-                                 p->last_error, retry_at - now);
-                    unlock_pool(p, ts);
-                }
+                                 last_error, retry_at - now);
                 return NULL;
             }
             if (failed)
@@ -335,6 +350,7 @@ static rc_conn *open_connection(rc_pool *p, const rc_conn_options *o, rc_state *
         } else if (failed) {
             PyErr_Clear();
         }
+        attempt_started = monotonic_ms();
         c = rc_conn_open(o, st, &unreachable);
         if (c != NULL) {
             ts = lock_pool(p);
@@ -346,7 +362,7 @@ static rc_conn *open_connection(rc_pool *p, const rc_conn_options *o, rc_state *
         /* Wrong credentials or a refused handshake do not mend by waiting. */
         if (!unreachable)
             return NULL;
-        note_failure(p, st);
+        note_failure(p, st, attempt_started);
         failed = 1;
     }
 }
@@ -361,11 +377,13 @@ static void drop_lent(rc_pool *p, rc_conn *c)
     rc_conn_free(c);
 }
 
-rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, rc_state *st)
+rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, rc_state *st,
+                         int fresh)
 {
     grant g = {NULL, 0, 0, 0, 0, 0};
     rc_conn *c;
     PyThreadState *ts;
+    int closed;
 
     if (p->generation != rc_fork_generation)
         forget_parent(p);
@@ -381,10 +399,11 @@ rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, r
         return NULL;
     }
     if (g.conn != NULL) {
-        if (rc_conn_is_usable(g.conn))
+        if (!fresh && rc_conn_is_usable(g.conn))
             return g.conn;
         /* Dropped by the server while idle (restart, idle timeout, CLIENT
-         * KILL...): replace it rather than fail the caller's command. */
+         * KILL...), or a fresh one is wanted: replace it rather than fail
+         * the caller's command. */
         drop_lent(p, g.conn);
         g.conn = NULL;
         g.may_open = 1;
@@ -396,9 +415,16 @@ rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, r
             return NULL;
         }
         ts = lock_pool(p);
-        lend(p, c);
+        closed = p->closed;
+        if (!closed)
+            lend(p, c);
         unlock_pool(p, ts);
-        return c;
+        if (!closed)
+            return c;
+        /* The cache was closed while this call connected. */
+        rc_conn_free(c);
+        rc_pool_release(p, NULL);
+        g.closed = 1;
     }
     if (g.closed)
         PyErr_SetString(st->ConnectionError, "the cache is closed; create a new one");

@@ -33,7 +33,7 @@ typedef struct rc_pool {
      * attempts in a row failed, since when, when the next may start
      * (monotonic ms), and the last one's error. */
     int failures;
-    long long down_since_ms, retry_at_ms;
+    long long down_since_ms, retry_at_ms, last_failure_ms;
     char last_error[320];
     int last_error_timed_out;
     unsigned int jitter_seed;
@@ -54,8 +54,8 @@ void rc_pool_close(rc_pool *p);
 /* Frees the pool's memory after rc_pool_close. GIL held. */
 void rc_pool_free(rc_pool *p);
 
-/* Lends a connection, opening one when the pool has room, waiting up to
- * timeout_ms (-1: forever) otherwise. Connecting is retried with a short
+/* Lends a connection (a newly opened one when `fresh`), opening one when
+ * the pool has room, waiting up to timeout_ms (-1: forever) otherwise. Connecting is retried with a short
  * backoff, while the call has waited less than o->connect_wait_ms since its
  * first failed attempt (attempts are shared: a call that finds the last one
  * failed waits for the next). An idle connection is checked first
@@ -64,7 +64,8 @@ void rc_pool_free(rc_pool *p);
  * ConnectionError (pool closed) set. A thread that already holds every
  * connection (a finalizer or hook using the cache during a call) gets
  * PoolTimeout at once rather than wait for itself. */
-rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, rc_state *st);
+rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, rc_state *st,
+                         int fresh);
 
 /* Gives a connection back; a broken one, or one holding bytes nobody read,
  * is closed and its slot freed. */

@@ -8,6 +8,8 @@
  */
 #include "reply.h"
 
+#include "result.h"
+
 static rc_reader *reader_of(const redisReadTask *task)
 {
     return (rc_reader *)task->privdata;
@@ -55,7 +57,9 @@ static void *attach(const redisReadTask *task, PyObject *obj, int type)
         /* Elements arrive in order; an array too long to preallocate grows
          * one element at a time (see create_array). */
         if (task->idx < PyList_GET_SIZE(parent)) {
+            PyObject *old = PyList_GET_ITEM(parent, task->idx);
             PyList_SET_ITEM(parent, task->idx, obj);
+            Py_DECREF(old);
             return obj;
         }
         if (PyList_Append(parent, obj) == 0) {
@@ -113,7 +117,10 @@ static void *create_string(const redisReadTask *task, char *p, size_t n)
 
 static void *create_array(const redisReadTask *task, int elements)
 {
-    return attach(task, PyList_New(elements <= RC_READER_PREALLOC_MAX ? elements : 0),
+    /* Filled with None: until its elements arrive the array may be reached
+     * by gc.get_objects() (and, in the blocking client, by other threads
+     * while this one waits in recv() without the GIL). */
+    return attach(task, rc_none_list(elements <= RC_READER_PREALLOC_MAX ? elements : 0),
                   REDIS_REPLY_ARRAY);
 }
 

@@ -17,6 +17,17 @@ static PyObject *convert(rc_state *st, PyObject *model, PyObject *value)
     return PyObject_CallFunctionObjArgs(st->typed_convert, model, value, NULL);
 }
 
+PyObject *rc_none_list(Py_ssize_t n)
+{
+    PyObject *list = PyList_New(n);
+    Py_ssize_t i;
+
+    if (list != NULL)
+        for (i = 0; i < n; i++)
+            PyList_SET_ITEM(list, i, Py_NewRef(Py_None));
+    return list;
+}
+
 PyObject *rc_result_typed_extra(PyObject *first, PyObject *model)
 {
     return PyTuple_Pack(2, first, model);
@@ -139,6 +150,7 @@ int rc_result_check(rc_state *st, rc_result_kind kind, const rc_reply_shape *sha
         allowed = TYPE_BIT(REDIS_REPLY_INTEGER);
         break;
     case RC_RESULT_STORED:
+    case RC_RESULT_STORED_MANY:
         if (shape->type == REDIS_REPLY_NIL || (shape->type == REDIS_REPLY_STATUS && is_status(reply, "OK")))
             return 0;
         return protocol_error(st, command, shape->type == REDIS_REPLY_STATUS
@@ -236,7 +248,7 @@ PyObject *rc_result_build(rc_state *st, rc_result_kind kind, PyObject *reply, Py
     switch (kind) {
     case RC_RESULT_VALUE:
         return Py_NewRef(reply == st->missing ? extra : reply);
-    case RC_RESULT_STORED:
+    case RC_RESULT_STORED_MANY:
         if (PyList_Check(reply)) {
             int stored = 1;
             for (i = 0; i < PyList_GET_SIZE(reply); i++) {
@@ -253,6 +265,9 @@ PyObject *rc_result_build(rc_state *st, rc_result_kind kind, PyObject *reply, Py
             }
             return PyBool_FromLong(stored);
         }
+        PyErr_SetString(st->ProtocolError, "set_many: the replies were not collected");
+        return NULL;
+    case RC_RESULT_STORED:
         return PyBool_FromLong(reply != Py_None);
     case RC_RESULT_POSITIVE:
         return PyBool_FromLong(PyLong_Check(reply) && PyLong_AsLong(reply) > 0);

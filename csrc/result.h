@@ -12,7 +12,8 @@
 typedef enum rc_result_kind {
     RC_RESULT_RAW,         /* the reply as parsed */
     RC_RESULT_VALUE,       /* GET: the decoded value, or `extra` (the default) on nil */
-    RC_RESULT_STORED,      /* SET (over one or many replies): True unless a nil came back */
+    RC_RESULT_STORED,      /* SET: True unless a nil came back */
+    RC_RESULT_STORED_MANY, /* set_many's SETs: a list of replies; errors: PartialWriteError */
     RC_RESULT_POSITIVE,    /* integer reply > 0, as a bool */
     RC_RESULT_INTEGER,     /* an integer reply, as it is (TTL, INCRBY, UNLINK of many) */
     RC_RESULT_PONG,        /* PING: True on PONG */
@@ -21,6 +22,10 @@ typedef enum rc_result_kind {
     RC_RESULT_TYPED_MGET,  /* MGET with each value made a model: extra is (keys, model) */
     RC_RESULT_HANDSHAKE,   /* AUTH / SELECT / CLIENT SETNAME: checked by the connection */
 } rc_result_kind;
+
+/* A list of n None: a list to fill item by item must never show Python a
+ * NULL item (gc.get_objects() can reach it meanwhile). New reference. */
+PyObject *rc_none_list(Py_ssize_t n);
 
 /* The `extra` of a typed request, (first, model). New reference or NULL. */
 PyObject *rc_result_typed_extra(PyObject *first, PyObject *model);
@@ -33,11 +38,11 @@ PyObject *rc_result_typed_extra(PyObject *first, PyObject *model);
 int rc_result_check(rc_state *st, rc_result_kind kind, const rc_reply_shape *shape,
                     PyObject *reply, PyObject *extra, const char *command);
 
-/* Builds the result from one reply (kinds other than STORED), or from the
- * list of replies of a pipelined request (STORED; `extra` is then the batch
- * the SETs were written from, and error replies among them make a
- * PartialWriteError). Returns a new reference, or NULL with an exception
- * set. A lone reply must not be an error reply. */
+/* Builds the result from one reply, or from the list of replies of
+ * set_many's pipelined SETs (STORED_MANY: `extra` is the batch they were
+ * written from, and error replies among them make a PartialWriteError).
+ * Returns a new reference, or NULL with an exception set. A lone reply must
+ * not be an error reply. */
 PyObject *rc_result_build(rc_state *st, rc_result_kind kind, PyObject *reply, PyObject *extra);
 
 /* Non-zero when reply is an error reply: reply.c turns those into exception

@@ -64,6 +64,8 @@ typedef struct rc_state {
     PyObject *str_dataclass_fields;
     PyObject *model_dump_kwnames; /* ("mode", "by_alias") */
     PyObject *model_dump_args[2]; /* "json", True */
+    /* logging.getLogger("redis_cache"), once something was logged. */
+    PyObject *logger;
     /* redis_cache._typed.convert, once a typed read asked for it. */
     PyObject *typed_convert;
     /* Recently decoded JSON object keys (see json_decode.c). */
@@ -71,6 +73,10 @@ typedef struct rc_state {
     /* Recently decoded short string values. */
     rc_key_entry str_cache[RC_KEY_CACHE_SIZE];
 } rc_state;
+
+/* Logs a warning through the "redis_cache" logger (Python's logging). GIL
+ * held; never fails (a pending exception is kept, errors are dropped). */
+void rc_log_warning(rc_state *st, const char *fmt, ...);
 
 /* The running event loop (new reference), or NULL with RuntimeError. */
 PyObject *rc_running_loop(rc_state *st);

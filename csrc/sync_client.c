@@ -98,6 +98,8 @@ static void free_settings(SyncClient *self)
         rc_pool_close(&self->pool);
         rc_pool_free(&self->pool);
     }
+    rc_tls_context_unref(self->options.tls);
+    self->options.tls = NULL;
 }
 
 /* A wait in seconds (None: no limit; 0: none) to milliseconds (-1: no limit). */
@@ -145,14 +147,15 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
                              "stringify_keys",
                              "max_key_size",
                              "connect_wait",
+                             "tls",
                              NULL};
     rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     const char *host = "localhost", *username = NULL, *password = NULL, *unix_path = NULL,
                *client_name = NULL;
-    int port = 6379, db = 0, max_connections = 50;
+    int port = 6379, db = 0, max_connections = 50, no_tls;
     Py_ssize_t max_key_size = RC_DEFAULT_MAX_KEY_SIZE;
     PyObject *socket_timeout = Py_None, *connect_timeout = Py_None, *pool_timeout = Py_None,
-             *connect_wait = Py_None,
+             *connect_wait = Py_None, *tls = Py_None,
              *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL;
     rc_state *st = self->base.state;
 
@@ -163,11 +166,11 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
     /* A failed __init__ may be called again: start from nothing. */
     free_settings(self);
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "|$ziizzziOOOzOOOOninpnO:SyncRedisCache", kwlist, &host, &port, &db,
+            args, kwargs, "|$ziizzziOOOzOOOOninpnOO:SyncRedisCache", kwlist, &host, &port, &db,
             &username, &password, &unix_path, &max_connections, &socket_timeout, &connect_timeout,
             &pool_timeout, &client_name, &namespace_, &default_ttl, &serializer,
             &compress.compression, &compress.threshold, &compress.level, &compress.max_decompressed,
-            &compress.stringify_keys, &max_key_size, &connect_wait))
+            &compress.stringify_keys, &max_key_size, &connect_wait, &tls))
         return -1;
     if (port < 1 || port > 65535 || db < 0 || max_connections < 1) {
         PyErr_Format(st->ConfigurationError,
@@ -214,6 +217,14 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
     self->options.password = self->password;
     self->options.db = db;
     self->options.client_name = self->client_name;
+    self->options.tls = rc_client_tls_context(st, tls, &no_tls);
+    if (self->options.tls == NULL && !no_tls)
+        return -1;
+    if (self->options.tls != NULL && self->options.unix_path != NULL) {
+        PyErr_SetString(st->ConfigurationError,
+                        "TLS (ssl=True, rediss://) works over TCP only, not a unix socket");
+        return -1;
+    }
     if (rc_pool_init(&self->pool, (size_t)max_connections) < 0)
         return -1;
     self->ready = 1;
@@ -286,13 +297,14 @@ static void SyncClient_dealloc(SyncClient *self)
 
 /* ------------------------------------------------------------ one round trip */
 
-static rc_conn *checkout(SyncClient *self)
+static rc_conn *checkout(SyncClient *self, int fresh)
 {
     if (!self->ready) {
         PyErr_SetString(PyExc_RuntimeError, "the cache was not initialized (__init__ not called)");
         return NULL;
     }
-    return rc_pool_acquire(&self->pool, self->pool_timeout_ms, &self->options, self->base.state);
+    return rc_pool_acquire(&self->pool, self->pool_timeout_ms, &self->options, self->base.state,
+                           fresh);
 }
 
 /* Drops a command that failed to encode and gives the connection back. */
@@ -312,11 +324,13 @@ static PyObject *read_replies(SyncClient *self, rc_conn *c, const rc_request *r)
 {
     rc_state *st = self->base.state;
     PyObject *result = NULL, *reply, *err_type = NULL, *err_value = NULL, *err_tb = NULL;
-    int batch = r->kind == RC_RESULT_STORED && r->replies > 1;
+    int batch = r->kind == RC_RESULT_STORED_MANY;
     Py_ssize_t i, n = r->replies;
 
-    if (n != 1) {
-        result = PyList_New(n);
+    /* The list lives across recv() calls made without the GIL: filled with
+     * None first, never NULL where another thread's gc.get_objects() sees. */
+    if (n != 1 || batch) {
+        result = rc_none_list(n);
         if (result == NULL)
             goto broken;
     }
@@ -341,10 +355,13 @@ static PyObject *read_replies(SyncClient *self, rc_conn *c, const rc_request *r)
             err_type = Py_NewRef((PyObject *)Py_TYPE(reply));
             err_value = Py_NewRef(reply);
         }
-        if (n == 1)
+        if (result == NULL) {
             result = reply;
-        else
+        } else {
+            PyObject *old = PyList_GET_ITEM(result, i);
             PyList_SET_ITEM(result, i, reply);
+            Py_DECREF(old);
+        }
     }
     c->requests++;
     if (err_type != NULL) {
@@ -395,7 +412,9 @@ static PyObject *sync_send(rc_client *base, const rc_request *r)
     rc_conn *c;
 
     for (attempt = 0;; attempt++) {
-        c = checkout(self);
+        /* The retry goes on a connection opened for it, not another idle
+         * one that may have met the same fate. */
+        c = checkout(self, attempt > 0);
         if (c == NULL)
             return NULL;
         if (r->encode(&base->ks, &c->out, r->arg) < 0)

@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote
 
 from .errors import ConfigurationError
 
-__all__ = ["ConnectionSettings", "parse_url", "settings_from_env"]
+__all__ = ["ConnectionSettings", "TLSSettings", "parse_url", "settings_from_env"]
 
 _DEFAULT_PORT = 6379
 _MAX_PORT = 65535
@@ -210,6 +210,63 @@ def _check_socket_path(value: object, name: str) -> str | None:
 
 
 # --------------------------------------------------------------------------
+# TLS
+# --------------------------------------------------------------------------
+
+_CERT_REQS = ("required", "optional", "none")
+_TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+#: The settings that only mean something with TLS on.
+_TLS_ONLY = (
+    "ssl_ca_certs", "ssl_ca_path", "ssl_ca_data", "ssl_certfile", "ssl_keyfile",
+    "ssl_password", "ssl_min_version", "ssl_ciphers",
+)
+
+
+def _check_cert_reqs(value: object, name: str) -> str:
+    """"required", "optional" or "none"; ssl.VerifyMode values are taken too."""
+    mode = getattr(value, "name", None)
+    if isinstance(value, int) and not isinstance(value, bool) and isinstance(mode, str):
+        value = {"CERT_REQUIRED": "required", "CERT_OPTIONAL": "optional", "CERT_NONE": "none"}.get(
+            mode, value
+        )
+    if not isinstance(value, str) or value.lower() not in _CERT_REQS:
+        raise ConfigurationError(
+            f'{name} must be "required" (the default), "optional" or "none" (or an '
+            f"ssl.VerifyMode), got {value!r}"
+        )
+    return value.lower()
+
+
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _check_path_text(value: object, name: str) -> str | None:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    return _check_optional_text(value, name)
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """What the C core's TLS context is built from (see ConnectionSettings'
+    ssl_* fields)."""
+
+    ca_certs: str | None
+    ca_path: str | None
+    ca_data: str | None
+    certfile: str | None
+    keyfile: str | None
+    password: str | None = field(repr=False)
+    cert_reqs: str = "required"
+    check_hostname: bool = True
+    min_version: str | None = None
+    ciphers: str | None = None
+
+
+# --------------------------------------------------------------------------
 # ConnectionSettings
 # --------------------------------------------------------------------------
 
@@ -240,6 +297,22 @@ class ConnectionSettings:
     #: and the command fails with the last error when this has passed. 0: fail
     #: at once; None: wait as long as it takes.
     connect_wait: float | None = 1.0
+    #: TLS (``rediss://``): on with ``ssl=True``. The server's certificate is
+    #: checked against the CAs given (``ssl_ca_certs`` file, ``ssl_ca_path``
+    #: directory, ``ssl_ca_data`` PEM text; the system's when none is) and
+    #: against the host name; ``ssl_certfile``/``ssl_keyfile`` (+
+    #: ``ssl_password``) are the client certificate for mutual TLS.
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_ca_path: str | None = None
+    ssl_ca_data: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: str | None = field(default=None, repr=False)
+    ssl_cert_reqs: str = "required"
+    ssl_check_hostname: bool = True
+    ssl_min_version: str | None = None
+    ssl_ciphers: str | None = None
 
     def __post_init__(self) -> None:
         """Validate and normalise (ints, float seconds, str socket path)."""
@@ -261,15 +334,66 @@ class ConnectionSettings:
         for name in _TIMEOUT_FIELDS:
             normalised[name] = _check_timeout(getattr(self, name), name)
         normalised["connect_wait"] = _check_wait(self.connect_wait, "connect_wait")
+        normalised.update(self._checked_tls())
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
+
+    def _checked_tls(self) -> dict[str, object]:
+        checked: dict[str, object] = {
+            "ssl": _check_bool(self.ssl, "ssl"),
+            "ssl_cert_reqs": _check_cert_reqs(self.ssl_cert_reqs, "ssl_cert_reqs"),
+            "ssl_check_hostname": _check_bool(self.ssl_check_hostname, "ssl_check_hostname"),
+        }
+        for name in ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile"):
+            checked[name] = _check_path_text(getattr(self, name), name)
+        for name in ("ssl_ca_data", "ssl_ciphers"):
+            checked[name] = _check_optional_text(getattr(self, name), name)
+        _check_optional_text(self.ssl_password, "ssl_password", secret=True)
+        if self.ssl_min_version is not None and self.ssl_min_version not in _TLS_VERSIONS:
+            raise ConfigurationError(
+                f"ssl_min_version must be one of {_TLS_VERSIONS} or None, got "
+                f"{self.ssl_min_version!r}"
+            )
+        if not self.ssl:
+            given = [name for name in _TLS_ONLY if getattr(self, name) is not None]
+            if checked["ssl_cert_reqs"] != "required":
+                given.append("ssl_cert_reqs")
+            if not self.ssl_check_hostname:
+                given.append("ssl_check_hostname")
+            if given:
+                raise ConfigurationError(
+                    f"{given[0]} is set but TLS is off: use a rediss:// URL or ssl=True"
+                )
+        if self.ssl and self.unix_socket_path is not None:
+            raise ConfigurationError(
+                "TLS (ssl=True, rediss://) works over TCP only; Redis has no TLS on unix sockets"
+            )
+        return checked
+
+    def tls_settings(self) -> TLSSettings | None:
+        """What the C core builds its TLS context from; None without TLS."""
+        if not self.ssl:
+            return None
+        return TLSSettings(
+            ca_certs=self.ssl_ca_certs,
+            ca_path=self.ssl_ca_path,
+            ca_data=self.ssl_ca_data,
+            certfile=self.ssl_certfile,
+            keyfile=self.ssl_keyfile,
+            password=self.ssl_password,
+            cert_reqs=self.ssl_cert_reqs,
+            check_hostname=self.ssl_check_hostname,
+            min_version=self.ssl_min_version,
+            ciphers=self.ssl_ciphers,
+        )
 
     def __repr__(self) -> str:
         """Show every field, but only whether a password is set, never its value."""
         parts = []
         for item in fields(self):
             value = getattr(self, item.name)
-            shown = "'***'" if item.name == "password" and value is not None else repr(value)
+            secret = item.name in ("password", "ssl_password")
+            shown = "'***'" if secret and value is not None else repr(value)
             parts.append(f"{item.name}={shown}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
@@ -285,7 +409,8 @@ class ConnectionSettings:
         host = self.host
         if ":" in host:  # IPv6 literal; a zone id's '%' must be escaped as %25
             host = f"[{host.replace('%', '%25')}]"
-        return f"redis://{user}{host}:{self.port}/{self.db}"
+        scheme = "rediss" if self.ssl else "redis"
+        return f"{scheme}://{user}{host}:{self.port}/{self.db}"
 
 
 # --------------------------------------------------------------------------
@@ -329,12 +454,10 @@ def _split_scheme(url: object) -> tuple[str, str]:
             "scheme", f"the URL must start with redis:// or unix://, e.g. {_URL_EXAMPLE}"
         )
     scheme = scheme.lower()
-    if scheme == "rediss":
-        raise ConfigurationError(
-            "TLS (rediss://) is not supported yet; use redis:// or a unix socket"
+    if scheme not in ("redis", "rediss", "unix"):
+        raise _url_error(
+            "scheme", f"unsupported scheme {scheme!r}; use redis://, rediss:// (TLS) or unix://"
         )
-    if scheme not in ("redis", "unix"):
-        raise _url_error("scheme", f"unsupported scheme {scheme!r}; use redis:// or unix://")
     return scheme, rest
 
 
@@ -486,6 +609,32 @@ def _seconds_option(text: str, part: str) -> object:
     return seconds
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _parse_bool(text: str) -> bool | None:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    return None
+
+
+def _bool_option(text: str, part: str) -> object:
+    value = _parse_bool(text)
+    if value is None:
+        raise _url_error(part, f"must be true or false, got {text!r}")
+    return value
+
+
+def _text_option(text: str, part: str) -> object:
+    if not text:
+        raise _url_error(part, "must not be empty")
+    return text
+
+
 def _wait_option(text: str, part: str) -> object:
     """Parse a wait option: like a timeout, but 0 (do not wait) is allowed."""
     seconds = _text_to_seconds(text, allow_zero=True)
@@ -510,6 +659,14 @@ _URL_OPTIONS: Mapping[str, Callable[[str, str], object]] = {
     "client_name": _client_name_option,
     "pool_timeout": _seconds_option,
     "connect_wait": _wait_option,
+    "ssl_cert_reqs": _text_option,
+    "ssl_check_hostname": _bool_option,
+    "ssl_ca_certs": _text_option,
+    "ssl_ca_path": _text_option,
+    "ssl_certfile": _text_option,
+    "ssl_keyfile": _text_option,
+    "ssl_min_version": _text_option,
+    "ssl_ciphers": _text_option,
 }
 
 
@@ -554,23 +711,28 @@ def parse_url(url: str) -> dict[str, object]:
     Accepted forms::
 
         redis://[[username]:password@]host[:port][/db][?option=value&...]
+        rediss://...   (the same, over TLS)
         unix://[[username]:password@]/path/to/redis.sock[?db=N&...]
 
     Hosts may be IPv6 literals in brackets (``redis://[::1]:6380/0``).
     Username, password, socket path and option values are percent-decoded.
     Options: db, socket_timeout, socket_connect_timeout, max_connections,
-    client_name, pool_timeout, connect_wait.  Only keys present in the URL are returned, so
-    the result can be layered over defaults or other sources.
+    client_name, pool_timeout, connect_wait, and for TLS ssl_cert_reqs,
+    ssl_check_hostname, ssl_ca_certs, ssl_ca_path, ssl_certfile, ssl_keyfile,
+    ssl_min_version, ssl_ciphers.  Only keys present in the URL are returned,
+    so the result can be layered over defaults or other sources.
 
     Raises :class:`ConfigurationError` naming the faulty part; the message
-    never contains the password.  ``rediss://`` (TLS) is refused for now.
+    never contains the password.
     """
     scheme, rest = _split_scheme(url)
     authority, path, query = _split_authority(rest)
     settings, hostport = _parse_userinfo(authority)
-    if scheme == "redis":
+    if scheme in ("redis", "rediss"):
         settings.update(_parse_hostport(hostport))
         path_db = _parse_db_path(path)
+        if scheme == "rediss":
+            settings["ssl"] = True
     else:
         settings["unix_socket_path"] = _parse_socket_path(hostport, path)
         path_db = None
@@ -617,6 +779,13 @@ def _env_wait(text: str, variable: str) -> object:
     return seconds
 
 
+def _env_bool(text: str, variable: str) -> object:
+    value = _parse_bool(text)
+    if value is None:
+        raise ConfigurationError(f"{variable} must be true or false (or 1/0, yes/no), got {text!r}")
+    return value
+
+
 def _env_host(text: str, variable: str) -> object:
     """Check a host here, so that the message names the variable rather than
     the ``host`` setting; and catch a URL put into REDIS_HOST, a common mix-up."""
@@ -650,6 +819,17 @@ _ENV_VARIABLES: tuple[tuple[str, str, Callable[[str, str], object], bool], ...] 
     ("REDIS_SOCKET_TIMEOUT", "socket_timeout", _env_seconds, True),
     ("REDIS_SOCKET_CONNECT_TIMEOUT", "socket_connect_timeout", _env_seconds, True),
     ("REDIS_CONNECT_WAIT", "connect_wait", _env_wait, True),
+    ("REDIS_USE_SSL", "ssl", _env_bool, True),
+    ("REDIS_SSL_CA_CERTS", "ssl_ca_certs", _env_text, True),
+    ("REDIS_SSL_CA_PATH", "ssl_ca_path", _env_text, True),
+    ("REDIS_SSL_CA_DATA", "ssl_ca_data", _env_text, False),
+    ("REDIS_SSL_CERTFILE", "ssl_certfile", _env_text, True),
+    ("REDIS_SSL_KEYFILE", "ssl_keyfile", _env_text, True),
+    ("REDIS_SSL_PASSWORD", "ssl_password", _env_text, False),
+    ("REDIS_SSL_CERT_REQS", "ssl_cert_reqs", _env_text, True),
+    ("REDIS_SSL_CHECK_HOSTNAME", "ssl_check_hostname", _env_bool, True),
+    ("REDIS_SSL_MIN_VERSION", "ssl_min_version", _env_text, True),
+    ("REDIS_SSL_CIPHERS", "ssl_ciphers", _env_text, True),
 )
 
 
@@ -659,7 +839,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, obj
     Order: ``REDIS_URL`` is parsed first (with :func:`parse_url`) as the base;
     then each of REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_USERNAME,
     REDIS_PASSWORD, REDIS_SOCKET_PATH, REDIS_MAX_CONNECTIONS,
-    REDIS_SOCKET_TIMEOUT, REDIS_SOCKET_CONNECT_TIMEOUT and REDIS_CONNECT_WAIT that is set
+    REDIS_SOCKET_TIMEOUT, REDIS_SOCKET_CONNECT_TIMEOUT, REDIS_CONNECT_WAIT,
+    REDIS_USE_SSL and REDIS_SSL_* (CA_CERTS, CA_PATH, CA_DATA, CERTFILE,
+    KEYFILE, PASSWORD, CERT_REQS, CHECK_HOSTNAME, MIN_VERSION, CIPHERS) that is set
     overrides its one field.  This lets a deployment keep a shared URL and
     change, say, only the password.
 

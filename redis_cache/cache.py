@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import logging
 import os
 import random
 import re
@@ -24,7 +25,7 @@ from typing import Any, TypeVar, Union
 
 from . import _core
 from ._breaker import CircuitBreaker, breaker_from_setting
-from ._config import ConnectionSettings, parse_url, settings_from_env
+from ._config import ConnectionSettings, TLSSettings, parse_url, settings_from_env
 from .errors import ConfigurationError, ConnectionError, PoolTimeout, ProtocolError, TimeoutError
 from .serializers import SignedPickle
 
@@ -90,6 +91,22 @@ def _connection_settings(arguments: Mapping[str, Any]) -> ConnectionSettings:
     return ConnectionSettings(
         **{f.name: arguments[f.name] for f in dataclasses.fields(ConnectionSettings)}
     )
+
+
+_log = logging.getLogger("redis_cache")
+
+
+def _tls(settings: ConnectionSettings) -> TLSSettings | None:
+    """The C core's TLS settings, warning (once per cache) when the server's
+    certificate will not be checked."""
+    tls = settings.tls_settings()
+    if tls is not None and tls.cert_reqs == "none":
+        _log.warning(
+            "TLS to %s with ssl_cert_reqs='none': the server's certificate is not checked, "
+            "so anyone on the network path can pose as it",
+            settings.describe(),
+        )
+    return tls
 
 
 def _arguments(scope: dict[str, Any]) -> dict[str, Any]:
@@ -256,6 +273,17 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         connect_wait: float | None = 1.0,
         max_key_size: int = DEFAULT_MAX_KEY_SIZE,
         circuit_breaker: CircuitBreaker | None = None,
+        ssl: bool = False,
+        ssl_ca_certs: str | PathLike[str] | None = None,
+        ssl_ca_path: str | PathLike[str] | None = None,
+        ssl_ca_data: str | None = None,
+        ssl_certfile: str | PathLike[str] | None = None,
+        ssl_keyfile: str | PathLike[str] | None = None,
+        ssl_password: str | None = None,
+        ssl_cert_reqs: str = "required",
+        ssl_check_hostname: bool = True,
+        ssl_min_version: str | None = None,
+        ssl_ciphers: str | None = None,
     ) -> None:
         self._init_kwargs = _arguments(locals())
         settings = _connection_settings(self._init_kwargs)
@@ -273,6 +301,7 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
             client_name=settings.client_name,
             connect_wait=settings.connect_wait,
             max_key_size=max_key_size,
+            tls=_tls(settings),
             namespace=namespace,
             default_ttl=default_ttl,
             **_codec_options(
@@ -407,6 +436,17 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         connect_wait: float | None = 1.0,
         max_key_size: int = DEFAULT_MAX_KEY_SIZE,
         circuit_breaker: CircuitBreaker | None = None,
+        ssl: bool = False,
+        ssl_ca_certs: str | PathLike[str] | None = None,
+        ssl_ca_path: str | PathLike[str] | None = None,
+        ssl_ca_data: str | None = None,
+        ssl_certfile: str | PathLike[str] | None = None,
+        ssl_keyfile: str | PathLike[str] | None = None,
+        ssl_password: str | None = None,
+        ssl_cert_reqs: str = "required",
+        ssl_check_hostname: bool = True,
+        ssl_min_version: str | None = None,
+        ssl_ciphers: str | None = None,
         connections: int = 1,
         max_in_flight: int = 4096,
     ) -> None:
@@ -418,6 +458,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
             socket_timeout=settings.socket_timeout,
             connect_wait=settings.connect_wait,
             max_key_size=max_key_size,
+            tls=_tls(settings),
             **_codec_options(
                 serializer,
                 pickle_secret,
@@ -592,7 +633,8 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
                     if mux.closed:
                         sock.close()
                         return
-                    mux.attach(sock.detach(), self._handshake())
+                    server_host = self._settings.host if self._settings.ssl else None
+                    mux.attach(sock.detach(), self._handshake(), server_host, where)
                     return
                 self._backoff.failed(*error)
                 if mux.connect_failed(*error) == 0:

@@ -15,6 +15,8 @@ need_debian_packages() {
     pkg-config --exists hiredis 2>/dev/null || missing+=(libhiredis-dev)
     pkg-config --exists libzstd 2>/dev/null || missing+=(libzstd-dev)
     pkg-config --exists zlib 2>/dev/null || missing+=(zlib1g-dev)
+    pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+    command -v openssl >/dev/null || missing+=(openssl)
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v cc >/dev/null || missing+=(gcc)
     "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
@@ -38,8 +40,8 @@ install_system_packages() {
 redis_cache needs these system packages, which are missing: $missing
 Install them, then run this command again:
     Debian / Ubuntu:  sudo apt-get install $missing
-    Fedora:           sudo dnf install hiredis-devel libzstd-devel zlib-devel redis gcc python3-devel pkgconf-pkg-config
-    macOS (Homebrew): brew install hiredis zstd redis pkg-config
+    Fedora:           sudo dnf install hiredis-devel libzstd-devel zlib-devel openssl-devel openssl redis gcc python3-devel pkgconf-pkg-config
+    macOS (Homebrew): brew install hiredis zstd openssl redis pkg-config
 MSG
         exit 1
     fi

@@ -6,11 +6,17 @@ in the test's docstring.  Async tests run on asyncio and uvloop (``run``).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
 import uuid
 from typing import Any
 
 import pytest
 from async_support import run  # noqa: F401  (run is a fixture)
+from scripted_server import scripted_server  # noqa: F401  (a fixture)
 
 from redis_cache import ConnectionError, RedisCache, SerializationError, SyncRedisCache
 from redis_cache.testing import RedisServer
@@ -212,3 +218,196 @@ def test_async_loads_closing_the_connection_mid_dispatch(run: Any, redis: RedisS
             assert await cache.get("b") == "'x'"
 
     run(main())
+
+
+# ---------------------------------------------------------------------------
+# The second review (after the re-entrancy and hardening work)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("queued", [62, 63, 64, 126, 127])
+def test_async_handshake_of_two_commands_with_a_full_ring(
+    run: Any, redis: RedisServer, queued: int
+) -> None:
+    """attach() put n handshake slots in front of the ring after making room
+    for one: with 62 or 63 requests queued while connecting (and SELECT plus
+    CLIENT SETNAME), the ring wrapped, one request's future was never
+    completed and a zeroed slot swallowed every later reply."""
+
+    async def main() -> None:
+        async with RedisCache(port=redis.port, db=1, client_name="ring", socket_timeout=5) as cache:
+            futures = [cache.set(f"k{i}", i) for i in range(queued)]
+            assert await asyncio.wait_for(asyncio.gather(*futures), 10) == [True] * queued
+            assert await cache.get(f"k{queued - 1}") == queued - 1
+
+    run(main())
+
+
+def run_script(script: str, *args: str, timeout: float = 120, **env: str) -> str:
+    """Runs a script in a process of its own (a crash must not take the test
+    run with it) and returns its output; a non-zero exit fails the test."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_a_finalizer_replacing_the_connection_during_submit(redis: RedisServer) -> None:
+    """The async transport submitted to a multiplexer the client only lent
+    it: a finalizer run by the GC while the future was made closed that
+    multiplexer and issued a command, the client replaced (and freed) it,
+    and the submit went on in freed memory."""
+    script = textwrap.dedent(
+        """
+        import asyncio, gc, sys
+        from redis_cache import RedisCache
+
+        armed = False
+        class Trap:
+            def __init__(self): self.me = self
+            def __del__(self):
+                if armed:
+                    cache._multiplexers[0].close()
+                    cache.get("other")
+
+        async def main():
+            global cache, armed
+            cache = RedisCache(port=int(sys.argv[1]))
+            await cache.ping()
+            gc.collect(); gc.disable()
+            Trap()
+            armed = True
+            gc.enable(); gc.set_threshold(1)
+            try:
+                future = cache.get("x")
+            except Exception as exc:
+                print("refused:", type(exc).__name__, exc)
+            else:
+                try:
+                    print("answered:", await future)
+                except Exception as exc:
+                    print("failed:", type(exc).__name__, exc)
+            gc.set_threshold(700)
+            assert await cache.get("x", default="fine") == "fine"
+            await cache.close()
+            print("ok")
+
+        asyncio.run(main())
+        """
+    )
+    # PYTHONMALLOC=debug fills freed memory, so a use after free shows.
+    out = run_script(script, str(redis.port), PYTHONMALLOC="debug")
+    assert out.strip().endswith("ok"), out
+    assert "MemoryError" not in out and "failed: ConnectionError \n" not in out
+
+
+def test_reply_lists_never_show_python_a_null_item(run: Any, redis: RedisServer) -> None:
+    """A batch's reply list was made with NULL items and filled as replies
+    came: gc.get_objects() could hand it to Python code, and iterating it
+    crashed. It is filled with None first now."""
+    script = textwrap.dedent(
+        """
+        import asyncio, gc, sys, threading
+        from redis_cache import RedisCache, SyncRedisCache
+
+        async def main():
+            cache = RedisCache(port=int(sys.argv[1]))
+            await cache.ping()
+            future = cache.set_many({k: 1 for k in "abcdefg"})
+            seen = [o for o in gc.get_objects() if type(o) is list and len(o) == 7]
+            for found in seen:
+                for item in found:
+                    pass
+            assert await future is True
+            await cache.close()
+
+        asyncio.run(main())
+
+        n = 50_000
+        with SyncRedisCache(port=int(sys.argv[1])) as cache:
+            batch = {f"k{i}": i for i in range(n)}
+            stop = False
+            def spy():
+                while not stop:
+                    for o in gc.get_objects():
+                        if type(o) is list and len(o) == n:
+                            for item in o:
+                                pass
+            thread = threading.Thread(target=spy)
+            thread.start()
+            try:
+                for _ in range(10):
+                    assert cache.set_many(batch) is True
+            finally:
+                stop = True
+                thread.join()
+        print("ok")
+        """
+    )
+    assert run_script(script, str(redis.port)).strip() == "ok"
+
+
+def test_connect_failures_from_many_threads_at_once() -> None:
+    """The pool formatted the error of a failed connect while holding its
+    lock, which it may hold without the GIL: with 16 threads failing to
+    connect at once the process crashed within seconds."""
+    script = textwrap.dedent(
+        """
+        import threading, time
+        from redis_cache import SyncRedisCache, ConnectionError, PoolTimeout
+        from redis_cache.testing import free_port
+
+        cache = SyncRedisCache(host="127.0.0.1", port=free_port(), connect_wait=0,
+                               max_connections=4, pool_timeout=5)
+        stop = time.monotonic() + 3
+        errors = []
+        def work():
+            while time.monotonic() < stop:
+                try:
+                    cache.get("k")
+                except (ConnectionError, PoolTimeout) as exc:
+                    errors.append(type(exc).__name__)
+        threads = [threading.Thread(target=work) for _ in range(16)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert errors and set(errors) <= {"ConnectionError", "PoolTimeout"}, set(errors)
+        print("ok")
+        """
+    )
+    assert run_script(script).strip() == "ok"
+
+
+def test_set_many_of_one_key_refused_is_a_partial_write(redis_server_factory: Any) -> None:
+    """A one-key batch took the single-reply path, so its refusal was a plain
+    ResponseError, not the PartialWriteError set_many promises."""
+    from redis_cache import PartialWriteError
+
+    server = redis_server_factory()
+    server.raw_command("CONFIG", "SET", "maxmemory", "1")
+    server.raw_command("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    try:
+        with SyncRedisCache(port=server.port) as cache:
+            with pytest.raises(PartialWriteError) as info:
+                cache.set_many({"only": "x" * 100})
+            assert info.value.written == [] and list(info.value.failed) == ["only"]
+    finally:
+        server.close()
+
+
+def test_sync_handshake_reply_of_the_wrong_type_is_a_protocol_error(scripted_server: Any) -> None:
+    """The blocking client checked only that handshake replies were not
+    errors: SELECT answered with an integer was taken as success."""
+    from redis_cache import ProtocolError
+    from scripted_server import default_handler, integer
+
+    server = scripted_server(
+        lambda command: integer(1) if command.name == "SELECT" else default_handler(command)
+    )
+    with SyncRedisCache(host=server.host, port=server.port, db=2, connect_wait=0) as cache:
+        with pytest.raises(ProtocolError, match="SELECT"):
+            cache.ping()

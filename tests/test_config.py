@@ -132,7 +132,8 @@ BAD_URLS = [
     (f"//:{SECRET}@localhost", "scheme"),
     (f"redis:/:{SECRET}@localhost", "scheme"),
     (f"http://:{SECRET}@localhost", "scheme 'http'"),
-    (f"rediss://:{SECRET}@localhost:6380", "TLS (rediss://) is not supported yet"),
+    (f"rediss://:{SECRET}@localhost:6380?ssl_check_hostname=maybe", "ssl_check_hostname"),
+    (f"rediss://:{SECRET}@localhost:6380?ssl_certfile=", "ssl_certfile"),
     (f"redis://:{SECRET}@", "host"),
     (f"redis://:{SECRET}@:6379", "host"),
     (f"redis://:{SECRET}@local%20host", "host"),
@@ -232,10 +233,53 @@ def test_parse_url_unknown_option_lists_known_ones() -> None:
         assert name in message
 
 
-def test_parse_url_rediss_message_is_exact() -> None:
-    with pytest.raises(ConfigurationError, match=r"^TLS \(rediss://\) is not supported yet; "
-                       r"use redis:// or a unix socket$"):
-        parse_url("rediss://localhost")
+def test_parse_url_rediss_turns_tls_on_with_its_options() -> None:
+    assert parse_url("rediss://localhost:6380/1?ssl_cert_reqs=optional&ssl_check_hostname=no") == {
+        "host": "localhost",
+        "port": 6380,
+        "db": 1,
+        "ssl": True,
+        "ssl_cert_reqs": "optional",
+        "ssl_check_hostname": False,
+    }
+    settings = ConnectionSettings(**parse_url("rediss://localhost:6380?ssl_ca_certs=/ca.pem"))
+    assert settings.describe() == "rediss://localhost:6380/0"
+    assert settings.tls_settings() is not None and settings.tls_settings().ca_certs == "/ca.pem"
+
+
+def test_tls_settings_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="ssl_ca_certs is set but TLS is off"):
+        ConnectionSettings(ssl_ca_certs="/ca.pem")
+    with pytest.raises(ConfigurationError, match="ssl_cert_reqs must be"):
+        ConnectionSettings(ssl=True, ssl_cert_reqs="sometimes")
+    with pytest.raises(ConfigurationError, match="TCP only"):
+        ConnectionSettings(ssl=True, unix_socket_path="/tmp/r.sock")
+    with pytest.raises(ConfigurationError, match="ssl_min_version"):
+        ConnectionSettings(ssl=True, ssl_min_version="TLSv1.0")
+    import ssl
+
+    assert ConnectionSettings(ssl=True, ssl_cert_reqs=ssl.CERT_NONE).ssl_cert_reqs == "none"
+    assert "ssl_password='***'" in repr(ConnectionSettings(ssl=True, ssl_password="hush"))
+    assert "hush" not in repr(ConnectionSettings(ssl=True, ssl_password="hush"))
+
+
+def test_env_tls_variables() -> None:
+    env = {
+        "REDIS_HOST": "cache.internal",
+        "REDIS_USE_SSL": "true",
+        "REDIS_SSL_CA_CERTS": "/etc/ca.pem",
+        "REDIS_SSL_CERT_REQS": "optional",
+        "REDIS_SSL_CHECK_HOSTNAME": "0",
+    }
+    assert settings_from_env(env) == {
+        "host": "cache.internal",
+        "ssl": True,
+        "ssl_ca_certs": "/etc/ca.pem",
+        "ssl_cert_reqs": "optional",
+        "ssl_check_hostname": False,
+    }
+    with pytest.raises(ConfigurationError, match="REDIS_USE_SSL must be true or false"):
+        settings_from_env({"REDIS_USE_SSL": "maybe"})
 
 
 def test_parse_url_conflicting_db_names_both_values() -> None:
@@ -557,7 +601,7 @@ def test_env_bad_numbers_name_the_variable(variable: str, raw: str) -> None:
     [
         f"redis://user:{SECRET}",
         f"redis://:{SECRET}@h:99999",
-        f"rediss://:{SECRET}@h",
+        f"rediss://:{SECRET}@h?ssl_cert_reqs=",
         f"redis://:{SECRET}@h?bogus=1",
     ],
 )

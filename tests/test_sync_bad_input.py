@@ -424,7 +424,7 @@ SECRET = "Sup3r-S3cret"
         f"redis://u:{SECRET}@[::1:6379",
         f"unix://u:{SECRET}@host/tmp/redis.sock",
         f"http://u:{SECRET}@localhost",
-        f"rediss://u:{SECRET}@localhost",
+        f"rediss://u:{SECRET}@localhost?ssl_check_hostname=perhaps",
         f"{SECRET}",
     ],
 )

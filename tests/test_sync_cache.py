@@ -873,11 +873,12 @@ def test_missing_unix_socket_is_a_connection_error(tmp_path: pathlib.Path) -> No
             c.ping()
 
 
-def test_rediss_url_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="TLS"):
-        SyncRedisCache.from_url("rediss://localhost:6380/0")
-    with pytest.raises(ConfigurationError, match="TLS"):
-        SyncRedisCache.from_env({"REDIS_URL": "rediss://:pw@localhost"})
+def test_tls_settings_openssl_refuses_are_configuration_errors(tmp_path: Any) -> None:
+    missing = tmp_path / "no-such-ca.pem"
+    with pytest.raises(ConfigurationError, match="cannot load ssl_ca_certs"):
+        SyncRedisCache.from_url(f"rediss://localhost:6380/0?ssl_ca_certs={missing}")
+    with pytest.raises(ConfigurationError, match="ssl_ca_data holds no PEM certificate"):
+        SyncRedisCache(ssl=True, ssl_ca_data="not a certificate")
 
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ need_debian_packages() {
     pkg-config --exists libzstd 2>/dev/null || missing+=(libzstd-dev)
     pkg-config --exists zlib 2>/dev/null || missing+=(zlib1g-dev)
     command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v openssl >/dev/null || missing+=(openssl) # the TLS tests' certificates
     command -v cc >/dev/null || missing+=(gcc)
     "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
         || missing+=(python3-dev)

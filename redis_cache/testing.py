@@ -17,6 +17,10 @@ TLS: :func:`generate_tls_certificates` writes a throw-away CA and the
 certificates TLS tests need (see :mod:`redis_cache._testing_tls`), and
 ``RedisServer(tls=...)`` listens on a TLS port with them.
 
+Replication and Sentinel: :class:`ReplicationGroup` (a primary and its
+replicas) and :class:`SentinelTopology` (the same watched by Sentinels, with
+failover, kill and restart helpers), from :mod:`redis_cache._testing_sentinel`.
+
 This module imports nothing from ``redis_cache`` but its sibling
 ``_testing_tls``: it works without the C extension.
 """
@@ -37,7 +41,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 from urllib.parse import quote
 
 from ._testing_tls import (
@@ -49,16 +53,23 @@ from ._testing_tls import (
 )
 
 __all__ = [
+    "FAST_SENTINEL_TIMERS",
     "CertificateAndKey",
+    "RedisReplyError",
     "RedisServer",
     "RedisServerError",
     "RedisServerStartError",
+    "ReplicationGroup",
+    "SentinelServer",
+    "SentinelTopology",
     "TLSCertificates",
     "TLSSettings",
+    "TopologyTimeoutError",
     "find_openssl",
     "find_redis_server",
     "free_port",
     "generate_tls_certificates",
+    "decode_reply",
     "ipv6_loopback_available",
     "read_reply",
 ]
@@ -103,6 +114,10 @@ ConfigValue = str | int | Sequence[str]
 
 class RedisServerError(RuntimeError):
     """A harness-managed server misbehaved (bad reply, failed auth, ...)."""
+
+
+class RedisReplyError(RedisServerError):
+    """An error reply (``-ERR ...``) to a command sent by :meth:`RedisServer.command`."""
 
 
 class RedisServerStartError(RedisServerError):
@@ -234,6 +249,52 @@ def read_reply(stream: BinaryIO) -> bytes:
     raise RedisServerError(f"unknown RESP type byte in {line!r}")
 
 
+#: What :func:`decode_reply` makes of a reply.
+Reply = str | int | None | list["Reply"] | RedisReplyError
+
+
+def decode_reply(raw: bytes) -> Reply:
+    """Turn one raw RESP2 reply (as :func:`read_reply` returns it) into Python.
+
+    For inspecting servers, not for data: simple and bulk strings become
+    ``str`` (UTF-8; bytes that are not UTF-8 are kept as surrogate escapes),
+    integers ``int``, nil ``None``, arrays lists, and an error reply a
+    :class:`RedisReplyError` *value* (raising is the caller's choice).
+    """
+    reply, end = _decode_at(raw, 0)
+    if end != len(raw):
+        raise RedisServerError(f"{len(raw) - end} bytes after the reply: {raw[end:end + 40]!r}")
+    return reply
+
+
+def _decode_at(raw: bytes, start: int) -> tuple[Reply, int]:
+    """Decode the reply starting at ``raw[start]``; return it and where it ends."""
+    line_end = raw.index(b"\r\n", start)
+    kind, header = raw[start : start + 1], raw[start + 1 : line_end]
+    after = line_end + 2
+    if kind == b"+":
+        return header.decode(errors="surrogateescape"), after
+    if kind == b"-":
+        return RedisReplyError(header.decode(errors="replace")), after
+    if kind == b":":
+        return int(header), after
+    if kind == b"$":
+        length = int(header)
+        if length < 0:
+            return None, after
+        return raw[after : after + length].decode(errors="surrogateescape"), after + length + 2
+    if kind == b"*":
+        count = int(header)
+        if count < 0:
+            return None, after
+        items: list[Reply] = []
+        for _ in range(count):
+            item, after = _decode_at(raw, after)
+            items.append(item)
+        return items, after
+    raise RedisServerError(f"decode_reply reads RESP2 only, not {raw[start:line_end]!r}")
+
+
 class _LogCollector:
     """Thread-safe, bounded buffer of a server's stdout lines.
 
@@ -323,6 +384,8 @@ class RedisServer:
     """
 
     host: str = LOOPBACK_V4
+    #: The log line that says the server accepts connections.
+    ready_marker: str = READY_MARKER
 
     def __init__(
         self,
@@ -488,6 +551,12 @@ class RedisServer:
         return f"redis://{self._userinfo()}[{LOOPBACK_V6}]:{self._require_plain_port()}/0"
 
     @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` where clients connect: the plain TCP port, or the
+        TLS port on a TLS-only server.  Also how replicas and Sentinel name it."""
+        return (self.host, self.port or self._require_tls_port())
+
+    @property
     def tls_url(self) -> str:
         """``rediss://[user:password@]127.0.0.1:tls_port/0``.
 
@@ -647,7 +716,7 @@ class RedisServer:
                         "before accepting connections",
                         self._log.text(),
                     )
-                if any(READY_MARKER in line for line in self._log.feed(data)):
+                if any(self.ready_marker in line for line in self._log.feed(data)):
                     return
 
     def _reap(self) -> None:
@@ -808,6 +877,22 @@ class RedisServer:
         """
         if not args:
             raise ValueError("raw_command needs at least the command name")
+        return self.raw_pipeline(args, via=via, auth=auth, timeout=timeout)[0]
+
+    def raw_pipeline(
+        self,
+        *commands: Sequence[str | bytes | int | float],
+        via: Transport | None = None,
+        auth: bool = True,
+        timeout: float = 10.0,
+    ) -> list[bytes]:
+        """Send several commands over one fresh socket; return their raw replies.
+
+        For what must share a connection, e.g. a write and the ``WAIT``
+        that waits for its replication.  Otherwise as :meth:`raw_command`.
+        """
+        if not commands or not all(commands):
+            raise ValueError("raw_pipeline needs commands, each with at least its name")
         with self.connect(via, timeout=timeout) as sock, sock.makefile("rb") as stream:
             creds = self.credentials if auth else None
             if creds is not None:
@@ -817,8 +902,37 @@ class RedisServer:
                 reply = read_reply(stream)
                 if reply != b"+OK\r\n":
                     raise RedisServerError(f"AUTH failed: {reply!r}")
-            sock.sendall(_encode_command(args))
-            return read_reply(stream)
+            sock.sendall(b"".join(_encode_command(args) for args in commands))
+            return [read_reply(stream) for _ in commands]
+
+    def command(
+        self,
+        *args: str | bytes | int | float,
+        via: Transport | None = None,
+        auth: bool = True,
+        timeout: float = 10.0,
+    ) -> Reply:
+        """Like :meth:`raw_command`, decoded by :func:`decode_reply`.
+
+        An error reply raises :class:`RedisReplyError`.  Meant for looking
+        at a server's state (``ROLE``, ``INFO``, ``SENTINEL ...``).
+        """
+        reply = decode_reply(self.raw_command(*args, via=via, auth=auth, timeout=timeout))
+        if isinstance(reply, RedisReplyError):
+            raise reply
+        return reply
+
+    def info(self, section: str = "default", *, via: Transport | None = None) -> dict[str, str]:
+        """``INFO <section>`` as a dict of its ``field:value`` lines."""
+        text = self.command("INFO", section, via=via)
+        if not isinstance(text, str):
+            raise RedisServerError(f"INFO replied {text!r}")
+        fields: dict[str, str] = {}
+        for line in text.splitlines():
+            name, colon, value = line.partition(":")
+            if colon and not name.startswith("#"):
+                fields[name] = value
+        return fields
 
     def flushall(self) -> None:
         """Empty every database (``FLUSHALL SYNC``), checking the reply."""
@@ -876,3 +990,33 @@ class RedisServer:
         if self.tls.client_cert_file is not None and self.tls.client_key_file is not None:
             options += ["--cert", self.tls.client_cert_file, "--key", self.tls.client_key_file]
         return options
+
+
+# The replication and Sentinel helpers build on RedisServer, so they live in
+# a module that imports this one; they are loaded on first use.
+_SENTINEL_NAMES = frozenset(
+    {
+        "FAST_SENTINEL_TIMERS",
+        "ReplicationGroup",
+        "SentinelServer",
+        "SentinelTopology",
+        "TopologyTimeoutError",
+    }
+)
+
+if TYPE_CHECKING:
+    from ._testing_sentinel import (
+        FAST_SENTINEL_TIMERS,
+        ReplicationGroup,
+        SentinelServer,
+        SentinelTopology,
+        TopologyTimeoutError,
+    )
+
+
+def __getattr__(name: str) -> object:
+    if name in _SENTINEL_NAMES:
+        from . import _testing_sentinel
+
+        return getattr(_testing_sentinel, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

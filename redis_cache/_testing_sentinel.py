@@ -201,8 +201,7 @@ class ReplicationGroup:
 
     def close(self) -> None:
         """Stop every node and delete their directories."""
-        for node in self.nodes:
-            node.close()
+        _close_replicas_first(self.nodes)
 
     def __enter__(self) -> ReplicationGroup:
         return self.start()
@@ -281,6 +280,20 @@ class ReplicationGroup:
             self.wait_timeout if timeout is None else timeout,
             f"replicas in sync with {primary!r}",
         )
+
+
+def _close_replicas_first(nodes: Sequence[RedisServer]) -> None:
+    """Close ``nodes``, primaries last: a primary shutting down waits (up to
+    ``shutdown-timeout``) for its replicas to acknowledge the last writes."""
+
+    def is_primary(node: RedisServer) -> bool:
+        try:
+            return node.running and not node.paused and _role_is(node, "master")
+        except (OSError, RedisServerError):
+            return False
+
+    for node in sorted(nodes, key=is_primary):
+        node.close()
 
 
 def _replicaof(node: RedisServer, primary: RedisServer) -> None:

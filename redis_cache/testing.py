@@ -65,11 +65,11 @@ __all__ = [
     "TLSCertificates",
     "TLSSettings",
     "TopologyTimeoutError",
+    "decode_reply",
     "find_openssl",
     "find_redis_server",
     "free_port",
     "generate_tls_certificates",
-    "decode_reply",
     "ipv6_loopback_available",
     "read_reply",
 ]

@@ -273,7 +273,7 @@ class _CertificateAuthority:
             "req", "-config", self.config, "-new", "-x509", "-key", key,
             "-subj", _subject(common_name), "-days", str(VALID_DAYS), "-sha256",
             "-set_serial", "1", "-extensions", "ca_root", "-out", cert,
-        )  # fmt: skip
+        )
         self.pair = CertificateAndKey(cert=cert, key=key)
 
     def issue(
@@ -294,7 +294,7 @@ class _CertificateAuthority:
         self.openssl.run(
             "req", "-config", self.config, "-new", "-key", key,
             "-subj", _subject(common_name), "-out", request,
-        )  # fmt: skip
+        )
         cert = self.openssl.path(f"{name}.crt")
         validity = (
             ["-startdate", dates[0], "-enddate", dates[1]]
@@ -306,7 +306,7 @@ class _CertificateAuthority:
             "-cert", self.pair.cert, "-keyfile", self.pair.key,
             "-extensions", extensions, *validity, "-notext",
             "-in", request, "-out", cert,
-        )  # fmt: skip
+        )
         return CertificateAndKey(cert=cert, key=key)
 
 
@@ -353,7 +353,7 @@ def generate_tls_certificates(directory: str | os.PathLike[str]) -> TLSCertifica
     openssl.run(
         "pkey", "-in", client.key, "-aes-256-cbc",
         "-passout", f"pass:{CLIENT_KEY_PASSPHRASE}", "-out", encrypted_key,
-    )  # fmt: skip
+    )
     os.chmod(encrypted_key, 0o600)
 
     return TLSCertificates(

@@ -68,7 +68,7 @@ def test_public_names_resolve() -> None:
     for name in testing.__all__:
         assert getattr(testing, name) is not None, name
     with pytest.raises(AttributeError):
-        testing.no_such_name  # noqa: B018
+        testing.no_such_name
 
 
 def test_command_decodes_replies_and_raises_errors(redis: RedisServer) -> None:
@@ -96,7 +96,7 @@ def _describe(cert: str) -> str:
         [openssl, "x509", "-in", cert, "-noout", "-subject", "-issuer", "-serial",
          "-ext", "subjectAltName,extendedKeyUsage,basicConstraints"],
         capture_output=True, text=True, check=True, timeout=30,
-    ).stdout  # fmt: skip
+    ).stdout
     return text
 
 
@@ -198,7 +198,7 @@ def test_tls_only_server_has_no_plain_port(
     assert tls_only_server.command("CONFIG", "GET", "port") == ["port", "0"]
     assert tls_only_server.address == ("127.0.0.1", tls_only_server.tls_port)
     with pytest.raises(RedisServerError, match="TLS-only"):
-        tls_only_server.url  # noqa: B018
+        tls_only_server.url
     # The harness defaults to the unix socket; TLS works when asked for.
     assert tls_only_server.raw_command("PING") == b"+PONG\r\n"
     assert tls_only_server.raw_command("PING", via="tls") == b"+PONG\r\n"

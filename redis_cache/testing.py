@@ -13,8 +13,16 @@ Readiness is event based: the server logs to stdout and we wait for its
 "Ready to accept connections" line with ``selectors`` under a deadline, so
 tests never sleep and guess.
 
-This module imports nothing else from ``redis_cache``: it works without the
-C extension.
+TLS: :func:`generate_tls_certificates` writes a throw-away CA and the
+certificates TLS tests need (see :mod:`redis_cache._testing_tls`), and
+``RedisServer(tls=...)`` listens on a TLS port with them.
+
+Replication and Sentinel: :class:`ReplicationGroup` (a primary and its
+replicas) and :class:`SentinelTopology` (the same watched by Sentinels, with
+failover, kill and restart helpers), from :mod:`redis_cache._testing_sentinel`.
+
+This module imports nothing from ``redis_cache`` but its sibling
+``_testing_tls``: it works without the C extension.
 """
 
 from __future__ import annotations
@@ -26,21 +34,42 @@ import selectors
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 from urllib.parse import quote
 
+from ._testing_tls import (
+    CertificateAndKey,
+    TLSCertificates,
+    TLSSettings,
+    find_openssl,
+    generate_tls_certificates,
+)
+
 __all__ = [
+    "FAST_SENTINEL_TIMERS",
+    "CertificateAndKey",
+    "RedisReplyError",
     "RedisServer",
     "RedisServerError",
     "RedisServerStartError",
+    "ReplicationGroup",
+    "SentinelServer",
+    "SentinelTopology",
+    "TLSCertificates",
+    "TLSSettings",
+    "TopologyTimeoutError",
+    "decode_reply",
+    "find_openssl",
     "find_redis_server",
     "free_port",
+    "generate_tls_certificates",
     "ipv6_loopback_available",
     "read_reply",
 ]
@@ -64,18 +93,31 @@ _RESERVED_DIRECTIVES = frozenset(
         "loglevel",
         "port",
         "requirepass",
+        "tls-auth-clients",
+        "tls-ca-cert-file",
+        "tls-cert-file",
+        "tls-client-cert-file",
+        "tls-client-key-file",
+        "tls-key-file",
+        "tls-port",
         "unixsocket",
         "unixsocketperm",
         "user",
     }
 )
 
-Transport = Literal["tcp", "tcp6", "unix"]
+#: How the harness reaches a server: plain TCP over IPv4 or IPv6, the unix
+#: socket (never encrypted, even on a TLS-only server) or TLS over IPv4.
+Transport = Literal["tcp", "tcp6", "unix", "tls"]
 ConfigValue = str | int | Sequence[str]
 
 
 class RedisServerError(RuntimeError):
     """A harness-managed server misbehaved (bad reply, failed auth, ...)."""
+
+
+class RedisReplyError(RedisServerError):
+    """An error reply (``-ERR ...``) to a command sent by :meth:`RedisServer.command`."""
 
 
 class RedisServerStartError(RedisServerError):
@@ -207,6 +249,52 @@ def read_reply(stream: BinaryIO) -> bytes:
     raise RedisServerError(f"unknown RESP type byte in {line!r}")
 
 
+#: What :func:`decode_reply` makes of a reply.
+Reply = str | int | None | list["Reply"] | RedisReplyError
+
+
+def decode_reply(raw: bytes) -> Reply:
+    """Turn one raw RESP2 reply (as :func:`read_reply` returns it) into Python.
+
+    For inspecting servers, not for data: simple and bulk strings become
+    ``str`` (UTF-8; bytes that are not UTF-8 are kept as surrogate escapes),
+    integers ``int``, nil ``None``, arrays lists, and an error reply a
+    :class:`RedisReplyError` *value* (raising is the caller's choice).
+    """
+    reply, end = _decode_at(raw, 0)
+    if end != len(raw):
+        raise RedisServerError(f"{len(raw) - end} bytes after the reply: {raw[end:end + 40]!r}")
+    return reply
+
+
+def _decode_at(raw: bytes, start: int) -> tuple[Reply, int]:
+    """Decode the reply starting at ``raw[start]``; return it and where it ends."""
+    line_end = raw.index(b"\r\n", start)
+    kind, header = raw[start : start + 1], raw[start + 1 : line_end]
+    after = line_end + 2
+    if kind == b"+":
+        return header.decode(errors="surrogateescape"), after
+    if kind == b"-":
+        return RedisReplyError(header.decode(errors="replace")), after
+    if kind == b":":
+        return int(header), after
+    if kind == b"$":
+        length = int(header)
+        if length < 0:
+            return None, after
+        return raw[after : after + length].decode(errors="surrogateescape"), after + length + 2
+    if kind == b"*":
+        count = int(header)
+        if count < 0:
+            return None, after
+        items: list[Reply] = []
+        for _ in range(count):
+            item, after = _decode_at(raw, after)
+            items.append(item)
+        return items, after
+    raise RedisServerError(f"decode_reply reads RESP2 only, not {raw[start:line_end]!r}")
+
+
 class _LogCollector:
     """Thread-safe, bounded buffer of a server's stdout lines.
 
@@ -287,9 +375,17 @@ class RedisServer:
     (see :attr:`credentials`): ``password`` → the default user with that
     password; otherwise, when the default user is disabled, the first entry
     of ``users``; otherwise none.
+
+    TLS: with ``tls=`` settings the server also listens on :attr:`tls_port`
+    (:attr:`tls_url`); with ``plain_port=False`` on the TLS port only
+    (``port 0``: :attr:`port` is 0 and :attr:`url` raises).  The harness's
+    own helpers then use the unix socket, which Redis never encrypts, unless
+    asked for ``via="tls"``.
     """
 
     host: str = LOOPBACK_V4
+    #: The log line that says the server accepts connections.
+    ready_marker: str = READY_MARKER
 
     def __init__(
         self,
@@ -302,6 +398,9 @@ class RedisServer:
         executable: str | None = None,
         startup_timeout: float = 10.0,
         shutdown_timeout: float = 10.0,
+        tls: TLSSettings | None = None,
+        tls_port: int | None = None,
+        plain_port: bool = True,
     ) -> None:
         """Configure (but do not start) a server.
 
@@ -316,6 +415,11 @@ class RedisServer:
         :param extra_config: further redis.conf directives; values are written
             verbatim (so multi-argument directives work), a sequence writes
             the directive once per item, ``""`` is written as ``""``.
+        :param tls: certificates and ``tls-auth-clients``; enables the TLS
+            port (see :meth:`TLSCertificates.server_tls`).
+        :param tls_port: fixed TLS port; ``None`` picks a free one.
+        :param plain_port: ``False`` closes the plain TCP port (``port 0``):
+            a TLS-only server.
         """
         if password is not None and not default_user_enabled:
             raise ValueError("password configures the default user; it cannot also be disabled")
@@ -325,6 +429,10 @@ class RedisServer:
         reserved = sorted(key for key in extra if key.lower() in _RESERVED_DIRECTIVES)
         if reserved:
             raise ValueError(f"extra_config may not override harness-owned directives: {reserved}")
+        if tls is None and (tls_port is not None or not plain_port):
+            raise ValueError("tls_port and plain_port=False need tls settings")
+        if not plain_port and port is not None:
+            raise ValueError("a TLS-only server (plain_port=False) has no plain port to fix")
 
         self.executable = executable or find_redis_server()
         if self.executable is None:
@@ -336,8 +444,17 @@ class RedisServer:
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
 
-        self._port_is_provisional = port is None
-        self.port: int = free_port() if port is None else port
+        self.tls = tls
+        # Ports we picked may be retaken before redis-server binds them; only
+        # those are re-picked on a collision, and only until the first start.
+        self._auto_port = port is None and plain_port
+        self._auto_tls_port = tls is not None and tls_port is None
+        self._ports_are_provisional = self._auto_port or self._auto_tls_port
+        #: The plain TCP port; 0 for a TLS-only server.
+        self.port: int = port if port is not None else 0
+        #: The TLS port, or ``None`` without TLS.
+        self.tls_port: int | None = tls_port
+        self._pick_ports()
         self.ipv6: bool = ipv6_loopback_available()
         self.dir: str = tempfile.mkdtemp(prefix="redis-cache-test-")
         # Unix socket paths are limited to ~107 bytes; mkdtemp under the
@@ -350,6 +467,15 @@ class RedisServer:
         self._drain_thread: threading.Thread | None = None
         self._paused = False
         self._closed = False
+
+    def _pick_ports(self) -> None:
+        """Choose fresh free ports for the ports we choose (never equal)."""
+        if self._auto_port:
+            self.port = free_port()
+        if self._auto_tls_port:
+            self.tls_port = free_port()
+            while self.tls_port == self.port:
+                self.tls_port = free_port()
 
     # ------------------------------------------------------------------ info
 
@@ -392,20 +518,52 @@ class RedisServer:
         username, password = creds
         return f"{quote(username or '', safe='')}:{quote(password, safe='')}@"
 
+    def _ports_text(self) -> str:
+        ports = [f"port {self.port}"] if self.port else []
+        if self.tls_port is not None:
+            ports.append(f"TLS port {self.tls_port}")
+        return " and ".join(ports)
+
+    def _require_plain_port(self) -> int:
+        if not self.port:
+            raise RedisServerError(f"{self!r} is TLS-only: use tls_url or the unix socket")
+        return self.port
+
+    def _require_tls_port(self) -> int:
+        if self.tls_port is None:
+            raise RedisServerError(f"{self!r} has no TLS port: start it with tls=...")
+        return self.tls_port
+
     @property
     def url(self) -> str:
         """``redis://[user:password@]127.0.0.1:port/0`` using :attr:`credentials`.
 
         With only a ``password`` this is ``redis://:password@127.0.0.1:port/0``.
+        Raises :class:`RedisServerError` on a TLS-only server.
         """
-        return f"redis://{self._userinfo()}{self.host}:{self.port}/0"
+        return f"redis://{self._userinfo()}{self.host}:{self._require_plain_port()}/0"
 
     @property
     def url6(self) -> str | None:
         """Like :attr:`url` but over ``[::1]``; ``None`` without IPv6."""
         if not self.ipv6:
             return None
-        return f"redis://{self._userinfo()}[{LOOPBACK_V6}]:{self.port}/0"
+        return f"redis://{self._userinfo()}[{LOOPBACK_V6}]:{self._require_plain_port()}/0"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` where clients connect: the plain TCP port, or the
+        TLS port on a TLS-only server.  Also how replicas and Sentinel name it."""
+        return (self.host, self.port or self._require_tls_port())
+
+    @property
+    def tls_url(self) -> str:
+        """``rediss://[user:password@]127.0.0.1:tls_port/0``.
+
+        The certificates are not part of the URL: a client needs the CA
+        (and, with ``tls-auth-clients``, a client certificate) besides.
+        """
+        return f"rediss://{self._userinfo()}{self.host}:{self._require_tls_port()}/0"
 
     @property
     def unix_url(self) -> str:
@@ -414,7 +572,8 @@ class RedisServer:
 
     def __repr__(self) -> str:
         state = "paused" if self._paused else ("running" if self.running else "stopped")
-        return f"<RedisServer {self.host}:{self.port} {state} pid={self.pid}>"
+        tls = f" tls={self.tls_port}" if self.tls_port is not None else ""
+        return f"<{type(self).__name__} {self.host}:{self.port}{tls} {state} pid={self.pid}>"
 
     # ---------------------------------------------------------------- config
 
@@ -432,6 +591,8 @@ class RedisServer:
             'save ""',
             "appendonly no",
         ]
+        if self.tls is not None:
+            lines += self._tls_config_lines(self.tls)
         if self.password is not None:
             lines.append(f"requirepass {_config_quote(self.password)}")
         if not self.default_user_enabled:
@@ -447,39 +608,59 @@ class RedisServer:
                 lines.append(f"{key} {text if text else chr(34) * 2}")
         return "\n".join(lines) + "\n"
 
+    def _tls_config_lines(self, tls: TLSSettings) -> list[str]:
+        lines = [
+            f"tls-port {self._require_tls_port()}",
+            f"tls-cert-file {_config_quote(tls.cert_file)}",
+            f"tls-key-file {_config_quote(tls.key_file)}",
+            f"tls-ca-cert-file {_config_quote(tls.ca_cert_file)}",
+            f"tls-auth-clients {tls.auth_clients}",
+        ]
+        if tls.client_cert_file is not None and tls.client_key_file is not None:
+            lines.append(f"tls-client-cert-file {_config_quote(tls.client_cert_file)}")
+            lines.append(f"tls-client-key-file {_config_quote(tls.client_key_file)}")
+        return lines
+
     # ------------------------------------------------------------- lifecycle
 
     def start(self) -> RedisServer:
         """Launch the server and return once it accepts connections.
 
-        If the port was auto-picked and never used yet, a bind collision is
-        retried with a fresh port; afterwards the port is fixed so restarts
-        keep the address clients already know.
+        If the ports were auto-picked and never used yet, a bind collision is
+        retried with fresh ports; afterwards they are fixed so restarts keep
+        the addresses clients already know.
         """
         if self._closed:
             raise RedisServerError("server was closed; create a new RedisServer")
         if self.running:
             raise RedisServerError(f"{self!r} is already running")
-        attempts = PORT_RETRIES if self._port_is_provisional else 1
+        attempts = PORT_RETRIES if self._ports_are_provisional else 1
         for attempt in range(attempts):
             try:
                 self._launch()
             except RedisServerStartError as exc:
                 if exc.address_in_use and attempt + 1 < attempts:
-                    self.port = free_port()
+                    self._pick_ports()
                     continue
                 raise
             break
-        self._port_is_provisional = False
+        self._ports_are_provisional = False
         return self
 
-    def _launch(self) -> None:
+    def _write_config(self) -> None:
+        """Write redis.conf for the next launch (every launch, by default)."""
         with open(self.config_path, "w", encoding="utf-8") as fh:
             fh.write(self._config_text())
+
+    def _command_line(self) -> list[str]:
+        return [self.executable or "redis-server", self.config_path]
+
+    def _launch(self) -> None:
+        self._write_config()
         self._log = _LogCollector()
         self._paused = False
         process = subprocess.Popen(
-            [self.executable or "redis-server", self.config_path],
+            self._command_line(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -506,7 +687,7 @@ class RedisServer:
         self._drain_thread = threading.Thread(
             target=_drain,
             args=(fd, self._log),
-            name=f"redis-server-{self.port}-log",
+            name=f"redis-server-{self.port or self.tls_port}-log",
             daemon=True,
         )
         self._drain_thread.start()
@@ -520,7 +701,7 @@ class RedisServer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise RedisServerStartError(
-                        f"redis-server on port {self.port} not ready after "
+                        f"redis-server on {self._ports_text()} not ready after "
                         f"{self.startup_timeout:g}s",
                         self._log.text(),
                     )
@@ -531,11 +712,11 @@ class RedisServer:
                     self._log.finish()
                     code = process.wait(timeout=self.shutdown_timeout)
                     raise RedisServerStartError(
-                        f"redis-server on port {self.port} exited with code {code} "
+                        f"redis-server on {self._ports_text()} exited with code {code} "
                         "before accepting connections",
                         self._log.text(),
                     )
-                if any(READY_MARKER in line for line in self._log.feed(data)):
+                if any(self.ready_marker in line for line in self._log.feed(data)):
                     return
 
     def _reap(self) -> None:
@@ -630,8 +811,26 @@ class RedisServer:
 
     # --------------------------------------------------------------- clients
 
-    def connect(self, via: Transport = "tcp", *, timeout: float = 10.0) -> socket.socket:
-        """Open a plain, unauthenticated socket to the server."""
+    def _default_transport(self) -> Transport:
+        return "tcp" if self.port else "unix"
+
+    def connect(
+        self,
+        via: Transport | None = None,
+        *,
+        timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> socket.socket:
+        """Open an unauthenticated socket to the server.
+
+        ``via`` defaults to plain TCP, or to the unix socket on a TLS-only
+        server.  ``via="tls"`` returns an :class:`ssl.SSLSocket` after the
+        handshake, made with ``ssl_context`` or :meth:`TLSSettings.ssl_context`
+        (which verifies the server and presents the client certificate).
+        """
+        via = via or self._default_transport()
+        if via == "tls":
+            return self._connect_tls(timeout, ssl_context)
         if via == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             address: str | tuple[str, int] = self.unix_socket_path
@@ -639,10 +838,10 @@ class RedisServer:
             if not self.ipv6:
                 raise RedisServerError("IPv6 loopback is not available on this machine")
             sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            address = (LOOPBACK_V6, self.port)
+            address = (LOOPBACK_V6, self._require_plain_port())
         else:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            address = (self.host, self.port)
+            address = (self.host, self._require_plain_port())
         sock.settimeout(timeout)
         try:
             sock.connect(address)
@@ -651,10 +850,21 @@ class RedisServer:
             raise
         return sock
 
+    def _connect_tls(self, timeout: float, ssl_context: ssl.SSLContext | None) -> ssl.SSLSocket:
+        port = self._require_tls_port()
+        assert self.tls is not None
+        context = ssl_context or self.tls.ssl_context()
+        sock = socket.create_connection((self.host, port), timeout=timeout)
+        try:
+            return context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
     def raw_command(
         self,
         *args: str | bytes | int | float,
-        via: Transport = "tcp",
+        via: Transport | None = None,
         auth: bool = True,
         timeout: float = 10.0,
     ) -> bytes:
@@ -663,10 +873,26 @@ class RedisServer:
         Independent of any client library, so tests can check what really
         reached the server.  With ``auth`` (default) the connection first
         authenticates with :attr:`credentials`.  Error replies are returned,
-        not raised (only a failing AUTH raises).
+        not raised (only a failing AUTH raises).  ``via`` as for :meth:`connect`.
         """
         if not args:
             raise ValueError("raw_command needs at least the command name")
+        return self.raw_pipeline(args, via=via, auth=auth, timeout=timeout)[0]
+
+    def raw_pipeline(
+        self,
+        *commands: Sequence[str | bytes | int | float],
+        via: Transport | None = None,
+        auth: bool = True,
+        timeout: float = 10.0,
+    ) -> list[bytes]:
+        """Send several commands over one fresh socket; return their raw replies.
+
+        For what must share a connection, e.g. a write and the ``WAIT``
+        that waits for its replication.  Otherwise as :meth:`raw_command`.
+        """
+        if not commands or not all(commands):
+            raise ValueError("raw_pipeline needs commands, each with at least its name")
         with self.connect(via, timeout=timeout) as sock, sock.makefile("rb") as stream:
             creds = self.credentials if auth else None
             if creds is not None:
@@ -676,8 +902,37 @@ class RedisServer:
                 reply = read_reply(stream)
                 if reply != b"+OK\r\n":
                     raise RedisServerError(f"AUTH failed: {reply!r}")
-            sock.sendall(_encode_command(args))
-            return read_reply(stream)
+            sock.sendall(b"".join(_encode_command(args) for args in commands))
+            return [read_reply(stream) for _ in commands]
+
+    def command(
+        self,
+        *args: str | bytes | int | float,
+        via: Transport | None = None,
+        auth: bool = True,
+        timeout: float = 10.0,
+    ) -> Reply:
+        """Like :meth:`raw_command`, decoded by :func:`decode_reply`.
+
+        An error reply raises :class:`RedisReplyError`.  Meant for looking
+        at a server's state (``ROLE``, ``INFO``, ``SENTINEL ...``).
+        """
+        reply = decode_reply(self.raw_command(*args, via=via, auth=auth, timeout=timeout))
+        if isinstance(reply, RedisReplyError):
+            raise reply
+        return reply
+
+    def info(self, section: str = "default", *, via: Transport | None = None) -> dict[str, str]:
+        """``INFO <section>`` as a dict of its ``field:value`` lines."""
+        text = self.command("INFO", section, via=via)
+        if not isinstance(text, str):
+            raise RedisServerError(f"INFO replied {text!r}")
+        fields: dict[str, str] = {}
+        for line in text.splitlines():
+            name, colon, value = line.partition(":")
+            if colon and not name.startswith("#"):
+                fields[name] = value
+        return fields
 
     def flushall(self) -> None:
         """Empty every database (``FLUSHALL SYNC``), checking the reply."""
@@ -686,21 +941,28 @@ class RedisServer:
             raise RedisServerError(f"FLUSHALL failed: {reply!r}")
 
     def cli(
-        self, *args: str, via: Transport = "tcp", auth: bool = True, timeout: float = 30.0
+        self, *args: str, via: Transport | None = None, auth: bool = True, timeout: float = 30.0
     ) -> str:
         """Run ``redis-cli`` against this server; return its stripped stdout.
 
         For interop tests: what our client writes must be readable by the
         reference client and vice versa.  Raises ``CalledProcessError`` when
         redis-cli exits non-zero (server error replies exit 0 and are
-        returned as text, e.g. ``"ERR ..."``).
+        returned as text, e.g. ``"ERR ..."``).  ``via`` as for :meth:`connect`;
+        ``via="tls"`` runs ``redis-cli --tls`` with the CA and client
+        certificate of :attr:`tls`.
         """
         executable = shutil.which("redis-cli") or "/usr/bin/redis-cli"
         command = [executable]
+        via = via or self._default_transport()
         if via == "unix":
             command += ["-s", self.unix_socket_path]
+        elif via == "tls":
+            command += ["-h", self.host, "-p", str(self._require_tls_port())]
+            command += self._cli_tls_options()
         else:
-            command += ["-h", LOOPBACK_V6 if via == "tcp6" else self.host, "-p", str(self.port)]
+            host = LOOPBACK_V6 if via == "tcp6" else self.host
+            command += ["-h", host, "-p", str(self._require_plain_port())]
         creds = self.credentials if auth else None
         if creds is not None:
             username, password = creds
@@ -721,3 +983,40 @@ class RedisServer:
                 result.returncode, command, result.stdout, result.stderr
             )
         return result.stdout.strip()
+
+    def _cli_tls_options(self) -> list[str]:
+        assert self.tls is not None
+        options = ["--tls", "--cacert", self.tls.ca_cert_file]
+        if self.tls.client_cert_file is not None and self.tls.client_key_file is not None:
+            options += ["--cert", self.tls.client_cert_file, "--key", self.tls.client_key_file]
+        return options
+
+
+# The replication and Sentinel helpers build on RedisServer, so they live in
+# a module that imports this one; they are loaded on first use.
+_SENTINEL_NAMES = frozenset(
+    {
+        "FAST_SENTINEL_TIMERS",
+        "ReplicationGroup",
+        "SentinelServer",
+        "SentinelTopology",
+        "TopologyTimeoutError",
+    }
+)
+
+if TYPE_CHECKING:
+    from ._testing_sentinel import (
+        FAST_SENTINEL_TIMERS,
+        ReplicationGroup,
+        SentinelServer,
+        SentinelTopology,
+        TopologyTimeoutError,
+    )
+
+
+def __getattr__(name: str) -> object:
+    if name in _SENTINEL_NAMES:
+        from . import _testing_sentinel
+
+        return getattr(_testing_sentinel, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

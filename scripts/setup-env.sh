@@ -18,6 +18,7 @@ need_debian_packages() {
     pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
     command -v openssl >/dev/null || missing+=(openssl)
     command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v openssl >/dev/null || missing+=(openssl) # the TLS tests' certificates
     command -v cc >/dev/null || missing+=(gcc)
     "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
         || missing+=(python3-dev)

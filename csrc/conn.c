@@ -249,6 +249,10 @@ static rc_tls *start_tls(const rc_conn_options *o, int fd, long long deadline, c
         } while (rc < 0 && errno == EINTR);
         if (rc == 0) {
             ce->timed_out = 1;
+            snprintf(ce->tls, sizeof(ce->tls),
+                     "the TLS handshake got no answer within socket_connect_timeout (%d ms): a "
+                     "plain, non-TLS port behind a rediss:// URL or ssl=True?",
+                     o->connect_timeout_ms);
             goto fail;
         }
         if (rc < 0) {
@@ -280,7 +284,8 @@ static void raise_connect_error(const rc_conn_options *o, const connect_error *c
 
     rc_conn_describe(o, where, sizeof(where));
     if (ce->tls[0] != '\0')
-        PyErr_Format(st->ConnectionError, "TLS with redis at %s failed: %s", where, ce->tls);
+        PyErr_Format(ce->timed_out ? st->TimeoutError : st->ConnectionError,
+                     "TLS with redis at %s failed: %s", where, ce->tls);
     else if (ce->timed_out)
         PyErr_Format(st->TimeoutError, "connecting to redis at %s timed out after %d ms", where,
                      o->connect_timeout_ms);

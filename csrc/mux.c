@@ -62,6 +62,9 @@
 
 #define assert_window_closed(m) assert(!(m)->writing)
 
+#define TLS_PORT_HINT                                                                              \
+    "the server answered in TLS: it is a TLS port, so connect with a rediss:// URL or ssl=True"
+
 typedef enum mux_status {
     MUX_PENDING,
     MUX_TLS_HANDSHAKE,
@@ -112,6 +115,7 @@ struct rc_mux {
      * perhaps): zeroed as soon as they are sent and dropped. */
     size_t secret_len;
     uint64_t bytes_queued, bytes_sent;
+    uint64_t bytes_received;
     rc_slot *slots;
     size_t cap, head, count;
     rc_reader reader;
@@ -918,6 +922,11 @@ static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
     while (m->status == MUX_READY && rounds++ < 16) {
         n = recv(m->fd, m->in, RC_MUX_READ_CHUNK, 0);
         if (n > 0) {
+            if (m->bytes_received == 0 && rc_tls_looks_like_tls(m->in, (size_t)n)) {
+                fail_format(m, m->state->ProtocolError, "%s", TLS_PORT_HINT);
+                break;
+            }
+            m->bytes_received += (uint64_t)n;
             dispatch(m, m->in, (size_t)n);
             if (n < RC_MUX_READ_CHUNK)
                 break;
@@ -927,7 +936,13 @@ static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
-        if (n == 0)
+        if (m->bytes_received == 0 && (n == 0 || errno == ECONNRESET))
+            fail_format(m, m->state->ConnectionError,
+                        "redis closed the connection before any reply (%s)",
+                        n == 0 ? "a TLS port behind a redis:// URL? then use rediss:// or ssl=True"
+                               : "reset; a TLS port behind a redis:// URL? then use rediss:// "
+                                 "or ssl=True");
+        else if (n == 0)
             fail_format(m, m->state->ConnectionError,
                         "redis closed the connection (server restarted or killed?)");
         else
@@ -983,7 +998,12 @@ static PyObject *mux_on_timer(rc_mux *m, PyObject *unused)
     if (m->status == MUX_CLOSED || m->count == 0 || limit < 0)
         goto out;
     due = slot_at(m, 0)->queued_ms + limit - now;
-    if (due <= 0)
+    if (due <= 0 && m->status == MUX_TLS_HANDSHAKE)
+        fail_format(m, m->state->TimeoutError,
+                    "TLS with redis at %S failed: the TLS handshake got no answer within %d ms "
+                    "(a plain, non-TLS port behind a rediss:// URL or ssl=True?)",
+                    m->where != NULL ? m->where : Py_None, m->limits.timeout_ms);
+    else if (due <= 0)
         fail_format(m, m->state->TimeoutError,
                     "redis did not answer within %d ms; the %zu requests waiting on this "
                     "connection failed and it will be replaced",

@@ -159,6 +159,11 @@ static int load_client_certificate(rc_tls_context *ctx, const rc_tls_options *o,
         return -1;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, key, SSL_FILETYPE_PEM) != 1) {
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            ERR_clear_error();
+            snprintf(err, errlen, "the client key does not match ssl_certfile");
+            return -1;
+        }
         openssl_reason(err, errlen,
                        o->key_password == NULL
                            ? "cannot load the client key (encrypted? give ssl_password)"

@@ -212,7 +212,7 @@ static rc_mux *pick(AsyncClient *self)
         return NULL;
     i = self->next++ % self->n_mux;
     m = self->muxes[i];
-    if (m != NULL && rc_mux_loop(m) == loop && !rc_mux_is_closed(m)) {
+    if (m != NULL && rc_mux_loop(m) == loop && rc_mux_takes_commands(m)) {
         Py_DECREF(loop);
         return m;
     }
@@ -284,6 +284,7 @@ static PyObject *AsyncClient_new_multiplexer(AsyncClient *self, PyObject *const 
                                              Py_ssize_t nargs)
 {
     rc_mux_limits limits;
+    PyObject *on_stale = NULL, *m;
     int dedicated = 0;
 
     if (nargs < 1 || nargs > 2) {
@@ -298,7 +299,16 @@ static PyObject *AsyncClient_new_multiplexer(AsyncClient *self, PyObject *const 
     limits = self->limits;
     if (dedicated)
         limits.timeout_ms = -1;
-    return (PyObject *)rc_mux_new(self->base.state, args[0], &limits, self->tls);
+    /* A shared connection whose node steps down hands its safe requests to
+     * the one that replaces it (RedisCache._on_node_stale). */
+    if (!dedicated && PyObject_HasAttrString((PyObject *)self, "_on_node_stale")) {
+        on_stale = PyWeakref_NewRef((PyObject *)self, NULL);
+        if (on_stale == NULL)
+            return NULL;
+    }
+    m = (PyObject *)rc_mux_new(self->base.state, args[0], &limits, self->tls, on_stale);
+    Py_XDECREF(on_stale);
+    return m;
 }
 
 /* _close_connections(): marks the client closed and closes every
@@ -319,6 +329,52 @@ static PyObject *AsyncClient_close_connections(AsyncClient *self, PyObject *unus
         Py_DECREF(r);
         Py_CLEAR(self->muxes[i]);
     }
+    Py_RETURN_NONE;
+}
+
+/* _replace_multiplexer(old) -> Multiplexer or None: the connection that
+ * takes over from old (draining: its node stepped down) for new commands,
+ * opened now through _open_multiplexer; None when old is no longer one of
+ * this client's or the client is closed. */
+static PyObject *AsyncClient_replace_multiplexer(AsyncClient *self, PyObject *old)
+{
+    size_t i;
+    PyObject *fresh;
+
+    if (!Py_IS_TYPE(old, self->base.state->MuxType)) {
+        PyErr_SetString(PyExc_TypeError, "_replace_multiplexer(multiplexer)");
+        return NULL;
+    }
+    for (i = 0; i < self->n_mux; i++)
+        if ((PyObject *)self->muxes[i] == old)
+            break;
+    if (i == self->n_mux || self->closed || !self->ready)
+        Py_RETURN_NONE;
+    fresh = PyObject_CallMethod((PyObject *)self, "_open_multiplexer", "OO",
+                                rc_mux_loop((rc_mux *)old), old);
+    if (fresh == NULL)
+        return NULL;
+    if (!Py_IS_TYPE(fresh, self->base.state->MuxType)) {
+        Py_DECREF(fresh);
+        PyErr_SetString(PyExc_TypeError, "_open_multiplexer() must return a Multiplexer");
+        return NULL;
+    }
+    Py_XSETREF(self->muxes[i], (rc_mux *)Py_NewRef(fresh));
+    return fresh;
+}
+
+/* _drain_connections(): the node may have changed (Sentinel announced a
+ * failover): every connection takes no new command and closes once its
+ * replies are in; the next command opens a new one, which finds the
+ * primary. */
+static PyObject *AsyncClient_drain_connections(AsyncClient *self, PyObject *unused)
+{
+    size_t i;
+
+    (void)unused;
+    for (i = 0; i < RC_MAX_MUX; i++)
+        if (self->muxes[i] != NULL)
+            rc_mux_drain(self->muxes[i]);
     Py_RETURN_NONE;
 }
 
@@ -350,6 +406,8 @@ static PyMethodDef AsyncClient_methods[] = {
     {"_new_multiplexer", (PyCFunction)(void (*)(void))AsyncClient_new_multiplexer, METH_FASTCALL,
      NULL},
     {"_close_connections", (PyCFunction)AsyncClient_close_connections, METH_NOARGS, NULL},
+    {"_replace_multiplexer", (PyCFunction)AsyncClient_replace_multiplexer, METH_O, NULL},
+    {"_drain_connections", (PyCFunction)AsyncClient_drain_connections, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -64,6 +64,8 @@ typedef struct rc_conn {
      * had served others may have met a connection the server had dropped. */
     unsigned long requests;
     unsigned long long received;
+    /* The pool's address_generation when it was opened. */
+    unsigned long address_generation;
     /* The whole request's deadline (monotonic ms; -1: none), and the receive
      * and send timeouts currently set on the socket. */
     int socket_timeout_ms;

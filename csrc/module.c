@@ -138,6 +138,7 @@ static int module_exec(PyObject *module)
         (st->PoolTimeout = error_class(errors, "PoolTimeout")) == NULL ||
         (st->ResponseError = error_class(errors, "ResponseError")) == NULL ||
         (st->ProtocolError = error_class(errors, "ProtocolError")) == NULL ||
+        (st->FailoverError = error_class(errors, "FailoverError")) == NULL ||
         (st->PartialWriteError = error_class(errors, "PartialWriteError")) == NULL ||
         (st->SerializationError = error_class(errors, "SerializationError")) == NULL ||
         (st->ConfigurationError = error_class(errors, "ConfigurationError")) == NULL)
@@ -223,6 +224,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->PoolTimeout);
     Py_VISIT(st->ResponseError);
     Py_VISIT(st->ProtocolError);
+    Py_VISIT(st->FailoverError);
     Py_VISIT(st->PartialWriteError);
     Py_VISIT(st->SerializationError);
     Py_VISIT(st->HooksNeeded);
@@ -265,6 +267,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->PoolTimeout);
     Py_CLEAR(st->ResponseError);
     Py_CLEAR(st->ProtocolError);
+    Py_CLEAR(st->FailoverError);
     Py_CLEAR(st->PartialWriteError);
     Py_CLEAR(st->SerializationError);
     Py_CLEAR(st->HooksNeeded);

@@ -83,7 +83,11 @@ typedef struct rc_slot {
     const rc_codec *codec;
     const char *command;
     Py_ssize_t total, remaining;
-    uint64_t end;
+    /* Where the command's bytes begin and end in the stream (bytes_queued
+     * counts): the buffer keeps them until the reply came, so a command the
+     * node refused as no longer primary can be sent again elsewhere. */
+    uint64_t start, end;
+    int retry_safe, retried;
     long long queued_ms;
     rc_result_kind kind;
 } rc_slot;
@@ -107,6 +111,15 @@ struct rc_mux {
     /* Set while replies are being dispatched: a serializer's loads() may
      * call back into the cache, and must not write or free the reader. */
     int dispatching;
+    /* Set once the node answered READONLY / LOADING / MASTERDOWN: no new
+     * command comes here (the client opens another connection); replies
+     * still due are read, then the connection closes. */
+    int draining;
+    /* A weak reference to the client, whose _on_node_stale(mux) is called
+     * when this connection starts draining and returns the connection that
+     * takes over (weak: an open connection must not keep a dropped client
+     * alive). */
+    PyObject *on_stale;
     rc_mux_limits limits;
     unsigned long generation;
     rc_buf out;
@@ -173,6 +186,13 @@ static void wipe_sent_secret(rc_mux *m, size_t n)
             p[i] = 0;
     }
     m->secret_len -= wipe;
+}
+
+/* Where absolute stream position `at` (bytes_queued counts) lies in the
+ * buffer; only for positions still held. */
+static size_t buffer_offset(rc_mux *m, uint64_t at)
+{
+    return m->out_off - (size_t)(m->bytes_sent - at);
 }
 
 /* Room for `need` more slots; the ring's capacity stays a power of two.
@@ -475,6 +495,48 @@ static void take_reply(rc_mux *m, PyObject *reply, PyObject *error)
         finish_head(m);
 }
 
+static int adopt(rc_mux *m, const rc_buf *bytes, rc_slot *s);
+
+/* The node answered the head request READONLY / LOADING / MASTERDOWN: this
+ * connection drains (nothing new comes here), and a lone, safe command not
+ * yet retried is sent again on the connection that takes over, which
+ * finds the primary first. Otherwise the reply completes it (FailoverError).
+ * Returns non-zero when the reply was taken care of here. */
+static int node_stepped_down(rc_mux *m, PyObject *reply)
+{
+    rc_slot *head = slot_at(m, 0), s;
+    PyObject *target = NULL, *client;
+    rc_buf bytes;
+    int adopted = 0;
+
+    m->draining = 1;
+    if (m->on_stale == NULL || head->total != 1 || !head->retry_safe || head->retried)
+        return 0;
+    /* The command's bytes (kept until its reply) and its slot, out first:
+     * the hook below runs Python code. */
+    rc_buf_init(&bytes);
+    if (rc_buf_append(&bytes, m->out.data + buffer_offset(m, head->start),
+                      (size_t)(head->end - head->start)) < 0) {
+        rc_buf_free(&bytes);
+        return 0;
+    }
+    s = pop_head(m);
+    client = Py_XNewRef(PyWeakref_GetObject(m->on_stale));
+    if (client != NULL && client != Py_None)
+        target = PyObject_CallMethod(client, "_on_node_stale", "O", (PyObject *)m);
+    Py_XDECREF(client);
+    if (target != NULL && Py_IS_TYPE(target, m->state->MuxType) && target != (PyObject *)m)
+        adopted = adopt((rc_mux *)target, &bytes, &s) == 0;
+    if (!adopted) {
+        PyErr_Clear();
+        complete(m, s.future, NULL, reply);
+        slot_clear(&s);
+    }
+    Py_XDECREF(target);
+    rc_buf_free(&bytes);
+    return 1;
+}
+
 /* Feeds the reader at most one slice of the bytes read. */
 static int feed_slice(rc_mux *m, const char *p, size_t n, size_t *fed)
 {
@@ -541,7 +603,7 @@ static void dispatch(rc_mux *m, const char *p, size_t n)
             if (rc_result_check(m->state, s->kind, rc_reader_shape(&m->reader), reply, s->extra,
                                 s->command) < 0)
                 fail_with_pending(m);
-            else
+            else if (!(rc_is_failover_reply(m->state, reply) && node_stepped_down(m, reply)))
                 take_reply(m, reply, value);
             Py_XDECREF(reply);
             Py_XDECREF(type);
@@ -557,6 +619,8 @@ static void dispatch(rc_mux *m, const char *p, size_t n)
         }
     }
     m->dispatching = 0;
+    if (m->draining && m->count == 0 && m->status == MUX_READY)
+        fail_format(m, m->state->ConnectionError, "the node stepped down; the connection closed");
 }
 
 /* ------------------------------------------------------------ writing */
@@ -576,18 +640,28 @@ static int set_writer(rc_mux *m, int on)
     return 0;
 }
 
-/* Drops the bytes before out_off once they are a large part of the buffer. */
+/* Drops the bytes no longer needed (sent, and not the command of a request
+ * still waiting for its reply) once they are a large part of the buffer. */
 static void compact(rc_mux *m)
 {
-    if (m->out_off > 0)
-        wipe_sent_secret(m, m->out_off);
-    if (m->out_off == m->out.len) {
+    size_t keep = m->out_off;
+
+    if (m->count > 0) {
+        uint64_t start = slot_at(m, 0)->start;
+        if (start < m->bytes_sent && buffer_offset(m, start) < keep)
+            keep = buffer_offset(m, start);
+    }
+    if (keep == 0)
+        return;
+    if (keep == m->out.len) {
+        wipe_sent_secret(m, keep);
         m->out_off = 0;
         rc_buf_reset(&m->out);
-    } else if (m->out_off > m->out.len / 2) {
-        memmove(m->out.data, m->out.data + m->out_off, m->out.len - m->out_off);
-        m->out.len -= m->out_off;
-        m->out_off = 0;
+    } else if (keep > m->out.len / 2) {
+        wipe_sent_secret(m, keep);
+        memmove(m->out.data, m->out.data + keep, m->out.len - keep);
+        m->out.len -= keep;
+        m->out_off -= keep;
     }
 }
 
@@ -734,7 +808,7 @@ static void expire_unconnected(rc_mux *m, long long now)
 /* ------------------------------------------------------------ the type */
 
 rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
-                   rc_tls_context *tls)
+                   rc_tls_context *tls, PyObject *on_stale)
 {
     rc_mux *m = PyObject_GC_New(rc_mux, st->MuxType);
 
@@ -750,6 +824,7 @@ rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
     m->generation = rc_fork_generation;
     m->loop = Py_NewRef(loop);
     m->tls_ctx = tls != NULL ? rc_tls_context_ref(tls) : NULL;
+    m->on_stale = Py_XNewRef(on_stale);
     rc_buf_init(&m->out);
     m->in = PyMem_Malloc(RC_MUX_READ_CHUNK);
     if (m->in == NULL || rc_reader_init(&m->reader, st) < 0) {
@@ -766,6 +841,20 @@ rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
 int rc_mux_is_closed(rc_mux *m)
 {
     return m->status == MUX_CLOSED || m->generation != rc_fork_generation;
+}
+
+int rc_mux_takes_commands(rc_mux *m)
+{
+    return !rc_mux_is_closed(m) && !m->draining;
+}
+
+void rc_mux_drain(rc_mux *m)
+{
+    if (m->status == MUX_CLOSED)
+        return;
+    m->draining = 1;
+    if (m->count == 0)
+        fail_format(m, m->state->ConnectionError, "the node changed; the connection closed");
 }
 
 PyObject *rc_mux_loop(rc_mux *m)
@@ -825,6 +914,7 @@ PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
         m->out.len = mark;
     } else {
         s = slot_at(m, m->count);
+        s->start = m->bytes_queued;
         m->bytes_queued += m->out.len - mark;
         s->future = future; /* the slot takes our reference; one more is returned */
         Py_INCREF(future);
@@ -839,6 +929,8 @@ PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
         s->end = m->bytes_queued;
         s->queued_ms = now_ms();
         s->kind = r->kind;
+        s->retry_safe = r->retry_safe;
+        s->retried = 0;
         m->count++;
     }
     end_write(m, gc);
@@ -864,6 +956,40 @@ error:
     Py_XDECREF(batch);
     Py_XDECREF(future);
     return NULL;
+}
+
+/* Takes over a request another connection could not carry (its slot, and
+ * the bytes of its command), as if it had been submitted here. The same
+ * window as rc_mux_submit: room first, then no Python code until the slot
+ * is recorded. On failure the slot is left to the caller. */
+static int adopt(rc_mux *m, const rc_buf *bytes, rc_slot *s)
+{
+    rc_slot *slot;
+    int gc;
+
+    if (m->status == MUX_CLOSED || m->writing || ring_reserve(m, 1) < 0 ||
+        m->status == MUX_CLOSED)
+        return -1;
+    gc = begin_write(m);
+    if (rc_buf_append(&m->out, bytes->data, bytes->len) < 0) {
+        end_write(m, gc);
+        return -1;
+    }
+    slot = slot_at(m, m->count);
+    *slot = *s;
+    memset(s, 0, sizeof(*s));
+    slot->start = m->bytes_queued;
+    m->bytes_queued += bytes->len;
+    slot->end = m->bytes_queued;
+    slot->queued_ms = now_ms();
+    slot->retried = 1;
+    m->count++;
+    end_write(m, gc);
+    if (m->timer == NULL && head_wait_limit(m) >= 0 && arm_timer(m, head_wait_limit(m)) < 0)
+        fail_with_pending(m);
+    else if (m->status == MUX_READY && schedule_flush(m) < 0)
+        fail_with_pending(m);
+    return 0;
 }
 
 /* Python-visible methods, called by the event loop or by redis_cache. */
@@ -1063,6 +1189,7 @@ static int queue_handshake(rc_mux *m, PyObject *fast, const rc_buf *prelude, con
     m->secret_len = prelude->len;
     /* A request's reply timeout counts from now, when it can go out. */
     for (j = 0; j < m->count; j++) {
+        slot_at(m, j)->start += prelude->len;
         slot_at(m, j)->end += prelude->len;
         slot_at(m, j)->queued_ms = now;
     }
@@ -1076,6 +1203,7 @@ static int queue_handshake(rc_mux *m, PyObject *fast, const rc_buf *prelude, con
         s->command = "the connection handshake";
         s->total = s->remaining = 1;
         s->kind = RC_RESULT_HANDSHAKE;
+        s->start = m->bytes_sent + (i > 0 ? ends[i - 1] : 0);
         s->end = m->bytes_sent + ends[i];
         s->queued_ms = now;
     }
@@ -1329,6 +1457,20 @@ static PyObject *mux_get_closed(rc_mux *m, void *unused)
     return PyBool_FromLong(rc_mux_is_closed(m));
 }
 
+static PyObject *mux_get_draining(rc_mux *m, void *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(m->draining);
+}
+
+/* drain(): stop taking commands; close once the replies due are in. */
+static PyObject *mux_drain(rc_mux *m, PyObject *unused)
+{
+    (void)unused;
+    rc_mux_drain(m);
+    Py_RETURN_NONE;
+}
+
 static PyObject *mux_get_attached(rc_mux *m, void *unused)
 {
     (void)unused;
@@ -1362,6 +1504,7 @@ static int mux_traverse(rc_mux *m, visitproc visit, void *arg)
     Py_VISIT(m->down_type);
     Py_VISIT(m->down_reason);
     Py_VISIT(m->where);
+    Py_VISIT(m->on_stale);
     for (i = 0; i < m->count; i++) {
         rc_slot *s = slot_at(m, i);
         Py_VISIT(s->future);
@@ -1390,6 +1533,7 @@ static int mux_clear(rc_mux *m)
     Py_CLEAR(m->down_type);
     Py_CLEAR(m->down_reason);
     Py_CLEAR(m->where);
+    Py_CLEAR(m->on_stale);
     return 0;
 }
 
@@ -1427,6 +1571,8 @@ static PyMethodDef mux_methods[] = {
      "connect_failed(exc_type, message) -> int: note a failed connect attempt; fail the "
      "requests that waited longer than connect_wait; return how many still wait."},
     {"close", (PyCFunction)mux_close, METH_NOARGS, "Close, failing requests still waiting."},
+    {"drain", (PyCFunction)mux_drain, METH_NOARGS,
+     "Take no more commands; close once the replies still due have come."},
     {"abandon", (PyCFunction)mux_abandon, METH_NOARGS,
      "Close without touching the event loop (it is closed, or this is a forked child)."},
     {"execute_command", (PyCFunction)(void (*)(void))mux_execute_command, METH_FASTCALL,
@@ -1436,6 +1582,7 @@ static PyMethodDef mux_methods[] = {
 
 static PyGetSetDef mux_getset[] = {
     {"closed", (getter)mux_get_closed, NULL, NULL, NULL},
+    {"draining", (getter)mux_get_draining, NULL, NULL, NULL},
     {"attached", (getter)mux_get_attached, NULL, NULL, NULL},
     {"in_flight", (getter)mux_get_in_flight, NULL, NULL, NULL},
     {"loop", (getter)mux_get_loop, NULL, NULL, NULL},

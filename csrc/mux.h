@@ -38,12 +38,22 @@ typedef struct rc_mux_limits {
 /* Creates a multiplexer bound to loop, not yet attached to a socket: commands
  * queue until its attach() is called from Python. With tls (the client's
  * context, which the multiplexer keeps a reference to), attach() runs a TLS
- * handshake first. New reference. */
+ * handshake first. client_ref (or NULL) is a weak reference to the client:
+ * when the node answers READONLY / LOADING / MASTERDOWN, its
+ * _on_node_stale(multiplexer) returns the multiplexer that takes over (a
+ * lone safe command is sent again there). New reference. */
 rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
-                   rc_tls_context *tls);
+                   rc_tls_context *tls, PyObject *client_ref);
 
 /* Non-zero when the multiplexer failed or was closed: replace it. */
 int rc_mux_is_closed(rc_mux *m);
+
+/* Non-zero when new commands may go here: open and not draining (a node
+ * that stepped down; see on_stale in rc_mux_new). */
+int rc_mux_takes_commands(rc_mux *m);
+
+/* Takes no new commands from now on, and closes once nothing waits. */
+void rc_mux_drain(rc_mux *m);
 PyObject *rc_mux_loop(rc_mux *m);
 
 /* Queues a request: encodes it into the output buffer (ks: the client's

@@ -306,11 +306,53 @@ static void note_failure(rc_pool *p, rc_state *st, long long attempt_started)
     PyErr_Restore(type, value, tb);
 }
 
+/* Where the next connection goes: the options' address, or the node
+ * discovered (looked up now when it is unknown or stale). Fills local (a
+ * copy of o whose host points into host) and *generation. Returns 0, or -1
+ * with the discovery's exception set. */
+static int next_address(rc_pool *p, const rc_conn_options *o, rc_conn_options *local, char *host,
+                        size_t hostlen, unsigned long *generation)
+{
+    PyThreadState *ts;
+    int port = 0, found, lookup;
+
+    *local = *o;
+    ts = lock_pool(p);
+    found = p->has_found;
+    lookup = p->discover != NULL && (!found || p->needs_discovery);
+    if (found) {
+        snprintf(host, hostlen, "%s", p->found_host);
+        port = p->found_port;
+    }
+    *generation = p->address_generation;
+    unlock_pool(p, ts);
+    if (p->discover == NULL)
+        return 0;
+    if (lookup) {
+        if (p->discover(p->discover_owner, host, hostlen, &port) < 0)
+            return -1;
+        ts = lock_pool(p);
+        snprintf(p->found_host, sizeof(p->found_host), "%s", host);
+        p->found_port = port;
+        p->has_found = 1;
+        p->needs_discovery = 0;
+        *generation = p->address_generation;
+        unlock_pool(p, ts);
+    }
+    local->host = host;
+    local->port = port;
+    local->unix_path = NULL;
+    return 0;
+}
+
 /* Opens a connection for a slot the caller holds, retrying failed attempts
  * with backoff (above) within the caller's connect_wait. Returns the
  * connection, or NULL with the last attempt's error set. */
 static rc_conn *open_connection(rc_pool *p, const rc_conn_options *o, rc_state *st)
 {
+    rc_conn_options local;
+    char host[256];
+    unsigned long generation;
     long long start = monotonic_ms(), now, retry_at, attempt_started;
     char last_error[sizeof(p->last_error)];
     PyThreadState *ts;
@@ -351,13 +393,30 @@ static rc_conn *open_connection(rc_pool *p, const rc_conn_options *o, rc_state *
             PyErr_Clear();
         }
         attempt_started = monotonic_ms();
-        c = rc_conn_open(o, st, &unreachable);
+        if (next_address(p, o, &local, host, sizeof(host), &generation) < 0) {
+            /* No Sentinel answered, say: worth trying again; anything else
+             * (an unknown service name) is not. */
+            if (!(PyErr_ExceptionMatches(st->ConnectionError) ||
+                  PyErr_ExceptionMatches(st->TimeoutError)))
+                return NULL;
+            note_failure(p, st, attempt_started);
+            failed = 1;
+            continue;
+        }
+        c = rc_conn_open(&local, st, &unreachable);
         if (c != NULL) {
+            c->address_generation = generation;
             ts = lock_pool(p);
             p->failures = 0;
             p->retry_at_ms = 0;
             unlock_pool(p, ts);
             return c;
+        }
+        if (unreachable && p->discover != NULL) {
+            /* The node found may be gone (failed over): look again. */
+            ts = lock_pool(p);
+            p->needs_discovery = 1;
+            unlock_pool(p, ts);
         }
         /* Wrong credentials or a refused handshake do not mend by waiting. */
         if (!unreachable)
@@ -457,8 +516,11 @@ void rc_pool_release(rc_pool *p, rc_conn *c)
     if (c != NULL && rc_conn_has_unread(c))
         c->broken = 1;
     ts = lock_pool(p);
-    if (c != NULL)
+    if (c != NULL) {
         unlend(p, c);
+        if (c->address_generation != p->address_generation)
+            c->broken = 1; /* to a node that went stale */
+    }
     if (c == NULL || c->broken || p->closed) {
         discard = c;
         if (p->head != NULL && !p->closed) {
@@ -484,6 +546,31 @@ void rc_pool_release(rc_pool *p, rc_conn *c)
     }
     unlock_pool(p, ts);
     rc_conn_free(discard);
+}
+
+void rc_pool_set_discovery(rc_pool *p, rc_pool_discover_fn discover, void *owner)
+{
+    p->discover = discover;
+    p->discover_owner = owner;
+    p->needs_discovery = 1;
+}
+
+void rc_pool_node_stale(rc_pool *p)
+{
+    PyThreadState *ts;
+    rc_conn *idle, *c;
+
+    if (!rc_pool_ready(p) || p->generation != rc_fork_generation)
+        return;
+    ts = lock_pool(p);
+    p->address_generation++;
+    p->needs_discovery = p->discover != NULL;
+    idle = p->idle;
+    p->idle = NULL;
+    for (c = idle; c != NULL; c = c->next_idle)
+        p->n_open--;
+    unlock_pool(p, ts);
+    free_list(idle);
 }
 
 void rc_pool_close(rc_pool *p)

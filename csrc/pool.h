@@ -20,6 +20,12 @@
 
 typedef struct rc_pool_waiter rc_pool_waiter;
 
+/* Finds the node connections should go to (Sentinel's current primary):
+ * writes its host (NUL-terminated, at most hostlen bytes) and port. GIL
+ * held; may run Python code. Returns 0, or -1 with an exception set
+ * (ConnectionError or TimeoutError: worth another try later). */
+typedef int (*rc_pool_discover_fn)(void *owner, char *host, size_t hostlen, int *port);
+
 typedef struct rc_pool {
     pthread_mutex_t lock;
     rc_conn *idle; /* a stack: the most recently used is the warmest */
@@ -37,6 +43,15 @@ typedef struct rc_pool {
     char last_error[320];
     int last_error_timed_out;
     unsigned int jitter_seed;
+    /* Where new connections go when the node is discovered (Sentinel): the
+     * address found last, and whether it must be looked up again. */
+    rc_pool_discover_fn discover;
+    void *discover_owner;
+    char found_host[256];
+    int found_port, has_found, needs_discovery;
+    /* Bumped when the node connections went to may no longer be the
+     * primary: connections from before are closed rather than reused. */
+    unsigned long address_generation;
 } rc_pool;
 
 /* Returns 0, or -1 with MemoryError set. GIL held. */
@@ -67,8 +82,18 @@ void rc_pool_free(rc_pool *p);
 rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, rc_state *st,
                          int fresh);
 
-/* Gives a connection back; a broken one, or one holding bytes nobody read,
- * is closed and its slot freed. */
+/* Connections go where discover(owner) says (looked up before the first
+ * connection and again after rc_pool_node_stale or a failed connect),
+ * instead of the options' address. GIL held, before any use. */
+void rc_pool_set_discovery(rc_pool *p, rc_pool_discover_fn discover, void *owner);
+
+/* The node answered READONLY / LOADING / MASTERDOWN, or failed: connections
+ * to it are closed (idle ones now, lent ones when given back), and the
+ * next connection looks the node up again. GIL held. */
+void rc_pool_node_stale(rc_pool *p);
+
+/* Gives a connection back; a broken one, one holding bytes nobody read, or
+ * one to a node that went stale, is closed and its slot freed. */
 void rc_pool_release(rc_pool *p, rc_conn *c);
 
 #endif

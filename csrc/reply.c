@@ -84,12 +84,22 @@ static void *attach(const redisReadTask *task, PyObject *obj, int type)
     return obj;
 }
 
-/* Credentials problems are not the command's fault: they get their own
- * class so callers can tell "wrong password" from "wrong type". */
+static int starts_with(const char *p, size_t n, const char *word)
+{
+    size_t len = strlen(word);
+    return n >= len && memcmp(p, word, len) == 0 && (n == len || p[len] == ' ');
+}
+
+/* Errors that are not the command's fault get classes of their own:
+ * credentials ("wrong password", not "wrong type"), and a node that is not
+ * a working primary (a failover: the client must look for the new one). */
 static PyObject *error_class(rc_state *st, const char *p, size_t n)
 {
-    if ((n >= 6 && memcmp(p, "NOAUTH", 6) == 0) || (n >= 9 && memcmp(p, "WRONGPASS", 9) == 0))
+    if (starts_with(p, n, "NOAUTH") || starts_with(p, n, "WRONGPASS"))
         return st->AuthenticationError;
+    if (starts_with(p, n, "READONLY") || starts_with(p, n, "LOADING") ||
+        starts_with(p, n, "MASTERDOWN"))
+        return st->FailoverError;
     return st->ResponseError;
 }
 

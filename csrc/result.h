@@ -54,4 +54,11 @@ static inline int rc_is_error_reply(rc_state *st, PyObject *reply)
     return PyExceptionInstance_Check(reply);
 }
 
+/* Non-zero for READONLY, LOADING and MASTERDOWN replies: the node is not a
+ * working primary (see errors.FailoverError). */
+static inline int rc_is_failover_reply(rc_state *st, PyObject *reply)
+{
+    return reply != NULL && Py_IS_TYPE(reply, (PyTypeObject *)st->FailoverError);
+}
+
 #endif

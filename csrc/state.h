@@ -47,6 +47,7 @@ typedef struct rc_state {
     PyObject *PoolTimeout;
     PyObject *ResponseError;
     PyObject *ProtocolError;
+    PyObject *FailoverError;
     PyObject *PartialWriteError;
     PyObject *SerializationError;
     /* Raised and caught inside the module only (see RC_JSON_NO_HOOKS). */

@@ -26,6 +26,8 @@ typedef struct {
     char *host, *unix_path, *username, *password, *client_name;
     int pool_timeout_ms;
     int ready;
+    /* With Sentinel: a callable giving the current primary's (host, port). */
+    PyObject *resolver;
 } SyncClient;
 
 static const rc_transport sync_transport;
@@ -89,6 +91,7 @@ static void free_secret(char **s)
 static void free_settings(SyncClient *self)
 {
     rc_keyspace_clear(&self->base.ks);
+    Py_CLEAR(self->resolver);
     free_secret(&self->host);
     free_secret(&self->unix_path);
     free_secret(&self->username);
@@ -258,6 +261,7 @@ static void release_resources(SyncClient *self)
 static int SyncClient_traverse(SyncClient *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->resolver);
     Py_VISIT(self->base.ks.codec.dumps);
     Py_VISIT(self->base.ks.codec.loads);
     return 0;
@@ -266,6 +270,7 @@ static int SyncClient_traverse(SyncClient *self, visitproc visit, void *arg)
 static int SyncClient_clear(SyncClient *self)
 {
     rc_codec_clear(&self->base.ks.codec);
+    Py_CLEAR(self->resolver);
     return 0;
 }
 
@@ -320,7 +325,7 @@ static PyObject *abandon(SyncClient *self, rc_conn *c)
  * even when one is an error, so the stream stays in step, and the first
  * error is raised, except in a batch of SETs, whose errors go to the result
  * (a PartialWriteError). A reply of the wrong type breaks the connection. */
-static PyObject *read_replies(SyncClient *self, rc_conn *c, const rc_request *r)
+static PyObject *read_replies(SyncClient *self, rc_conn *c, const rc_request *r, int *failover)
 {
     rc_state *st = self->base.state;
     PyObject *result = NULL, *reply, *err_type = NULL, *err_value = NULL, *err_tb = NULL;
@@ -348,6 +353,10 @@ static PyObject *read_replies(SyncClient *self, rc_conn *c, const rc_request *r)
                             r->command) < 0) {
             Py_XDECREF(reply);
             goto broken;
+        }
+        if (rc_is_failover_reply(st, reply)) {
+            *failover = 1;
+            c->broken = 1; /* a node that is not the primary: not to be reused */
         }
         if (reply == NULL)
             reply = Py_NewRef(Py_None);
@@ -389,16 +398,23 @@ static PyObject *exchange(SyncClient *self, rc_conn *c, const rc_request *r, int
 {
     rc_state *st = self->base.state;
     unsigned long long received = c->received;
-    int reused = c->requests > 0;
+    int reused = c->requests > 0, failover = 0;
     PyObject *reply = NULL;
 
     rc_conn_begin(c);
     if (rc_conn_flush(c, st) == 0)
-        reply = read_replies(self, c, r);
+        reply = read_replies(self, c, r, &failover);
     *may_retry = reply == NULL && c->broken && reused && c->received == received && !c->closing &&
                  PyErr_ExceptionMatches(st->ConnectionError) &&
                  !PyErr_ExceptionMatches(st->ProtocolError);
     rc_pool_release(&self->pool, c);
+    if (failover) {
+        /* The node stepped down (or is not up yet): connections to it go,
+         * and the next one looks for the primary; a lone safe command may
+         * go again there. */
+        rc_pool_node_stale(&self->pool);
+        *may_retry = reply == NULL && r->replies == 1 && PyErr_ExceptionMatches(st->FailoverError);
+    }
     return reply;
 }
 
@@ -452,10 +468,67 @@ static PyObject *SyncClient_get_closed(SyncClient *self, void *unused)
     return PyBool_FromLong(!self->ready || self->pool.closed);
 }
 
+/* The pool's discovery (rc_pool_discover_fn): the resolver's (host, port). */
+static int discover(void *owner, char *host, size_t hostlen, int *port)
+{
+    SyncClient *self = owner;
+    PyObject *found = PyObject_CallNoArgs(self->resolver);
+    const char *text;
+    long number;
+    int rc = -1;
+
+    if (found == NULL)
+        return -1;
+    if (!PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 2 ||
+        !PyUnicode_Check(PyTuple_GET_ITEM(found, 0))) {
+        PyErr_SetString(PyExc_TypeError, "the resolver must return (host: str, port: int)");
+        goto out;
+    }
+    text = PyUnicode_AsUTF8(PyTuple_GET_ITEM(found, 0));
+    number = PyLong_AsLong(PyTuple_GET_ITEM(found, 1));
+    if (text == NULL || (number == -1 && PyErr_Occurred()))
+        goto out;
+    if (number < 1 || number > 65535 || strlen(text) >= hostlen) {
+        PyErr_Format(self->base.state->ConnectionError, "discovery gave a bad address: %R",
+                     found);
+        goto out;
+    }
+    memcpy(host, text, strlen(text) + 1);
+    *port = (int)number;
+    rc = 0;
+out:
+    Py_DECREF(found);
+    return rc;
+}
+
+/* _set_resolver(callable): connections go to the (host, port) it returns,
+ * asked again whenever the node may have changed (Sentinel). */
+static PyObject *SyncClient_set_resolver(SyncClient *self, PyObject *resolver)
+{
+    if (!self->ready || !PyCallable_Check(resolver)) {
+        PyErr_SetString(PyExc_TypeError, "_set_resolver(callable) on an initialized cache");
+        return NULL;
+    }
+    Py_XSETREF(self->resolver, Py_NewRef(resolver));
+    rc_pool_set_discovery(&self->pool, discover, self);
+    Py_RETURN_NONE;
+}
+
+/* _node_stale(): the node may no longer be the primary; look again. */
+static PyObject *SyncClient_node_stale(SyncClient *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->ready)
+        rc_pool_node_stale(&self->pool);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef SyncClient_methods[] = {
     RC_CLIENT_METHOD_DEFS,
     {"close", (PyCFunction)SyncClient_close, METH_NOARGS,
      "close(): close every connection; the cache cannot be used afterwards."},
+    {"_set_resolver", (PyCFunction)SyncClient_set_resolver, METH_O, NULL},
+    {"_node_stale", (PyCFunction)SyncClient_node_stale, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

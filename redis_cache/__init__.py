@@ -23,6 +23,7 @@ from .errors import (
     AuthenticationError,
     ConfigurationError,
     ConnectionError,
+    FailoverError,
     PartialWriteError,
     PoolTimeout,
     ProtocolError,
@@ -54,6 +55,7 @@ __all__ = [
     "TimeoutError",
     "PoolTimeout",
     "ResponseError",
+    "FailoverError",
     "PartialWriteError",
     "SerializationError",
 ]

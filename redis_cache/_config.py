@@ -243,6 +243,31 @@ def _check_bool(value: object, name: str) -> bool:
     return value
 
 
+def _check_sentinels(value: object) -> tuple[tuple[str, int], ...] | None:
+    """A list of (host, port) pairs (or "host:port" strings), at least one."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigurationError(
+            f"sentinels must be a list of (host, port) pairs, got {type(value).__name__}"
+        )
+    pairs = []
+    for item in value:  # type: ignore[union-attr]
+        if isinstance(item, str):
+            parsed = _parse_hostport(item.strip())
+            item = (parsed["host"], parsed.get("port", 26379))
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ConfigurationError(
+                f"each Sentinel must be a (host, port) pair or 'host:port', got {item!r}"
+            )
+        host = _check_host(item[0], "a Sentinel's host")
+        port = _check_int(item[1], "a Sentinel's port", 1, _MAX_PORT)
+        pairs.append((host, port))
+    if not pairs:
+        raise ConfigurationError("sentinels must name at least one Sentinel")
+    return tuple(pairs)
+
+
 def _check_path_text(value: object, name: str) -> str | None:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
@@ -313,6 +338,16 @@ class ConnectionSettings:
     ssl_check_hostname: bool = True
     ssl_min_version: str | None = None
     ssl_ciphers: str | None = None
+    #: Sentinel (``redis+sentinel://``): the Sentinels to ask, in order, for
+    #: the current primary of ``service_name``; host and port are then what
+    #: they answer, not settings. ``sentinel_username``/``sentinel_password``
+    #: authenticate to the Sentinels (username/password to the data nodes);
+    #: TLS, when on, is used towards both.
+    sentinels: tuple[tuple[str, int], ...] | None = None
+    service_name: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    sentinel_socket_timeout: float | None = 0.5
 
     def __post_init__(self) -> None:
         """Validate and normalise (ints, float seconds, str socket path)."""
@@ -335,6 +370,7 @@ class ConnectionSettings:
             normalised[name] = _check_timeout(getattr(self, name), name)
         normalised["connect_wait"] = _check_wait(self.connect_wait, "connect_wait")
         normalised.update(self._checked_tls())
+        normalised.update(self._checked_sentinel())
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
 
@@ -370,6 +406,37 @@ class ConnectionSettings:
             )
         return checked
 
+    def _checked_sentinel(self) -> dict[str, object]:
+        checked: dict[str, object] = {
+            "sentinel_socket_timeout": _check_timeout(
+                self.sentinel_socket_timeout, "sentinel_socket_timeout"
+            ),
+            "sentinels": _check_sentinels(self.sentinels),
+        }
+        _check_optional_text(self.sentinel_username, "sentinel_username")
+        _check_optional_text(self.sentinel_password, "sentinel_password", secret=True)
+        name = _check_optional_text(self.service_name, "service_name")
+        if checked["sentinels"] is None:
+            for given in ("service_name", "sentinel_username", "sentinel_password"):
+                if getattr(self, given) is not None:
+                    raise ConfigurationError(
+                        f"{given} is set but no sentinels are: give sentinels=[(host, port), ...] "
+                        "or a redis+sentinel:// URL"
+                    )
+        else:
+            if name is None:
+                raise ConfigurationError(
+                    "sentinels are given but no service_name: the name the Sentinels monitor "
+                    "the primary under (sentinel monitor <name> ...), e.g. 'mymaster'"
+                )
+            if self.unix_socket_path is not None:
+                raise ConfigurationError("Sentinel finds TCP addresses: drop unix_socket_path")
+        return checked
+
+    @property
+    def uses_sentinel(self) -> bool:
+        return self.sentinels is not None
+
     def tls_settings(self) -> TLSSettings | None:
         """What the C core builds its TLS context from; None without TLS."""
         if not self.ssl:
@@ -392,7 +459,7 @@ class ConnectionSettings:
         parts = []
         for item in fields(self):
             value = getattr(self, item.name)
-            secret = item.name in ("password", "ssl_password")
+            secret = item.name in ("password", "ssl_password", "sentinel_password")
             shown = "'***'" if secret and value is not None else repr(value)
             parts.append(f"{item.name}={shown}")
         return f"{type(self).__name__}({', '.join(parts)})"
@@ -404,6 +471,12 @@ class ConnectionSettings:
         ``unix:///tmp/redis.sock?db=2``.  It parses back with :func:`parse_url`.
         """
         user = f"{quote(self.username, safe='')}@" if self.username else ""
+        if self.sentinels is not None:
+            scheme = "rediss+sentinel" if self.ssl else "redis+sentinel"
+            hosts = ",".join(
+                f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in self.sentinels
+            )
+            return f"{scheme}://{user}{hosts}/{quote(self.service_name or '', safe='')}/{self.db}"
         if self.unix_socket_path is not None:
             return f"unix://{user}{quote(self.unix_socket_path, safe='/')}?db={self.db}"
         host = self.host
@@ -454,11 +527,29 @@ def _split_scheme(url: object) -> tuple[str, str]:
             "scheme", f"the URL must start with redis:// or unix://, e.g. {_URL_EXAMPLE}"
         )
     scheme = scheme.lower()
-    if scheme not in ("redis", "rediss", "unix"):
+    if scheme not in _SCHEMES:
         raise _url_error(
-            "scheme", f"unsupported scheme {scheme!r}; use redis://, rediss:// (TLS) or unix://"
+            "scheme",
+            f"unsupported scheme {scheme!r}; use redis://, rediss:// (TLS), unix:// or "
+            "redis+sentinel://",
         )
     return scheme, rest
+
+
+_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+
+
+def _parse_sentinel_path(path: str) -> tuple[str, int | None]:
+    """``/service_name[/db]`` of a Sentinel URL."""
+    parts = path.split("/")
+    if len(parts) < 2 or not parts[1] or len(parts) > 3:
+        raise _url_error(
+            "service name",
+            "a Sentinel URL names the service after the Sentinels: "
+            "redis+sentinel://host:26379,host2:26379/mymaster[/db]",
+        )
+    db = _parse_db_path("/" + parts[2]) if len(parts) == 3 else None
+    return _decode(parts[1], "service name"), db
 
 
 def _split_authority(rest: str) -> tuple[str, str, str]:
@@ -659,6 +750,9 @@ _URL_OPTIONS: Mapping[str, Callable[[str, str], object]] = {
     "client_name": _client_name_option,
     "pool_timeout": _seconds_option,
     "connect_wait": _wait_option,
+    "sentinel_username": _text_option,
+    "sentinel_password": _text_option,
+    "sentinel_socket_timeout": _seconds_option,
     "ssl_cert_reqs": _text_option,
     "ssl_check_hostname": _bool_option,
     "ssl_ca_certs": _text_option,
@@ -712,6 +806,8 @@ def parse_url(url: str) -> dict[str, object]:
 
         redis://[[username]:password@]host[:port][/db][?option=value&...]
         rediss://...   (the same, over TLS)
+        redis+sentinel://[[username]:password@]host:port[,host:port...]/service_name[/db][?...]
+        rediss+sentinel://...   (Sentinel, TLS towards Sentinels and data nodes)
         unix://[[username]:password@]/path/to/redis.sock[?db=N&...]
 
     Hosts may be IPv6 literals in brackets (``redis://[::1]:6380/0``).
@@ -728,7 +824,16 @@ def parse_url(url: str) -> dict[str, object]:
     scheme, rest = _split_scheme(url)
     authority, path, query = _split_authority(rest)
     settings, hostport = _parse_userinfo(authority)
-    if scheme in ("redis", "rediss"):
+    if scheme.endswith("+sentinel"):
+        sentinels = []
+        for item in hostport.split(","):
+            parsed = _parse_hostport(item)
+            sentinels.append((parsed["host"], parsed.get("port", 26379)))
+        settings["sentinels"] = tuple(sentinels)
+        settings["service_name"], path_db = _parse_sentinel_path(path)
+        if scheme.startswith("rediss"):
+            settings["ssl"] = True
+    elif scheme in ("redis", "rediss"):
         settings.update(_parse_hostport(hostport))
         path_db = _parse_db_path(path)
         if scheme == "rediss":
@@ -820,6 +925,10 @@ _ENV_VARIABLES: tuple[tuple[str, str, Callable[[str, str], object], bool], ...] 
     ("REDIS_SOCKET_CONNECT_TIMEOUT", "socket_connect_timeout", _env_seconds, True),
     ("REDIS_CONNECT_WAIT", "connect_wait", _env_wait, True),
     ("REDIS_USE_SSL", "ssl", _env_bool, True),
+    ("REDIS_SENTINEL_SERVICE_NAME", "service_name", _env_text, True),
+    ("REDIS_SENTINEL_USERNAME", "sentinel_username", _env_text, False),
+    ("REDIS_SENTINEL_PASSWORD", "sentinel_password", _env_text, False),
+    ("REDIS_SENTINEL_SOCKET_TIMEOUT", "sentinel_socket_timeout", _env_seconds, True),
     ("REDIS_SSL_CA_CERTS", "ssl_ca_certs", _env_text, True),
     ("REDIS_SSL_CA_PATH", "ssl_ca_path", _env_text, True),
     ("REDIS_SSL_CA_DATA", "ssl_ca_data", _env_text, False),
@@ -864,4 +973,39 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, obj
         text = raw.strip() if strip else raw
         if text:
             settings[key] = convert(text, variable)
+    _sentinel_from_env(env, settings)
     return settings
+
+
+def _sentinel_from_env(env: Mapping[str, str], settings: dict[str, object]) -> None:
+    """REDIS_USE_SENTINEL=true with REDIS_SENTINELS=host:port,host:port (and
+    REDIS_SENTINEL_SERVICE_NAME): the layout of seed 003's modules. Without
+    REDIS_USE_SENTINEL (or with it false) the REDIS_SENTINEL_* variables are
+    left out, so that a deployment can keep them and switch Sentinel off."""
+    use = env.get("REDIS_USE_SENTINEL", "").strip()
+    enabled = _env_bool(use, "REDIS_USE_SENTINEL") if use else False
+    if not enabled:
+        for key in ("service_name", "sentinel_username", "sentinel_password",
+                    "sentinel_socket_timeout"):
+            if "sentinels" not in settings:
+                settings.pop(key, None)
+        return
+    listed = env.get("REDIS_SENTINELS", "").strip()
+    if not listed:
+        raise ConfigurationError(
+            "REDIS_USE_SENTINEL is true but REDIS_SENTINELS is empty: give "
+            "host:port,host:port of the Sentinels"
+        )
+    sentinels = []
+    for item in listed.split(","):
+        try:
+            parsed = _parse_hostport(item.strip())
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"REDIS_SENTINELS: {exc}") from None
+        sentinels.append((parsed["host"], parsed.get("port", 26379)))
+    settings["sentinels"] = tuple(sentinels)
+    if "service_name" not in settings:
+        raise ConfigurationError(
+            "REDIS_USE_SENTINEL is true but REDIS_SENTINEL_SERVICE_NAME is not set: the name "
+            "the Sentinels monitor the primary under (e.g. mymaster)"
+        )

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, Union
 from . import _core
 from ._breaker import CircuitBreaker, breaker_from_setting
 from ._config import ConnectionSettings, TLSSettings, parse_url, settings_from_env
+from ._topology import SentinelDiscovery
 from .errors import ConfigurationError, ConnectionError, PoolTimeout, ProtocolError, TimeoutError
 from .serializers import SignedPickle
 
@@ -94,6 +95,10 @@ def _connection_settings(arguments: Mapping[str, Any]) -> ConnectionSettings:
 
 
 _log = logging.getLogger("redis_cache")
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _tls(settings: ConnectionSettings) -> TLSSettings | None:
@@ -284,6 +289,11 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         ssl_check_hostname: bool = True,
         ssl_min_version: str | None = None,
         ssl_ciphers: str | None = None,
+        sentinels: Any = None,
+        service_name: str | None = None,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
+        sentinel_socket_timeout: float | None = 0.5,
     ) -> None:
         self._init_kwargs = _arguments(locals())
         settings = _connection_settings(self._init_kwargs)
@@ -321,6 +331,19 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         self._circuit_breaker = self._init_kwargs["circuit_breaker"] = breaker_from_setting(
             circuit_breaker
         )
+        self._discovery: SentinelDiscovery | None = None
+        self._stop_watching: Callable[[], None] | None = None
+        if settings.uses_sentinel:
+            # Connections go wherever the Sentinels say the primary is, and
+            # a failover they announce moves them at once.
+            self._discovery = SentinelDiscovery(settings)
+            self._set_resolver(self._discovery.primary)
+            self._stop_watching = self._discovery.watch_in_thread(self._failover_announced)
+
+    def _failover_announced(self, new_primary: tuple[str, int]) -> None:
+        _log.info("Sentinel announced a new primary for %s: %s:%s",
+                  self._settings.service_name, *new_primary)
+        self._node_stale()
 
     def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes the keys of this namespace matching a glob ``pattern`` and returns
@@ -349,6 +372,9 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
     def close(self) -> None:
         """Closes every connection (and those of a twin a decorator made); the cache
         cannot be used afterwards."""
+        if getattr(self, "_stop_watching", None) is not None:
+            self._stop_watching()
+            self._stop_watching = None
         super().close()
         for twin in self.__dict__.get("_twins", {}).values():
             twin._close_connections()
@@ -447,6 +473,11 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         ssl_check_hostname: bool = True,
         ssl_min_version: str | None = None,
         ssl_ciphers: str | None = None,
+        sentinels: Any = None,
+        service_name: str | None = None,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
+        sentinel_socket_timeout: float | None = 0.5,
         connections: int = 1,
         max_in_flight: int = 4096,
     ) -> None:
@@ -481,6 +512,10 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         self._backoff = _Backoff()
         self._connect_tasks: set[asyncio.Task[None]] = set()
         self._dedicated = _DedicatedPool(self, settings.max_connections)
+        self._discovery: SentinelDiscovery | None = (
+            SentinelDiscovery(settings) if settings.uses_sentinel else None
+        )
+        self._watch_task: asyncio.Task[None] | None = None
 
     @property
     def last_connect_error(self) -> str | None:
@@ -497,6 +532,9 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         """Closes every connection; requests still waiting fail with ConnectionError."""
         for task in list(self._connect_tasks):
             task.cancel()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            self._watch_task = None
         self._close_connections()
         self._dedicated.close()
         for twin in self.__dict__.get("_twins", {}).values():
@@ -562,11 +600,12 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
                     f"{self!r} is in use on another running event loop; "
                     "create one cache per event loop"
                 )
-        if old is not None:
+        if old is not None and not (old.draining and old.loop is loop):
             # Closed, from a loop that has stopped, or from before a fork:
             # close() unregisters it from a loop that still exists (and
             # leaves a forked parent's loop alone); abandon() is for loops
-            # that are closed, where there is nothing to unregister.
+            # that are closed, where there is nothing to unregister. (A
+            # draining one closes itself once its replies are in.)
             old_loop = old.loop
             if old_loop is None or old_loop.is_closed():
                 old.abandon()
@@ -579,6 +618,33 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
             mux.connect_failed(*self._backoff.error)
         self._start_connecting(loop, mux)
         return mux
+
+    def _on_node_stale(self, mux: Any) -> Any:
+        """Called from C when a connection's node answered READONLY, LOADING or
+        MASTERDOWN: it drains, and the connection returned here takes over
+        (found again through the Sentinels, or the host name resolved again);
+        a lone safe command is sent again on it."""
+        self._dedicated.drop_idle()
+        return self._replace_multiplexer(mux)
+
+    def _failover_announced(self, new_primary: tuple[str, int]) -> None:
+        """A Sentinel announced a failover: every connection drains, so the
+        next command connects to the new primary without waiting for the old
+        one to refuse it."""
+        _log.info("Sentinel announced a new primary for %s: %s:%s",
+                  self._settings.service_name, *new_primary)
+        self._drain_connections()
+        self._dedicated.drop_idle()
+
+    def _start_watching(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._discovery is None:
+            return
+        task = self._watch_task
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        self._watch_task = loop.create_task(
+            self._discovery.watch_failovers(self._failover_announced)
+        )
 
     def _handshake(self) -> list[tuple[Any, ...]]:
         s = self._settings
@@ -602,6 +668,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         have waited longer than connect_wait; when none is left waiting the
         attempts stop and mux is closed, so the next command starts over."""
         where = self._settings.describe()
+        self._start_watching(asyncio.get_running_loop())
         try:
             while True:
                 delay = self._backoff.delay()
@@ -614,11 +681,26 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
                 if mux.closed:
                     return
                 try:
+                    host, port = await self._node_address()
+                except (ConnectionError, TimeoutError) as exc:
+                    error = (type(exc), str(exc))
+                    self._backoff.failed(*error)
+                    if mux.connect_failed(*error) == 0:
+                        mux.fail(*error)
+                        return
+                    continue
+                except Exception as exc:  # noqa: BLE001 - wrong service name, credentials...
+                    mux.fail(type(exc) if isinstance(exc, ConnectionError) else ConnectionError,
+                             str(exc))
+                    return
+                if self._settings.unix_socket_path is None:
+                    where = _host_port(host, port)
+                try:
                     sock = await asyncio.wait_for(
-                        self._open_socket(), timeout=self._settings.socket_connect_timeout
+                        self._open_socket(host, port), timeout=self._settings.socket_connect_timeout
                     )
                 except asyncio.TimeoutError:
-                    error: tuple[type[Exception], str] = (
+                    error = (
                         TimeoutError,
                         f"connecting to redis at {where} timed out after "
                         f"{self._settings.socket_connect_timeout} s",
@@ -627,13 +709,16 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
                     # asyncio's sock_connect words its errors "Connect call
                     # failed (addr)"; the errno says what actually happened.
                     reason = os.strerror(exc.errno) if exc.errno else str(exc)
-                    error = (ConnectionError, f"cannot connect to redis at {where}: {reason}")
+                    error = (
+                        ConnectionError,
+                        f"cannot connect to redis at {where}: {reason}",
+                    )
                 else:
                     self._backoff.succeeded()
                     if mux.closed:
                         sock.close()
                         return
-                    server_host = self._settings.host if self._settings.ssl else None
+                    server_host = host if self._settings.ssl else None
                     mux.attach(sock.detach(), self._handshake(), server_host, where)
                     return
                 self._backoff.failed(*error)
@@ -644,7 +729,13 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
             mux.fail(ConnectionError, "the cache was closed while connecting")
             raise
 
-    async def _open_socket(self) -> socket.socket:
+    async def _node_address(self) -> tuple[str, int]:
+        """Where to connect: the primary the Sentinels name, or the settings'."""
+        if self._discovery is not None:
+            return await self._discovery.primary_async()
+        return self._settings.host, self._settings.port
+
+    async def _open_socket(self, host: str, port: int) -> socket.socket:
         loop = asyncio.get_running_loop()
         s = self._settings
         if s.unix_socket_path is not None:
@@ -658,7 +749,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
             return sock
         last: OSError | None = None
         for family, kind, proto, _, address in await loop.getaddrinfo(
-            s.host, s.port, type=socket.SOCK_STREAM
+            host, port, type=socket.SOCK_STREAM
         ):
             sock = socket.socket(family, kind, proto)
             sock.setblocking(False)
@@ -674,7 +765,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             return sock
-        raise last if last is not None else OSError(f"no address found for {s.host}")
+        raise last if last is not None else OSError(f"no address found for {host}")
 
 
 class _DedicatedPool:
@@ -728,6 +819,10 @@ class _DedicatedPool:
         self._give(conn)
 
     def close(self) -> None:
+        self.drop_idle()
+
+    def drop_idle(self) -> None:
+        """Closes the idle connections (their node may no longer be the primary)."""
         for conn in self._idle:
             self._discard(conn)
         self._idle.clear()

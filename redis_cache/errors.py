@@ -18,6 +18,7 @@ __all__ = [
     "TimeoutError",
     "PoolTimeout",
     "ResponseError",
+    "FailoverError",
     "SerializationError",
     "PartialWriteError",
 ]
@@ -55,6 +56,13 @@ class PoolTimeout(TimeoutError):
 
 class ResponseError(RedisCacheError):
     """Redis answered with an error reply; the message keeps its prefix (WRONGTYPE, ...)."""
+
+
+class FailoverError(ResponseError):
+    """The node answered READONLY, LOADING or MASTERDOWN: it is not (or not yet)
+    a working primary, which is what a failover in progress looks like. The
+    connection was dropped and the next command finds the current primary (a
+    safe command was already sent once more there before this was raised)."""
 
 
 class SerializationError(RedisCacheError, ValueError):

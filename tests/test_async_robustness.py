@@ -497,7 +497,7 @@ def test_connect_wait_bounds_the_wait_and_names_the_failure(run: Runner) -> None
         started = time.monotonic()
         with pytest.raises(ConnectionError, match=rf"cannot connect to redis at .*:{port}.*connect_wait=200 ms"):
             await asyncio.wait_for(c.get("k"), HANG)
-        assert time.monotonic() - started >= 0.2
+        assert time.monotonic() - started >= 0.19  # (the timer counts whole ms)
         assert c._backoff.failures >= 2  # attempts went on while it waited
         # Nobody waits any more: the attempts stop by themselves.
         await asyncio.wait_for(asyncio.gather(*c._connect_tasks), HANG)

@@ -827,6 +827,7 @@ static ALWAYS_INLINE int dict_walk_next(dict_walk *w, PyObject **key, PyObject *
     return PyDict_Next(w->dict, &w->pos, key, value);
 }
 
+#ifdef DICT_WALK_DIRECT
 /* Walks d both ways; 1 when they agree item for item. */
 static int same_walk(PyObject *d)
 {
@@ -850,7 +851,6 @@ static int same_walk(PyObject *d)
 
 int rc_json_check_dict_layout(void)
 {
-#ifdef DICT_WALK_DIRECT
     PyObject *small = NULL, *mixed = NULL, *big = NULL, *key = NULL;
     int i, ok = 0;
 
@@ -879,10 +879,13 @@ out:
     Py_XDECREF(mixed);
     Py_XDECREF(big);
     return PyErr_Occurred() ? -1 : 0;
-#else
-    return 0;
-#endif
 }
+#else
+int rc_json_check_dict_layout(void)
+{
+    return 0;
+}
+#endif
 
 /* Non-zero when a dict is no longer as it was when its encoding started:
  * Python code run by a hook (model_dump(), a dataclass property) may have

@@ -887,17 +887,34 @@ int rc_json_check_dict_layout(void)
 }
 #endif
 
-/* Non-zero when a dict is no longer as it was when its encoding started:
- * Python code run by a hook (model_dump(), a dataclass property) may have
- * changed it, and going on would write a mix of old and new items. */
-static int dict_changed(PyObject *dict, Py_ssize_t size, uint64_t version)
+/* The dict's version tag (PEP 509), which CPython changes on every change
+ * to the dict. Deprecated from 3.12, where the field is kept for dict
+ * watchers (3.13 keeps watcher bits in its low 12 bits) and still changes on
+ * every insert, delete or value replacement; 0 on versions without it. */
+static inline uint64_t dict_version(PyObject *dict)
 {
 #if PY_VERSION_HEX < 0x030C0000
-    return PyDict_GET_SIZE(dict) != size || ((PyDictObject *)dict)->ma_version_tag != version;
+    return ((PyDictObject *)dict)->ma_version_tag;
+#elif PY_VERSION_HEX < 0x030E0000
+    uint64_t version;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    version = ((PyDictObject *)dict)->ma_version_tag;
+#pragma GCC diagnostic pop
+    return version;
 #else
-    (void)version; /* deprecated from 3.12; the size still tells most changes */
-    return PyDict_GET_SIZE(dict) != size;
+    (void)dict;
+    return 0;
 #endif
+}
+
+/* Non-zero when a dict is no longer as it was when its encoding started:
+ * Python code run by a hook (model_dump(), a dataclass property) may have
+ * changed it, and going on would write a mix of old and new items (a key
+ * deleted and added again keeps the size but would be written twice). */
+static int dict_changed(PyObject *dict, Py_ssize_t size, uint64_t version)
+{
+    return PyDict_GET_SIZE(dict) != size || dict_version(dict) != version;
 }
 
 /* Non-zero for the values whose encoding runs no Python code, and so can
@@ -956,11 +973,7 @@ static int encode_dict(encoder *e, PyObject *obj)
     Py_ssize_t size = PyDict_GET_SIZE(obj);
     PyObject *key, *value;
     dict_walk walk;
-#if PY_VERSION_HEX < 0x030C0000
-    uint64_t version = ((PyDictObject *)obj)->ma_version_tag;
-#else
-    uint64_t version = 0;
-#endif
+    uint64_t version = dict_version(obj);
 
     if (reserve(e, 1 + SPARE) < 0)
         return -1;

@@ -880,8 +880,18 @@ out:
     Py_XDECREF(big);
     return PyErr_Occurred() ? -1 : 0;
 }
+
+int rc_json_dict_walk_direct(void)
+{
+    return dict_layout_checked;
+}
 #else
 int rc_json_check_dict_layout(void)
+{
+    return 0;
+}
+
+int rc_json_dict_walk_direct(void)
 {
     return 0;
 }

@@ -151,7 +151,8 @@ static int module_exec(PyObject *module)
         add_type(module, &rc_async_client_spec, &st->AsyncClientType) < 0 ||
         add_type(module, &rc_mux_spec, &st->MuxType) < 0)
         goto out;
-    if (PyModule_AddIntConstant(module, "HIREDIS_MAJOR", HIREDIS_MAJOR) < 0 ||
+    if (PyModule_AddIntConstant(module, "JSON_DICT_WALK_DIRECT", rc_json_dict_walk_direct()) < 0 ||
+        PyModule_AddIntConstant(module, "HIREDIS_MAJOR", HIREDIS_MAJOR) < 0 ||
         PyModule_AddIntConstant(module, "HIREDIS_MINOR", HIREDIS_MINOR) < 0)
         goto out;
     rc = 0;

@@ -740,15 +740,19 @@ static int encode_value(encoder *e, PyObject *obj)
 /* ------------------------------------------------------- dict walking
  *
  * PyDict_Next is a call into libpython per item, an eighth of the time a
- * list of records takes. On CPython 3.11 the walk reads the dict's entry
- * table itself instead: a private layout, copied from CPython's
- * Include/internal/pycore_dict.h, and checked against PyDict_Next on test
- * dicts when the module loads (rc_json_check_dict_layout); when that check
- * fails, for split-table dicts (instance __dict__s) and on other versions,
- * the walk uses PyDict_Next. The table is found afresh for every item, so a
- * hook that resizes the dict leaves nothing dangling; encode_dict then
+ * list of records takes. On CPython 3.11 to 3.13 the walk reads the dict's
+ * entry table itself instead: a private layout, the same in the three
+ * versions' Include/internal/pycore_dict.h (3.13 adds a mutex to it in
+ * free-threaded builds only, which keep PyDict_Next), copied here and checked
+ * against PyDict_Next on test dicts when the module loads
+ * (rc_json_check_dict_layout); when that check fails, for split-table dicts
+ * (instance __dict__s) and on other versions, the walk uses PyDict_Next.
+ * Building with -DRC_JSON_DICT_WALK_GENERIC forces PyDict_Next (to measure
+ * what the direct walk is worth). The table is found afresh for every item,
+ * so a hook that resizes the dict leaves nothing dangling; encode_dict then
  * notices the change and stops. */
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED) && \
+    !defined(RC_JSON_DICT_WALK_GENERIC)
 #define DICT_WALK_DIRECT 1
 
 typedef struct dict_keys_layout {

@@ -41,16 +41,22 @@ rm -f "$OUTDIR"/redis_native_cache-*.whl "$OUTDIR"/redis_native_cache-*.tar.gz \
 
 # The sdist first, then the wheel from the unpacked sdist (python -m build's
 # default): a file missing from the sdist fails here, not on a user's machine.
-# No debug info in the published binary (-g0 after Python's own -g).
+# With Python's own compiler flags (-O3 -DNDEBUG): a CFLAGS in the environment
+# replaces them in setuptools, so it is dropped here, and the log is checked.
 echo "==> building the sdist and the wheel into $OUTDIR (log: $LOG)"
-run_logged env CFLAGS="${CFLAGS:-} -g0" "$VENV/bin/python" -m build --outdir "$OUTDIR" "$ROOT"
+run_logged env -u CFLAGS "$VENV/bin/python" -m build --outdir "$OUTDIR" "$ROOT"
 WHEEL=$(ls "$OUTDIR"/redis_native_cache-*.whl)
+if ! grep -E '^(gcc|cc|clang).* -c csrc/json_encode\.c' "$LOG" | grep -qE ' -O[23s]( |$)'; then
+    echo "==> the extension was compiled without optimization (see $LOG)" >&2
+    exit 1
+fi
 
 # auditwheel picks the most widely compatible manylinux tag the binary's
 # symbol versions allow and copies in every library outside that policy's
 # system set (libhiredis, libzstd; zlib, libc and libpthread stay the system's).
+# --strip: no symbols or debug info in what users download.
 echo "==> auditwheel repair"
-run_logged "$VENV/bin/auditwheel" repair --wheel-dir "$WHEELHOUSE" "$WHEEL"
+run_logged "$VENV/bin/auditwheel" repair --strip --wheel-dir "$WHEELHOUSE" "$WHEEL"
 REPAIRED=$(ls "$WHEELHOUSE"/redis_native_cache-*manylinux*.whl)
 "$VENV/bin/auditwheel" show "$REPAIRED" | tee -a "$LOG" | sed 's/^/    /'
 echo "$REPAIRED"

@@ -186,6 +186,30 @@ def test_round_trip_from_fresh_venv(fresh_venv: FreshVenv, tmp_path: Path) -> No
     assert "round trip ok" in result.stdout
 
 
+OPTIMIZED = r"""
+import json, time
+from redis_cache._core import json_dumps
+value = [{"id": i, "name": f"user {i}", "score": i / 7, "tags": ["a", "b"]} for i in range(500)]
+def best(fn):
+    times = []
+    for _ in range(7):
+        t = time.perf_counter()
+        for _ in range(20):
+            fn(value)
+        times.append(time.perf_counter() - t)
+    return min(times)
+print(best(json.dumps) / best(json_dumps))
+"""
+
+
+def test_wheel_extension_is_optimized(fresh_venv: FreshVenv, tmp_path: Path) -> None:
+    """A CFLAGS in the environment replaces Python's -O3 in setuptools; an -O0
+    wheel encodes JSON at about the speed of Python's json, an optimized one
+    several times faster (about 13x here)."""
+    ratio = float(run(fresh_venv.python, "-I", "-c", OPTIMIZED, cwd=tmp_path).stdout)
+    assert ratio > 3, f"json_dumps is only {ratio:.1f}x Python's json: built without -O?"
+
+
 def test_sdist_has_the_sources_and_no_binaries(artifacts: Artifacts) -> None:
     with tarfile.open(artifacts.sdist) as tar:
         names = {Path(*Path(n).parts[1:]).as_posix() for n in tar.getnames()}

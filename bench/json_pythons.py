@@ -229,7 +229,12 @@ def section(
     first = next(iter(figures.values())).first if figures else {}
     machine = first.get("machine", {})
     rounds = first.get("settings", {}).get("codec", {})
-    quick_note = "\n> Written from `--quick` runs: short rounds, rough figures.\n" if args.quick else ""
+    quick_note = ""
+    if args.quick:
+        quick_note = "\n> Written from `--quick` runs: short rounds, rough figures.\n"
+    turns = "the versions take turns"
+    if args.repeat > 1:
+        turns += f", {args.repeat} times, each figure the median of the {args.repeat} runs"
     command = "python3 bench/json_pythons.py --write-docs"
     if args.repeat > 1:
         command += f" --repeat {args.repeat}"
@@ -252,7 +257,7 @@ PyDict_Next build next to 3.11's default (below {LOSS_BAR:.2f}: loses more than 
 
 The codec section, measured on each CPython that `requires-python` admits, each against
 orjson on the same interpreter ({machine.get('CPU', '?')}, {machine.get('cores', '?')}
-cores; the versions take turns{f", {args.repeat} times, each figure the median of the {args.repeat} runs" if args.repeat > 1 else ""}).
+cores; {turns}).
 Interpreters differ in what allocating and filling objects costs, so a version is judged
 by the codec's speed vs orjson on it next to the same figure on {BASELINE} (`vs {BASELINE}`
 columns: below {LOSS_BAR:.2f}, that version loses more than 10% to {BASELINE}).

@@ -21,6 +21,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,12 +51,10 @@ class FreshVenv:
     site_packages: Path
 
 
-def run(*args: str | os.PathLike[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(*args: str | os.PathLike[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Runs a command, failing the test with its output if it fails."""
     kwargs.setdefault("timeout", 600)
-    result = subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, **kwargs  # type: ignore[call-overload]
-    )
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
         pytest.fail(
             f"{' '.join(map(str, args))} exited with {result.returncode}\n"
@@ -75,6 +74,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
         assert wheel.is_file() and sdists, f"REDIS_CACHE_WHEEL={given}: no wheel or no sdist by it"
         sdist = sdists[0]
     else:
+        if sys.prefix == sys.base_prefix:
+            pytest.skip("builds with the venv running the tests; run it from one (scripts/test.sh)")
         out = tmp_path_factory.mktemp("dist")
         env = dict(os.environ, REDIS_CACHE_VENV=sys.prefix, PYTHON=sys.executable)
         result = run("bash", ROOT / "scripts" / "build-wheel.sh", "--outdir", out, env=env)
@@ -95,7 +96,10 @@ def fresh_venv(artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory) -
     env = dict(os.environ, CC="false", CXX="false", PIP_DISABLE_PIP_VERSION_CHECK="1")
     run(python, "-m", "pip", "install", "--no-index", artifacts.wheel, env=env, cwd=home)
     # -I: the checkout (tests run from it) is not on the path, nor PYTHONPATH.
-    code = "import redis_cache._core as c, sysconfig; print(c.__file__); print(sysconfig.get_paths()['purelib'])"
+    code = (
+        "import redis_cache._core as c, sysconfig; "
+        "print(c.__file__); print(sysconfig.get_paths()['purelib'])"
+    )
     extension, site_packages = run(python, "-I", "-c", code, cwd=home).stdout.split()
     return FreshVenv(python=python, extension=Path(extension), site_packages=Path(site_packages))
 

@@ -13,37 +13,65 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from setuptools import Extension, setup
 
-#: The C libraries, as pkg-config names them, with the oldest version that works.
-LIBRARIES = {"hiredis": "0.14.1", "libzstd": "1.4.0", "zlib": "1.2.8", "openssl": "1.1.1"}
+#: The C libraries, as pkg-config names them, with the oldest version that works,
+#: and the system packages that provide them (Debian/Ubuntu, Fedora/RHEL, Homebrew).
+LIBRARIES = {
+    "hiredis": ("0.14.1", "libhiredis-dev", "hiredis-devel", "hiredis"),
+    "libzstd": ("1.4.0", "libzstd-dev", "libzstd-devel", "zstd"),
+    "zlib": ("1.2.8", "zlib1g-dev", "zlib-devel", None),
+    "openssl": ("1.1.1", "libssl-dev", "openssl-devel", "openssl"),
+}
+PKG_CONFIG = ("pkg-config", "pkgconf-pkg-config", "pkg-config")
 
 MISSING_LIBRARIES = """
-redis_cache needs the C libraries hiredis (0.14.1 or newer), zstd, zlib and
-OpenSSL (1.1.1 or newer), and pkg-config to find them. Install them, then build
-again:
+redis_cache is building from source (no wheel fits this platform or pip was told
+not to use one), and the C libraries it links are missing: {missing}.
+Install these system packages, then install again:
 
-    Debian / Ubuntu:  sudo apt-get install libhiredis-dev libzstd-dev zlib1g-dev libssl-dev pkg-config
-    Fedora / RHEL:    sudo dnf install hiredis-devel libzstd-devel zlib-devel openssl-devel pkgconf-pkg-config
-    macOS (Homebrew): brew install hiredis zstd openssl pkg-config
+    Debian / Ubuntu:  sudo apt-get install {debian}
+    Fedora / RHEL:    sudo dnf install {fedora}
+    macOS (Homebrew): brew install {brew}
 """
 
 
+def stop_missing(names: list[str]) -> NoReturn:
+    """Stops the build with one message naming the system packages to install."""
+    rows = [PKG_CONFIG] if "pkg-config" in names else []
+    rows += [LIBRARIES[n][1:] for n in names if n in LIBRARIES]
+    sys.exit(
+        MISSING_LIBRARIES.format(
+            missing=", ".join(names),
+            debian=" ".join(r[0] for r in rows),
+            fedora=" ".join(r[1] for r in rows),
+            brew=" ".join(r[2] for r in rows if r[2]) or "(nothing: the SDK has it)",
+        )
+    )
+
+
 def pkg_config(*args: str) -> list[str]:
-    """Runs pkg-config, stopping the build with one clear message if it fails."""
-    if shutil.which("pkg-config") is None:
-        sys.exit(MISSING_LIBRARIES)
-    try:
-        out = subprocess.run(["pkg-config", *args], check=True, capture_output=True, text=True).stdout
-    except subprocess.CalledProcessError:
-        sys.exit(MISSING_LIBRARIES)
-    return out.split()
+    """Runs pkg-config (known to be there); its output split into flags."""
+    result = subprocess.run(["pkg-config", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        stop_missing(list(LIBRARIES))
+    return result.stdout.split()
 
 
 def library_build_flags() -> tuple[list[str], list[str], list[str], list[str]]:
-    for name, version in LIBRARIES.items():
-        pkg_config(f"--atleast-version={version}", name)
+    """Include dirs, other compile flags, library dirs and libraries, from
+    pkg-config, after checking every library is there at a version that works."""
+    if shutil.which("pkg-config") is None:
+        stop_missing(["pkg-config", *LIBRARIES])
+    missing = [
+        name
+        for name, (version, *_packages) in LIBRARIES.items()
+        if subprocess.run(["pkg-config", f"--atleast-version={version}", name]).returncode != 0
+    ]
+    if missing:
+        stop_missing(missing)
     include_dirs, defines, lib_dirs, libs = [], [], [], []
     for flag in pkg_config("--cflags", *LIBRARIES):
         if flag.startswith("-I"):

@@ -351,7 +351,7 @@ def codecs() -> tuple[list[Codec], dict[str, str]]:
             OURS,
             json_dumps,
             json_loads,
-            f"redis_cache {_version('redis_cache')} `_core.json_dumps` / `_core.json_loads` "
+            f"redis_cache {_version('redis-native-cache')} `_core.json_dumps` / `_core.json_loads` "
             "(csrc/json_encode.c, csrc/json_decode.c, what the caches run on every value)",
         )
     ]
@@ -533,7 +533,7 @@ def e2e_cases(
     parser = type(connection._parser).__name__
     client.connection_pool.release(connection)
     described = {
-        E2E_OURS: f"redis_cache {_version('redis_cache')} `SyncRedisCache` (C core; JSON in C): "
+        E2E_OURS: f"redis_cache {_version('redis-native-cache')} `SyncRedisCache` (C core; JSON in C): "
         "`cache.set(key, value)` / `cache.get(key)`",
         E2E_PEER: f"redis-py {_version('redis')} `redis.Redis` ({parser}, hiredis-py "
         f"{_version('hiredis')}, HIREDIS_AVAILABLE={HIREDIS_AVAILABLE}) + orjson: "
@@ -1280,6 +1280,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(and link it from {BENCHMARKS_PAGE.relative_to(ROOT)})",
     )
     parser.add_argument("--no-redis", action="store_true", help="skip the end-to-end rounds")
+    parser.add_argument(
+        "--no-breakdown", action="store_true", help="skip the one-kind-at-a-time breakdown"
+    )
+    parser.add_argument(
+        "--results-json",
+        type=Path,
+        help="write the raw figures here instead of bench/results/json-codec-*.json",
+    )
     return parser.parse_args(argv)
 
 
@@ -1307,7 +1315,7 @@ def run(args: argparse.Namespace) -> Results:
 
     cases = codec_cases(payloads, found)
     kinds: list[Case] = []
-    if ORJSON in results.codecs:
+    if ORJSON in results.codecs and not args.no_breakdown:
         kinds, results.kinds = kind_cases(found, settings.kind_elements)
     gc.freeze()  # the payloads: gc.collect() before each round need not walk them
 
@@ -1356,12 +1364,24 @@ def run(args: argparse.Namespace) -> Results:
     return results
 
 
-def save_json(results: Results) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = RESULTS_DIR / f"json-codec-{stamp}{'-quick' if results.quick else ''}.json"
+def save_json(results: Results, path: Path | None = None) -> Path:
+    if path is None:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = RESULTS_DIR / f"json-codec-{stamp}{'-quick' if results.quick else ''}.json"
     path.write_text(json.dumps(results.to_json(), indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def per_python_section() -> str:
+    """The per-Python section bench/json_pythons.py wrote into the page, kept as it
+    is when this run rewrites the rest ("" if there is none)."""
+    from bench.json_pythons import END, START
+
+    page = DOCS_PAGE.read_text(encoding="utf-8") if DOCS_PAGE.exists() else ""
+    if START not in page or END not in page:
+        return ""
+    return "\n" + START + page.split(START, 1)[1].split(END, 1)[0] + END + "\n"
 
 
 def link_from_benchmarks_page() -> bool:
@@ -1381,9 +1401,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = run(args)
     print(markdown(results))
-    log(f"raw results: {os.path.relpath(save_json(results), Path.cwd())}")
+    log(f"raw results: {os.path.relpath(save_json(results, args.results_json), Path.cwd())}")
     if args.write_docs:
-        DOCS_PAGE.write_text(docs_page(results), encoding="utf-8")
+        DOCS_PAGE.write_text(docs_page(results) + per_python_section(), encoding="utf-8")
         log(f"wrote {os.path.relpath(DOCS_PAGE, Path.cwd())}")
         if link_from_benchmarks_page():
             log(f"linked it from {os.path.relpath(BENCHMARKS_PAGE, Path.cwd())}")

@@ -123,7 +123,7 @@ def describe_machine() -> dict[str, str]:
         "hiredis (in redis_cache's C core)": _hiredis_in_core(),
         "hiredis-py (redis-py's parser)": _version("hiredis"),
         "redis-py": _version("redis"),
-        "redis_cache": f"{_version('redis_cache')}, commit {_commit()}",
+        "redis_cache": f"{_version('redis-native-cache')}, commit {_commit()}",
         "load average at start": _load(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }

@@ -56,6 +56,10 @@ PyObject *rc_json_decode(const char *p, size_t n, rc_state *st);
  * -1 with an exception set (out of memory). */
 int rc_json_check_dict_layout(void);
 
+/* 1 when that check passed and the encoder reads entry tables directly, 0
+ * when it walks every dict with PyDict_Next. */
+int rc_json_dict_walk_direct(void);
+
 /* Loads the classes the encoder recognizes into st. Returns 0 or -1. */
 int rc_json_init_types(rc_state *st);
 

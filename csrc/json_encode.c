@@ -744,15 +744,19 @@ static int encode_value(encoder *e, PyObject *obj)
 /* ------------------------------------------------------- dict walking
  *
  * PyDict_Next is a call into libpython per item, an eighth of the time a
- * list of records takes. On CPython 3.11 the walk reads the dict's entry
- * table itself instead: a private layout, copied from CPython's
- * Include/internal/pycore_dict.h, and checked against PyDict_Next on test
- * dicts when the module loads (rc_json_check_dict_layout); when that check
- * fails, for split-table dicts (instance __dict__s) and on other versions,
- * the walk uses PyDict_Next. The table is found afresh for every item, so a
- * hook that resizes the dict leaves nothing dangling; encode_dict then
+ * list of records takes. On CPython 3.11 to 3.13 the walk reads the dict's
+ * entry table itself instead: a private layout, the same in the three
+ * versions' Include/internal/pycore_dict.h (3.13 adds a mutex to it in
+ * free-threaded builds only, which keep PyDict_Next), copied here and checked
+ * against PyDict_Next on test dicts when the module loads
+ * (rc_json_check_dict_layout); when that check fails, for split-table dicts
+ * (instance __dict__s) and on other versions, the walk uses PyDict_Next.
+ * Building with -DRC_JSON_DICT_WALK_GENERIC forces PyDict_Next (to measure
+ * what the direct walk is worth). The table is found afresh for every item,
+ * so a hook that resizes the dict leaves nothing dangling; encode_dict then
  * notices the change and stops. */
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED) && \
+    !defined(RC_JSON_DICT_WALK_GENERIC)
 #define DICT_WALK_DIRECT 1
 
 typedef struct dict_keys_layout {
@@ -831,6 +835,7 @@ static ALWAYS_INLINE int dict_walk_next(dict_walk *w, PyObject **key, PyObject *
     return PyDict_Next(w->dict, &w->pos, key, value);
 }
 
+#ifdef DICT_WALK_DIRECT
 /* Walks d both ways; 1 when they agree item for item. */
 static int same_walk(PyObject *d)
 {
@@ -854,7 +859,6 @@ static int same_walk(PyObject *d)
 
 int rc_json_check_dict_layout(void)
 {
-#ifdef DICT_WALK_DIRECT
     PyObject *small = NULL, *mixed = NULL, *big = NULL, *key = NULL;
     int i, ok = 0;
 
@@ -883,22 +887,52 @@ out:
     Py_XDECREF(mixed);
     Py_XDECREF(big);
     return PyErr_Occurred() ? -1 : 0;
+}
+
+int rc_json_dict_walk_direct(void)
+{
+    return dict_layout_checked;
+}
 #else
+int rc_json_check_dict_layout(void)
+{
+    return 0;
+}
+
+int rc_json_dict_walk_direct(void)
+{
+    return 0;
+}
+#endif
+
+/* The dict's version tag (PEP 509), which CPython changes on every change
+ * to the dict. Deprecated from 3.12, where the field is kept for dict
+ * watchers (3.13 keeps watcher bits in its low 12 bits) and still changes on
+ * every insert, delete or value replacement; 0 on versions without it. */
+static inline uint64_t dict_version(PyObject *dict)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return ((PyDictObject *)dict)->ma_version_tag;
+#elif PY_VERSION_HEX < 0x030E0000
+    uint64_t version;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    version = ((PyDictObject *)dict)->ma_version_tag;
+#pragma GCC diagnostic pop
+    return version;
+#else
+    (void)dict;
     return 0;
 #endif
 }
 
 /* Non-zero when a dict is no longer as it was when its encoding started:
  * Python code run by a hook (model_dump(), a dataclass property) may have
- * changed it, and going on would write a mix of old and new items. */
+ * changed it, and going on would write a mix of old and new items (a key
+ * deleted and added again keeps the size but would be written twice). */
 static int dict_changed(PyObject *dict, Py_ssize_t size, uint64_t version)
 {
-#if PY_VERSION_HEX < 0x030C0000
-    return PyDict_GET_SIZE(dict) != size || ((PyDictObject *)dict)->ma_version_tag != version;
-#else
-    (void)version; /* deprecated from 3.12; the size still tells most changes */
-    return PyDict_GET_SIZE(dict) != size;
-#endif
+    return PyDict_GET_SIZE(dict) != size || dict_version(dict) != version;
 }
 
 /* Non-zero for the values whose encoding runs no Python code, and so can
@@ -957,11 +991,7 @@ static int encode_dict(encoder *e, PyObject *obj)
     Py_ssize_t size = PyDict_GET_SIZE(obj);
     PyObject *key, *value;
     dict_walk walk;
-#if PY_VERSION_HEX < 0x030C0000
-    uint64_t version = ((PyDictObject *)obj)->ma_version_tag;
-#else
-    uint64_t version = 0;
-#endif
+    uint64_t version = dict_version(obj);
 
     if (reserve(e, 1 + SPARE) < 0)
         return -1;

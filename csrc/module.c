@@ -17,9 +17,36 @@ static rc_state *get_state(PyObject *module)
     return (rc_state *)PyModule_GetState(module);
 }
 
+#if PY_VERSION_HEX < 0x030B0000
+/* CPython 3.10 has no PyType_GetModuleByDef: the same search, by hand. The
+ * first class in type's MRO that a module with this definition made (a heap
+ * type whose ht_module is that module) gives the module; borrowed
+ * reference, or NULL with TypeError, as 3.11's function does. */
+static PyObject *module_by_def(PyTypeObject *type, PyModuleDef *def)
+{
+    PyObject *mro = type->tp_mro;
+
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        PyObject *module;
+
+        if (!PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE))
+            continue;
+        module = ((PyHeapTypeObject *)base)->ht_module;
+        if (module != NULL && PyModule_Check(module) && PyModule_GetDef(module) == def)
+            return module;
+    }
+    PyErr_Format(PyExc_TypeError, "no superclass of '%s' comes from the module %s",
+                 type->tp_name, def->m_name);
+    return NULL;
+}
+#else
+#define module_by_def PyType_GetModuleByDef
+#endif
+
 rc_state *rc_state_of_type(PyTypeObject *type)
 {
-    PyObject *module = PyType_GetModuleByDef(type, &rc_module_def);
+    PyObject *module = module_by_def(type, &rc_module_def);
     return module == NULL ? NULL : get_state(module);
 }
 
@@ -154,7 +181,8 @@ static int module_exec(PyObject *module)
         add_type(module, &rc_async_client_spec, &st->AsyncClientType) < 0 ||
         add_type(module, &rc_mux_spec, &st->MuxType) < 0)
         goto out;
-    if (PyModule_AddIntConstant(module, "HIREDIS_MAJOR", HIREDIS_MAJOR) < 0 ||
+    if (PyModule_AddIntConstant(module, "JSON_DICT_WALK_DIRECT", rc_json_dict_walk_direct()) < 0 ||
+        PyModule_AddIntConstant(module, "HIREDIS_MAJOR", HIREDIS_MAJOR) < 0 ||
         PyModule_AddIntConstant(module, "HIREDIS_MINOR", HIREDIS_MINOR) < 0)
         goto out;
     rc = 0;

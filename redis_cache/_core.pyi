@@ -11,6 +11,9 @@ _TTL = int | float | timedelta | None
 _Key = str | bytes
 
 MISSING: Final[object]
+#: 1 when the JSON encoder reads dicts' entry tables directly (the layout
+#: matched PyDict_Next at import), 0 when it walks them with PyDict_Next.
+JSON_DICT_WALK_DIRECT: Final[int]
 HIREDIS_MAJOR: Final[int]
 HIREDIS_MINOR: Final[int]
 

@@ -1,7 +1,7 @@
 """FastAPI / Starlette integration: lifespan, dependencies, HTTP response caching, health.
 
 Everything here uses public FastAPI and Starlette APIs only (``pip install
-redis_cache[fastapi]``)::
+"redis-native-cache[fastapi]"``)::
 
     from fastapi import Depends, FastAPI
     from redis_cache import RedisCache

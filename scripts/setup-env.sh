@@ -3,6 +3,8 @@
 # compiler, redis-server), a .venv with the project installed in development
 # mode, and a fresh build of the C extension with warnings as errors.
 # Sourced by the other scripts; safe to run again (it only adds what is missing).
+#   PYTHON=python3.12 REDIS_CACHE_VENV=.venv-3.12   another interpreter, its own venv
+#   REDIS_CACHE_NO_INPLACE=1                        no in-place build (the wheel build)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +20,6 @@ need_debian_packages() {
     pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
     command -v openssl >/dev/null || missing+=(openssl)
     command -v redis-server >/dev/null || missing+=(redis-server)
-    command -v openssl >/dev/null || missing+=(openssl) # the TLS tests' certificates
     command -v cc >/dev/null || missing+=(gcc)
     "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
         || missing+=(python3-dev)
@@ -58,11 +59,13 @@ make_venv() {
     wanted=$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/requirements-dev.txt" | sha1sum)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
         echo "==> installing Python packages into $VENV"
+        # --prefer-binary: an older release's wheel over a newer one's sdist
+        # (atheris 3 has no wheel for 3.10 and would need clang's libFuzzer).
         local log="$ROOT/build/pip.log"
         mkdir -p "$ROOT/build"
         if ! {
             "$VENV/bin/python" -m pip install --upgrade pip 'setuptools>=77' wheel &&
-                "$VENV/bin/python" -m pip install -r "$ROOT/scripts/requirements-dev.txt" &&
+                "$VENV/bin/python" -m pip install --prefer-binary -r "$ROOT/scripts/requirements-dev.txt" &&
                 "$VENV/bin/python" -m pip install --no-build-isolation -e "$ROOT"
         } >"$log" 2>&1; then
             tail -n 40 "$log" >&2
@@ -86,4 +89,4 @@ build_extension() {
 
 install_system_packages
 make_venv
-build_extension
+[ "${REDIS_CACHE_NO_INPLACE:-0}" = 1 ] || build_extension

@@ -242,6 +242,10 @@ def test_async_client_follows_the_primary_under_load(
         loop = asyncio.get_running_loop()
         async with RedisCache(**options(topology)) as cache:
             assert await cache.set("warm", 1) is True
+            assert cache._discovery is not None
+            # Announcements come only once the listener is subscribed.
+            listening = cache._discovery.listening
+            assert await loop.run_in_executor(None, listening.wait, 10)
             workers = [asyncio.ensure_future(async_load(cache, load, i)) for i in range(20)]
             change = topology.failover if how == "failover" else topology.kill_primary
             new_primary = await loop.run_in_executor(None, change)

@@ -50,6 +50,9 @@ class SentinelDiscovery:
     def __init__(self, settings: ConnectionSettings) -> None:
         assert settings.sentinels is not None and settings.service_name is not None
         self.settings = settings
+        #: Set while a listener is subscribed to +switch-master (for tests
+        #: and health checks: announcements made before then are missed).
+        self.listening = threading.Event()
         self.service = settings.service_name
         self._sentinels: list[Address] = list(settings.sentinels)
 
@@ -263,9 +266,11 @@ class SentinelDiscovery:
                     raise AuthenticationError(f"Sentinel {_address(*where)} refused AUTH: {reply}")
             writer.write(_command("SUBSCRIBE", "+switch-master"))
             await asyncio.wait_for(_read_reply(reader), timeout)
+            self.listening.set()
             while True:
                 self._announced(await _read_reply(reader), on_switch)
         finally:
+            self.listening.clear()
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -310,6 +315,7 @@ class SentinelDiscovery:
                     raise AuthenticationError(f"Sentinel {_address(*where)} refused AUTH")
             sock.sendall(_command("SUBSCRIBE", "+switch-master"))
             _read_reply_blocking(stream)
+            self.listening.set()
             sock.settimeout(0.5)  # to look at `stop` now and then
             while not stop.is_set():
                 try:
@@ -318,6 +324,7 @@ class SentinelDiscovery:
                     continue
                 self._announced(message, on_switch)
         finally:
+            self.listening.clear()
             sock.close()
 
     def _announced(self, message: Any, on_switch: Callable[[Address], None]) -> None:

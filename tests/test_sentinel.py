@@ -242,6 +242,10 @@ def test_async_client_follows_the_primary_under_load(
         loop = asyncio.get_running_loop()
         async with RedisCache(**options(topology)) as cache:
             assert await cache.set("warm", 1) is True
+            assert cache._discovery is not None
+            # Announcements come only once the listener is subscribed.
+            listening = cache._discovery.listening
+            assert await loop.run_in_executor(None, listening.wait, 10)
             workers = [asyncio.ensure_future(async_load(cache, load, i)) for i in range(20)]
             change = topology.failover if how == "failover" else topology.kill_primary
             new_primary = await loop.run_in_executor(None, change)
@@ -261,11 +265,20 @@ def test_async_client_follows_the_primary_under_load(
                     break
                 assert time.monotonic() < deadline, connected_to(topology)
                 await asyncio.sleep(0.05)
+            if how == "failover":
+                # The Sentinels publish +switch-master once the replicas are
+                # reconfigured, a little after they start naming the new
+                # primary: wait for it (bounded).
+                deadline = time.monotonic() + 20
+                while not announced():
+                    assert time.monotonic() < deadline, "no +switch-master announcement seen"
+                    await asyncio.sleep(0.05)
+
+    def announced() -> bool:
+        return any("Sentinel announced a new primary" in r.getMessage() for r in caplog.records)
 
     with caplog.at_level(logging.INFO, logger="redis_cache"):
         run(main(), timeout=120)
-    if how == "failover":
-        assert any("Sentinel announced a new primary" in r.getMessage() for r in caplog.records)
 
 
 def test_dedicated_connections_and_decorators_follow_the_primary(

@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DIST = "redis_native_cache"
 #: The C libraries the wheel must carry; the manylinux policy's own set
 #: (libc, libz, ...) is all the rest it may use.
-BUNDLED = ("libhiredis", "libzstd")
+#: Libraries outside the manylinux policy that the wheel carries: hiredis and
+#: zstd, and OpenSSL (its ABI differs across systems; see docs/architecture.md).
+BUNDLED = ("libhiredis", "libzstd", "libssl", "libcrypto")
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ def test_sdist_has_the_sources_and_no_binaries(artifacts: Artifacts) -> None:
 def test_sdist_build_names_the_missing_system_packages(
     artifacts: Artifacts, tmp_path: Path
 ) -> None:
-    """Built where hiredis is not installed (pkg-config finds zstd and zlib only),
+    """Built where hiredis is not installed (pkg-config finds the others only),
     the sdist stops with one message naming the package to install."""
     if shutil.which("pkg-config") is None:
         pytest.skip("pkg-config is not installed")
@@ -239,7 +241,7 @@ def test_sdist_build_names_the_missing_system_packages(
     (source,) = tmp_path.glob(f"{DIST}-*")
     pc_dir = tmp_path / "pkgconfig"
     pc_dir.mkdir()
-    for name in ("libzstd", "zlib"):
+    for name in ("libzstd", "zlib", "openssl", "libssl", "libcrypto"):
         found = run("pkg-config", "--variable=pcfiledir", name).stdout.strip()
         shutil.copy(Path(found) / f"{name}.pc", pc_dir)
     env = dict(os.environ, PKG_CONFIG_LIBDIR=str(pc_dir), PKG_CONFIG_PATH="")

@@ -21,6 +21,10 @@ typedef struct {
     rc_mux *muxes[RC_MAX_MUX];
     size_t n_mux, next;
     rc_mux_limits limits;
+    int stall_ms; /* see rc_mux_stalled; -1: never reroute */
+    /* Connections replaced while draining (their node stepped down, or
+     * they stalled): still answering requests, closed with the client. */
+    PyObject *retired;
     rc_tls_context *tls; /* NULL: plain TCP */
     int ready, closed;
 } AsyncClient;
@@ -56,10 +60,11 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
                              "compression_level", "max_decompressed_size",
                              "stringify_keys",    "connect_wait",
                              "max_key_size",      "tls",
-                             NULL};
+                             "stall_timeout",     NULL};
     rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     PyObject *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL,
-             *socket_timeout = Py_None, *connect_wait = Py_None, *tls = Py_None;
+             *socket_timeout = Py_None, *connect_wait = Py_None, *tls = Py_None,
+             *stall_timeout = Py_None;
     Py_ssize_t max_in_flight = 4096, connections = 1, max_key_size = RC_DEFAULT_MAX_KEY_SIZE;
     rc_state *st = self->base.state;
     int rc, no_tls;
@@ -72,12 +77,12 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
     rc_keyspace_clear(&self->base.ks);
     rc_tls_context_unref(self->tls);
     self->tls = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnnOninpOnO:RedisCache", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnnOninpOnOO:RedisCache", kwlist,
                                      &namespace_, &default_ttl, &serializer, &socket_timeout,
                                      &max_in_flight, &connections, &compress.compression,
                                      &compress.threshold, &compress.level,
                                      &compress.max_decompressed, &compress.stringify_keys,
-                                     &connect_wait, &max_key_size, &tls))
+                                     &connect_wait, &max_key_size, &tls, &stall_timeout))
         return -1;
     if (connections < 1 || connections > RC_MAX_MUX || max_in_flight < 1) {
         PyErr_Format(st->ConfigurationError, "connections must be 1-%d and max_in_flight >= 1",
@@ -85,8 +90,14 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
         return -1;
     }
     if (seconds_to_ms(st, "socket_timeout", socket_timeout, &self->limits.timeout_ms) < 0 ||
-        seconds_to_ms(st, "connect_wait", connect_wait, &self->limits.connect_wait_ms) < 0)
+        seconds_to_ms(st, "connect_wait", connect_wait, &self->limits.connect_wait_ms) < 0 ||
+        seconds_to_ms(st, "stall_timeout", stall_timeout, &self->stall_ms) < 0)
         return -1;
+    if (self->stall_ms == 0) {
+        PyErr_SetString(st->ConfigurationError,
+                        "stall_timeout must be a positive number of seconds or None");
+        return -1;
+    }
     if (self->limits.timeout_ms == 0) {
         PyErr_SetString(st->ConfigurationError,
                         "socket_timeout must be a positive number of seconds or None, got 0");
@@ -138,6 +149,7 @@ static int AsyncClient_traverse(AsyncClient *self, visitproc visit, void *arg)
     Py_VISIT(self->base.ks.codec.loads);
     for (i = 0; i < RC_MAX_MUX; i++)
         Py_VISIT((PyObject *)self->muxes[i]);
+    Py_VISIT(self->retired);
     return 0;
 }
 
@@ -148,6 +160,7 @@ static int AsyncClient_clear(AsyncClient *self)
     rc_codec_clear(&self->base.ks.codec);
     for (i = 0; i < RC_MAX_MUX; i++)
         Py_CLEAR(self->muxes[i]);
+    Py_CLEAR(self->retired);
     return 0;
 }
 
@@ -192,6 +205,26 @@ static void AsyncClient_dealloc(AsyncClient *self)
 
 /* ------------------------------------------------------------ dispatch */
 
+/* Keeps a replaced connection that still has requests to answer, so that
+ * close() closes it too; forgets those that closed meanwhile. */
+static int retire(AsyncClient *self, rc_mux *old)
+{
+    Py_ssize_t i;
+
+    if (old == NULL || rc_mux_is_closed(old))
+        return 0;
+    if (self->retired == NULL) {
+        self->retired = PyList_New(0);
+        if (self->retired == NULL)
+            return -1;
+    }
+    for (i = PyList_GET_SIZE(self->retired) - 1; i >= 0; i--)
+        if (rc_mux_is_closed((rc_mux *)PyList_GET_ITEM(self->retired, i)) &&
+            PySequence_DelItem(self->retired, i) < 0)
+            return -1;
+    return PyList_Append(self->retired, (PyObject *)old);
+}
+
 /* The connection for the next command: round robin over the multiplexers,
  * asking Python (_open_multiplexer) for a new one when the slot is empty,
  * closed, or bound to another event loop. Borrowed reference or NULL. */
@@ -200,6 +233,7 @@ static rc_mux *pick(AsyncClient *self)
     PyObject *loop, *fresh;
     size_t i;
     rc_mux *m;
+    int rerouted = 0;
 
     if (!self->ready || self->closed) {
         PyErr_SetString(self->base.state->ConnectionError,
@@ -213,8 +247,15 @@ static rc_mux *pick(AsyncClient *self)
     i = self->next++ % self->n_mux;
     m = self->muxes[i];
     if (m != NULL && rc_mux_loop(m) == loop && rc_mux_takes_commands(m)) {
-        Py_DECREF(loop);
-        return m;
+        if (!rc_mux_stalled(m, self->stall_ms)) {
+            Py_DECREF(loop);
+            return m;
+        }
+        /* Held up (a paused write, a slow command): it keeps its requests
+         * and closes once they are answered; this command and the next
+         * take a new connection rather than queue behind. */
+        rc_mux_drain(m);
+        rerouted = 1;
     }
     fresh = PyObject_CallMethod((PyObject *)self, "_open_multiplexer", "OO", loop,
                                 m != NULL ? (PyObject *)m : Py_None);
@@ -224,6 +265,12 @@ static rc_mux *pick(AsyncClient *self)
     if (!Py_IS_TYPE(fresh, self->base.state->MuxType)) {
         Py_DECREF(fresh);
         PyErr_SetString(PyExc_TypeError, "_open_multiplexer() must return a Multiplexer");
+        return NULL;
+    }
+    if (rerouted)
+        rc_mux_mark_rerouted((rc_mux *)fresh);
+    if (retire(self, self->muxes[i]) < 0) {
+        Py_DECREF(fresh);
         return NULL;
     }
     Py_XSETREF(self->muxes[i], (rc_mux *)fresh);
@@ -329,6 +376,18 @@ static PyObject *AsyncClient_close_connections(AsyncClient *self, PyObject *unus
         Py_DECREF(r);
         Py_CLEAR(self->muxes[i]);
     }
+    while (self->retired != NULL && PyList_GET_SIZE(self->retired) > 0) {
+        PyObject *old = Py_NewRef(PyList_GET_ITEM(self->retired, 0));
+        if (PySequence_DelItem(self->retired, 0) < 0) {
+            Py_DECREF(old);
+            return NULL;
+        }
+        r = PyObject_CallMethod(old, "close", NULL);
+        Py_DECREF(old);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
     Py_RETURN_NONE;
 }
 
@@ -359,6 +418,10 @@ static PyObject *AsyncClient_replace_multiplexer(AsyncClient *self, PyObject *ol
         PyErr_SetString(PyExc_TypeError, "_open_multiplexer() must return a Multiplexer");
         return NULL;
     }
+    if (retire(self, self->muxes[i]) < 0) {
+        Py_DECREF(fresh);
+        return NULL;
+    }
     Py_XSETREF(self->muxes[i], (rc_mux *)Py_NewRef(fresh));
     return fresh;
 }
@@ -382,6 +445,12 @@ static PyObject *AsyncClient_get_closed(AsyncClient *self, void *unused)
 {
     (void)unused;
     return PyBool_FromLong(!self->ready || self->closed);
+}
+
+static PyObject *AsyncClient_get_retired(AsyncClient *self, void *unused)
+{
+    (void)unused;
+    return self->retired != NULL ? PySequence_List(self->retired) : PyList_New(0);
 }
 
 static PyObject *AsyncClient_get_multiplexers(AsyncClient *self, void *unused)
@@ -415,6 +484,7 @@ static PyGetSetDef AsyncClient_getset[] = {
     {"closed", (getter)AsyncClient_get_closed, NULL, "True once close() was called.", NULL},
     {"_key_prefix", (getter)rc_client_key_prefix, NULL, NULL, NULL},
     {"_multiplexers", (getter)AsyncClient_get_multiplexers, NULL, NULL, NULL},
+    {"_retired_multiplexers", (getter)AsyncClient_get_retired, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

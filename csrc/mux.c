@@ -115,6 +115,12 @@ struct rc_mux {
      * command comes here (the client opens another connection); replies
      * still due are read, then the connection closes. */
     int draining;
+    /* When the last reply came (monotonic ms), how many came, and whether
+     * this connection was opened because another stalled (see
+     * rc_mux_stalled). */
+    long long last_reply_ms;
+    uint64_t replies;
+    int rerouted;
     /* A weak reference to the client, whose _on_node_stale(mux) is called
      * when this connection starts draining and returns the connection that
      * takes over (weak: an open connection must not keep a dropped client
@@ -477,6 +483,9 @@ static void finish_head(rc_mux *m)
 static void take_reply(rc_mux *m, PyObject *reply, PyObject *error)
 {
     rc_slot *s = slot_at(m, 0);
+
+    m->replies++;
+    m->last_reply_ms = now_ms();
 
     if (error != NULL) {
         if (s->error == NULL)
@@ -846,6 +855,28 @@ int rc_mux_is_closed(rc_mux *m)
 int rc_mux_takes_commands(rc_mux *m)
 {
     return !rc_mux_is_closed(m) && !m->draining;
+}
+
+int rc_mux_stalled(rc_mux *m, int stall_ms)
+{
+    long long since;
+
+    if (stall_ms < 0 || m->status != MUX_READY || m->count == 0)
+        return 0;
+    /* A connection opened to get around a stall that has not answered
+     * anything yet is not given up in turn: the server is stuck, not one
+     * of its connections, and more connections would not help. */
+    if (m->rerouted && m->replies == 0)
+        return 0;
+    since = slot_at(m, 0)->queued_ms;
+    if (m->last_reply_ms > since)
+        since = m->last_reply_ms;
+    return now_ms() - since >= stall_ms;
+}
+
+void rc_mux_mark_rerouted(rc_mux *m)
+{
+    m->rerouted = 1;
 }
 
 void rc_mux_drain(rc_mux *m)

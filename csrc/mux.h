@@ -54,6 +54,14 @@ int rc_mux_takes_commands(rc_mux *m);
 
 /* Takes no new commands from now on, and closes once nothing waits. */
 void rc_mux_drain(rc_mux *m);
+
+/* Non-zero when the oldest request has had no answer, and no reply at all
+ * came, for stall_ms (-1: never): the connection is held up (a write paused
+ * by CLIENT PAUSE WRITE during a failover, a slow command) and new commands
+ * had better take another. Not for a connection opened for that reason that
+ * has not answered yet (see rc_mux_mark_rerouted). */
+int rc_mux_stalled(rc_mux *m, int stall_ms);
+void rc_mux_mark_rerouted(rc_mux *m);
 PyObject *rc_mux_loop(rc_mux *m);
 
 /* Queues a request: encodes it into the output buffer (ks: the client's

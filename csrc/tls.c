@@ -25,6 +25,11 @@ struct rc_tls {
     SSL *ssl;
     rc_tls_context *ctx;
     char host[256];
+    /* Set once any application data came in: a connection the server drops
+     * before that, right after the handshake, is most likely one whose
+     * client certificate it did not accept (TLS 1.3 checks it after the
+     * client's side of the handshake is done). */
+    int answered;
 };
 
 /* ------------------------------------------------------------ errors */
@@ -376,6 +381,17 @@ static rc_tls_status failure(rc_tls *t, int e, int saved_errno, int handshaking,
         return RC_TLS_WANT_READ;
     if (e == SSL_ERROR_WANT_WRITE)
         return RC_TLS_WANT_WRITE;
+    if (!handshaking && !t->answered &&
+        (e == SSL_ERROR_ZERO_RETURN ||
+         (e == SSL_ERROR_SYSCALL && code == 0 &&
+          (saved_errno == 0 || saved_errno == ECONNRESET || saved_errno == EPIPE)))) {
+        snprintf(err, errlen,
+                 "the server dropped the connection right after the TLS handshake: it may "
+                 "require a client certificate (tls-auth-clients) it did not get or accept; "
+                 "give ssl_certfile and ssl_keyfile");
+        ERR_clear_error();
+        return RC_TLS_ERROR;
+    }
     if (e == SSL_ERROR_ZERO_RETURN)
         return RC_TLS_CLOSED;
     if (e == SSL_ERROR_SYSCALL && code == 0) {
@@ -447,8 +463,10 @@ rc_tls_status rc_tls_read(rc_tls *t, char *buf, size_t n, size_t *got, char *err
 
     ERR_clear_error();
     errno = 0;
-    if (SSL_read_ex(t->ssl, buf, n, got) == 1)
+    if (SSL_read_ex(t->ssl, buf, n, got) == 1) {
+        t->answered = 1;
         return RC_TLS_DONE;
+    }
     saved_errno = errno;
     e = SSL_get_error(t->ssl, 0);
     return failure(t, e, saved_errno, 0, err, errlen);

@@ -237,7 +237,7 @@ class _CacheSettings:
         twin = twins.get(kind)
         if twin is None:
             kwargs = dict(self._init_kwargs)
-            for only_async in ("connections", "max_in_flight"):
+            for only_async in ("connections", "max_in_flight", "stall_timeout"):
                 kwargs.pop(only_async, None)
             twin = twins[kind] = kind(**kwargs)
         return twin  # type: ignore[no-any-return]
@@ -434,6 +434,15 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
     after the old one was closed (a new ``asyncio.run``, a new test), it
     reconnects; used from a second loop while the first still runs, it
     raises RuntimeError.
+
+    When the oldest request on a connection has gone unanswered for
+    ``stall_timeout`` (0.1 s; None: never) with no reply at all meanwhile, new
+    commands take a fresh connection instead of queueing behind it: a write
+    paused by ``CLIENT PAUSE WRITE`` (what a failover does) holds up only
+    itself, not every read after it. The held-up connection keeps its
+    requests and closes once they are answered. Commands issued at the same
+    time have no order between them then; one issued after another completed
+    sees its effect, as always.
     """
 
     def __init__(
@@ -480,6 +489,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         sentinel_socket_timeout: float | None = 0.5,
         connections: int = 1,
         max_in_flight: int = 4096,
+        stall_timeout: float | None = 0.1,
     ) -> None:
         self._init_kwargs = _arguments(locals())
         settings = _connection_settings(self._init_kwargs)
@@ -501,6 +511,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
             ),
             max_in_flight=max_in_flight,
             connections=connections,
+            stall_timeout=stall_timeout,
         )
         self._settings = settings
         self._namespace = namespace or None

@@ -530,7 +530,12 @@ static int node_stepped_down(rc_mux *m, PyObject *reply)
         return 0;
     }
     s = pop_head(m);
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyWeakref_GetRef(m->on_stale, &client) < 0)
+        PyErr_Clear();
+#else
     client = Py_XNewRef(PyWeakref_GetObject(m->on_stale));
+#endif
     if (client != NULL && client != Py_None)
         target = PyObject_CallMethod(client, "_on_node_stale", "O", (PyObject *)m);
     Py_XDECREF(client);

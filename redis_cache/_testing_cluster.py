@@ -243,6 +243,31 @@ def _parse_fields(text: object, what: str) -> dict[str, str]:
     return fields
 
 
+def _parse_cluster_slots(reply: object) -> list[tuple[int, int, int, frozenset[int]]]:
+    """``CLUSTER SLOTS`` as ``(first, last, primary port, replica ports)``, sorted."""
+    if not isinstance(reply, list):
+        raise RedisServerError(f"CLUSTER SLOTS replied {reply!r}")
+    ranges = []
+    for item in reply:
+        if not isinstance(item, list) or len(item) < 3 or not isinstance(item[2], list):
+            raise RedisServerError(f"unexpected CLUSTER SLOTS entry {item!r}")
+        first, last, primary, *replicas = item
+        ports = frozenset(int(str(r[1])) for r in replicas if isinstance(r, list))
+        ranges.append((int(str(first)), int(str(last)), int(str(primary[1])), ports))
+    return sorted(ranges)
+
+
+def _merged(ranges: Iterable[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
+    """Sorted ranges with adjacent ranges of the same owner joined."""
+    out: list[tuple[int, int, Any]] = []
+    for first, last, owner in sorted(ranges):
+        if out and out[-1][2] == owner and out[-1][1] + 1 == first:
+            out[-1] = (out[-1][0], last, owner)
+        else:
+            out.append((first, last, owner))
+    return out
+
+
 def _decoded(raw: bytes) -> Any:
     """Decode one raw reply; an error reply raises :class:`RedisReplyError`."""
     reply = decode_reply(raw)
@@ -349,6 +374,8 @@ class _NodeState:
     info: dict[str, str]
     views: list[ClusterNodeView]
     replication: dict[str, str]
+    #: ``CLUSTER SLOTS``: ``(first, last, primary port, replica ports)``.
+    client_slots: list[tuple[int, int, int, frozenset[int]]]
 
     @property
     def myself(self) -> ClusterNodeView:
@@ -394,6 +421,43 @@ def _summary(views: Sequence[ClusterNodeView], running_ids: Iterable[str]) -> tu
         if view.node_id in running
     }
     return ranges, roles
+
+
+def _owner_in_view(views: Sequence[ClusterNodeView], slot: int) -> ClusterNodeView | None:
+    for view in views:
+        if view.is_primary and any(first <= slot <= last for first, last in view.slots):
+            return view
+    return None
+
+
+def _claimant(states: Sequence[_NodeState], slot: int) -> ClusterNode | None:
+    """The running primary that claims ``slot`` itself with the highest
+    config epoch (who Redis lets win a conflict), if any does."""
+    claims = [
+        (state.myself.config_epoch, index, state.node)
+        for index, state in enumerate(states)
+        if state.myself.is_primary
+        and any(first <= slot <= last for first, last in state.myself.slots)
+    ]
+    return max(claims)[2] if claims else None
+
+
+def _promotion_missing(
+    states: Sequence[_NodeState], node: ClusterNode, slots: Sequence[int]
+) -> str | None:
+    """Why some running node does not (yet) see ``node`` as a healthy primary
+    owning ``slots``; ``None`` when every one does."""
+    for state in states:
+        seen = next((view for view in state.views if view.node_id == node.node_id), None)
+        if seen is None or not seen.is_primary or seen.flags & _UNSETTLED_FLAGS:
+            flags = ",".join(sorted(seen.flags)) if seen else "unknown"
+            return f"{state.node!r} sees {node!r} as {flags}"
+        for slot in slots:
+            owner = _owner_in_view(state.views, slot)
+            if owner is None or owner.node_id != node.node_id:
+                holder = owner.node_id[:8] if owner else "nobody"
+                return f"{state.node!r} sees slot {slot} owned by {holder}, not {node!r}"
+    return None
 
 
 def _difference(first: tuple[Any, Any], second: tuple[Any, Any]) -> str:
@@ -495,8 +559,10 @@ class ClusterTopology:
 
     Besides the harness-owned directives, nodes run with
     ``cluster-replica-validity-factor 0`` (a replica may always take over,
-    however long its link was down) and ``cluster-allow-replica-migration
-    no`` (replicas stay in their shard), both overridable by ``extra_config``.
+    however long its link was down), ``cluster-allow-replica-migration no``
+    (replicas stay in their shard) and ``repl-ping-replica-period 1`` (see
+    :meth:`wait_healthy` on replicas in ``CLUSTER SLOTS``), all overridable
+    by ``extra_config``.
     """
 
     def __init__(
@@ -523,6 +589,10 @@ class ClusterTopology:
         config: dict[str, ConfigValue] = {
             "cluster-replica-validity-factor": 0,
             "cluster-allow-replica-migration": "no",
+            # The primary's replication PING moves the offset every second,
+            # so a replica of a primary nobody writes to (one restarted
+            # empty) still shows up in CLUSTER SLOTS within a second.
+            "repl-ping-replica-period": 1,
         }
         if tls is not None:
             config["tls-cluster"] = "yes"
@@ -577,6 +647,11 @@ class ClusterTopology:
                     host, port = other.address
                     _expect_ok(node, "CLUSTER", "MEET", host, port, other.bus_port)
             self._attach_replicas()
+            # Redis leaves a replica out of CLUSTER SLOTS (and calls it
+            # "loading" in CLUSTER SHARDS) while its replication offset is 0,
+            # which it stays until something is written: write once.
+            self._wait_linked()
+            self.flushall()
             self.wait_healthy()
         except BaseException:
             self.close()
@@ -597,6 +672,15 @@ class ClusterTopology:
         for shard in self._shards:
             for replica in shard[1:]:
                 _expect_ok(replica, "CLUSTER", "REPLICATE", shard[0].node_id)
+
+    def _wait_linked(self) -> None:
+        def linked() -> None:
+            for node in self._running():
+                info = node.info("replication")
+                if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                    raise _NotYet(f"{node!r}: link {info.get('master_link_status')}")
+
+        _wait_until(linked, self.wait_timeout, "every replica in sync")
 
     def close(self) -> None:
         """Stop every node and delete their directories.
@@ -721,7 +805,7 @@ class ClusterTopology:
     def slot_ranges(self) -> list[tuple[int, int, ClusterNode]]:
         """``(first, last, owner)`` for every assigned range, in slot order,
         as a running primary sees them."""
-        ranges = []
+        ranges: list[tuple[int, int, ClusterNode]] = []
         for view in self._view():
             if view.is_primary:
                 node = self._known(view.node_id)
@@ -755,12 +839,15 @@ class ClusterTopology:
         for node in self._running():
             commands: list[tuple[str, ...]] = [("CLUSTER", "INFO"), ("CLUSTER", "NODES")]
             if replication:
-                commands.append(("INFO", "replication"))
+                commands += [("INFO", "replication"), ("CLUSTER", "SLOTS")]
             raw = node.raw_pipeline(*commands)
             info = _parse_fields(_decoded(raw[0]), "CLUSTER INFO")
             views = _parse_cluster_nodes(_decoded(raw[1]))
-            repl = _parse_fields(_decoded(raw[2]), "INFO") if replication else {}
-            states.append(_NodeState(node, info, views, repl))
+            state = _NodeState(node, info, views, {}, [])
+            if replication:
+                state.replication = _parse_fields(_decoded(raw[2]), "INFO")
+                state.client_slots = _parse_cluster_slots(_decoded(raw[3]))
+            states.append(state)
         return states
 
     def _agreed(self, *, stable: bool, linked: bool) -> _Agreed:
@@ -810,10 +897,14 @@ class ClusterTopology:
                 )
             myself = state.myself
             if stable and (myself.migrating or myself.importing):
-                raise _NotYet(
-                    f"{node!r} has open slots: migrating {dict(myself.migrating)}, "
-                    f"importing {dict(myself.importing)}"
-                )
+                opened = [
+                    f"{slot} migrating to {self._describe_id(other)}"
+                    for slot, other in sorted(myself.migrating.items())
+                ] + [
+                    f"{slot} importing from {self._describe_id(other)}"
+                    for slot, other in sorted(myself.importing.items())
+                ]
+                raise _NotYet(f"{node!r} has open slots: {'; '.join(opened)}")
         assert reference is not None
         # The others say ok for a node timeout after an owner dies; its slots
         # are not served meanwhile.
@@ -825,6 +916,7 @@ class ClusterTopology:
                 )
         roles: Mapping[str, str | None] = reference[1]
         if linked:
+            self._check_client_view(states, reference[0], roles)
             for state in states:
                 primary_id = roles.get(state.node.node_id)
                 if primary_id is None:
@@ -842,16 +934,49 @@ class ClusterTopology:
                     )
         return _Agreed(ranges=reference[0], roles=roles, states=states)
 
+    def _check_client_view(
+        self,
+        states: Sequence[_NodeState],
+        ranges: Sequence[tuple[int, int, str]],
+        roles: Mapping[str, str | None],
+    ) -> None:
+        """What clients discover (``CLUSTER SLOTS``) matches the agreed map:
+        the same owners, and every running replica listed with its primary."""
+        port_of = {node.node_id: node.address[1] for node in self.nodes if node._node_id}
+        expected = _merged((first, last, port_of[owner]) for first, last, owner in ranges)
+        for state in states:
+            seen = _merged((first, last, port) for first, last, port, _ in state.client_slots)
+            if seen != expected:
+                raise _NotYet(
+                    f"{state.node!r}: CLUSTER SLOTS owners {seen[:4]}, expected {expected[:4]}"
+                )
+            for first, _last, port, listed in state.client_slots:
+                owner = self.node_at((state.node.host, port))
+                running = {
+                    port_of[node_id]
+                    for node_id, primary_id in roles.items()
+                    if primary_id == owner.node_id
+                }
+                shard = {node.address[1] for node in self._shard_of(owner)}
+                if not running <= listed <= shard:
+                    raise _NotYet(
+                        f"{state.node!r}: CLUSTER SLOTS lists replicas {sorted(listed)} for slot "
+                        f"{first}, expected the running replicas {sorted(running)} (Redis lists a "
+                        "replica once it knows a non-zero replication offset for it)"
+                    )
+
     def wait_healthy(self, *, timeout: float | None = None) -> None:
         """Wait until the running nodes form a settled, healthy cluster.
 
         Settled: every running node says ``cluster_state:ok``, all 16384
         slots assigned and served, and knows every node of the topology;
         none sees a running node failing (``fail``/``pfail``), in handshake
-        or with its link down; all see the same slot map and the same roles;
-        no slot is migrating or importing; every running replica's
-        replication link to its primary is up.  Stopped nodes are allowed
-        (their shard must still be served).
+        or with its link down; all see the same slot map and the same roles,
+        and every slot's owner is running; no slot is migrating or
+        importing; every running replica's replication link to its primary
+        is up; and every node's ``CLUSTER SLOTS`` (what clients discover)
+        names the same owners and lists every running replica.  Stopped
+        nodes are allowed (another node of their shard must serve its slots).
         """
         _wait_until(
             lambda: self._agreed(stable=True, linked=True),
@@ -958,10 +1083,11 @@ class ClusterTopology:
             order.append(source)
         order += [node for node in primaries if node not in order]
         for node in order:
-            _expect_all_ok(
-                node,
-                [("CLUSTER", "SETSLOT", slot, "NODE", owner.node_id) for slot, owner in owners.items()],
-            )
+            commands = [
+                ("CLUSTER", "SETSLOT", slot, "NODE", owner.node_id)
+                for slot, owner in owners.items()
+            ]
+            _expect_all_ok(node, commands)
 
     def _wait_owned(self, owners: Mapping[int, ClusterNode], timeout: float | None) -> None:
         """Wait until every running node names these owners and no running
@@ -980,7 +1106,8 @@ class ClusterTopology:
                 if open_slots:
                     raise _NotYet(f"{state.node!r} still has slots {sorted(open_slots)} open")
 
-        _wait_until(check, self._timeout(timeout), f"every node agreeing on {len(wanted)} slot owners")
+        what = f"every node agreeing on {len(wanted)} slot owners"
+        _wait_until(check, self._timeout(timeout), what)
 
     # -------------------------------------------------------------- changes
 
@@ -992,12 +1119,15 @@ class ClusterTopology:
         timeout: float | None = None,
     ) -> ClusterNode:
         """``CLUSTER FAILOVER [option]`` on ``replica``; return it once every
-        running node sees it as the primary of its former primary's slots and
-        says ``cluster_state:ok``.
+        running node sees it as a primary owning its former primary's slots.
 
         Without ``option`` (a coordinated failover) the replica's link must be
         up first: that is waited for.  The old primary is turned into its
         replica by the same exchange; :meth:`wait_healthy` waits for its link.
+        This does not wait for ``cluster_state:ok`` everywhere: a failover can
+        leave a node out of service, e.g. the target of a migration left open
+        across it (with Redis 7.0 it drops the slot it was importing), which
+        :meth:`ensure_healthy` repairs.
         """
         timeout = self._timeout(timeout)
         myself = replica.myself()
@@ -1012,33 +1142,43 @@ class ClusterTopology:
                     raise _NotYet(f"{replica!r}: link {info.get('master_link_status')}")
 
             _wait_until(linked, timeout, f"{replica!r} in sync before CLUSTER FAILOVER")
-        slots = [first for first, _last, node in self.slot_ranges() if node is old_primary]
+        slots = [first for first, _last in old_primary.myself().slots]
         command = ("CLUSTER", "FAILOVER") + ((option,) if option else ())
         _expect_ok(replica, *command)
-        return self._wait_promoted([replica], slots, timeout, f"{' '.join(command)} on {replica!r}")
+        what = f"{' '.join(command)} on {replica!r}"
+        return self._wait_promoted([replica], slots, timeout, what, settled=False)
 
     def _wait_promoted(
-        self, candidates: Sequence[ClusterNode], slots: Sequence[int], timeout: float, what: str
+        self,
+        candidates: Sequence[ClusterNode],
+        slots: Sequence[int],
+        timeout: float,
+        what: str,
+        *,
+        settled: bool,
     ) -> ClusterNode:
-        """Wait until one of ``candidates`` is a primary owning ``slots`` in
-        every running node's view, all of them ok and in agreement."""
+        """Wait until one of ``candidates`` is, in every running node's own
+        view, a primary not flagged failing that owns ``slots``; with
+        ``settled`` also until every running node is ok and all agree."""
 
         def check() -> ClusterNode:
-            agreed = self._agreed(stable=False, linked=False)
+            states = self._poll()
+            last_reason = ""
             for node in candidates:
-                if node.node_id in agreed.roles and agreed.roles[node.node_id] is None:
-                    owners = {agreed.owner_id(slot) for slot in slots}
-                    if owners <= {node.node_id}:
-                        return node
-            roles = {repr(node): agreed.roles.get(node.node_id, "not running") for node in candidates}
-            raise _NotYet(f"no candidate is primary of slots {list(slots)[:3]} yet; primary ids: {roles}")
+                reason = _promotion_missing(states, node, slots)
+                if reason is None:
+                    if settled:
+                        self._agreed(stable=False, linked=False)
+                    return node
+                last_reason = reason
+            raise _NotYet(last_reason)
 
         return _wait_until(check, timeout, what)
 
     def kill_primary(self, node: ClusterNode, *, timeout: float | None = None) -> ClusterNode:
         """SIGKILL the primary ``node``; return the replica the cluster
-        promotes, once every running node sees it owning ``node``'s slots and
-        says ``cluster_state:ok``.
+        promotes, once every running node sees it owning ``node``'s slots,
+        says ``cluster_state:ok`` and agrees with the others on the slot map.
 
         Takes about the node timeout (failure detection) plus the replica's
         election delay (0.5 to 1 s): some 2 s with the default 1000 ms.
@@ -1051,9 +1191,8 @@ class ClusterTopology:
             raise RedisServerError(f"{node!r} has no running replica to take over")
         slots = [first for first, _last in myself.slots]
         node.kill()
-        return self._wait_promoted(
-            candidates, slots, self._timeout(timeout), f"a replica taking over from killed {node!r}"
-        )
+        what = f"a replica taking over from killed {node!r}"
+        return self._wait_promoted(candidates, slots, self._timeout(timeout), what, settled=True)
 
     def restart_node(self, node: ClusterNode, *, timeout: float | None = None) -> ClusterNode:
         """Start ``node`` again (stopping it first if it runs), then
@@ -1077,12 +1216,13 @@ class ClusterTopology:
 
         Restores: paused nodes resumed and stopped nodes started; open slots
         (migrating/importing, left by ``migrate_slot(finish=False)`` or by
-        hand) finished towards their target; every slot owned again by the
-        shard that started with it (migrated back, keys included); then
+        hand) finished towards their target, from whichever node of the
+        source's shard owns the slot now; every slot owned again by the shard
+        that started with it (migrated back, keys included); then
         :meth:`wait_healthy`.  Not restored: which node of a shard is the
         primary (after a failover the replica stays primary), data (see
         :meth:`flushall`), and configuration a test changed with ``CONFIG
-        SET``.  Cheap when nothing changed: two polling rounds.
+        SET``.  Cheap when nothing changed: three polling rounds.
         """
         timeout = self._timeout(timeout)
         for node in self.nodes:
@@ -1091,48 +1231,82 @@ class ClusterTopology:
         for node in self.nodes:
             if not node.running:
                 node.start()
+        # Open slots first: a node importing a slot may be out of service
+        # until the migration is finished.
+        states = _wait_until(self._poll_members, timeout, "every node knowing every other")
+        if self._finish_open_slots(states):
+            self._wait_open_slots_closed(timeout)
         agreed = _wait_until(
-            lambda: self._agreed(stable=False, linked=False), timeout, "a cluster serving every slot"
+            lambda: self._agreed(stable=False, linked=False),
+            timeout,
+            "a cluster serving every slot",
         )
-        if self._finish_open_slots(agreed):
-            agreed = _wait_until(
-                lambda: self._agreed(stable=False, linked=False), timeout, "open slots finished"
-            )
         self._restore_layout(agreed, timeout)
         self.wait_healthy(timeout=timeout)
 
-    def _finish_open_slots(self, agreed: _Agreed) -> bool:
-        """Finish every migration a primary reports open; True if any was."""
+    def _poll_members(self) -> list[_NodeState]:
+        """One polling round, once every running node knows every node."""
+        states = self._poll()
+        for state in states:
+            known = state.info.get("cluster_known_nodes")
+            if known != str(len(self.nodes)):
+                raise _NotYet(f"{state.node!r} knows {known} nodes of {len(self.nodes)}")
+        return states
+
+    def _finish_open_slots(self, states: Sequence[_NodeState]) -> bool:
+        """Finish every migration a running primary reports open, towards its
+        target's shard; True if there was any.
+
+        The source is whoever claims the slot now (the highest config epoch
+        wins, as in Redis), which after a failover is not the node that was
+        marked MIGRATING.
+        """
         opened: dict[int, ClusterNode] = {}
-        for state in agreed.states:
+        for state in states:
             myself = state.myself
+            if not myself.is_primary:
+                continue
             for slot, target_id in myself.migrating.items():
                 opened.setdefault(slot, self.node_by_id(target_id))
             for slot in myself.importing:
-                opened.setdefault(slot, state.node)
-        for slot, target in sorted(opened.items()):
-            target = self._current_primary(self._shard_of(target), agreed)
-            owner_id = agreed.owner_id(slot)
-            source = self.node_by_id(owner_id) if owner_id else None
-            if source is None or source is target:
-                # Nothing to move: only the markers are left.  STABLE clears them.
-                for state in agreed.states:
-                    if slot in state.myself.migrating or slot in state.myself.importing:
-                        _expect_ok(state.node, "CLUSTER", "SETSLOT", slot, "STABLE")
-                continue
-            self._open_slots([slot], source, target)
-            self._move_keys(slot, source, target, limit=None, batch=100)
-            self._assign_slots({slot: target}, source=source)
-            # A third primary may still import it from an earlier attempt.
-            for state in agreed.states:
-                if state.node not in (source, target) and slot in state.myself.importing:
+                opened[slot] = state.node  # the importing side holds the moved keys
+        for slot, marked_target in sorted(opened.items()):
+            target = self._shard_primary(self._shard_of(marked_target), states)
+            source = _claimant(states, slot)
+            if source is None:
+                self._assign_slots({slot: target})
+            elif source is not target:
+                self._open_slots([slot], source, target)
+                self._move_keys(slot, source, target, limit=None, batch=100)
+                self._assign_slots({slot: target}, source=source)
+            # Markers left elsewhere (the old source after a failover, a third
+            # primary) would keep the slot open there: STABLE clears them.
+            for state in states:
+                if state.node is target or not state.myself.is_primary:
+                    continue
+                if slot in state.myself.migrating or slot in state.myself.importing:
                     _expect_ok(state.node, "CLUSTER", "SETSLOT", slot, "STABLE")
         return bool(opened)
 
-    def _current_primary(self, shard: Sequence[ClusterNode], agreed: _Agreed) -> ClusterNode:
-        for node in shard:
-            if node.running and agreed.roles.get(node.node_id, "") is None:
-                return node
+    def _wait_open_slots_closed(self, timeout: float) -> None:
+        def check() -> None:
+            for state in self._poll():
+                myself = state.myself
+                if myself.migrating or myself.importing:
+                    raise _NotYet(
+                        f"{state.node!r} still has slots open: migrating "
+                        f"{sorted(myself.migrating)}, importing {sorted(myself.importing)}"
+                    )
+
+        _wait_until(check, timeout, "every open slot closed")
+
+    def _shard_primary(
+        self, shard: Sequence[ClusterNode], states: Sequence[_NodeState]
+    ) -> ClusterNode:
+        """The running node of ``shard`` that says it is a primary."""
+        for state in states:
+            if state.node in shard and state.myself.is_primary:
+                return state.node
         raise RedisServerError(f"no running primary in the shard of {shard[0]!r}")
 
     def _restore_layout(self, agreed: _Agreed, timeout: float) -> None:
@@ -1146,7 +1320,7 @@ class ClusterTopology:
                 owner = self.node_by_id(owner_id)
                 if owner in shard:
                     continue
-                home = home or self._current_primary(shard, agreed)
+                home = home or self._shard_primary(shard, agreed.states)
                 moves.setdefault((owner, home), []).extend(
                     range(max(start, first), min(end, last) + 1)
                 )

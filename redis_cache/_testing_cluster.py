@@ -30,6 +30,7 @@ Re-exported by :mod:`redis_cache.testing`; import the names from there.
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -314,7 +315,7 @@ class ClusterNode(RedisServer):
 
     def _pick_ports(self) -> None:
         super()._pick_ports()
-        if getattr(self, "_auto_bus_port", False):
+        if self._auto_bus_port:
             self.bus_port = free_port()
             while self.bus_port in (self.port, self.tls_port):
                 self.bus_port = free_port()
@@ -331,7 +332,7 @@ class ClusterNode(RedisServer):
     @property
     def nodes_conf_path(self) -> str:
         """Where the node keeps its cluster state (``cluster-config-file``)."""
-        return f"{self.dir}/nodes.conf"
+        return os.path.join(self.dir, "nodes.conf")
 
     @property
     def node_id(self) -> str:
@@ -499,7 +500,8 @@ class SlotMigration:
         self.source = source
         self.target = target
         self.keys_batch = keys_batch
-        #: Keys moved so far (MIGRATE calls that found them).
+        #: Keys handed to MIGRATE so far (one deleted since GETKEYSINSLOT
+        #: listed it still counts).
         self.keys_moved = 0
         self.done = False
 
@@ -638,6 +640,7 @@ class ClusterTopology:
         try:
             for node in self.nodes:
                 node.start()
+                node.node_id  # asked once, while we know it answers
             for index, (shard, (first, last)) in enumerate(zip(self._shards, self._layout)):
                 primary = shard[0]
                 _expect_ok(primary, "CLUSTER", "ADDSLOTSRANGE", first, last)
@@ -833,8 +836,9 @@ class ClusterTopology:
         return self.wait_timeout if timeout is None else timeout
 
     def _poll(self, *, replication: bool = False) -> list[_NodeState]:
-        """One round: CLUSTER INFO and CLUSTER NODES (and INFO replication)
-        of every running node, each over one connection."""
+        """One round: CLUSTER INFO and CLUSTER NODES (and, with
+        ``replication``, INFO replication and CLUSTER SLOTS) of every running
+        node, each node over one connection."""
         states = []
         for node in self._running():
             commands: list[tuple[str, ...]] = [("CLUSTER", "INFO"), ("CLUSTER", "NODES")]
@@ -856,9 +860,10 @@ class ClusterTopology:
         Always: every running node says ``cluster_state:ok`` with every slot
         assigned and served and knows exactly our nodes; no running node is
         seen failing, in handshake or disconnected; every running node sees
-        the same slot map and the same roles.  ``stable``: no slot is open
-        (migrating or importing) anywhere.  ``linked``: every running replica
-        has its replication link up to the primary the cluster names.
+        the same slot map and the same roles; every slot's owner is running.
+        ``stable``: no slot is open (migrating or importing) anywhere.
+        ``linked``: every running replica has its replication link up to the
+        primary the cluster names, and every node's CLUSTER SLOTS agrees.
         """
         running = self._running()
         running_ids = {node.node_id for node in running}
@@ -1013,6 +1018,8 @@ class ClusterTopology:
             raise ValueError("keys_batch must be >= 1")
         if keys_to_move is not None and (finish or keys_to_move < 0):
             raise ValueError("keys_to_move (>= 0) is for a migration left open (finish=False)")
+        if to_node not in self.nodes:
+            raise ValueError(f"{to_node!r} is not a node of this cluster")
         source = self.node_for_slot(slot)
         if to_node is source:
             raise ValueError(f"{to_node!r} already owns slot {slot}")
@@ -1189,6 +1196,14 @@ class ClusterTopology:
         candidates = self.replicas_of(node)
         if not candidates:
             raise RedisServerError(f"{node!r} has no running replica to take over")
+        # A replica needs the votes of a majority of the primaries that own
+        # slots; the killed one cannot vote.
+        voters = sum(1 for view in self._view() if view.is_primary and view.slots)
+        if voters - 1 < voters // 2 + 1:
+            raise ValueError(
+                f"no replica of {node!r} could be elected once it is dead: a replica needs "
+                f"the votes of {voters // 2 + 1} of the {voters} primaries that own slots"
+            )
         slots = [first for first, _last in myself.slots]
         node.kill()
         what = f"a replica taking over from killed {node!r}"
@@ -1336,20 +1351,19 @@ class ClusterTopology:
 
     def flushall(self) -> None:
         """``FLUSHALL SYNC`` on every running primary and ``WAIT`` until each
-        of its running replicas has it too."""
-        views = self._view()
-        running = set(self._running())
-        for view in views:
-            primary = self._known(view.node_id)
-            if not view.is_primary or primary not in running:
-                continue
-            replicas = [
-                node
-                for other in views
-                if other.primary_id == view.node_id
-                and (node := self._known(other.node_id)) in running
-            ]
-            _flush_and_wait(primary, replicas)
+        of its running replicas has it too.
+
+        Roles are each node's own word (its ``myself`` line): another node
+        may not have heard yet that a node became a replica.
+        """
+        states = self._poll()
+        for state in states:
+            myself = state.myself
+            if myself.is_primary:
+                replicas = [
+                    other.node for other in states if other.myself.primary_id == myself.node_id
+                ]
+                _flush_and_wait(state.node, replicas)
 
 
 def _expect_ok(node: RedisServer, *args: str | int) -> None:

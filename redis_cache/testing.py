@@ -21,6 +21,10 @@ Replication and Sentinel: :class:`ReplicationGroup` (a primary and its
 replicas) and :class:`SentinelTopology` (the same watched by Sentinels, with
 failover, kill and restart helpers), from :mod:`redis_cache._testing_sentinel`.
 
+Redis Cluster: :class:`ClusterTopology` (primaries and replicas with
+``cluster-enabled yes``, slot migration, failover, kill and restart helpers)
+and :func:`key_slot`, from :mod:`redis_cache._testing_cluster`.
+
 This module imports nothing from ``redis_cache`` but its sibling
 ``_testing_tls``: it works without the C extension.
 """
@@ -53,8 +57,12 @@ from ._testing_tls import (
 )
 
 __all__ = [
+    "CLUSTER_SLOTS",
     "FAST_SENTINEL_TIMERS",
     "CertificateAndKey",
+    "ClusterNode",
+    "ClusterNodeView",
+    "ClusterTopology",
     "RedisReplyError",
     "RedisServer",
     "RedisServerError",
@@ -62,6 +70,7 @@ __all__ = [
     "ReplicationGroup",
     "SentinelServer",
     "SentinelTopology",
+    "SlotMigration",
     "TLSCertificates",
     "TLSSettings",
     "TopologyTimeoutError",
@@ -70,7 +79,9 @@ __all__ = [
     "find_redis_server",
     "free_port",
     "generate_tls_certificates",
+    "hash_tag_for_slot",
     "ipv6_loopback_available",
+    "key_slot",
     "read_reply",
 ]
 
@@ -992,8 +1003,8 @@ class RedisServer:
         return options
 
 
-# The replication and Sentinel helpers build on RedisServer, so they live in
-# a module that imports this one; they are loaded on first use.
+# The replication, Sentinel and Cluster helpers build on RedisServer, so they
+# live in modules that import this one; they are loaded on first use.
 _SENTINEL_NAMES = frozenset(
     {
         "FAST_SENTINEL_TIMERS",
@@ -1004,7 +1015,28 @@ _SENTINEL_NAMES = frozenset(
     }
 )
 
+_CLUSTER_NAMES = frozenset(
+    {
+        "CLUSTER_SLOTS",
+        "ClusterNode",
+        "ClusterNodeView",
+        "ClusterTopology",
+        "SlotMigration",
+        "hash_tag_for_slot",
+        "key_slot",
+    }
+)
+
 if TYPE_CHECKING:
+    from ._testing_cluster import (
+        CLUSTER_SLOTS,
+        ClusterNode,
+        ClusterNodeView,
+        ClusterTopology,
+        SlotMigration,
+        hash_tag_for_slot,
+        key_slot,
+    )
     from ._testing_sentinel import (
         FAST_SENTINEL_TIMERS,
         ReplicationGroup,
@@ -1019,4 +1051,8 @@ def __getattr__(name: str) -> object:
         from . import _testing_sentinel
 
         return getattr(_testing_sentinel, name)
+    if name in _CLUSTER_NAMES:
+        from . import _testing_cluster
+
+        return getattr(_testing_cluster, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

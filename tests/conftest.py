@@ -58,6 +58,28 @@ Replication and Sentinel (addresses are ``(host, port)`` on loopback):
     two replicas, no Sentinel, no password), healthy and empty, for the
     plain ``redis://`` case: ``demote_in_place()`` then ``promote(node)``.
 
+Redis Cluster (session; about 2 s to start each, Redis keeps a new primary
+out of service that long):
+
+``cluster``
+    :class:`redis_cache.testing.ClusterTopology`: three primaries with one
+    replica each, no password.  Shared by the whole session: a test that
+    migrates slots, fails over, kills or stops anything must use
+    ``healthy_cluster`` instead (or leave it healthy).
+``healthy_cluster`` (function)
+    The same cluster, first brought back to health and to its starting slot
+    layout (stopped nodes started, open slots finished, moved slots moved
+    back; whichever node of a shard is primary) and emptied; healed again
+    after the test.  Cheap when nothing changed (a few milliseconds).
+``password_cluster``
+    Like ``cluster`` with ``requirepass`` :data:`PASSWORD` on every node.
+``tls_cluster``
+    Like ``cluster``, every node TLS-only (client port, cluster bus and
+    replication) with ``tls-auth-clients yes``: clients need
+    ``tls_certs.client``.
+``cluster_factory``
+    ``make(**kwargs) -> ClusterTopology`` (started) for other shapes.
+
 Tests needing a server are skipped, with a message saying why, when
 ``redis-server`` is not installed; tests that use none of these fixtures
 still run.
@@ -71,6 +93,7 @@ from typing import Any
 import pytest
 
 from redis_cache.testing import (
+    ClusterTopology,
     RedisServer,
     ReplicationGroup,
     SentinelTopology,
@@ -88,6 +111,7 @@ SENTINEL_PASSWORD = "sentinel-pw"
 
 ServerFactory = Callable[..., RedisServer]
 TopologyFactory = Callable[..., SentinelTopology]
+ClusterFactory = Callable[..., ClusterTopology]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -256,3 +280,51 @@ def replication_group(_replication_group_session: ReplicationGroup) -> Replicati
     _replication_group_session.ensure_healthy()
     _replication_group_session.flushall()
     return _replication_group_session
+
+
+# ---------------------------------------------------------------- Redis Cluster
+
+
+@pytest.fixture(scope="session")
+def cluster_factory() -> Iterator[ClusterFactory]:
+    """Start clusters on demand; close them all at session end."""
+    if find_redis_server() is None:
+        pytest.skip("redis-server is not installed (not on PATH nor /usr/bin/redis-server)")
+    clusters: list[ClusterTopology] = []
+
+    def make(**kwargs: Any) -> ClusterTopology:
+        cluster = ClusterTopology(**kwargs)
+        clusters.append(cluster)
+        return cluster.start()
+
+    yield make
+    for cluster in reversed(clusters):
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def cluster(cluster_factory: ClusterFactory) -> ClusterTopology:
+    """Three primaries, one replica each, no password."""
+    return cluster_factory(primaries=3, replicas_per_primary=1)
+
+
+@pytest.fixture
+def healthy_cluster(cluster: ClusterTopology) -> Iterator[ClusterTopology]:
+    """The session cluster, healthy, in its starting slot layout and empty;
+    healed again afterwards."""
+    cluster.ensure_healthy()
+    cluster.flushall()
+    yield cluster
+    cluster.ensure_healthy()
+
+
+@pytest.fixture(scope="session")
+def password_cluster(cluster_factory: ClusterFactory) -> ClusterTopology:
+    """Like ``cluster``, every node requiring :data:`PASSWORD`."""
+    return cluster_factory(password=PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(cluster_factory: ClusterFactory, tls_certs: TLSCertificates) -> ClusterTopology:
+    """Like ``cluster``, every node TLS-only, client certificates required."""
+    return cluster_factory(tls=tls_certs, tls_auth_clients="yes")

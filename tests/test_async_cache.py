@@ -1071,7 +1071,7 @@ def test_thousand_gathered_sets_then_gets(
     name = f"pipelined-{connections}"
 
     async def main() -> None:
-        async with RedisCache(port=redis.port, connections=connections, client_name=name) as c:
+        async with RedisCache(port=redis.port, connections=connections, client_name=name, stall_timeout=None) as c:
             sets = [c.set(f"k{i}", {"i": i, "s": "v" * (i % 7)}) for i in range(1000)]
             # Queued, not yet answered: nothing has run on the loop since.
             assert not any(f.done() for f in sets)
@@ -1407,7 +1407,7 @@ class Serializer:
 
 async def main():
     s = Serializer()
-    async with RedisCache(port=port, serializer=s, socket_timeout=1) as c:
+    async with RedisCache(port=port, serializer=s, socket_timeout=1, stall_timeout=None) as c:
         await c.set_many({"a": "A", "b": "B", "c": "C"})
         connection = await c.execute_command("CLIENT", "ID")
         first = c.get("b")  # in flight: what follows is buffered

@@ -169,7 +169,10 @@ def test_cancellation_storm(run: Runner, redis: RedisServer) -> None:
 
     async def main() -> dict[str, int]:
         stats = {"cancelled": 0, "completed": 0, "direct-cancelled": 0}
-        async with RedisCache(port=redis.port, client_name="storm") as c:
+        # stall_timeout=None: the test asserts that one connection carries the whole
+        # storm, and a loaded machine can delay replies past the 0.1 s stall
+        # reroute, which would (correctly) open a second connection.
+        async with RedisCache(port=redis.port, client_name="storm", stall_timeout=None) as c:
             await fill(c, STORM_KEYS + 1)
             connection = await client_id(c)
             for wave in range(STORM_WAVES):
@@ -534,7 +537,7 @@ def test_fork_child_reconnects_and_parent_keeps_its_connection(
     run: Runner, redis: RedisServer, in_flight: bool
 ) -> None:
     async def main() -> None:
-        c = RedisCache(port=redis.port, client_name="forked")
+        c = RedisCache(port=redis.port, client_name="forked", stall_timeout=None)  # one connection, asserted below
         await fill(c, 1000)
         parent_connection = await client_id(c)
         pending = [c.get(f"k{i}") for i in range(1000)] if in_flight else []

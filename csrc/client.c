@@ -56,6 +56,18 @@ static int encode_multikey(const rc_keyspace *ks, rc_buf *b, void *arg)
     return rc_cmd_multikey(ks, b, a->name, a->keys);
 }
 
+/* NAME key, once per key: get_many / delete_many on a cluster node. */
+static int encode_each(const rc_keyspace *ks, rc_buf *b, void *arg)
+{
+    keys_arg *a = arg;
+    Py_ssize_t i;
+
+    for (i = 0; i < PyTuple_GET_SIZE(a->keys); i++)
+        if (rc_cmd_key(ks, b, a->name, PyTuple_GET_ITEM(a->keys, i)) < 0)
+            return -1;
+    return 0;
+}
+
 typedef struct {
     PyObject *batch;
     long long ms;
@@ -83,7 +95,14 @@ static int encode_raw(const rc_keyspace *ks, rc_buf *b, void *arg)
 
 static PyObject *send(rc_client *self, const rc_request *request)
 {
-    return self->transport->send(self, request);
+    rc_request asked;
+
+    if (!self->ask_next)
+        return self->transport->send(self, request);
+    self->ask_next = 0;
+    asked = *request;
+    asked.asking = 1;
+    return self->transport->send(self, &asked);
 }
 
 /* Writes the bytes of a request encoded beforehand (see send_values). */
@@ -135,6 +154,9 @@ static PyObject *send_values(rc_client *self, const rc_request *request)
 
     if (self->ks.codec.kind != RC_CODEC_JSON)
         return send(self, request);
+    /* Both attempts carry the ASKING, if one is due. */
+    attempt.asking |= self->ask_next;
+    self->ask_next = 0;
     attempt.encode = encode_without_hooks;
     attempt.arg = &direct;
     result = send(self, &attempt);
@@ -313,7 +335,14 @@ PyObject *rc_client_get_many(rc_client *self, PyObject *const *args, Py_ssize_t 
         Py_XDECREF(empty);
         goto out;
     }
-    request.extra = read_extra(arg.keys, params[1], &request.kind, RC_RESULT_TYPED_MGET);
+    if (self->cluster_node) {
+        arg.name = "GET";
+        request.encode = encode_each;
+        request.replies = PyTuple_GET_SIZE(arg.keys);
+        request.kind = RC_RESULT_VALUES;
+    }
+    request.extra = read_extra(arg.keys, params[1], &request.kind,
+                               self->cluster_node ? RC_RESULT_TYPED_VALUES : RC_RESULT_TYPED_MGET);
     if (request.extra != NULL)
         result = send(self, &request);
 out:
@@ -336,10 +365,36 @@ PyObject *rc_client_delete_many(rc_client *self, PyObject *keys)
         result = zero == NULL ? NULL : self->transport->done(self, zero);
         Py_XDECREF(zero);
     } else {
+        if (self->cluster_node) {
+            request.encode = encode_each;
+            request.replies = PyTuple_GET_SIZE(arg.keys);
+            request.kind = RC_RESULT_SUM;
+        }
         result = send(self, &request);
     }
     Py_DECREF(arg.keys);
     return result;
+}
+
+PyObject *rc_client_key_slot(rc_client *self, PyObject *key)
+{
+    int slot = rc_key_slot_in(&self->ks, key);
+
+    return slot < 0 ? NULL : PyLong_FromLong(slot);
+}
+
+PyObject *rc_client_ask_next(rc_client *self, PyObject *unused)
+{
+    (void)unused;
+    self->ask_next = 1;
+    Py_RETURN_NONE;
+}
+
+PyObject *rc_client_as_cluster_node(rc_client *self, PyObject *unused)
+{
+    (void)unused;
+    self->cluster_node = 1;
+    Py_RETURN_NONE;
 }
 
 PyObject *rc_client_set_many(rc_client *self, PyObject *const *args, Py_ssize_t nargs,

@@ -33,6 +33,12 @@ struct rc_client {
     rc_state *state;
     rc_keyspace ks;
     const rc_transport *transport;
+    /* Set on a Redis Cluster node's client (redis_cache.cluster routes to
+     * it): get_many and delete_many send one command per key, as the keys
+     * of one node may sit in different slots. */
+    int cluster_node;
+    /* Set by _ask_next(): the next request goes after an ASKING. */
+    int ask_next;
 };
 
 /* The cache methods, shared by both types (self is an rc_client). */
@@ -56,6 +62,9 @@ PyObject *rc_client_ping(rc_client *self, PyObject *unused);
 PyObject *rc_client_execute_command(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
                                     PyObject *kwnames);
 PyObject *rc_client_key_prefix(PyObject *self, void *unused);
+PyObject *rc_client_key_slot(rc_client *self, PyObject *key);
+PyObject *rc_client_ask_next(rc_client *self, PyObject *unused);
+PyObject *rc_client_as_cluster_node(rc_client *self, PyObject *unused);
 
 /* The TLS context described by `settings` (redis_cache._config.TLSSettings:
  * attributes ca_certs, ca_path, ca_data, certfile, keyfile, password,
@@ -90,6 +99,9 @@ rc_tls_context *rc_client_tls_context(rc_state *st, PyObject *settings, int *non
         {"delete_many", (PyCFunction)rc_client_delete_many, METH_O,                                \
          "delete_many(keys) -> int: remove the keys; the number that existed."},                   \
         {"ping", (PyCFunction)rc_client_ping, METH_NOARGS, "ping() -> bool"},                      \
+        {"_key_slot", (PyCFunction)rc_client_key_slot, METH_O, NULL},                              \
+        {"_ask_next", (PyCFunction)rc_client_ask_next, METH_NOARGS, NULL},                         \
+        {"_as_cluster_node", (PyCFunction)rc_client_as_cluster_node, METH_NOARGS, NULL},           \
     {                                                                                              \
         "execute_command", RC_FASTCALL_KW(rc_client_execute_command),                              \
             "execute_command(*args, idempotent=False): any command (no namespace applied); the "   \

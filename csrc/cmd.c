@@ -1,5 +1,6 @@
 /* Cache commands to RESP; see cmd.h. */
 #include "cmd.h"
+#include "slots.h"
 
 #include <math.h>
 
@@ -195,6 +196,25 @@ int rc_check_keys(const rc_keyspace *ks, PyObject *const *keys, Py_ssize_t n)
             return -1;
         }
     }
+    return 0;
+}
+
+int rc_key_slot_in(const rc_keyspace *ks, PyObject *key)
+{
+    const char *p;
+    Py_ssize_t n;
+
+    if (rc_check_keys(ks, &key, 1) < 0 || key_bytes(key, &p, &n) < 0)
+        return -1;
+    return rc_key_slot(ks->prefix, ks->prefix_len, p, (size_t)n);
+}
+
+int rc_cmd_asking(rc_buf *b)
+{
+    static const char asking[] = "*1\r\n$6\r\nASKING\r\n";
+
+    if (rc_buf_append(b, asking, sizeof(asking) - 1) < 0)
+        return no_memory();
     return 0;
 }
 

@@ -56,6 +56,13 @@ int rc_expire_ms(const rc_keyspace *ks, PyObject *ttl, long long *ms);
  * or ValueError set. */
 int rc_check_keys(const rc_keyspace *ks, PyObject *const *keys, Py_ssize_t n);
 
+/* The Redis Cluster slot of key with the namespace, the key checked as by
+ * rc_check_keys. Returns 0..16383, or -1 with an exception set. */
+int rc_key_slot_in(const rc_keyspace *ks, PyObject *key);
+
+/* ASKING, alone: the prefix of a request sent after an ASK redirect. */
+int rc_cmd_asking(rc_buf *b);
+
 /* What rc_cmd_set takes as its value: a new reference, or NULL. */
 PyObject *rc_prepare_value(const rc_keyspace *ks, PyObject *key, PyObject *value);
 /* What rc_cmd_set_many takes: a snapshot of the batch that nobody else can

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <hiredis/hiredis.h>
 
+#include "slots.h"
 #include "async_client.h"
 #include "conn.h"
 #include "json.h"
@@ -224,9 +225,33 @@ static PyObject *json_loads(PyObject *module, PyObject *data)
     return result;
 }
 
+/* key_slot(key) -> int: the Redis Cluster slot of a str or bytes key. */
+static PyObject *key_slot(PyObject *module, PyObject *key)
+{
+    const char *p;
+    Py_ssize_t n;
+
+    (void)module;
+    if (PyUnicode_Check(key)) {
+        p = PyUnicode_AsUTF8AndSize(key, &n);
+        if (p == NULL)
+            return NULL;
+    } else if (PyBytes_Check(key)) {
+        p = PyBytes_AS_STRING(key);
+        n = PyBytes_GET_SIZE(key);
+    } else {
+        PyErr_Format(PyExc_TypeError, "key_slot() takes a str or bytes key, not %.100s",
+                     Py_TYPE(key)->tp_name);
+        return NULL;
+    }
+    return PyLong_FromLong(rc_key_slot("", 0, p, (size_t)n));
+}
+
 static PyMethodDef module_methods[] = {
     {"json_dumps", json_dumps, METH_O, "json_dumps(obj) -> bytes: encode obj as compact JSON."},
     {"json_loads", json_loads, METH_O, "json_loads(data) -> object: decode strict JSON."},
+    {"key_slot", key_slot, METH_O,
+     "key_slot(key) -> int: the Redis Cluster hash slot of key (CLUSTER KEYSLOT)."},
     {NULL, NULL, 0, NULL},
 };
 

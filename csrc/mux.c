@@ -88,6 +88,10 @@ typedef struct rc_slot {
      * node refused as no longer primary can be sent again elsewhere. */
     uint64_t start, end;
     int retry_safe, retried;
+    /* The command went after an ASKING (a cluster node's ASK redirect):
+     * `skip` while ASKING's own reply is still due, and `asked` for good,
+     * as its bytes, ASKING included, must not be sent again elsewhere. */
+    int skip, asked;
     long long queued_ms;
     rc_result_kind kind;
 } rc_slot;
@@ -487,10 +491,20 @@ static void take_reply(rc_mux *m, PyObject *reply, PyObject *error)
     m->replies++;
     m->last_reply_ms = now_ms();
 
+    if (s->skip) {
+        /* ASKING's reply: only an error matters (it fails the request). */
+        s->skip = 0;
+        if (s->error == NULL && error != NULL)
+            s->error = Py_NewRef(error);
+        else if (s->error == NULL && reply != NULL && rc_is_error_reply(m->state, reply))
+            s->error = Py_NewRef(reply);
+        return;
+    }
     if (error != NULL) {
         if (s->error == NULL)
             s->error = Py_NewRef(error);
-    } else if (s->kind == RC_RESULT_STORED_MANY) {
+    } else if (s->kind == RC_RESULT_STORED_MANY ||
+               (rc_result_collects(s->kind) && !rc_is_error_reply(m->state, reply))) {
         PyObject *old = PyList_GET_ITEM(s->result, s->total - s->remaining);
         PyList_SET_ITEM(s->result, s->total - s->remaining, Py_NewRef(reply));
         Py_DECREF(old);
@@ -519,7 +533,8 @@ static int node_stepped_down(rc_mux *m, PyObject *reply)
     int adopted = 0;
 
     m->draining = 1;
-    if (m->on_stale == NULL || head->total != 1 || !head->retry_safe || head->retried)
+    if (m->on_stale == NULL || head->total != 1 || !head->retry_safe || head->retried ||
+        head->asked)
         return 0;
     /* The command's bytes (kept until its reply) and its slot, out first:
      * the hook below runs Python code. */
@@ -614,8 +629,10 @@ static void dispatch(rc_mux *m, const char *p, size_t n)
                 PyErr_Fetch(&type, &value, &tb);
                 PyErr_NormalizeException(&type, &value, &tb);
             }
-            if (rc_result_check(m->state, s->kind, rc_reader_shape(&m->reader), reply, s->extra,
-                                s->command) < 0)
+            if (s->skip && status == RC_REPLY_READY)
+                take_reply(m, reply, NULL); /* ASKING's +OK, or its error */
+            else if (rc_result_check(m->state, s->kind, rc_reader_shape(&m->reader), reply,
+                                     s->extra, s->command) < 0)
                 fail_with_pending(m);
             else if (!(rc_is_failover_reply(m->state, reply) && node_stepped_down(m, reply)))
                 take_reply(m, reply, value);
@@ -929,7 +946,7 @@ PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
     future = PyObject_Vectorcall(m->state->FutureType, args, 0, m->state->loop_kwnames);
     if (future == NULL)
         return NULL;
-    if (r->kind == RC_RESULT_STORED_MANY) {
+    if (rc_result_collects(r->kind)) {
         batch = rc_none_list(r->replies);
         if (batch == NULL)
             goto error;
@@ -945,7 +962,9 @@ PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
     gc = begin_write(m);
     was_idle = m->count == 0;
     mark = m->out.len;
-    rc = r->encode(ks, &m->out, r->arg);
+    rc = r->asking ? rc_cmd_asking(&m->out) : 0;
+    if (rc == 0)
+        rc = r->encode(ks, &m->out, r->arg);
     if (rc < 0) {
         m->out.len = mark;
     } else {
@@ -967,6 +986,7 @@ PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
         s->kind = r->kind;
         s->retry_safe = r->retry_safe;
         s->retried = 0;
+        s->skip = s->asked = r->asking;
         m->count++;
     }
     end_write(m, gc);

@@ -30,6 +30,10 @@ typedef struct rc_request {
      * sent again on a fresh connection after the first one turned out dead
      * before any reply came back (DESIGN.md's retry rule). */
     int retry_safe;
+    /* Non-zero to send ASKING first, on the same connection (a cluster
+     * node's ASK redirect): its +OK is read and dropped before the
+     * request's own replies. */
+    int asking;
 } rc_request;
 
 #endif

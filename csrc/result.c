@@ -69,6 +69,25 @@ static PyObject *mget_dict(rc_state *st, PyObject *reply, PyObject *keys, PyObje
     return result;
 }
 
+/* The total of a list of integer replies (delete_many's UNLINKs). */
+static PyObject *sum_of(rc_state *st, PyObject *replies)
+{
+    long long total = 0;
+    Py_ssize_t i;
+
+    if (!PyList_Check(replies)) {
+        PyErr_SetString(st->ProtocolError, "the replies were not collected");
+        return NULL;
+    }
+    for (i = 0; i < PyList_GET_SIZE(replies); i++) {
+        long long n = PyLong_AsLongLong(PyList_GET_ITEM(replies, i));
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+        total += n;
+    }
+    return PyLong_FromLongLong(total);
+}
+
 /* ------------------------------------------------------------ checking */
 
 #define TYPE_BIT(t) (1u << (t))
@@ -143,10 +162,13 @@ int rc_result_check(rc_state *st, rc_result_kind kind, const rc_reply_shape *sha
         return 0;
     case RC_RESULT_VALUE:
     case RC_RESULT_TYPED_VALUE:
+    case RC_RESULT_VALUES:
+    case RC_RESULT_TYPED_VALUES:
         allowed = TYPE_BIT(REDIS_REPLY_STRING) | TYPE_BIT(REDIS_REPLY_NIL);
         break;
     case RC_RESULT_POSITIVE:
     case RC_RESULT_INTEGER:
+    case RC_RESULT_SUM:
         allowed = TYPE_BIT(REDIS_REPLY_INTEGER);
         break;
     case RC_RESULT_STORED:
@@ -278,6 +300,12 @@ PyObject *rc_result_build(rc_state *st, rc_result_kind kind, PyObject *reply, Py
         return mget_dict(st, reply, extra, NULL);
     case RC_RESULT_TYPED_MGET:
         return mget_dict(st, reply, PyTuple_GET_ITEM(extra, 0), PyTuple_GET_ITEM(extra, 1));
+    case RC_RESULT_VALUES:
+        return mget_dict(st, reply, extra, NULL);
+    case RC_RESULT_TYPED_VALUES:
+        return mget_dict(st, reply, PyTuple_GET_ITEM(extra, 0), PyTuple_GET_ITEM(extra, 1));
+    case RC_RESULT_SUM:
+        return sum_of(st, reply);
     case RC_RESULT_TYPED_VALUE:
         if (reply == st->missing)
             return Py_NewRef(PyTuple_GET_ITEM(extra, 0));

@@ -21,7 +21,21 @@ typedef enum rc_result_kind {
     RC_RESULT_TYPED_VALUE, /* VALUE made an instance of a model: extra is (default, model) */
     RC_RESULT_TYPED_MGET,  /* MGET with each value made a model: extra is (keys, model) */
     RC_RESULT_HANDSHAKE,   /* AUTH / SELECT / CLIENT SETNAME: checked by the connection */
+    /* get_many on a cluster node as one GET per key (keys of one node may
+     * sit in different slots, which one MGET cannot read): the list of
+     * replies made the dict MGET gives; TYPED_: extra is (keys, model). */
+    RC_RESULT_VALUES,
+    RC_RESULT_TYPED_VALUES,
+    RC_RESULT_SUM, /* delete_many on a cluster node, one UNLINK per key: the total */
 } rc_result_kind;
+
+/* Non-zero when the replies of a request of this kind are collected into a
+ * list, one item per command, however many there are. */
+static inline int rc_result_collects(rc_result_kind kind)
+{
+    return kind == RC_RESULT_STORED_MANY || kind == RC_RESULT_VALUES ||
+           kind == RC_RESULT_TYPED_VALUES || kind == RC_RESULT_SUM;
+}
 
 /* A list of n None: a list to fill item by item must never show Python a
  * NULL item (gc.get_objects() can reach it meanwhile). New reference. */

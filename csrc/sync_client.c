@@ -332,9 +332,23 @@ static PyObject *read_replies(SyncClient *self, rc_conn *c, const rc_request *r,
     int batch = r->kind == RC_RESULT_STORED_MANY;
     Py_ssize_t i, n = r->replies;
 
+    if (r->asking) {
+        /* ASKING's +OK (or its error, raised once the rest is read). */
+        rc_reply_status status = rc_conn_read(c, NULL, &reply, st);
+        if (status == RC_REPLY_BROKEN)
+            goto fail;
+        if (status == RC_REPLY_BAD_VALUE || reply == NULL)
+            goto broken;
+        if (rc_is_error_reply(st, reply)) {
+            err_type = Py_NewRef((PyObject *)Py_TYPE(reply));
+            err_value = reply;
+        } else {
+            Py_DECREF(reply);
+        }
+    }
     /* The list lives across recv() calls made without the GIL: filled with
      * None first, never NULL where another thread's gc.get_objects() sees. */
-    if (n != 1 || batch) {
+    if (n != 1 || rc_result_collects(r->kind)) {
         result = rc_none_list(n);
         if (result == NULL)
             goto broken;
@@ -433,7 +447,7 @@ static PyObject *sync_send(rc_client *base, const rc_request *r)
         c = checkout(self, attempt > 0);
         if (c == NULL)
             return NULL;
-        if (r->encode(&base->ks, &c->out, r->arg) < 0)
+        if ((r->asking && rc_cmd_asking(&c->out) < 0) || r->encode(&base->ks, &c->out, r->arg) < 0)
             return abandon(self, c);
         reply = exchange(self, c, r, &may_retry);
         if (reply != NULL)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import errors
 from ._breaker import CircuitBreaker
 from .cache import TTL, RedisCache, SyncRedisCache
+from .cluster import RedisClusterCache, SyncRedisClusterCache
 from .decorators import (
     cached,
     cached_batch,
@@ -21,6 +22,8 @@ from .decorators import (
 )
 from .errors import (
     AuthenticationError,
+    ClusterDownError,
+    ClusterError,
     ConfigurationError,
     ConnectionError,
     FailoverError,
@@ -38,6 +41,8 @@ __version__ = "0.1.0"
 __all__ = [
     "RedisCache",
     "SyncRedisCache",
+    "RedisClusterCache",
+    "SyncRedisClusterCache",
     "TTL",
     "cached",
     "cached_batch",
@@ -56,6 +61,8 @@ __all__ = [
     "PoolTimeout",
     "ResponseError",
     "FailoverError",
+    "ClusterError",
+    "ClusterDownError",
     "PartialWriteError",
     "SerializationError",
 ]

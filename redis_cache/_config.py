@@ -530,13 +530,15 @@ def _split_scheme(url: object) -> tuple[str, str]:
     if scheme not in _SCHEMES:
         raise _url_error(
             "scheme",
-            f"unsupported scheme {scheme!r}; use redis://, rediss:// (TLS), unix:// or "
-            "redis+sentinel://",
+            f"unsupported scheme {scheme!r}; use redis://, rediss:// (TLS), unix://, "
+            "redis+sentinel:// or redis+cluster://",
         )
     return scheme, rest
 
 
-_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+_SCHEMES = (
+    "redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster",
+)
 
 
 def _parse_sentinel_path(path: str) -> tuple[str, int | None]:
@@ -807,6 +809,8 @@ def parse_url(url: str) -> dict[str, object]:
         redis://[[username]:password@]host[:port][/db][?option=value&...]
         rediss://...   (the same, over TLS)
         redis+sentinel://[[username]:password@]host:port[,host:port...]/service_name[/db][?...]
+        redis+cluster://[[username]:password@]host:port[,host:port...][?...]   (Redis Cluster)
+        rediss+cluster://...   (Redis Cluster over TLS)
         rediss+sentinel://...   (Sentinel, TLS towards Sentinels and data nodes)
         unix://[[username]:password@]/path/to/redis.sock[?db=N&...]
 
@@ -824,7 +828,19 @@ def parse_url(url: str) -> dict[str, object]:
     scheme, rest = _split_scheme(url)
     authority, path, query = _split_authority(rest)
     settings, hostport = _parse_userinfo(authority)
-    if scheme.endswith("+sentinel"):
+    if scheme.endswith("+cluster"):
+        nodes = []
+        for item in hostport.split(","):
+            parsed = _parse_hostport(item)
+            nodes.append((parsed["host"], parsed.get("port", 6379)))
+        settings["cluster_nodes"] = tuple(nodes)
+        path_db = _parse_db_path(path)
+        if path_db not in (None, 0):
+            raise _url_error("path", f"a cluster has only database 0, not {path_db}")
+        path_db = None
+        if scheme.startswith("rediss"):
+            settings["ssl"] = True
+    elif scheme.endswith("+sentinel"):
         sentinels = []
         for item in hostport.split(","):
             parsed = _parse_hostport(item)
@@ -974,7 +990,35 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, obj
         if text:
             settings[key] = convert(text, variable)
     _sentinel_from_env(env, settings)
+    _cluster_from_env(env, settings)
     return settings
+
+
+def _cluster_from_env(env: Mapping[str, str], settings: dict[str, object]) -> None:
+    """REDIS_USE_CLUSTERS=true with REDIS_CLUSTERS=host:port,host:port (and
+    REDIS_CLUSTERS_PASSWORD): seed 003's layout for a Redis Cluster."""
+    use = env.get("REDIS_USE_CLUSTERS", "").strip()
+    if not (_env_bool(use, "REDIS_USE_CLUSTERS") if use else False):
+        return
+    listed = env.get("REDIS_CLUSTERS", "").strip()
+    if not listed:
+        raise ConfigurationError(
+            "REDIS_USE_CLUSTERS is true but REDIS_CLUSTERS is empty: give host:port,host:port "
+            "of some cluster nodes"
+        )
+    nodes = []
+    for item in listed.split(","):
+        try:
+            parsed = _parse_hostport(item.strip())
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"REDIS_CLUSTERS: {exc}") from None
+        nodes.append((parsed["host"], parsed.get("port", 6379)))
+    settings["cluster_nodes"] = tuple(nodes)
+    for key in ("host", "port", "db", "unix_socket_path"):
+        settings.pop(key, None)
+    password = env.get("REDIS_CLUSTERS_PASSWORD", "")
+    if password:
+        settings["password"] = password
 
 
 def _sentinel_from_env(env: Mapping[str, str], settings: dict[str, object]) -> None:

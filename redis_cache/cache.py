@@ -168,6 +168,16 @@ def _scan_match(key_prefix: bytes, pattern: str | bytes) -> bytes:
     return escape_glob(key_prefix) + pattern
 
 
+def _cache_class(cls: Any, options: dict[str, Any]) -> Any:
+    """cls(**options), or its cluster counterpart for a cluster's settings
+    (a redis+cluster:// URL, REDIS_USE_CLUSTERS)."""
+    if "cluster_nodes" in options and not getattr(cls, "_is_cluster", False):
+        from .cluster import RedisClusterCache, SyncRedisClusterCache
+
+        cls = RedisClusterCache if issubclass(cls, RedisCache) else SyncRedisClusterCache
+    return cls(**options)
+
+
 class _CacheSettings:
     """What both cache classes share beyond the C core: the constructors from
     a URL or the environment, and the settings they were made with."""
@@ -182,12 +192,12 @@ class _CacheSettings:
     def from_url(cls: type[_C], url: str, **options: Any) -> _C:
         """Builds a cache from ``redis://[[user]:password@]host[:port][/db][?option=value]``
         or ``unix:///path/to/redis.sock[?db=N]``; keyword options override the URL."""
-        return cls(**{**parse_url(url), **options})
+        return _cache_class(cls, {**parse_url(url), **options})
 
     @classmethod
     def from_env(cls: type[_C], environ: Mapping[str, str] | None = None, **options: Any) -> _C:
         """Builds a cache from REDIS_URL and the REDIS_* variables (see the README)."""
-        return cls(**{**settings_from_env(environ), **options})
+        return _cache_class(cls, {**settings_from_env(environ), **options})
 
     @property
     def namespace(self) -> str | None:

@@ -65,6 +65,18 @@ class FailoverError(ResponseError):
     safe command was already sent once more there before this was raised)."""
 
 
+class ClusterError(ResponseError):
+    """A Redis Cluster could not serve the command: keys of one command in
+    different slots (refused before sending: CROSSSLOT), more redirects than
+    allowed, or a TRYAGAIN that did not pass."""
+
+
+class ClusterDownError(ClusterError):
+    """The cluster answered CLUSTERDOWN for longer than the retries waited, or
+    no node serves the key's slot: a shard lost its primary and has no replica
+    to promote, or the cluster is still being formed."""
+
+
 class SerializationError(RedisCacheError, ValueError):
     """A value could not be encoded for storage, or a stored value could not be decoded."""
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -1064,10 +1065,17 @@ class ClusterTopology:
             if not keys:
                 break
             names = [_key_bytes(str(key)) for key in keys]
-            reply = source.raw_command(
-                "MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, *auth, "KEYS", *names,
-                timeout=MIGRATE_TIMEOUT_MS / 1000 + 10,
-            )
+            # Just after a failover the target may not yet see the cluster
+            # as up ("CLUSTERDOWN Hash slot not served"): poll, bounded.
+            deadline = time.monotonic() + 10
+            while True:
+                reply = source.raw_command(
+                    "MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, *auth, "KEYS", *names,
+                    timeout=MIGRATE_TIMEOUT_MS / 1000 + 10,
+                )
+                if b"CLUSTERDOWN" not in reply or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             # NOKEY: the keys were deleted (or expired) since GETKEYSINSLOT.
             if reply not in (b"+OK\r\n", b"+NOKEY\r\n"):
                 raise RedisServerError(

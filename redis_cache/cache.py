@@ -562,7 +562,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
             twin.close()
 
     @contextlib.asynccontextmanager
-    async def dedicated(self) -> AsyncIterator[Any]:
+    async def dedicated(self, key: Any = None) -> AsyncIterator[Any]:
         """A connection of your own, for commands that hold per-connection state
         (WATCH/MULTI/EXEC, blocking commands like BLPOP, SUBSCRIBE), which must
         never ride the shared connections.
@@ -572,8 +572,10 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         timeout. At most ``max_connections`` exist at once; callers beyond that
         wait in FIFO order for ``pool_timeout`` (then ``PoolTimeout``). The block
         must leave the connection as it found it (EXEC or DISCARD, UNSUBSCRIBE);
-        after an exception it is closed rather than reused.
+        after an exception it is closed rather than reused. ``key`` matters on a
+        cluster only (:class:`RedisClusterCache`: the node that owns its slot).
         """
+        del key  # one node here
         loop = asyncio.get_running_loop()
         conn = await self._dedicated.acquire(loop, self._settings.pool_timeout)
         ok = False

@@ -444,7 +444,8 @@ class _AsyncCached:
         lease_left_ms = await cache.execute_command(*acquire)
         if lease_left_ms == "OK":
             return _ACQUIRED
-        async with cache.dedicated() as conn:
+        # On a cluster: the node of the key, where its lock and wake-up keys live.
+        async with cache.dedicated(key) as conn:
             while (block := _blocking_time(lease_left_ms, deadline, None)) is not None:
                 if await conn.execute_command("BLPOP", wake_key, block) is not None:
                     await cache.execute_command("EVAL", _PASS_ON, 2, lock_key, wake_key, lease_ms)

@@ -233,6 +233,9 @@ def test_ask_during_a_migration_reaches_keys_already_moved(run: Runner, healthy_
         expected = list(range(20))
         expected[keys.index(moved[0])] = "new"
         assert run(main()) == expected
+        # The target was asked with ASKING, by both clients.
+        stats = target.command("INFO", "commandstats")
+        assert "cmdstat_asking:calls=" in stats
         # ASK does not change the map: the slot still belongs to the source.
         owner = sync_cache._map.owners[slot]
         assert (owner.settings.host, owner.settings.port) == source.address
@@ -536,5 +539,88 @@ def test_dedicated_connection_bound_to_a_keys_node(run: Runner, healthy_cluster:
                 await conn.execute_command("SET", "{acct}b", "2")
                 assert await conn.execute_command("EXEC") == ["OK", "OK"]
             assert healthy_cluster.owner("{acct}a").command("MGET", "{acct}a", "{acct}b") == ["1", "2"]
+
+    run(main())
+
+
+def test_cross_process_lock_on_a_cluster(run: Runner, healthy_cluster: ClusterTopology) -> None:
+    """lock=True: callers in two caches (two processes, in effect) compute a
+    missing value once; the lock's keys and the waiters' blocking pops land
+    on the value's node (a CROSSSLOT or MOVED would silently drop the lock)."""
+    computed: list[int] = []
+
+    async def main() -> None:
+        async with RedisClusterCache(nodes_of(healthy_cluster), namespace="lk") as first, \
+                RedisClusterCache(nodes_of(healthy_cluster), namespace="lk") as second:
+            started = asyncio.Event()
+            release = asyncio.Event()
+
+            async def slow(n: int) -> int:
+                computed.append(n)
+                started.set()
+                await release.wait()
+                return n * 2
+
+            one = cached(ttl=60, cache=first, lock=True, lock_wait=30)(slow)
+            two = cached(ttl=60, cache=second, lock=True, lock_wait=30)(slow)
+            # An argument whose key lives off the first primary (where a
+            # connection with no key in mind would go).
+            await first.ping()
+            default_node = first._map.client(first._map.primaries[0])
+            n = next(i for i in range(100) if first._map.owners[first._key_slot(one.key(i))]
+                     is not default_node)
+            holder = asyncio.ensure_future(one(n))
+            await started.wait()
+            waiters = [asyncio.ensure_future(two(n)) for _ in range(5)]
+            # Until a waiter is blocked on the holder's wake-up key (on the
+            # key's node), or has given up on the lock and computed.
+            owner = healthy_cluster.owner(first._key_prefix.decode() + one.key(n))
+            deadline = time.monotonic() + 10
+
+            def blocked() -> bool:
+                return "cmd=blpop" in owner.command("CLIENT", "LIST")
+
+            while not blocked() and len(computed) == 1:
+                assert time.monotonic() < deadline, "no waiter blocked on the lock"
+                await asyncio.sleep(0.01)
+            assert computed == [n]
+            release.set()
+            assert await holder == n * 2
+            assert await asyncio.gather(*waiters) == [n * 2] * 5
+            assert computed == [n]
+
+    run(main(), timeout=60)
+
+
+def test_batch_replies_stay_in_step_after_an_error_reply(
+    run: Runner, healthy_cluster: ClusterTopology
+) -> None:
+    """get_many on a node is one GET per key: an error reply among them
+    (WRONGTYPE) fails the call, and every later reply still reaches its own
+    caller."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Item:
+        n: int
+
+    with SyncRedisClusterCache(nodes_of(healthy_cluster)) as cache:
+        cache.set_many({f"s{i}": {"n": i} for i in range(50)})
+        cache.execute_command("RPUSH", "a-list", "x")
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            cache.get_many([f"s{i}" for i in range(50)] + ["a-list"])
+        assert cache.get_many([f"s{i}" for i in range(50)], model=Item) == {
+            f"s{i}": Item(i) for i in range(50)
+        }
+        assert cache.get("s3") == {"n": 3}
+
+    async def main() -> None:
+        async with RedisClusterCache(nodes_of(healthy_cluster)) as cache:
+            failing = cache.get_many([f"s{i}" for i in range(50)] + ["a-list"])
+            later = [cache.get(f"s{i}") for i in range(50)]
+            results = await asyncio.gather(failing, *later, return_exceptions=True)
+            assert "WRONGTYPE" in str(results[0])
+            assert results[1:] == [{"n": i} for i in range(50)]
+            assert await cache.get_many(["s1", "s2"], model=Item) == {"s1": Item(1), "s2": Item(2)}
 
     run(main())

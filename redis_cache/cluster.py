@@ -37,7 +37,6 @@ from .cache import (
     _host_port,
     _scan_match,
     _scan_page,
-    _unlinked,
 )
 from .errors import (
     ClusterDownError,
@@ -598,7 +597,8 @@ class SyncRedisClusterCache(SyncRedisCache):
 
     def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes this namespace's keys matching ``pattern`` on every primary:
-        SCAN on each (one cursor per node), UNLINK per slot."""
+        SCAN on each (one cursor per node), then one UNLINK per key found,
+        pipelined to its node."""
         self._refresh(force=not self._map.loaded)
         prefix = self._key_prefix
         match = _scan_match(prefix, pattern)
@@ -611,11 +611,9 @@ class SyncRedisClusterCache(SyncRedisCache):
                     client, "SCAN", cursor, "MATCH", match, "COUNT", _CLEAR_BATCH, idempotent=True
                 )
                 cursor, keys = _scan_page(reply, prefix)
-                groups: dict[int, list[bytes]] = {}
-                for key in keys:
-                    groups.setdefault(_core.key_slot(key), []).append(key)
-                for group in groups.values():
-                    removed += _unlinked(self.execute_command("UNLINK", *group, idempotent=True))
+                if keys:
+                    # One UNLINK per key, pipelined to the node that listed them.
+                    removed += self.delete_many([key[len(prefix):] for key in keys])
                 if cursor == b"0":
                     break
         return removed
@@ -860,7 +858,8 @@ class RedisClusterCache(RedisCache):
 
     async def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes this namespace's keys matching ``pattern`` on every primary at
-        once: SCAN on each (one cursor per node), UNLINK per slot."""
+        once: SCAN on each (one cursor per node), then one UNLINK per key
+        found, pipelined to its node."""
         await self._refresh(force=not self._map.loaded)
         prefix = self._key_prefix
         match = _scan_match(prefix, pattern)
@@ -873,13 +872,8 @@ class RedisClusterCache(RedisCache):
                     client, "SCAN", cursor, "MATCH", match, "COUNT", _CLEAR_BATCH, idempotent=True
                 )
                 cursor, keys = _scan_page(reply, prefix)
-                groups: dict[int, list[bytes]] = {}
-                for key in keys:
-                    groups.setdefault(_core.key_slot(key), []).append(key)
-                counts = await asyncio.gather(
-                    *(self.execute_command("UNLINK", *g, idempotent=True) for g in groups.values())
-                )
-                removed += sum(_unlinked(n) for n in counts)
+                if keys:
+                    removed += await self.delete_many([key[len(prefix):] for key in keys])
                 if cursor == b"0":
                     return removed
 

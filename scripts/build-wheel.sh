@@ -3,7 +3,8 @@
 #   dist/redis_native_cache-VERSION.tar.gz                      the sdist
 #   dist/redis_native_cache-VERSION-cpXY-cpXY-linux_ARCH.whl    built from that sdist
 #   dist/wheelhouse/redis_native_cache-...-manylinux_*.whl      the one to publish:
-#       auditwheel copied libhiredis and libzstd into it (redis_native_cache.libs/)
+#       auditwheel copied libhiredis, libzstd, libssl and libcrypto into it
+#       (redis_native_cache.libs/)
 #       and pointed the extension at those copies.
 # The wheel is for the interpreter of the venv (PYTHON / REDIS_CACHE_VENV, as
 # for scripts/setup-env.sh; python3 and .venv by default).

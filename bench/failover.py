@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kill", action="store_true", help="SIGKILL the primary instead")
     args = parser.parse_args(argv)
     results: dict[str, list[dict[str, float]]] = {}
-    with SentinelTopology(service_name=SERVICE) as topology:
-        topology.start()
+    with SentinelTopology(service_name=SERVICE) as topology:  # started by `with`
         change = topology.kill_primary if args.kill else topology.failover
 
         def do_change() -> None:

@@ -55,6 +55,10 @@ class SentinelDiscovery:
         self.listening = threading.Event()
         self.service = settings.service_name
         self._sentinels: list[Address] = list(settings.sentinels)
+        #: The replica a Sentinel just announced as promoted: preferred while
+        #: it answers ROLE master, as the Sentinels name it only once the
+        #: failover is over (see _announced).
+        self._promoted: Address | None = None
 
     # ------------------------------------------------------------ clients
 
@@ -148,6 +152,9 @@ class SentinelDiscovery:
         the service)."""
         from .cache import SyncRedisCache
 
+        promoted = self._promoted
+        if promoted is not None and self._role(promoted) == "master":
+            return promoted
         unknown: list[str] = []
         errors: list[str] = []
         for index, where in enumerate(list(self._sentinels)):
@@ -171,6 +178,7 @@ class SentinelDiscovery:
             role = self._role(found)
             if role == "master":
                 self._answered(index)
+                self._promoted = None
                 return found
             errors.append(f"{_address(*found)} (named by {_address(*where)}) is a {role}")
         raise self._outcome(None, unknown, errors)
@@ -191,6 +199,9 @@ class SentinelDiscovery:
         """:meth:`primary` for the event loop."""
         from .cache import RedisCache
 
+        promoted = self._promoted
+        if promoted is not None and await self._role_async(promoted) == "master":
+            return promoted
         unknown: list[str] = []
         errors: list[str] = []
         for index, where in enumerate(list(self._sentinels)):
@@ -214,6 +225,7 @@ class SentinelDiscovery:
             role = await self._role_async(found)
             if role == "master":
                 self._answered(index)
+                self._promoted = None
                 return found
             errors.append(f"{_address(*found)} (named by {_address(*where)}) is a {role}")
         raise self._outcome(None, unknown, errors)
@@ -264,8 +276,9 @@ class SentinelDiscovery:
                 reply = await asyncio.wait_for(_read_reply(reader), timeout)
                 if isinstance(reply, _Error):
                     raise AuthenticationError(f"Sentinel {_address(*where)} refused AUTH: {reply}")
-            writer.write(_command("SUBSCRIBE", "+switch-master"))
-            await asyncio.wait_for(_read_reply(reader), timeout)
+            writer.write(_command("SUBSCRIBE", *_ANNOUNCEMENTS))
+            for _ in _ANNOUNCEMENTS:
+                await asyncio.wait_for(_read_reply(reader), timeout)
             self.listening.set()
             while True:
                 self._announced(await _read_reply(reader), on_switch)
@@ -313,8 +326,9 @@ class SentinelDiscovery:
                 sock.sendall(_command(*auth, s.sentinel_password))
                 if isinstance(_read_reply_blocking(stream), _Error):
                     raise AuthenticationError(f"Sentinel {_address(*where)} refused AUTH")
-            sock.sendall(_command("SUBSCRIBE", "+switch-master"))
-            _read_reply_blocking(stream)
+            sock.sendall(_command("SUBSCRIBE", *_ANNOUNCEMENTS))
+            for _ in _ANNOUNCEMENTS:
+                _read_reply_blocking(stream)
             self.listening.set()
             sock.settimeout(0.5)  # to look at `stop` now and then
             while not stop.is_set():
@@ -328,16 +342,26 @@ class SentinelDiscovery:
             sock.close()
 
     def _announced(self, message: Any, on_switch: Callable[[Address], None]) -> None:
-        if (
-            isinstance(message, list)
-            and len(message) == 3
-            and message[0] == b"message"
-            and message[1] == b"+switch-master"
-        ):
+        if not (isinstance(message, list) and len(message) == 3 and message[0] == b"message"):
+            return
+        fields = message[2].decode(errors="replace").split()
+        new: Address | None = None
+        if message[1] == b"+switch-master":
             # "<name> <old ip> <old port> <new ip> <new port>"
-            fields = message[2].decode(errors="replace").split()
             if len(fields) == 5 and fields[0] == self.service:
-                on_switch((fields[3], int(fields[4])))
+                new = (fields[3], int(fields[4]))
+        elif message[1] == b"+promoted-slave":
+            # "slave <ip>:<port> <ip> <port> @ <name> <old ip> <old port>": the
+            # replica now answers as a primary, about a second before the
+            # Sentinels finish (+switch-master) and start naming it. Until
+            # then the old primary still takes writes, which the failover
+            # throws away: connections move now.
+            if len(fields) == 8 and fields[0] == "slave" and fields[5] == self.service:
+                new = (fields[2], int(fields[3]))
+        if new is not None:
+            _log.debug("Sentinel event %s: %s", message[1].decode(), message[2].decode(errors="replace"))
+            self._promoted = new
+            on_switch(new)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         s = self.settings
@@ -368,6 +392,11 @@ def _role_name(reply: Any) -> str:
 
 class _Error(str):
     """An error reply."""
+
+
+#: What the listeners subscribe to on a Sentinel: a replica promoted (the
+#: earliest sign of a failover that names the new primary) and the end of it.
+_ANNOUNCEMENTS = ("+promoted-slave", "+switch-master")
 
 
 def _command(*args: str) -> bytes:

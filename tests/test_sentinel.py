@@ -448,3 +448,59 @@ def test_primary_demoted_in_place_under_a_plain_url(
             assert await cache.set("k", 6) is True
 
     run(main())
+
+
+def test_writes_move_when_the_replica_is_promoted_not_a_second_later(
+    run: Runner, healthy_sentinel_topology: SentinelTopology, caplog: pytest.LogCaptureFixture
+) -> None:
+    """During SENTINEL FAILOVER the old primary keeps taking writes until the
+    Sentinels reconfigure it, about a second after the replica was promoted;
+    the failover then throws them away. The clients move on the Sentinels'
+    +promoted-slave (not the later +switch-master), and every write issued
+    after that announcement is one the new primary holds."""
+    topology = healthy_sentinel_topology
+    issued: list[tuple[float, str]] = []  # (when the write was issued, key), acknowledged only
+    stop = asyncio.Event()
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        async with RedisCache(**options(topology), serializer="raw") as cache:
+            assert await cache.set("warm", "1") is True
+            assert cache._discovery is not None
+            assert await loop.run_in_executor(None, cache._discovery.listening.wait, 10)
+            counter = iter(range(10**9))
+
+            async def writer() -> None:
+                while not stop.is_set():
+                    key = f"w:{next(counter)}"
+                    started = time.monotonic()
+                    try:
+                        if await cache.set(key, "1"):
+                            issued.append((started, key))
+                    except SWITCHOVER_ERRORS:
+                        await asyncio.sleep(0.001)
+
+            workers = [asyncio.ensure_future(writer()) for _ in range(20)]
+            new_primary = await loop.run_in_executor(None, topology.failover)
+            deadline = time.monotonic() + 20
+            while not any("+switch-master" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "no +switch-master seen"
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.gather(*workers)
+            return new_primary
+
+    with caplog.at_level(logging.DEBUG, logger="redis_cache"):
+        new_primary = run(main(), timeout=120)
+    events = [r for r in caplog.records if r.getMessage().startswith("Sentinel event")]
+    assert events and "+promoted-slave" in events[0].getMessage(), [e.getMessage() for e in events]
+    announced_at = events[0].created - time.time() + time.monotonic()
+    topology.wait_healthy()
+    later = [key for started, key in issued if started > announced_at + 0.005]
+    assert later, "no write was issued after the announcement"
+    held = []
+    for i in range(0, len(later), 1000):
+        chunk = later[i:i + 1000]
+        values = new_primary.command("MGET", *chunk)
+        held.extend(k for k, v in zip(chunk, values) if v is not None)
+    assert len(held) == len(later), f"{len(later) - len(held)} acknowledged writes lost"

@@ -99,7 +99,7 @@ class SessionMiddleware:
             attributes += "; HttpOnly"
         if https_only:
             attributes += "; Secure"
-        attributes += f"; SameSite={same_site.lower()}"
+        attributes += f"; SameSite={same_site.capitalize()}"
         self._attributes = attributes
         self._warn = _RateLimitedWarning(warn_interval)
 

@@ -28,12 +28,14 @@ import asyncio
 import hashlib
 import string
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..cache import RedisCache
@@ -122,29 +124,69 @@ def cached_route(
 class CachedRoute(APIRoute):
     """A route class that caches routes marked with :func:`cached_route`:
     ``APIRouter(route_class=CachedRoute)`` or ``app.router.route_class = CachedRoute``
-    (only needed without :func:`cache_lifespan`, which wraps them at startup)."""
+    (only needed without :func:`cache_lifespan`, which wraps them at startup).
+    It caches in front of the route's request handler, which every FastAPI
+    version runs, however the route was included."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _wrap(self)
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+        engine = _engine(self)
+        return handler if engine is None else engine.request_handler(handler)
+
+
+_ENGINE_ATTR = "_redis_cache_route_engine"
+
+
+def _engine(route: APIRoute) -> _CachedRouteApp | None:
+    policy = getattr(route.endpoint, _POLICY_ATTR, None)
+    if policy is None:
+        return None
+    engine = route.__dict__.get(_ENGINE_ATTR)
+    if engine is None:
+        engine = _CachedRouteApp(None, route.path, policy)  # type: ignore[arg-type]
+        setattr(route, _ENGINE_ATTR, engine)
+    return engine  # type: ignore[no-any-return]
 
 
 def install_cached_routes(app: Any) -> int:
-    """Wraps every route of ``app`` marked with :func:`cached_route`; returns how many
-    were wrapped now. Idempotent; :func:`cache_lifespan` calls it at startup."""
+    """Puts the cache in front of every route of ``app`` marked with
+    :func:`cached_route`; returns how many it wrapped now. Idempotent;
+    :func:`cache_lifespan` calls it at startup.
+
+    A route of the app itself gets the cache in front of its ASGI app: a hit
+    costs the routing and one HGET, nothing else. A route of an included
+    router (which recent FastAPI versions run through an inclusion context
+    built from the route's request handler) gets it in front of that handler."""
+    return _install(getattr(app, "router", app), direct=True)
+
+
+def _install(router: Any, direct: bool) -> int:
     wrapped = 0
-    for route in getattr(getattr(app, "router", app), "routes", ()):
-        if isinstance(route, APIRoute) and _wrap(route):
-            wrapped += 1
+    for route in getattr(router, "routes", ()):
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            wrapped += _install(included, direct=False)
+            continue
+        if not isinstance(route, APIRoute) or isinstance(route, CachedRoute):
+            continue
+        if route.__dict__.get(_ENGINE_ATTR) is not None:
+            continue
+        engine = _engine(route)
+        if engine is None:
+            continue
+        if direct:
+            engine.app = route.app
+            route.app = engine
+        else:
+            original = route.get_route_handler
+
+            def get_route_handler(original: Any = original,
+                                  engine: _CachedRouteApp = engine) -> Any:
+                return engine.request_handler(original())
+
+            route.get_route_handler = get_route_handler  # type: ignore[method-assign]
+        wrapped += 1
     return wrapped
-
-
-def _wrap(route: APIRoute) -> bool:
-    policy = getattr(route.endpoint, _POLICY_ATTR, None)
-    if policy is None or isinstance(route.app, _CachedRouteApp):
-        return False
-    route.app = _CachedRouteApp(route.app, route.path, policy)
-    return True
 
 
 class _Entry:
@@ -226,52 +268,104 @@ class _CachedRouteApp:
         self._warn("redis cache %s of route %s failed (%s); serving without the cache for %.1f s",
                    what, self.path, _describe(exc), self.breaker.cooldown)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _lookup(self, scope: Scope) -> _Lookup | None:
+        """What a GET needs to be answered from the cache; None: bypass it."""
         if scope["method"] != "GET" or self.breaker.is_open:
-            await self.app(scope, receive, send)
-            return
+            return None
         cache = self._cache(scope)
         if cache is None:
             self._warn("cached_route %s has no cache: pass cache= or install cache_lifespan",
                        self.path)
-            await self.app(scope, receive, send)
-            return
+            return None
         headers: dict[bytes, list[bytes]] = {}
         for k, v in scope["headers"]:
             headers.setdefault(bytes(k).lower(), []).append(bytes(v))
-        policy = self.policy
-        if any(h in headers for h in policy.private_request_headers):
-            await self.app(scope, receive, send)
-            return
+        if any(h in headers for h in self.policy.private_request_headers):
+            return None
         key, field = self._keys(scope, cache, headers)
         if_none_match = b",".join(headers.get(b"if-none-match", ())).decode("latin-1")
         try:
             raw = await self._bounded(cache.execute_command("HGET", key, field))
         except Exception as exc:  # noqa: BLE001 - fail open
             self._failed("read", exc)
-            await self.app(scope, receive, send)
-            return
+            return None
         entry = _Entry.decode(raw)
-        now = time.time()
-        if entry is not None and now - entry.created < policy.ttl:
-            await self._send(send, entry, now, b"HIT", if_none_match)
-            return
-        await self._miss(scope, receive, send, cache, key, field, if_none_match)
+        if entry is not None and time.time() - entry.created >= self.policy.ttl:
+            entry = None
+        return _Lookup(cache, key, field, if_none_match, entry)
 
-    async def _send(self, send: Send, entry: _Entry, now: float, state: bytes,
-                    if_none_match: str) -> None:
-        extra = [(b"age", b"%d" % max(0, int(now - entry.created)))]
+    async def _store(self, found: _Lookup, entry: _Entry) -> None:
+        try:
+            write = found.cache.execute_command("HSET", found.key, found.field, entry.encode())
+            expire = found.cache.execute_command("PEXPIRE", found.key, int(self.policy.ttl * 1000))
+            await self._bounded(asyncio.gather(write, expire))
+        except Exception as exc:  # noqa: BLE001 - fail open
+            self._failed("write", exc)
+
+    def _entry(self, status: int, app_headers: list[tuple[bytes, bytes]], body: bytes) -> _Entry:
+        policy = self.policy
+        stored = [(k, v) for k, v in app_headers
+                  if k not in _UNSTORED and k != policy.cache_header]
+        etags = [v for k, v in app_headers if k == b"etag"]
+        etag = etags[0] if etags else (
+            b'"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"')
+        if not etags:
+            stored.append((b"etag", etag))
+        if not any(k == b"cache-control" for k, _ in app_headers):
+            stored.append((b"cache-control",
+                           policy.cache_control or b"max-age=%d" % int(policy.ttl)))
+        return _Entry(status, time.time(), etag, stored, body)
+
+    def _answer(self, entry: _Entry, state: bytes,
+                if_none_match: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Status, headers and body that answer a request from ``entry``."""
+        extra = [(b"age", b"%d" % max(0, int(time.time() - entry.created)))]
         if self.policy.cache_header is not None:
             extra.append((self.policy.cache_header, state))
         if if_none_match and etag_matches(if_none_match, entry.etag.decode("latin-1")):
-            kept = [(k, v) for k, v in entry.headers if k in _NOT_MODIFIED_KEEPS]
-            await send({"type": "http.response.start", "status": 304,
-                        "headers": kept + extra})
-            await send({"type": "http.response.body", "body": b""})
-            return
+            return 304, [(k, v) for k, v in entry.headers if k in _NOT_MODIFIED_KEEPS] + extra, b""
         headers = [*entry.headers, (b"content-length", b"%d" % len(entry.body)), *extra]
-        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
-        await send({"type": "http.response.body", "body": entry.body})
+        return entry.status, headers, entry.body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = await self._lookup(scope)
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        if found.entry is not None:
+            await self._send(send, found.entry, b"HIT", found.if_none_match)
+            return
+        await self._miss(scope, receive, send, found)
+
+    def request_handler(self, handler: Callable[[Request], Awaitable[Response]]
+                        ) -> Callable[[Request], Awaitable[Response]]:
+        """The same cache in front of a FastAPI request handler (``get_route_handler``),
+        for routes FastAPI runs through their handler rather than their ASGI app."""
+
+        async def cached_handler(request: Request) -> Response:
+            found = await self._lookup(request.scope)
+            if found is None:
+                return await handler(request)
+            if found.entry is not None:
+                return _answer_response(*self._answer(found.entry, b"HIT", found.if_none_match))
+            response = await handler(request)
+            body = getattr(response, "body", None)
+            start = {"status": response.status_code, "headers": response.raw_headers}
+            app_headers = self._storable(start) if isinstance(body, bytes) else None
+            if app_headers is None or len(body) > self.policy.max_body_size:
+                if self.policy.cache_header is not None:
+                    response.raw_headers.append((self.policy.cache_header, b"MISS"))
+                return response
+            entry = self._entry(response.status_code, app_headers, body)
+            await self._store(found, entry)
+            return _answer_response(*self._answer(entry, b"MISS", found.if_none_match))
+
+        return cached_handler
+
+    async def _send(self, send: Send, entry: _Entry, state: bytes, if_none_match: str) -> None:
+        status, headers, body = self._answer(entry, state, if_none_match)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _storable(self, start: Message) -> list[tuple[bytes, bytes]] | None:
         if start["status"] not in self.policy.statuses:
@@ -284,8 +378,13 @@ class _CachedRouteApp:
             return None
         return headers
 
-    async def _miss(self, scope: Scope, receive: Receive, send: Send, cache: RedisCache,
-                    key: str, field: str, if_none_match: str) -> None:
+    def _tagged_miss(self, start: Message) -> Message:
+        if self.policy.cache_header is None:
+            return start
+        headers = [*start.get("headers", []), (self.policy.cache_header, b"MISS")]
+        return {**start, "headers": headers}
+
+    async def _miss(self, scope: Scope, receive: Receive, send: Send, found: _Lookup) -> None:
         policy = self.policy
         inner_scope = dict(scope)
         inner_scope["headers"] = [(k, v) for k, v in scope["headers"]
@@ -307,12 +406,12 @@ class _CachedRouteApp:
                 app_headers = self._storable(message)
                 if app_headers is None:
                     passing = True
-                    await send(message)
+                    await send(self._tagged_miss(message))
                 return
             if message["type"] != "http.response.body":
                 passing = True
                 assert start is not None
-                await send(start)
+                await send(self._tagged_miss(start))
                 if chunks:
                     await send({"type": "http.response.body", "body": b"".join(chunks),
                                 "more_body": True})
@@ -324,36 +423,33 @@ class _CachedRouteApp:
             if size > policy.max_body_size:
                 passing = True
                 assert start is not None
-                await send(start)
+                await send(self._tagged_miss(start))
                 await send({"type": "http.response.body", "body": b"".join(chunks),
                             "more_body": more})
                 return
             if not more:
                 assert start is not None and app_headers is not None
-                body = b"".join(chunks)
-                stored = [(k, v) for k, v in app_headers
-                          if k not in _UNSTORED and k != policy.cache_header]
-                etags = [v for k, v in app_headers if k == b"etag"]
-                etag = etags[0] if etags else (
-                    b'"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"')
-                if not etags:
-                    stored.append((b"etag", etag))
-                if not any(k == b"cache-control" for k, _ in app_headers):
-                    stored.append((b"cache-control", policy.cache_control
-                                   or b"max-age=%d" % int(policy.ttl)))
-                entry = _Entry(start["status"], time.time(), etag, stored, body)
-                await self._send(send, entry, entry.created, b"MISS", if_none_match)
+                entry = self._entry(start["status"], app_headers, b"".join(chunks))
+                await self._send(send, entry, b"MISS", found.if_none_match)
 
         await self.app(inner_scope, receive, capture)
-        if entry is None:
-            return
-        try:
-            ttl_ms = int(policy.ttl * 1000)
-            write = cache.execute_command("HSET", key, field, entry.encode())
-            expire = cache.execute_command("PEXPIRE", key, ttl_ms)
-            await self._bounded(asyncio.gather(write, expire))
-        except Exception as exc:  # noqa: BLE001 - fail open
-            self._failed("write", exc)
+        if entry is not None:
+            await self._store(found, entry)
+
+
+@dataclass
+class _Lookup:
+    cache: RedisCache
+    key: str
+    field: str
+    if_none_match: str
+    entry: _Entry | None
+
+
+def _answer_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
+    response = Response(body, status_code=status)
+    response.raw_headers = headers
+    return response
 
 
 class _Missing(dict):  # type: ignore[type-arg]

@@ -1,0 +1,108 @@
+"""Cached routes over real HTTP: uvicorn (1 worker) serving bench/http_apps.py,
+wrk with 64 connections, every request a hit (one warm-up request first).
+
+    .venv/bin/python bench/http_routes.py [--seconds 10] [--json out.json]
+
+Compares no cache, CacheMiddleware, cached_route, the function decorator,
+cashews and fastapi-cache2 (each skipped, and said so, when not installed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from redis_cache.testing import RedisServer, free_port  # noqa: E402
+
+VARIANTS = ["none", "middleware", "cached_route", "decorator", "cashews", "fastapi_cache2"]
+NEEDS = {"cashews": "cashews", "fastapi_cache2": "fastapi_cache"}
+
+
+def available(variant: str) -> bool:
+    module = NEEDS.get(variant)
+    if module is None:
+        return True
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                r.read()
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("uvicorn did not answer within 30 s")
+
+
+def run_variant(variant: str, redis_url: str, seconds: int, connections: int) -> dict[str, object]:
+    port = free_port()
+    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_REDIS_URL": redis_url,
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.http_apps:create_app", "--factory",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--log-level", "warning", "--no-access-log"], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}/items/1"
+    try:
+        wait_up(url, proc)
+        with urllib.request.urlopen(url) as r:  # the hit that every request after makes
+            body = r.read()
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+                             capture_output=True, text=True, check=True).stdout
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"50%\s+([\d.]+\w+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"variant": variant, "rps": rps, "p50": p50.group(1) if p50 else "?",
+            "errors": int(non2xx.group(1)) if non2xx else 0, "body_bytes": len(body)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    results = []
+    with RedisServer() as server:
+        for variant in VARIANTS:
+            if not available(variant):
+                print(f"{variant:16} skipped: not installed (pip install -r bench/requirements.txt)")
+                continue
+            server.flushall()
+            result = run_variant(variant, server.url, args.seconds, args.connections)
+            results.append(result)
+            print(f"{variant:16} {result['rps']:10,.0f} req/s  p50 {result['p50']:>8}  "
+                  f"non-2xx {result['errors']}  body {result['body_bytes']} B", flush=True)
+    base = {r["variant"]: r["rps"] for r in results}
+    for r in results:
+        r["vs_none"] = r["rps"] / base["none"]  # type: ignore[operator]
+        if "middleware" in base:
+            r["vs_middleware"] = r["rps"] / base["middleware"]  # type: ignore[operator]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,8 @@ from .decorators import (
     set_default_cache,
     stats,
 )
+from .ratelimit import Decision, Limit, RateLimiter, SyncRateLimiter
+from .sessions import SessionStore
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -46,6 +48,11 @@ __all__ = [
     "get_default_cache",
     "stats",
     "CircuitBreaker",
+    "RateLimiter",
+    "SyncRateLimiter",
+    "Limit",
+    "Decision",
+    "SessionStore",
     "errors",
     "RedisCacheError",
     "ConfigurationError",

@@ -262,3 +262,23 @@ def test_included_router_is_cached_by_the_lifespan(redis: RedisServer) -> None:
         assert c.get("/v1/items/1", headers={"If-None-Match": hit.headers["etag"]}).status_code \
             == 304
     assert counter["item"] == 1
+
+
+def test_a_stalled_redis_is_given_up_on(
+        redis_server_factory: Callable[..., RedisServer]) -> None:
+    server = redis_server_factory()
+    try:
+        with TestClient(make_app(server)) as c:
+            assert c.get("/items/1").headers["x-cache"] == "MISS"
+            server.pause()  # accepts nothing, answers nothing: only the route's timeout helps
+            stalled = c.get("/items/1")
+            assert stalled.status_code == 200 and "x-cache" not in stalled.headers
+            assert c.app.state.calls["item"] == 2  # type: ignore[attr-defined]
+            server.resume()
+            deadline = time.monotonic() + 30
+            while c.get("/items/1").headers.get("x-cache") != "HIT":  # the cache comes back
+                assert time.monotonic() < deadline
+    finally:
+        if server.paused:
+            server.resume()
+        server.close()

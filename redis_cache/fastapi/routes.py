@@ -46,6 +46,8 @@ __all__ = ["CachedRoute", "cached_route", "install_cached_routes"]
 
 _POLICY_ATTR = "__redis_cache_route__"
 _MAGIC = b"RCR1 "
+#: Parsed entry heads kept per route (one per variant read lately).
+_HEADS_KEPT = 1024
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -230,6 +232,7 @@ class _CachedRouteApp:
         self.policy = policy
         self.breaker = _Breaker(1.0)
         self._warn = _RateLimitedWarning(60.0)
+        self._heads: dict[str, tuple[bytes, _Entry]] = {}
 
     def _cache(self, scope: Scope) -> RedisCache | None:
         if self.policy.cache is not None:
@@ -285,14 +288,53 @@ class _CachedRouteApp:
         key, field = self._keys(scope, cache, headers)
         if_none_match = b",".join(headers.get(b"if-none-match", ())).decode("latin-1")
         try:
-            raw = await self._bounded(cache.execute_command("HGET", key, field))
+            raw = await self._read(cache, key, field)
         except Exception as exc:  # noqa: BLE001 - fail open
             self._failed("read", exc)
             return None
-        entry = _Entry.decode(raw)
+        entry = self._decode(field, raw)
         if entry is not None and time.time() - entry.created >= self.policy.ttl:
             entry = None
         return _Lookup(cache, key, field, if_none_match, entry)
+
+    async def _read(self, cache: RedisCache, key: str, field: str) -> Any:
+        """HGET within ``timeout``. A timer that cancels the reply's future costs
+        less than asyncio.wait_for, and this runs on every hit."""
+        future = cache.execute_command("HGET", key, field)
+        timeout = self.policy.timeout
+        if timeout is None:
+            return await future
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            future.cancel()
+
+        timer = asyncio.get_running_loop().call_later(timeout, expire)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if expired:
+                raise asyncio.TimeoutError(f"no reply within {timeout} s") from None
+            raise
+        finally:
+            timer.cancel()
+
+    def _decode(self, field: str, raw: Any) -> _Entry | None:
+        """The entry; its head (status, time, ETag, headers) is parsed once per
+        stored version and reused while the same version keeps being read."""
+        memo = self._heads.get(field)
+        if memo is not None and isinstance(raw, bytes) and raw.startswith(memo[0]):
+            head, parsed = memo
+            return _Entry(parsed.status, parsed.created, parsed.etag, parsed.headers,
+                          raw[len(head):])
+        entry = _Entry.decode(raw)
+        if entry is not None:
+            if len(self._heads) >= _HEADS_KEPT:
+                self._heads.clear()
+            self._heads[field] = (raw[:len(raw) - len(entry.body)], entry)
+        return entry
 
     async def _store(self, found: _Lookup, entry: _Entry) -> None:
         try:

@@ -30,6 +30,7 @@ from redis_cache.ratelimit import (
     SyncRateLimiter,
     parse_limit,
 )
+from redis_cache._testing_cluster import ClusterTopology, key_slot
 from redis_cache.testing import RedisServer, SentinelTopology
 
 ALGORITHMS = ["gcra", "sliding-window", "sliding-window-counter"]
@@ -304,10 +305,35 @@ def test_every_key_of_a_check_is_in_one_slot(sync_cache: SyncRedisCache, algorit
     limiter = sync_cache.rate_limiter("1/second", "10/minute", algorithm=algorithm)
     keys = limiter.keys(subject)
     assert len({_hash_tag(k) for k in keys}) == 1
+    assert len({key_slot(k) for k in keys}) == 1
     assert len(keys) == (3 if algorithm == "sliding-window" else 2)
     assert limiter.hit(subject).allowed  # and the keys it names are the ones used
     assert sorted(sync_cache.execute_command("KEYS", "t:rl:*")) == sorted(
         k.encode() for k in keys)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_on_a_cluster_node(healthy_cluster: ClusterTopology, algorithm: str) -> None:
+    """A cluster node refuses a script whose keys span slots (CROSSSLOT) or
+    live elsewhere (MOVED): each check runs on the node owning its slot."""
+    for subject in ("user:1", "198.51.100.7", "x}{y"):
+        owner = healthy_cluster.owner(_limiter_keys(algorithm, subject)[0])
+        with SyncRedisCache.from_url(owner.url, namespace="t") as cache:
+            limiter = cache.rate_limiter("3/minute", "100/hour", algorithm=algorithm)
+            assert len({key_slot(k) for k in limiter.keys(subject)}) == 1
+            assert [limiter.hit(subject).allowed for _ in range(4)] == [True] * 3 + [False]
+            limiter.reset(subject)
+            assert limiter.peek(subject).allowed
+
+
+def _limiter_keys(algorithm: str, subject: str) -> list[str]:
+    # The keys depend on the namespace, name, algorithm and limits, not on the server.
+    from redis_cache.ratelimit import _Limiter
+
+    class Offline:
+        namespace = "t"
+
+    return _Limiter(Offline(), "3/minute", "100/hour", algorithm=algorithm).keys(subject)
 
 
 def test_sentinel(run: Runner, healthy_sentinel_topology: SentinelTopology) -> None:

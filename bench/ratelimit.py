@@ -162,8 +162,9 @@ measured for it (without FastAPI around it).
 
 Every redis_cache check is one `EVALSHA` (auto-pipelined with the other coroutines'
 checks); the peers' moving window is a Lua script too, their fixed window a pipeline.
-At 100 coroutines the server's Lua execution is the limit: the figures above are
-close to what this redis-server runs of such scripts per second.
+The machine is shared with other work and these ratios move between runs: on
+it, gcra against the fastest peer at 100 coroutines measured from 3.8x to 7.7x on
+the same day. Run it yourself before leaning on one figure.
 """
 
 

@@ -131,6 +131,10 @@ def test_keys_come_from_path_and_query_not_dependencies(client: TestClient) -> N
     client.get("/items/3?q=a&z=1")
     assert client.get("/items/3?z=1&q=a").headers["x-cache"] == "HIT"
     assert calls(client)["item"] == 4
+    # Any bytes in a query (UTF-8 or not) make a key, never an error.
+    for query in ("q=%E2%82%AC", "q=%FF%FE", "q=%E2%82%AC&q=1"):
+        assert client.get(f"/items/3?{query}").status_code == 200
+        assert client.get(f"/items/3?{query}").headers["x-cache"] == "HIT"
 
 
 def test_etag_and_304(client: TestClient) -> None:

@@ -243,7 +243,8 @@ class _CachedRouteApp:
     def _keys(self, scope: Scope, cache: RedisCache,
               headers: dict[bytes, list[bytes]]) -> tuple[str, str]:
         query = scope.get("query_string", b"")
-        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True) if query else []
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="utf-8",
+                          errors="surrogateescape") if query else []
         if self.policy.key is None:
             name = "route:" + scope["path"]
         else:
@@ -255,7 +256,8 @@ class _CachedRouteApp:
         h = hashlib.blake2b(digest_size=16, person=b"rc-route")
         pairs.sort(key=lambda kv: kv[0])
         for k, v in pairs:
-            h.update(b"q%d:%s%d:%s" % (len(k), k.encode("latin-1"), len(v), v.encode("latin-1")))
+            kb, vb = k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")
+            h.update(b"q%d:%s%d:%s" % (len(kb), kb, len(vb), vb))
         for header in self.policy.vary:
             for value in headers.get(header, ()):
                 h.update(b"h%d:%s%d:%s" % (len(header), header, len(value), value))

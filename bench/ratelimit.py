@@ -163,7 +163,8 @@ measured for it (without FastAPI around it).
 Every redis_cache check is one `EVALSHA` (auto-pipelined with the other coroutines'
 checks); the peers' moving window is a Lua script too, their fixed window a pipeline.
 The machine is shared with other work and these ratios move between runs: on
-it, gcra against the fastest peer at 100 coroutines measured from 3.8x to 7.7x on
+it, gcra against the fastest peer at 100 coroutines measured from 2.9x (with a test
+run of ours sharing the machine) to 7.7x on
 the same day. Run it yourself before leaning on one figure.
 """
 

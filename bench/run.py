@@ -42,6 +42,7 @@ from bench.machine import CpuSnapshot, describe_machine, other_cpu_use
 from bench.redis_benchmark import LIMIT_RUNS, RedisBenchmarkDriver, run_redis_benchmark
 from bench.redis_benchmark import NAME as REDIS_BENCHMARK
 from bench.redis_benchmark import available as redis_benchmark_unavailable
+from bench.kept_sections import kept_sections
 from bench.report import RunResults, docs_page, markdown_tables, write_chart
 from bench.scenarios import SCENARIOS, json_loads_us, seed
 from redis_cache.testing import RedisServer
@@ -298,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_docs:
         DOCS_PAGE.parent.mkdir(parents=True, exist_ok=True)
         chart = write_chart(results, DOCS_CHART)
-        DOCS_PAGE.write_text(docs_page(results, chart=chart), encoding="utf-8")
+        # Keep the sections other benchmarks wrote (bench/kept_sections.py).
+        old_page = DOCS_PAGE.read_text(encoding="utf-8") if DOCS_PAGE.exists() else ""
+        DOCS_PAGE.write_text(docs_page(results, chart=chart) + kept_sections(old_page),
+                             encoding="utf-8")
         log(f"wrote {os.path.relpath(DOCS_PAGE, Path.cwd())}")
         if chart:
             log(f"wrote {os.path.relpath(DOCS_CHART, Path.cwd())}")

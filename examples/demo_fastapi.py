@@ -1,7 +1,8 @@
 """The main job, end to end over HTTP: a FastAPI app (examples/fastapi_app.py)
 served by uvicorn on a free loopback port, backed by a private redis-server
 that this script starts and stops. It shows a miss, a hit, an ETag answered
-with 304, an invalidation, and the stats."""
+with 304, a cached route, a rate-limited route answering 429 with its
+headers, an invalidation, and the stats."""
 
 from __future__ import annotations
 
@@ -60,6 +61,16 @@ def main() -> None:
             show("GET /pages/about again", *timed(client, "GET", "/pages/about"))
             show(f"GET with If-None-Match {etag[:12]}...",
                  *timed(client, "GET", "/pages/about", headers={"If-None-Match": etag}))
+            print("cached route (@cache.cached_route: the response bytes, no JSON work on a hit):")
+            show("GET /products/3 (miss)", *timed(client, "GET", "/products/3"))
+            show("GET /products/3 (hit)", *timed(client, "GET", "/products/3"))
+            print("rate-limited route (Depends(RateLimit('3/minute'))):")
+            for attempt in range(1, 5):
+                response, elapsed = timed(client, "POST", "/login")
+                show(f"POST /login #{attempt}", response, elapsed)
+                print(f"    RateLimit-Policy: {response.headers.get('ratelimit-policy')}  "
+                      f"RateLimit: {response.headers.get('ratelimit')}  "
+                      f"Retry-After: {response.headers.get('retry-after', '-')}")
             print("invalidation (@cache.invalidate('report:{user_id}')):")
             show("POST /reports/7/refresh", *timed(client, "POST", "/reports/7/refresh"))
             show("GET /reports/7 (miss again)", *timed(client, "GET", "/reports/7"))

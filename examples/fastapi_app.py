@@ -1,6 +1,7 @@
 """A small FastAPI service using redis_cache: a slow endpoint cached with the
 decorator, a mutation that invalidates it, a page cached by the response
-middleware (ETag / 304), and the health router."""
+middleware (ETag / 304), a route whose response bytes are cached
+(cached_route), a rate-limited route, and the health router."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
 from redis_cache import RedisCache
-from redis_cache.fastapi import CacheMiddleware, cache_lifespan, health_router
+from redis_cache.fastapi import CacheMiddleware, RateLimit, cache_lifespan, health_router
 
 
 @dataclasses.dataclass
@@ -47,6 +48,16 @@ def create_app(redis_url: str) -> FastAPI:
     @cache.invalidate("report:{user_id}")
     async def refresh(user_id: int) -> dict[str, int]:
         return {"invalidated": user_id}
+
+    @app.get("/products/{product_id}")
+    @cache.cached_route(ttl=60)
+    async def product(product_id: int) -> dict[str, object]:
+        await asyncio.sleep(0.2)  # a slow lookup; a hit sends the stored bytes
+        return {"id": product_id, "name": f"product {product_id}", "price": 9.99}
+
+    @app.post("/login", dependencies=[Depends(RateLimit("3/minute"))])
+    async def login() -> dict[str, bool]:
+        return {"ok": True}
 
     @app.get("/pages/about", response_class=HTMLResponse)
     async def about() -> str:

@@ -20,6 +20,8 @@ from .decorators import (
     set_default_cache,
     stats,
 )
+from .ratelimit import Decision, Limit, RateLimiter, SyncRateLimiter
+from .sessions import SessionStore
 from .errors import (
     AuthenticationError,
     ClusterDownError,
@@ -51,6 +53,11 @@ __all__ = [
     "get_default_cache",
     "stats",
     "CircuitBreaker",
+    "RateLimiter",
+    "SyncRateLimiter",
+    "Limit",
+    "Decision",
+    "SessionStore",
     "errors",
     "RedisCacheError",
     "ConfigurationError",

@@ -238,6 +238,27 @@ class _CacheSettings:
 
         return cached_batch(ttl, cache=self, **options)  # type: ignore[arg-type]
 
+    def rate_limiter(self, *limits: Any, **options: Any) -> Any:
+        """A rate limiter on this cache: ``cache.rate_limiter("10/second", "1000/hour",
+        algorithm="gcra")``; see redis_cache.ratelimit."""
+        from .ratelimit import rate_limiter
+
+        return rate_limiter(self, *limits, **options)  # type: ignore[arg-type]
+
+    def cached_route(self, ttl: TTL = 60, **options: Any) -> Callable[[_F], _F]:
+        """Caches a FastAPI GET path operation's response bytes in this cache; see
+        redis_cache.fastapi.routes.cached_route."""
+        from .fastapi.routes import cached_route
+
+        if isinstance(ttl, timedelta):
+            ttl = ttl.total_seconds()
+        return cached_route(ttl, cache=self, **options)  # type: ignore[arg-type]
+
+    def _session_key(self, session_id: str) -> str:
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError(f"a session id must be a non-empty str, got {session_id!r}")
+        return f"session:{session_id}"
+
     def _twin(self, kind: type[_C]) -> _C:
         """A cache of the other kind (sync for async, or the reverse) with the same
         settings: what a decorator uses for a function of the other kind."""
@@ -372,6 +393,23 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
                 removed += _unlinked(self.execute_command("UNLINK", *keys, idempotent=True))
             if cursor == b"0":
                 return removed
+
+    def is_rate_limited(self, key: str, limit: int, window_seconds: float) -> bool:
+        """Counts a request of ``key`` and says whether it is over ``limit`` requests
+        in the last ``window_seconds`` (exact sliding window; a refused request is
+        not counted)."""
+        from .ratelimit import SyncRateLimiter
+
+        limiter = SyncRateLimiter(self, (limit, window_seconds), algorithm="sliding-window")
+        return not limiter.hit(key).allowed
+
+    def set_session(self, session_id: str, data: Any, ttl: TTL = None) -> bool:
+        """Stores ``data`` (JSON) under ``session:<session_id>`` for ``ttl`` seconds."""
+        return self.set(self._session_key(session_id), data, ttl)  # type: ignore[no-any-return]
+
+    def get_session(self, session_id: str) -> Any:
+        """The data of ``set_session``, or None once it expired."""
+        return self.get(self._session_key(session_id))
 
     def __enter__(self: _Self) -> _Self:
         return self
@@ -601,6 +639,23 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
                 removed += _unlinked(await self.execute_command("UNLINK", *keys, idempotent=True))
             if cursor == b"0":
                 return removed
+
+    async def is_rate_limited(self, key: str, limit: int, window_seconds: float) -> bool:
+        """Counts a request of ``key`` and says whether it is over ``limit`` requests
+        in the last ``window_seconds`` (exact sliding window; a refused request is
+        not counted)."""
+        from .ratelimit import RateLimiter
+
+        limiter = RateLimiter(self, (limit, window_seconds), algorithm="sliding-window")
+        return not (await limiter.hit(key)).allowed
+
+    async def set_session(self, session_id: str, data: Any, ttl: TTL = None) -> bool:
+        """Stores ``data`` (JSON) under ``session:<session_id>`` for ``ttl`` seconds."""
+        return await self.set(self._session_key(session_id), data, ttl)  # type: ignore[no-any-return]
+
+    async def get_session(self, session_id: str) -> Any:
+        """The data of ``set_session``, or None once it expired."""
+        return await self.get(self._session_key(session_id))
 
     async def __aenter__(self: _ASelf) -> _ASelf:
         return self

@@ -1,0 +1,134 @@
+"""The health router: ``/health`` (a PING with a deadline) and ``/health/stats``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
+
+from ._common import CacheNotConfiguredError, _configured_cache, _describe, logger
+
+def parse_info(info: bytes | str) -> dict[str, str]:
+    """The ``field: value`` pairs of an INFO reply (sections flattened)."""
+    text = info.decode("utf-8", "replace") if isinstance(info, (bytes, bytearray)) else info
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name] = value
+    return fields
+
+
+def _int_field(fields: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(fields[name])
+    except (KeyError, ValueError):
+        return None
+
+
+async def _decorator_stats() -> tuple[bool, Any]:
+    """(present, stats) from redis_cache.decorators.stats(), imported lazily."""
+    try:
+        module = importlib.import_module("redis_cache.decorators")
+    except ImportError:
+        return False, None
+    stats = getattr(module, "stats", None)
+    if not callable(stats):
+        return False, None
+    try:
+        result = stats()
+        if inspect.isawaitable(result):
+            result = await result
+        return True, jsonable_encoder(result)
+    except Exception as exc:  # noqa: BLE001 - a broken stats() must not break /health/stats
+        logger.warning("redis_cache.decorators.stats() failed: %r", exc)
+        return True, {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def health_router(
+    prefix: str = "",
+    *,
+    timeout: float = 1.0,
+    tags: list[str] | None = None,
+    include_in_schema: bool = True,
+) -> APIRouter:
+    """An APIRouter with ``GET {prefix}/health`` and ``GET {prefix}/health/stats``.
+
+    ``/health``: 200 ``{"status": "up", "redis": "up", "latency_ms": 0.3}``, or
+    503 with ``"down"`` when a PING does not succeed within ``timeout`` seconds.
+    ``/health/stats``: the server's version, used memory, connected clients,
+    keyspace hits, misses and hit rate (from INFO), and ``decorators``: this
+    process's per-function stats when ``redis_cache.decorators`` has
+    ``stats()``. Both answer ``Cache-Control: no-store`` so no cache (nor
+    CacheMiddleware) keeps them."""
+    router = APIRouter(prefix=prefix, tags=list(tags) if tags is not None else ["health"])
+    no_store = {"Cache-Control": "no-store"}
+
+    def down(error: str) -> JSONResponse:
+        return JSONResponse(
+            {"status": "down", "redis": "down", "latency_ms": None, "error": error},
+            status_code=503,
+            headers=no_store,
+        )
+
+    @router.get("/health", include_in_schema=include_in_schema)
+    async def health(request: HTTPConnection) -> JSONResponse:
+        try:
+            cache = _configured_cache(request)
+        except CacheNotConfiguredError as exc:
+            return down(str(exc))
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(cache.ping(), timeout)
+        except asyncio.TimeoutError as exc:
+            # Still waiting for a connection: say why the last attempt failed.
+            reason = getattr(cache, "last_connect_error", None)
+            return down(f"{_describe(exc)}: {reason}" if reason else _describe(exc))
+        except Exception as exc:  # noqa: BLE001
+            return down(_describe(exc))
+        latency = (time.perf_counter() - started) * 1000
+        return JSONResponse(
+            {"status": "up", "redis": "up", "latency_ms": round(latency, 3)}, headers=no_store
+        )
+
+    @router.get("/health/stats", include_in_schema=include_in_schema)
+    async def health_stats(request: HTTPConnection) -> JSONResponse:
+        try:
+            cache = _configured_cache(request)
+        except CacheNotConfiguredError as exc:
+            return down(str(exc))
+        try:
+            info = parse_info(await asyncio.wait_for(cache.execute_command("INFO"), timeout))
+        except Exception as exc:  # noqa: BLE001
+            return down(_describe(exc))
+        hits = _int_field(info, "keyspace_hits")
+        misses = _int_field(info, "keyspace_misses")
+        lookups = (hits or 0) + (misses or 0)
+        body: dict[str, Any] = {
+            "status": "up",
+            "redis": {
+                "version": info.get("redis_version"),
+                "used_memory_human": info.get("used_memory_human"),
+                "connected_clients": _int_field(info, "connected_clients"),
+                "keyspace_hits": hits,
+                "keyspace_misses": misses,
+                "hit_rate": round(hits / lookups, 4) if hits is not None and lookups else None,
+            },
+        }
+        present, stats = await _decorator_stats()
+        if present:
+            body["decorators"] = stats
+        return JSONResponse(body, headers=no_store)
+
+    return router

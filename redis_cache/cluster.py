@@ -595,6 +595,19 @@ class SyncRedisClusterCache(SyncRedisCache):
             return SyncRedisCache.execute_command(client, *args, idempotent=idempotent)
         return self._send(slot, _sync_command, (args, idempotent), retry_safe=idempotent)
 
+    def execute_on_primaries(self, *args: Any) -> dict[str, Any]:
+        """A raw command (INFO, DBSIZE, ...) on every primary: ``{"host:port":
+        reply}``. A node that fails gives its exception as its reply."""
+        self._refresh(force=not self._map.loaded)
+        replies: dict[str, Any] = {}
+        for address in list(self._map.primaries):
+            try:
+                replies[_host_port(*address)] = SyncRedisCache.execute_command(
+                    self._map.client(address), *args, idempotent=True)
+            except (ConnectionError, TimeoutError, ResponseError) as exc:
+                replies[_host_port(*address)] = exc
+        return replies
+
     def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes this namespace's keys matching ``pattern`` on every primary:
         SCAN on each (one cursor per node), then one UNLINK per key found,
@@ -855,6 +868,18 @@ class RedisClusterCache(RedisCache):
             client = self._map.client(self._map.primaries[0])
             return await RedisCache.execute_command(client, *args, idempotent=idempotent)
         return await self._send(slot, _async_command, (args, idempotent), retry_safe=idempotent)
+
+    async def execute_on_primaries(self, *args: Any) -> dict[str, Any]:
+        """A raw command (INFO, DBSIZE, ...) on every primary at once:
+        ``{"host:port": reply}``; a node that fails gives its exception."""
+        await self._refresh(force=not self._map.loaded)
+        addresses = list(self._map.primaries)
+        replies = await asyncio.gather(
+            *(RedisCache.execute_command(self._map.client(a), *args, idempotent=True)
+              for a in addresses),
+            return_exceptions=True,
+        )
+        return {_host_port(*a): r for a, r in zip(addresses, replies)}
 
     async def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes this namespace's keys matching ``pattern`` on every primary at

@@ -56,6 +56,42 @@ async def _decorator_stats() -> tuple[bool, Any]:
         return True, {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _info_summary(info: dict[str, str]) -> dict[str, Any]:
+    hits = _int_field(info, "keyspace_hits")
+    misses = _int_field(info, "keyspace_misses")
+    lookups = (hits or 0) + (misses or 0)
+    return {
+        "version": info.get("redis_version"),
+        "used_memory": _int_field(info, "used_memory"),
+        "used_memory_human": info.get("used_memory_human"),
+        "connected_clients": _int_field(info, "connected_clients"),
+        "keyspace_hits": hits,
+        "keyspace_misses": misses,
+        "hit_rate": round(hits / lookups, 4) if hits is not None and lookups else None,
+    }
+
+
+def _summed(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A cluster's figures: counts summed over its primaries."""
+
+    def total(field: str) -> int | None:
+        values = [n[field] for n in nodes]
+        return None if any(v is None for v in values) else sum(values)
+
+    hits, misses = total("keyspace_hits"), total("keyspace_misses")
+    lookups = (hits or 0) + (misses or 0)
+    used = total("used_memory")
+    return {
+        "version": nodes[0]["version"] if nodes else None,
+        "used_memory": used,
+        "used_memory_human": None if used is None else f"{used / 1048576:.2f}M",
+        "connected_clients": total("connected_clients"),
+        "keyspace_hits": hits,
+        "keyspace_misses": misses,
+        "hit_rate": round(hits / lookups, 4) if hits is not None and lookups else None,
+    }
+
+
 def health_router(
     prefix: str = "",
     *,
@@ -68,7 +104,8 @@ def health_router(
     ``/health``: 200 ``{"status": "up", "redis": "up", "latency_ms": 0.3}``, or
     503 with ``"down"`` when a PING does not succeed within ``timeout`` seconds.
     ``/health/stats``: the server's version, used memory, connected clients,
-    keyspace hits, misses and hit rate (from INFO), and ``decorators``: this
+    keyspace hits, misses and hit rate (from INFO; on a cluster, summed over
+    the primaries, each one's under ``"nodes"``), and ``decorators``: this
     process's per-function stats when ``redis_cache.decorators`` has
     ``stats()``. Both answer ``Cache-Control: no-store`` so no cache (nor
     CacheMiddleware) keeps them."""
@@ -108,24 +145,24 @@ def health_router(
             cache = _configured_cache(request)
         except CacheNotConfiguredError as exc:
             return down(str(exc))
+        per_node = getattr(cache, "execute_on_primaries", None)
         try:
-            info = parse_info(await asyncio.wait_for(cache.execute_command("INFO"), timeout))
+            if per_node is None:
+                info = parse_info(await asyncio.wait_for(cache.execute_command("INFO"), timeout))
+                redis_stats = _info_summary(info)
+            else:
+                # A cluster: every primary's figures, and their sums.
+                replies = await asyncio.wait_for(per_node("INFO"), timeout)
+                failed = {n: r for n, r in replies.items() if isinstance(r, BaseException)}
+                if failed:
+                    node, error = next(iter(failed.items()))
+                    return down(f"{node}: {_describe(error)}")
+                nodes = {node: _info_summary(parse_info(r)) for node, r in replies.items()}
+                redis_stats = _summed(list(nodes.values()))
+                redis_stats["nodes"] = nodes
         except Exception as exc:  # noqa: BLE001
             return down(_describe(exc))
-        hits = _int_field(info, "keyspace_hits")
-        misses = _int_field(info, "keyspace_misses")
-        lookups = (hits or 0) + (misses or 0)
-        body: dict[str, Any] = {
-            "status": "up",
-            "redis": {
-                "version": info.get("redis_version"),
-                "used_memory_human": info.get("used_memory_human"),
-                "connected_clients": _int_field(info, "connected_clients"),
-                "keyspace_hits": hits,
-                "keyspace_misses": misses,
-                "hit_rate": round(hits / lookups, 4) if hits is not None and lookups else None,
-            },
-        }
+        body: dict[str, Any] = {"status": "up", "redis": redis_stats}
         present, stats = await _decorator_stats()
         if present:
             body["decorators"] = stats

@@ -136,7 +136,9 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
 async def _await_all(futures: list[Any]) -> None:
     """Awaits every future (commands sent together are pipelined by the cache),
     raising the first failure. Unlike asyncio.gather, leaves no future whose
-    exception nobody retrieved when it is cancelled or one of them fails."""
+    exception nobody retrieved when it is cancelled or one of them fails. A
+    cluster cache's calls are coroutines: they become tasks, sent together."""
+    futures = [f if asyncio.isfuture(f) else asyncio.ensure_future(f) for f in futures]
     try:
         for future in futures:
             await future

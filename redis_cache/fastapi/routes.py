@@ -306,6 +306,10 @@ class _CachedRouteApp:
         timeout = self.policy.timeout
         if timeout is None:
             return await future
+        if not asyncio.isfuture(future):
+            # A cluster cache returns a coroutine (it may follow a redirect):
+            # a task of it can be cancelled like the single-node future.
+            future = asyncio.ensure_future(future)
         expired = False
 
         def expire() -> None:

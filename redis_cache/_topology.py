@@ -27,6 +27,7 @@ import random
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,8 @@ class SentinelDiscovery:
         #: it answers ROLE master, as the Sentinels name it only once the
         #: failover is over (see _announced).
         self._promoted: Address | None = None
+        #: The primary the connections were last moved to on an announcement.
+        self._switched_to: Address | None = None
 
     # ------------------------------------------------------------ clients
 
@@ -280,8 +283,19 @@ class SentinelDiscovery:
             for _ in _ANNOUNCEMENTS:
                 await asyncio.wait_for(_read_reply(reader), timeout)
             self.listening.set()
+            watches: set[asyncio.Task[None]] = set()
             while True:
-                self._announced(await _read_reply(reader), on_switch)
+                event = self._announced(await _read_reply(reader))
+                if event is None:
+                    continue
+                kind, address = event
+                _log.debug("Sentinel event %s: %s", kind, _address(*address))
+                if kind == "promoted":
+                    self._switch_to(address, on_switch)
+                else:
+                    watch = asyncio.ensure_future(self._promotion_watch(address, on_switch))
+                    watches.add(watch)
+                    watch.add_done_callback(watches.discard)
         finally:
             self.listening.clear()
             writer.close()
@@ -336,32 +350,68 @@ class SentinelDiscovery:
                     message = _read_reply_blocking(stream)
                 except socket.timeout:
                     continue
-                self._announced(message, on_switch)
+                event = self._announced(message)
+                if event is None:
+                    continue
+                kind, address = event
+                _log.debug("Sentinel event %s: %s", kind, _address(*address))
+                if kind == "promoted":
+                    self._switch_to(address, on_switch)
+                else:
+                    threading.Thread(
+                        target=self._promotion_watch_blocking, args=(address, on_switch),
+                        name=f"redis_cache-promotion-{self.service}", daemon=True,
+                    ).start()
         finally:
             self.listening.clear()
             sock.close()
 
-    def _announced(self, message: Any, on_switch: Callable[[Address], None]) -> None:
+    def _announced(self, message: Any) -> tuple[str, Address] | None:
+        """What a Sentinel message says about this service: ("selected", the
+        replica about to be promoted) or ("promoted", the new primary)."""
         if not (isinstance(message, list) and len(message) == 3 and message[0] == b"message"):
-            return
+            return None
         fields = message[2].decode(errors="replace").split()
-        new: Address | None = None
-        if message[1] == b"+switch-master":
+        channel = message[1]
+        if channel == b"+switch-master":
             # "<name> <old ip> <old port> <new ip> <new port>"
             if len(fields) == 5 and fields[0] == self.service:
-                new = (fields[3], int(fields[4]))
-        elif message[1] == b"+promoted-slave":
-            # "slave <ip>:<port> <ip> <port> @ <name> <old ip> <old port>": the
-            # replica now answers as a primary, about a second before the
-            # Sentinels finish (+switch-master) and start naming it. Until
-            # then the old primary still takes writes, which the failover
-            # throws away: connections move now.
+                return "promoted", (fields[3], int(fields[4]))
+        elif channel in (b"+selected-slave", b"+promoted-slave"):
+            # "slave <ip>:<port> <ip> <port> @ <name> <old ip> <old port>"
             if len(fields) == 8 and fields[0] == "slave" and fields[5] == self.service:
-                new = (fields[2], int(fields[3]))
-        if new is not None:
-            _log.debug("Sentinel event %s: %s", message[1].decode(), message[2].decode(errors="replace"))
-            self._promoted = new
-            on_switch(new)
+                kind = "selected" if channel == b"+selected-slave" else "promoted"
+                return kind, (fields[2], int(fields[3]))
+        return None
+
+    def _switch_to(self, new: Address, on_switch: Callable[[Address], None]) -> None:
+        """Moves the connections to ``new`` (once per new primary)."""
+        self._promoted = new
+        if new == self._switched_to:
+            return
+        self._switched_to = new
+        on_switch(new)
+
+    def _promotion_watch_blocking(self, replica: Address, on_switch: Callable[[Address], None]) -> None:
+        """Polls ROLE of the replica a Sentinel selected until it answers as a
+        primary, then switches: the old primary takes writes until the
+        Sentinels reconfigure it, a second or more later, and a failover throws
+        those writes away, so the sooner connections move the fewer are lost."""
+        deadline = time.monotonic() + _PROMOTION_WAIT
+        while time.monotonic() < deadline:
+            if self._role(replica) == "master":
+                self._switch_to(replica, on_switch)
+                return
+            time.sleep(_PROMOTION_POLL)
+
+    async def _promotion_watch(self, replica: Address, on_switch: Callable[[Address], None]) -> None:
+        """:meth:`_promotion_watch_blocking` for the event loop."""
+        deadline = time.monotonic() + _PROMOTION_WAIT
+        while time.monotonic() < deadline:
+            if await self._role_async(replica) == "master":
+                self._switch_to(replica, on_switch)
+                return
+            await asyncio.sleep(_PROMOTION_POLL)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         s = self.settings
@@ -394,9 +444,14 @@ class _Error(str):
     """An error reply."""
 
 
-#: What the listeners subscribe to on a Sentinel: a replica promoted (the
-#: earliest sign of a failover that names the new primary) and the end of it.
-_ANNOUNCEMENTS = ("+promoted-slave", "+switch-master")
+#: What the listeners subscribe to on a Sentinel: the replica chosen for
+#: promotion (polled until it is a primary), its promotion, and the end of
+#: the failover.
+_ANNOUNCEMENTS = ("+selected-slave", "+promoted-slave", "+switch-master")
+#: How long and how often the replica a Sentinel selected is asked for its
+#: ROLE, waiting for its promotion.
+_PROMOTION_WAIT = 10.0
+_PROMOTION_POLL = 0.005
 
 
 def _command(*args: str) -> bytes:

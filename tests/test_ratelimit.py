@@ -97,7 +97,11 @@ def test_a_burst_of_n_plus_one(sync_cache: SyncRedisCache, algorithm: str) -> No
     assert [d.allowed for d in decisions] == [True] * 5 + [False]
     assert [d.remaining for d in decisions] == [4, 3, 2, 1, 0, 0]
     refused = decisions[-1]
-    assert 0 < refused.retry_after <= 60 * 1.0001
+    # The counter's estimate weighs the previous fixed window: a burst just
+    # after a window boundary waits out the rest of this window and part of
+    # the next (up to 60 + 48 s here), where the exact algorithms say 60.
+    longest = 60 * (2 if algorithm == "sliding-window-counter" else 1)
+    assert 0 < refused.retry_after <= longest * 1.0001
     assert refused.limit == Limit(5, 60)
     assert decisions[0].retry_after == 0
     # A refused request counts for nothing: peeking finds the same state.

@@ -20,6 +20,12 @@ In one run:
    private ``redis-server`` (``redis_cache.testing.RedisServer``), plus
    ``SyncRedisCache(serializer="raw")`` moving the same bytes undecoded: the
    floor without any codec.
+2b. **The standard corpus.**  twitter.json, citm_catalog.json, canada.json and
+   github.json (orjson's ``data/``, the files simdjson and others report on),
+   read at run time from ``../shared/corpus/json/`` beside the checkout
+   (xz-compressed; ``$REDIS_CACHE_JSON_CORPUS`` names another folder).  Decoders
+   read each file's bytes as published (indented); encoders write the value
+   ``json.loads`` makes of them.  Skipped, and said so, when the folder is missing.
 3. **Where the time goes.**  C code is invisible to cProfile, so the case where
    the codec is furthest behind orjson is broken down with payloads of one kind
    each (list items, ints, short-decimal and random floats, short and long
@@ -48,6 +54,7 @@ import argparse
 import gc
 import itertools
 import json
+import lzma
 import os
 import random
 import statistics
@@ -91,6 +98,16 @@ E2E_PEER = "redis-py + orjson"
 E2E_RAW = "SyncRedisCache raw"
 E2E_ORDER = (E2E_OURS, E2E_PEER, E2E_RAW)
 
+#: The standard JSON corpus: read at run time, never shipped (see the docstring).
+CORPUS_ENV = "REDIS_CACHE_JSON_CORPUS"
+CORPUS_DEFAULT = ROOT.parent / "shared" / "corpus" / "json"
+CORPUS_FILES = (
+    ("twitter", "631 KB, much non-ASCII text"),
+    ("citm_catalog", "1.7 MB, many small dicts and ints"),
+    ("canada", "2.2 MB, ~111k full-precision doubles in nested lists"),
+    ("github", "56 KB"),
+)
+
 #: Targets: speed relative to orjson and to Python's json.
 TARGET_VS_ORJSON = 1.0
 TARGET_VS_JSON = 4.0
@@ -115,6 +132,7 @@ class Settings:
     kinds: Timing
     #: Elements in each one-kind payload of the breakdown.
     kind_elements: int
+    corpus: Timing
 
 
 #: A full run: about 80 s on 2 cores.
@@ -123,6 +141,7 @@ FULL = Settings(
     e2e=Timing(rounds=5, round_seconds=0.12, warmup_seconds=0.1),
     kinds=Timing(rounds=5, round_seconds=0.04, warmup_seconds=0.05),
     kind_elements=20_000,
+    corpus=Timing(rounds=9, round_seconds=0.1, warmup_seconds=0.1),
 )
 #: A smoke run: everything works, rough figures, about 15 s.
 QUICK = Settings(
@@ -130,6 +149,7 @@ QUICK = Settings(
     e2e=Timing(rounds=3, round_seconds=0.03, warmup_seconds=0.02),
     kinds=Timing(rounds=3, round_seconds=0.01, warmup_seconds=0.01),
     kind_elements=5_000,
+    corpus=Timing(rounds=3, round_seconds=0.02, warmup_seconds=0.02),
 )
 #: Fewest calls in a round, however slow the call.
 MIN_CALLS = 3
@@ -513,6 +533,57 @@ def codec_cases(payloads: Sequence[Payload], found: Sequence[Codec]) -> list[Cas
     return cases
 
 
+# -- section 1b: the standard corpus -------------------------------------------
+
+
+@dataclass
+class CorpusFile:
+    name: str
+    title: str
+    #: The file's bytes as published (indented): what every decoder reads.
+    data: bytes = field(repr=False)
+    #: ``json.loads(data)``: what every encoder writes.
+    value: Any = field(repr=False)
+
+
+def corpus_dir() -> Path:
+    return Path(os.environ.get(CORPUS_ENV) or CORPUS_DEFAULT)
+
+
+def load_corpus() -> tuple[list[CorpusFile], str | None]:
+    """The corpus files found, and why any were not (None when all were)."""
+    folder = corpus_dir()
+    files, missing = [], []
+    for name, title in CORPUS_FILES:
+        path = folder / f"{name}.json.xz"
+        try:
+            with lzma.open(path) as fh:
+                data = fh.read()
+        except OSError:
+            missing.append(path.name)
+            continue
+        files.append(CorpusFile(f"{name}.json", title, data, json.loads(data)))
+    if not missing:
+        return files, None
+    return files, (
+        f"not found in {folder}: {', '.join(missing)} (set ${CORPUS_ENV} to the folder "
+        "holding the .json.xz files)"
+    )
+
+
+def corpus_cases(files: Sequence[CorpusFile], found: Sequence[Codec]) -> list[Case]:
+    cases = []
+    for f in files:
+        for codec in found:
+            if codec.decode(f.data) != f.value:
+                raise AssertionError(f"{codec.name} decodes {f.name} to something else")
+            if json.loads(codec.encode(f.value)) != f.value:
+                raise AssertionError(f"{codec.name} encodes {f.name} to something else")
+            cases.append(Case("corpus", f.name, "encode", codec.name, codec.encode, f.value))
+            cases.append(Case("corpus", f.name, "decode", codec.name, codec.decode, f.data))
+    return cases
+
+
 # -- section 2: end to end -----------------------------------------------------
 
 
@@ -761,6 +832,9 @@ class Results:
     skipped: dict[str, str]
     payloads: list[Payload]
     cases: list[Case] = field(default_factory=list)
+    corpus: list[CorpusFile] = field(default_factory=list)
+    #: Why the corpus (or part of it) was not measured; None when it all was.
+    corpus_skipped: str | None = None
     e2e_clients: dict[str, str] = field(default_factory=dict)
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)
     overhead_us: float = 0.0
@@ -786,6 +860,11 @@ class Results:
                 {"name": p.name, "title": p.title, "bytes": len(p.data), "census": p.census}
                 for p in self.payloads
             ],
+            "corpus": [
+                {"name": f.name, "title": f.title, "bytes": len(f.data)} for f in self.corpus
+            ],
+            "corpus_dir": str(corpus_dir()),
+            "corpus_skipped": self.corpus_skipped,
             "kinds": self.kinds,
             "call_overhead_us": self.overhead_us,
             "other_processes_cores": self.other_cores,
@@ -866,6 +945,62 @@ def codec_table(results: Results, op: str) -> str:
         cells.append(f"{max(c.spread for c in row):.0%}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def corpus_table(results: Results) -> str:
+    """Both directions for every corpus file: µs per call, each peer's time ÷ ours."""
+    present = [n for n in CODEC_ORDER if n in results.codecs]
+    peers = [n for n in present if n != OURS]
+    header = (
+        ["file", "op"]
+        + [f"{n} µs" for n in present]
+        + [f"speed vs {n}" for n in peers]
+        + ["spread", f"vs orjson (≥ {TARGET_VS_ORJSON:g}x wanted)"]
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for op in ("encode", "decode"):
+        for f in results.corpus:
+            found = [results.find("corpus", f.name, op, n) for n in present]
+            row = [c for c in found if c is not None]
+            if len(row) != len(found):
+                continue
+            by = dict(zip(present, row, strict=True))
+            ours = by[OURS]
+            spread = max(c.spread for c in row)
+            cells = [f"{f.name} ({_size(len(f.data))})", op]
+            cells += [f"**{_us(c.us)}**" if n == OURS else _us(c.us) for n, c in by.items()]
+            cells += [_x(by[n].us / ours.us) for n in peers]
+            cells.append(f"{spread:.0%}")
+            if ORJSON in by:
+                cells.append(_verdict(by[ORJSON].us / ours.us, TARGET_VS_ORJSON, spread))
+            else:
+                cells.append("not measured")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def corpus_section(results: Results) -> str:
+    skipped = (
+        f"\n\n**Corpus NOT MEASURED{' in full' if results.corpus else ''}**: "
+        f"{results.corpus_skipped}"
+        if results.corpus_skipped
+        else ""
+    )
+    if not results.corpus:
+        return skipped.strip()
+    s = results.settings.corpus
+    return (
+        "twitter.json, citm_catalog.json, canada.json and github.json: the files orjson's "
+        "`data/` holds and the field reports on, read (xz-compressed) from "
+        f"`{CORPUS_ENV}` or `../shared/corpus/json/` beside the checkout at run time. "
+        "Decoders read each file's bytes as published (indented); encoders write the value "
+        "`json.loads` makes of it (compact output). "
+        f"Median of {s.rounds} interleaved rounds of ~{s.round_seconds:g} s per case, µs per "
+        "call; speed vs X = X's time ÷ redis_cache's (above 1: redis_cache is faster)."
+        + skipped
+        + "\n\n"
+        + corpus_table(results)
+    )
 
 
 def targets(results: Results) -> tuple[str, list[tuple[str, str, float]]]:
@@ -1200,6 +1335,8 @@ def markdown(results: Results) -> str:
         codec_table(results, "decode"),
         "### Targets",
         target_text,
+        "### The standard corpus",
+        corpus_section(results),
         "### Short decimals against random doubles",
         "How much longer each codec takes on the random-doubles twin of a payload (same "
         "structure, only the floats differ), and that difference per float. Random doubles "
@@ -1284,6 +1421,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-breakdown", action="store_true", help="skip the one-kind-at-a-time breakdown"
     )
     parser.add_argument(
+        "--no-corpus", action="store_true", help="skip the standard corpus (twitter.json, ...)"
+    )
+    parser.add_argument(
         "--results-json",
         type=Path,
         help="write the raw figures here instead of bench/results/json-codec-*.json",
@@ -1314,6 +1454,15 @@ def run(args: argparse.Namespace) -> Results:
         results.machine.pop("redis-server", None)
 
     cases = codec_cases(payloads, found)
+    corpus: list[Case] = []
+    if args.no_corpus:
+        results.corpus_skipped = "`--no-corpus`"
+    else:
+        log(f"reading the corpus from {corpus_dir()}")
+        results.corpus, results.corpus_skipped = load_corpus()
+        if results.corpus_skipped:
+            log(f"corpus: {results.corpus_skipped}")
+        corpus = corpus_cases(results.corpus, found)
     kinds: list[Case] = []
     if ORJSON in results.codecs and not args.no_breakdown:
         kinds, results.kinds = kind_cases(found, settings.kind_elements)
@@ -1324,6 +1473,9 @@ def run(args: argparse.Namespace) -> Results:
     results.overhead_us = call_overhead_us()
     measure(cases, settings.codec, "codec")
     results.cases += cases
+    if corpus:
+        measure(corpus, settings.corpus, "corpus")
+        results.cases += corpus
     if kinds:
         measure(kinds, settings.kinds, "one kind at a time")
         results.cases += kinds

@@ -399,8 +399,12 @@ int rc_float_from_decimal(uint64_t digits, int exp10, int negative, double *out)
  * (of 5^q, and of the product's low half) can only make the product too
  * small by less than one unit of its high half, so when the bits below the
  * rounding bit are neither all zeros nor all ones, the rounding is decided
- * exactly; otherwise (about 1 in 250 inputs, and every exact tie) the caller
- * falls back to a correctly rounded conversion. */
+ * exactly. Otherwise (1 in 60 of the 17-digit decimals repr() writes, as
+ * they sit right next to a double) the next 64 bits of 5^q are multiplied
+ * in too: the product's top 128 bits then fall short by less than two
+ * units of their low half, which decides it unless that low half is within
+ * two units of a carry (all ones) or of an exact value (zero); those few,
+ * and every exact tie, fall back to a correctly rounded conversion. */
 int rc_float_from_digits(uint64_t digits, int q, int negative, double *out)
 {
     unsigned __int128 product;
@@ -414,8 +418,20 @@ int rc_float_from_digits(uint64_t digits, int q, int negative, double *out)
     hi = (uint64_t)(product >> 64);
     upper = (int)(hi >> 63);
     low_mask = (1ULL << (9 + upper)) - 1;
-    if ((hi & low_mask) == 0 || (hi & low_mask) == low_mask)
-        return 0;
+    if ((hi & low_mask) == 0 || (hi & low_mask) == low_mask) {
+        uint64_t lo = (uint64_t)product;
+        uint64_t more = (uint64_t)(((unsigned __int128)(digits << lz) *
+                                    rc_pow5[q - RC_POW5_Q_MIN].next) >> 64);
+        lo += more;
+        hi += lo < more; /* the carry */
+        /* the top 128 bits, short of the product by less than two units
+         * of lo: hi is exact unless lo may carry, and the bits below the
+         * rounding bit are not all zero (no tie) when lo >= 2 */
+        if (lo < 2 || lo > UINT64_MAX - 2)
+            return 0;
+        upper = (int)(hi >> 63);
+        low_mask = (1ULL << (9 + upper)) - 1;
+    }
     mantissa = hi >> (9 + upper); /* 54 bits: the double's 53 and the rounding bit */
     mantissa = (mantissa >> 1) + (mantissa & 1);
     biased = upper + 11 + rc_pow5[q - RC_POW5_Q_MIN].log2 - lz + q + 52 + 1023;

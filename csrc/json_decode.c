@@ -43,11 +43,21 @@ static PyObject *syntax_error(decoder *d, const char *what)
     return NULL;
 }
 
-/* Indented JSON: a line's indentation is found 16 bytes at a time. */
+/* Indented JSON: past the first few bytes, a line's indentation is skipped
+ * 16 bytes at a time. */
 static void skip_space_loop(decoder *d)
 {
     const unsigned char *p = d->p, *end = d->end;
+    int i;
 
+    /* Short runs (the space after ':' or ',') byte by byte. */
+    for (i = 0; i < 4; i++) {
+        if (p >= end || (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t')) {
+            d->p = p;
+            return;
+        }
+        p++;
+    }
 #ifdef __SSE2__
     while (end - p >= 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)p);

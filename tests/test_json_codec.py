@@ -1089,3 +1089,18 @@ def test_float_parse_is_float_for_decimals_of_every_length() -> None:
     got = json_loads(doc)
     want = [float(t) for t in texts]
     assert [struct.pack("<d", v) for v in got] == [struct.pack("<d", v) for v in want]
+
+
+def test_two_byte_strs_with_ascii_runs_of_every_length() -> None:
+    # csrc/json_encode.c writes eight plain ASCII characters of a two-byte
+    # str at once and the rest one at a time: every mix of the two, escapes
+    # and lone surrogates (refused, with their index) included.
+    rng = random.Random(8)
+    pool = ["a", "b", '"', "\\", "\n", "\x01", "\x7f", "é", "Ā", "日", "\uffff", "\u0800", "\u07ff"]
+    for _ in range(5000):
+        text = "日" + "".join(rng.choice(pool) * rng.randint(1, 12) for _ in range(rng.randint(1, 9)))
+        assert json_dumps(text) == python_compact(text), repr(text)
+    for position in range(1, 40):
+        text = "日" + "a" * (position - 1) + "\ud800" + "b" * 9
+        with pytest.raises(SerializationError, match=f"at index {position}\\)"):
+            json_dumps(text)

@@ -752,6 +752,23 @@ static NOINLINE int encode_held(encoder *e, PyObject *obj)
     return rc;
 }
 
+/* An empty list, tuple or dict (exact types) that may be written as [] or
+ * {} without entering it: within the depth limit. */
+static inline int is_empty_container(const encoder *e, PyObject *obj, PyTypeObject *type)
+{
+    Py_ssize_t size;
+
+    if (type == &PyList_Type)
+        size = PyList_GET_SIZE(obj);
+    else if (type == &PyDict_Type)
+        size = PyDict_GET_SIZE(obj);
+    else if (type == &PyTuple_Type)
+        size = PyTuple_GET_SIZE(obj);
+    else
+        return 0;
+    return size == 0 && e->depth < RC_JSON_MAX_DEPTH;
+}
+
 /* Inlined into the loops over containers' items: the plain types are
  * written without a call. */
 static ALWAYS_INLINE int encode_value_inline(encoder *e, PyObject *obj)
@@ -771,6 +788,11 @@ static ALWAYS_INLINE int encode_value_inline(encoder *e, PyObject *obj)
         return put_literal(e, "true", 4);
     if (obj == Py_False)
         return put_literal(e, "false", 5);
+    /* Empty containers (citm_catalog.json has thousands of []) hold nothing
+     * and run no code: written here, without entering them, unless at the
+     * depth limit, where encode_held() refuses them as before. */
+    if (is_empty_container(e, obj, type))
+        return put_literal(e, type == &PyDict_Type ? "{}" : "[]", 2);
     return encode_held(e, obj);
 }
 
@@ -979,8 +1001,13 @@ static inline int is_plain(PyObject *obj)
 {
     PyTypeObject *type = Py_TYPE(obj);
 
-    return type == &PyUnicode_Type || type == &PyLong_Type || type == &PyFloat_Type ||
-           type == &PyBool_Type || obj == Py_None;
+    if (type == &PyUnicode_Type || type == &PyLong_Type || type == &PyFloat_Type ||
+        type == &PyBool_Type || obj == Py_None)
+        return 1;
+    /* empty containers too (see is_empty_container) */
+    return (type == &PyList_Type && PyList_GET_SIZE(obj) == 0) ||
+           (type == &PyDict_Type && PyDict_GET_SIZE(obj) == 0) ||
+           (type == &PyTuple_Type && PyTuple_GET_SIZE(obj) == 0);
 }
 
 /* One "key":value item whose encoding may run Python code (a key other than

@@ -1104,3 +1104,18 @@ def test_two_byte_strs_with_ascii_runs_of_every_length() -> None:
         text = "日" + "a" * (position - 1) + "\ud800" + "b" * 9
         with pytest.raises(SerializationError, match=f"at index {position}\\)"):
             json_dumps(text)
+
+
+def test_empty_containers_are_written_without_entering_them_within_the_depth_limit() -> None:
+    # [] {} and () are written on the spot (in lists, as dict values, at
+    # the top), but the depth limit still counts them.
+    value = {"a": [], "b": {}, "c": (), "d": [[], {}, ()], "e": [{"f": []}]}
+    assert json_dumps(value) == python_compact(value)
+    for empty in ([], {}, ()):
+        assert json_dumps(empty) == (b"{}" if empty == {} else b"[]")
+        assert json_dumps(nested(MAX_DEPTH - 1, leaf=empty)).count(b"[") == MAX_DEPTH - 1 + (empty != {})
+        assert json_dumps(nested(MAX_DEPTH - 1, lambda inner: {"k": inner}, leaf=empty))
+        with pytest.raises(SerializationError, match=f"nested deeper than {MAX_DEPTH} levels"):
+            json_dumps(nested(MAX_DEPTH, leaf=empty))
+        with pytest.raises(SerializationError, match=f"nested deeper than {MAX_DEPTH} levels"):
+            json_dumps(nested(MAX_DEPTH, lambda inner: {"k": inner}, leaf=empty))

@@ -327,14 +327,14 @@ static int utf8_str(const unsigned char *s, size_t n, PyObject **out)
         unsigned char c = s[i];
         size_t len;
 
-        if (n - i >= 8 && (load64(s + i) & HIGH_BITS) == 0) {
-            i += 8;
-            count += 8;
-            continue;
-        }
         if (c < 0x80) {
-            i++;
-            count++;
+            if (n - i >= 8 && (load64(s + i) & HIGH_BITS) == 0) {
+                i += 8;
+                count += 8;
+            } else {
+                i++;
+                count++;
+            }
             continue;
         }
         /* utf8_sequence()'s checks, inline: continuation bytes, then the
@@ -375,7 +375,7 @@ static int utf8_str(const unsigned char *s, size_t n, PyObject **out)
         } else {
             while (i < n) {
                 unsigned char c = s[i];
-                if (n - i >= 8 && (load64(s + i) & HIGH_BITS) == 0) {
+                if (c < 0x80 && n - i >= 8 && (load64(s + i) & HIGH_BITS) == 0) {
                     memcpy(d + j, s + i, 8);
                     i += 8;
                     j += 8;

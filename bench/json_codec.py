@@ -1560,6 +1560,22 @@ def per_python_section() -> str:
     return "\n" + START + page.split(START, 1)[1].split(END, 1)[0] + END + "\n"
 
 
+#: A hand-written section of the page (targets met or not, where the time
+#: goes, before/after figures of a change) between these markers; kept as it
+#: is when a run rewrites the rest of the page.
+NOTES_START = "<!-- notes: kept by bench/json_codec.py --write-docs -->"
+NOTES_END = "<!-- end of notes -->"
+
+
+def kept_notes() -> str:
+    """The hand-written notes section of the current page ("" if there is none)."""
+    page = DOCS_PAGE.read_text(encoding="utf-8") if DOCS_PAGE.exists() else ""
+    if NOTES_START not in page or NOTES_END not in page:
+        return ""
+    notes = page.split(NOTES_START, 1)[1].split(NOTES_END, 1)[0]
+    return "\n" + NOTES_START + notes + NOTES_END + "\n"
+
+
 def link_from_benchmarks_page() -> bool:
     """Adds LINK_LINE to docs/benchmarks.md where bench/report.py's template puts it,
     if a page generated before the template had it lacks it. True if it changed."""
@@ -1579,7 +1595,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(results))
     log(f"raw results: {os.path.relpath(save_json(results, args.results_json), Path.cwd())}")
     if args.write_docs:
-        DOCS_PAGE.write_text(docs_page(results) + per_python_section(), encoding="utf-8")
+        kept = kept_notes() + per_python_section()
+        DOCS_PAGE.write_text(docs_page(results) + kept, encoding="utf-8")
         log(f"wrote {os.path.relpath(DOCS_PAGE, Path.cwd())}")
         if link_from_benchmarks_page():
             log(f"linked it from {os.path.relpath(BENCHMARKS_PAGE, Path.cwd())}")

@@ -142,8 +142,8 @@ static void strip_zeros(uint64_t *f, int *e)
  * and shift = l - 1 for l = ceil(log2(10^k)). Exact: m * 10^k exceeds
  * 2^(63+l) by less than 10^k, so the product overshoots n / 10^k by less
  * than n / 2^(63+l) < 1 / 10^k (as n * 10^k < 2^57 * 2^l), too little to
- * reach the next integer. (Generated and checked by the snippet in
- * tests/test_json_properties.py.) */
+ * reach the next integer. (tests/test_json_codec.py recomputes the table
+ * and checks it.) */
 static const struct {
     uint64_t m;
     int shift;

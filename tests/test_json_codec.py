@@ -14,6 +14,7 @@ import decimal
 import enum
 import json
 import math
+import pathlib
 import random
 import re
 import struct
@@ -1119,3 +1120,27 @@ def test_empty_containers_are_written_without_entering_them_within_the_depth_lim
             json_dumps(nested(MAX_DEPTH, leaf=empty))
         with pytest.raises(SerializationError, match=f"nested deeper than {MAX_DEPTH} levels"):
             json_dumps(nested(MAX_DEPTH, lambda inner: {"k": inner}, leaf=empty))
+
+
+def test_the_writers_division_table() -> None:
+    # csrc/floats.c divides by 10^k as (n * m >> 64) >> shift; its table
+    # must be m = ceil(2^(63+l) / 10^k), shift = l - 1, l = ceil(log2(10^k)),
+    # which is exact for every n < 10^17 (checked here on the edges).
+    source = pathlib.Path(__file__).resolve().parent.parent / "csrc" / "floats.c"
+    if not source.exists():
+        pytest.skip("csrc/floats.c is not beside the tests (installed package)")
+    table = re.search(r"pow10_div\[18\] = \{(.*?)\};", source.read_text(), re.S)
+    assert table is not None
+    rows = re.findall(r"\{0x([0-9a-f]+)ULL, (\d+)\}, /\* 10\^(\d+) \*/", table.group(1))
+    assert [int(k) for _, _, k in rows] == list(range(1, 18))
+    rng = random.Random(17)
+    for m_hex, shift, k_text in rows:
+        k, m, shift_ = int(k_text), int(m_hex, 16), int(shift)
+        d = 10**k
+        l = (d - 1).bit_length()
+        assert (m, shift_) == (-(-(2 ** (63 + l)) // d), l - 1)
+        ns = [d * j + o for j in (0, 1, 2, 7, 10**17 // d - 1) for o in (-1, 0, 1)]
+        ns += [10**17 - 1] + [rng.randrange(10**17) for _ in range(2000)]
+        for n in ns:
+            if 0 <= n < 10**17:
+                assert (n * m >> 64) >> shift_ == n // d, (k, n)

@@ -92,6 +92,11 @@ def extension() -> Extension:
     include_dirs, extra_compile, lib_dirs, libs = library_build_flags()
     extra_link: list[str] = []
     extra_compile += ["-std=c11", "-D_GNU_SOURCE", "-fvisibility=hidden"]
+    # Every function on a 64-byte boundary: the JSON encoder's hot loops
+    # otherwise run up to 10% slower or faster depending on where an
+    # unrelated change elsewhere in the library moves them (measured on
+    # github.json and twitter.json, identical code at other addresses).
+    extra_compile += ["-falign-functions=64"]
     if os.environ.get("REDIS_CACHE_STRICT") == "1":
         extra_compile += ["-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
     if os.environ.get("REDIS_CACHE_SANITIZE") == "1":

@@ -20,6 +20,12 @@ In one run:
    private ``redis-server`` (``redis_cache.testing.RedisServer``), plus
    ``SyncRedisCache(serializer="raw")`` moving the same bytes undecoded: the
    floor without any codec.
+2b. **The standard corpus.**  twitter.json, citm_catalog.json, canada.json and
+   github.json (orjson's ``data/``, the files simdjson and others report on),
+   read at run time from ``../shared/corpus/json/`` beside the checkout
+   (xz-compressed; ``$REDIS_CACHE_JSON_CORPUS`` names another folder).  Decoders
+   read each file's bytes as published (indented); encoders write the value
+   ``json.loads`` makes of them.  Skipped, and said so, when the folder is missing.
 3. **Where the time goes.**  C code is invisible to cProfile, so the case where
    the codec is furthest behind orjson is broken down with payloads of one kind
    each (list items, ints, short-decimal and random floats, short and long
@@ -48,6 +54,7 @@ import argparse
 import gc
 import itertools
 import json
+import lzma
 import os
 import random
 import statistics
@@ -91,6 +98,16 @@ E2E_PEER = "redis-py + orjson"
 E2E_RAW = "SyncRedisCache raw"
 E2E_ORDER = (E2E_OURS, E2E_PEER, E2E_RAW)
 
+#: The standard JSON corpus: read at run time, never shipped (see the docstring).
+CORPUS_ENV = "REDIS_CACHE_JSON_CORPUS"
+CORPUS_DEFAULT = ROOT.parent / "shared" / "corpus" / "json"
+CORPUS_FILES = (
+    ("twitter", "631 KB, much non-ASCII text"),
+    ("citm_catalog", "1.7 MB, many small dicts and ints"),
+    ("canada", "2.2 MB, ~111k full-precision doubles in nested lists"),
+    ("github", "56 KB"),
+)
+
 #: Targets: speed relative to orjson and to Python's json.
 TARGET_VS_ORJSON = 1.0
 TARGET_VS_JSON = 4.0
@@ -115,6 +132,7 @@ class Settings:
     kinds: Timing
     #: Elements in each one-kind payload of the breakdown.
     kind_elements: int
+    corpus: Timing
 
 
 #: A full run: about 80 s on 2 cores.
@@ -123,6 +141,7 @@ FULL = Settings(
     e2e=Timing(rounds=5, round_seconds=0.12, warmup_seconds=0.1),
     kinds=Timing(rounds=5, round_seconds=0.04, warmup_seconds=0.05),
     kind_elements=20_000,
+    corpus=Timing(rounds=9, round_seconds=0.1, warmup_seconds=0.1),
 )
 #: A smoke run: everything works, rough figures, about 15 s.
 QUICK = Settings(
@@ -130,6 +149,7 @@ QUICK = Settings(
     e2e=Timing(rounds=3, round_seconds=0.03, warmup_seconds=0.02),
     kinds=Timing(rounds=3, round_seconds=0.01, warmup_seconds=0.01),
     kind_elements=5_000,
+    corpus=Timing(rounds=3, round_seconds=0.02, warmup_seconds=0.02),
 )
 #: Fewest calls in a round, however slow the call.
 MIN_CALLS = 3
@@ -443,16 +463,25 @@ class Case:
         }
 
 
+#: The clock of the codec, corpus and one-kind rounds: wall time, or with
+#: ``--clock cpu`` this thread's CPU time (for a shared machine: time the
+#: codecs lose to other processes' turns on the cores is not counted; caches
+#: they share still are). End-to-end rounds always take wall time, as they
+#: wait on the server.
+CPU_CLOCK = False
+
+
 def run_calls(case: Case, calls: int) -> int:
     """Makes ``calls`` calls with the collector paused; returns the elapsed ns."""
     fn, args = case.fn, itertools.repeat(case.arg, calls)
+    clock = time.thread_time_ns if CPU_CLOCK and case.section != "e2e" else time.perf_counter_ns
     gc.collect()
     gc.disable()
     try:
-        start = time.perf_counter_ns()
+        start = clock()
         for a in args:
             fn(a)
-        return time.perf_counter_ns() - start
+        return clock() - start
     finally:
         gc.enable()
 
@@ -510,6 +539,57 @@ def codec_cases(payloads: Sequence[Payload], found: Sequence[Codec]) -> list[Cas
             name = payload.name
             cases.append(Case("codec", name, "encode", codec.name, codec.encode, payload.value))
             cases.append(Case("codec", name, "decode", codec.name, codec.decode, payload.data))
+    return cases
+
+
+# -- section 1b: the standard corpus -------------------------------------------
+
+
+@dataclass
+class CorpusFile:
+    name: str
+    title: str
+    #: The file's bytes as published (indented): what every decoder reads.
+    data: bytes = field(repr=False)
+    #: ``json.loads(data)``: what every encoder writes.
+    value: Any = field(repr=False)
+
+
+def corpus_dir() -> Path:
+    return Path(os.environ.get(CORPUS_ENV) or CORPUS_DEFAULT)
+
+
+def load_corpus() -> tuple[list[CorpusFile], str | None]:
+    """The corpus files found, and why any were not (None when all were)."""
+    folder = corpus_dir()
+    files, missing = [], []
+    for name, title in CORPUS_FILES:
+        path = folder / f"{name}.json.xz"
+        try:
+            with lzma.open(path) as fh:
+                data = fh.read()
+        except OSError:
+            missing.append(path.name)
+            continue
+        files.append(CorpusFile(f"{name}.json", title, data, json.loads(data)))
+    if not missing:
+        return files, None
+    return files, (
+        f"not found in {folder}: {', '.join(missing)} (set ${CORPUS_ENV} to the folder "
+        "holding the .json.xz files)"
+    )
+
+
+def corpus_cases(files: Sequence[CorpusFile], found: Sequence[Codec]) -> list[Case]:
+    cases = []
+    for f in files:
+        for codec in found:
+            if codec.decode(f.data) != f.value:
+                raise AssertionError(f"{codec.name} decodes {f.name} to something else")
+            if json.loads(codec.encode(f.value)) != f.value:
+                raise AssertionError(f"{codec.name} encodes {f.name} to something else")
+            cases.append(Case("corpus", f.name, "encode", codec.name, codec.encode, f.value))
+            cases.append(Case("corpus", f.name, "decode", codec.name, codec.decode, f.data))
     return cases
 
 
@@ -761,6 +841,9 @@ class Results:
     skipped: dict[str, str]
     payloads: list[Payload]
     cases: list[Case] = field(default_factory=list)
+    corpus: list[CorpusFile] = field(default_factory=list)
+    #: Why the corpus (or part of it) was not measured; None when it all was.
+    corpus_skipped: str | None = None
     e2e_clients: dict[str, str] = field(default_factory=dict)
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)
     overhead_us: float = 0.0
@@ -786,8 +869,14 @@ class Results:
                 {"name": p.name, "title": p.title, "bytes": len(p.data), "census": p.census}
                 for p in self.payloads
             ],
+            "corpus": [
+                {"name": f.name, "title": f.title, "bytes": len(f.data)} for f in self.corpus
+            ],
+            "corpus_dir": str(corpus_dir()),
+            "corpus_skipped": self.corpus_skipped,
             "kinds": self.kinds,
             "call_overhead_us": self.overhead_us,
+            "clock": "cpu" if CPU_CLOCK else "wall",
             "other_processes_cores": self.other_cores,
             "duration_s": self.duration_s,
             "cases": [c.to_json() for c in self.cases],
@@ -866,6 +955,62 @@ def codec_table(results: Results, op: str) -> str:
         cells.append(f"{max(c.spread for c in row):.0%}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def corpus_table(results: Results) -> str:
+    """Both directions for every corpus file: µs per call, each peer's time ÷ ours."""
+    present = [n for n in CODEC_ORDER if n in results.codecs]
+    peers = [n for n in present if n != OURS]
+    header = (
+        ["file", "op"]
+        + [f"{n} µs" for n in present]
+        + [f"speed vs {n}" for n in peers]
+        + ["spread", f"vs orjson (≥ {TARGET_VS_ORJSON:g}x wanted)"]
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for op in ("encode", "decode"):
+        for f in results.corpus:
+            found = [results.find("corpus", f.name, op, n) for n in present]
+            row = [c for c in found if c is not None]
+            if len(row) != len(found):
+                continue
+            by = dict(zip(present, row, strict=True))
+            ours = by[OURS]
+            spread = max(c.spread for c in row)
+            cells = [f"{f.name} ({_size(len(f.data))})", op]
+            cells += [f"**{_us(c.us)}**" if n == OURS else _us(c.us) for n, c in by.items()]
+            cells += [_x(by[n].us / ours.us) for n in peers]
+            cells.append(f"{spread:.0%}")
+            if ORJSON in by:
+                cells.append(_verdict(by[ORJSON].us / ours.us, TARGET_VS_ORJSON, spread))
+            else:
+                cells.append("not measured")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def corpus_section(results: Results) -> str:
+    skipped = (
+        f"\n\n**Corpus NOT MEASURED{' in full' if results.corpus else ''}**: "
+        f"{results.corpus_skipped}"
+        if results.corpus_skipped
+        else ""
+    )
+    if not results.corpus:
+        return skipped.strip()
+    s = results.settings.corpus
+    return (
+        "twitter.json, citm_catalog.json, canada.json and github.json: the files orjson's "
+        "`data/` holds and the field reports on, read (xz-compressed) from "
+        f"`{CORPUS_ENV}` or `../shared/corpus/json/` beside the checkout at run time. "
+        "Decoders read each file's bytes as published (indented); encoders write the value "
+        "`json.loads` makes of it (compact output). "
+        f"Median of {s.rounds} interleaved rounds of ~{s.round_seconds:g} s per case, µs per "
+        "call; speed vs X = X's time ÷ redis_cache's (above 1: redis_cache is faster)."
+        + skipped
+        + "\n\n"
+        + corpus_table(results)
+    )
 
 
 def targets(results: Results) -> tuple[str, list[tuple[str, str, float]]]:
@@ -1200,6 +1345,8 @@ def markdown(results: Results) -> str:
         codec_table(results, "decode"),
         "### Targets",
         target_text,
+        "### The standard corpus",
+        corpus_section(results),
         "### Short decimals against random doubles",
         "How much longer each codec takes on the random-doubles twin of a payload (same "
         "structure, only the floats differ), and that difference per float. Random doubles "
@@ -1222,6 +1369,11 @@ def markdown(results: Results) -> str:
 
 
 def docs_page(results: Results) -> str:
+    clock_text = (
+        "the codec rounds measured in this thread's CPU time (`--clock cpu`), not wall time"
+        if CPU_CLOCK
+        else "wall time"
+    )
     machine = "\n".join(f"| {k} | {v} |" for k, v in results.machine.items())
     quick = (
         "\n> This page was written from a `--quick` run: short rounds, rough figures.\n"
@@ -1252,7 +1404,7 @@ bash scripts/setup-env.sh                       # .venv with redis[hiredis], fre
 
 One process times every codec on the same payloads in interleaved rounds (order rotated
 each round, garbage collector paused inside a round, each call checked once before it is
-timed), then starts a private `redis-server` on a free loopback port for the end-to-end
+timed; {clock_text}), then starts a private `redis-server` on a free loopback port for the end-to-end
 rounds. Raw figures go to `bench/results/json-codec-*.json`; `--quick` is a short smoke
 run. The whole run took {results.duration_s:.0f} s.
 
@@ -1284,6 +1436,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-breakdown", action="store_true", help="skip the one-kind-at-a-time breakdown"
     )
     parser.add_argument(
+        "--no-corpus", action="store_true", help="skip the standard corpus (twitter.json, ...)"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="what the codec rounds measure: wall time (default) or this thread's CPU time, "
+        "steadier on a machine other processes share (end-to-end rounds: wall time always)",
+    )
+    parser.add_argument(
         "--results-json",
         type=Path,
         help="write the raw figures here instead of bench/results/json-codec-*.json",
@@ -1292,6 +1454,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> Results:
+    global CPU_CLOCK
+    CPU_CLOCK = args.clock == "cpu"
     settings = QUICK if args.quick else FULL
     started = time.perf_counter()
     found, skipped = codecs()
@@ -1314,6 +1478,15 @@ def run(args: argparse.Namespace) -> Results:
         results.machine.pop("redis-server", None)
 
     cases = codec_cases(payloads, found)
+    corpus: list[Case] = []
+    if args.no_corpus:
+        results.corpus_skipped = "`--no-corpus`"
+    else:
+        log(f"reading the corpus from {corpus_dir()}")
+        results.corpus, results.corpus_skipped = load_corpus()
+        if results.corpus_skipped:
+            log(f"corpus: {results.corpus_skipped}")
+        corpus = corpus_cases(results.corpus, found)
     kinds: list[Case] = []
     if ORJSON in results.codecs and not args.no_breakdown:
         kinds, results.kinds = kind_cases(found, settings.kind_elements)
@@ -1324,6 +1497,9 @@ def run(args: argparse.Namespace) -> Results:
     results.overhead_us = call_overhead_us()
     measure(cases, settings.codec, "codec")
     results.cases += cases
+    if corpus:
+        measure(corpus, settings.corpus, "corpus")
+        results.cases += corpus
     if kinds:
         measure(kinds, settings.kinds, "one kind at a time")
         results.cases += kinds
@@ -1384,6 +1560,22 @@ def per_python_section() -> str:
     return "\n" + START + page.split(START, 1)[1].split(END, 1)[0] + END + "\n"
 
 
+#: A hand-written section of the page (targets met or not, where the time
+#: goes, before/after figures of a change) between these markers; kept as it
+#: is when a run rewrites the rest of the page.
+NOTES_START = "<!-- notes: kept by bench/json_codec.py --write-docs -->"
+NOTES_END = "<!-- end of notes -->"
+
+
+def kept_notes() -> str:
+    """The hand-written notes section of the current page ("" if there is none)."""
+    page = DOCS_PAGE.read_text(encoding="utf-8") if DOCS_PAGE.exists() else ""
+    if NOTES_START not in page or NOTES_END not in page:
+        return ""
+    notes = page.split(NOTES_START, 1)[1].split(NOTES_END, 1)[0]
+    return "\n" + NOTES_START + notes + NOTES_END + "\n"
+
+
 def link_from_benchmarks_page() -> bool:
     """Adds LINK_LINE to docs/benchmarks.md where bench/report.py's template puts it,
     if a page generated before the template had it lacks it. True if it changed."""
@@ -1403,7 +1595,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(results))
     log(f"raw results: {os.path.relpath(save_json(results, args.results_json), Path.cwd())}")
     if args.write_docs:
-        DOCS_PAGE.write_text(docs_page(results) + per_python_section(), encoding="utf-8")
+        kept = kept_notes() + per_python_section()
+        DOCS_PAGE.write_text(docs_page(results) + kept, encoding="utf-8")
         log(f"wrote {os.path.relpath(DOCS_PAGE, Path.cwd())}")
         if link_from_benchmarks_page():
             log(f"linked it from {os.path.relpath(BENCHMARKS_PAGE, Path.cwd())}")

@@ -83,27 +83,32 @@ static void to_decimal(int q, uint64_t c, int dk, uint64_t *f, int *e)
     vbl = round_to_odd(g[0], g[1], cbl << h);
     vbr = round_to_odd(g[0], g[1], cbr << h);
     s = vb >> 2;
-    if (s >= 100) {
+    /* Which of s and t wins is data, not a pattern a branch predictor can
+     * learn, so that choice is made with bitwise operators (not && and ||)
+     * and no branch. The shorter candidate is a branch: measured faster,
+     * as the code after it can start before the choice is known. */
+    {
         uint64_t sp10 = 10 * (s / 10), tp10 = sp10 + 10;
         int upin = vbl + out <= sp10 << 2, wpin = (tp10 << 2) + out <= vbr;
-        if (upin != wpin) {
+        int uin, win, differ, pick_s;
+        int64_t cmp;
+
+        /* sp10 or tp10 when exactly one is inside (a digit shorter;
+         * repr() may print a single digit, hence s >= 10, not 100) */
+        if (s >= 10 && upin != wpin) {
             *f = upin ? sp10 : tp10;
             *e = k;
             return;
         }
-    }
-    t = s + 1;
-    {
-        int uin = vbl + out <= s << 2, win = (t << 2) + out <= vbr;
-        if (uin != win) {
-            *f = uin ? s : t;
-            *e = k + dk;
-            return;
-        }
-    }
-    {
-        int64_t cmp = (int64_t)(vb - ((s + t) << 1));
-        *f = cmp < 0 || (cmp == 0 && (s & 1) == 0) ? s : t;
+        t = s + 1;
+        uin = vbl + out <= s << 2;
+        win = (t << 2) + out <= vbr;
+        cmp = (int64_t)(vb - ((s + t) << 1));
+        /* one of s and t inside the interval: that one; both: the nearer
+         * to v, on a tie the even one */
+        differ = uin ^ win;
+        pick_s = (differ & uin) | ((differ ^ 1) & ((cmp < 0) | ((cmp == 0) & (int)((s & 1) ^ 1))));
+        *f = t - (uint64_t)pick_s;
         *e = k + dk;
     }
 }
@@ -132,37 +137,89 @@ static void strip_zeros(uint64_t *f, int *e)
     }
 }
 
-/* Writes the last width digits of v, zeros in front (width <= 24). */
-static void put_fixed(char *p, uint64_t v, int width)
-{
-    char *q = p + width;
+/* Division by 10^k (1 <= k <= 17) of n < 10^17 without a divide
+ * instruction: n / 10^k = (n * m >> 64) >> shift, m = ceil(2^(63+l) / 10^k)
+ * and shift = l - 1 for l = ceil(log2(10^k)). Exact: m * 10^k exceeds
+ * 2^(63+l) by less than 10^k, so the product overshoots n / 10^k by less
+ * than n / 2^(63+l) < 1 / 10^k (as n * 10^k < 2^57 * 2^l), too little to
+ * reach the next integer. (tests/test_json_codec.py recomputes the table
+ * and checks it.) */
+static const struct {
+    uint64_t m;
+    int shift;
+} pow10_div[18] = {
+    {0, 0}, /* 10^0: not used */
+    {0xcccccccccccccccdULL, 3}, /* 10^1 */
+    {0xa3d70a3d70a3d70bULL, 6}, /* 10^2 */
+    {0x83126e978d4fdf3cULL, 9}, /* 10^3 */
+    {0xd1b71758e219652cULL, 13}, /* 10^4 */
+    {0xa7c5ac471b478424ULL, 16}, /* 10^5 */
+    {0x8637bd05af6c69b6ULL, 19}, /* 10^6 */
+    {0xd6bf94d5e57a42bdULL, 23}, /* 10^7 */
+    {0xabcc77118461cefdULL, 26}, /* 10^8 */
+    {0x89705f4136b4a598ULL, 29}, /* 10^9 */
+    {0xdbe6fecebdedd5bfULL, 33}, /* 10^10 */
+    {0xafebff0bcb24aaffULL, 36}, /* 10^11 */
+    {0x8cbccc096f5088ccULL, 39}, /* 10^12 */
+    {0xe12e13424bb40e14ULL, 43}, /* 10^13 */
+    {0xb424dc35095cd810ULL, 46}, /* 10^14 */
+    {0x901d7cf73ab0acdaULL, 49}, /* 10^15 */
+    {0xe69594bec44de15cULL, 53}, /* 10^16 */
+    {0xb877aa3236a4b44aULL, 56}, /* 10^17 */
+};
 
+static inline uint64_t div_pow10(uint64_t n, int k)
+{
+    return (uint64_t)(((unsigned __int128)n * pow10_div[k].m) >> 64) >> pow10_div[k].shift;
+}
+
+/* The eight digits of n < 10^8 as the characters of a word, the first in
+ * its lowest byte: rc_format_8_digits()'s computation, kept in a
+ * register. */
+static inline uint64_t eight_digits(uint32_t n)
+{
+    uint64_t halves = (uint64_t)(n / 10000) | (uint64_t)(n % 10000) << 32;
+    uint64_t high_pairs = ((halves * 10486) >> 20) & 0x0000007F0000007FULL; /* / 100 */
+    uint64_t pairs = high_pairs | (halves - high_pairs * 100) << 16;
+    uint64_t tens = ((pairs * 103) >> 10) & 0x000F000F000F000FULL; /* / 10 */
+
+    return (tens | (pairs - tens * 10) << 8) + 0x3030303030303030ULL;
+}
+
+/* Writes v < 10^width as exactly width digits (1 <= width <= 17), zeros in
+ * front, without a loop or a branch on the digits: each group of up to
+ * eight is formatted as eight and shifted so its leading zeros drop out,
+ * then stored whole. The stores reach up to p + max(width, 8); the bytes
+ * past p + width are left over, for the caller to overwrite or ignore. The
+ * group on the left is stored first, as its leftover bytes fall where the
+ * next group goes. */
+static inline void put_digits(char *p, uint64_t v, int width)
+{
+    uint64_t word;
+
+    if (width > 16) {
+        uint64_t top = div_pow10(v, 16);
+        *p++ = (char)('0' + top);
+        v -= top * 10000000000000000ULL;
+        width = 16;
+    }
     if (width > 8) {
-        rc_format_8_digits(q - 8, (uint32_t)(v % 100000000));
-        v /= 100000000;
-        q -= 8;
-        width -= 8;
-        if (width > 8) {
-            rc_format_8_digits(q - 8, (uint32_t)(v % 100000000));
-            v /= 100000000;
-            q -= 8;
-            width -= 8;
-        }
+        uint64_t high = v / 100000000;
+        word = eight_digits((uint32_t)high) >> (8 * (16 - width));
+        memcpy(p, &word, 8);
+        word = eight_digits((uint32_t)(v - high * 100000000));
+        memcpy(p + width - 8, &word, 8);
+    } else {
+        word = eight_digits((uint32_t)v) >> (8 * (8 - width));
+        memcpy(p, &word, 8);
     }
-    while (width >= 2) {
-        q -= 2;
-        memcpy(q, rc_digit_pairs + 2 * (v % 100), 2);
-        v /= 100;
-        width -= 2;
-    }
-    if (width)
-        q[-1] = (char)('0' + v);
 }
 
 /* Writes f * 10^e (f > 0) as repr() does: positional when the exponent of
  * the leading digit is in [-4, 16), scientific otherwise. The digits go
  * straight to their place in out: the part before the point and the part
- * after it are written as two numbers. */
+ * after it are written as two numbers. At most 24 bytes of text; the stores
+ * reach no further than out + 27 (see put_digits). */
 static size_t write_decimal(char *out, int negative, uint64_t f, int e)
 {
     char *p = out;
@@ -171,40 +228,53 @@ static size_t write_decimal(char *out, int negative, uint64_t f, int e)
     strip_zeros(&f, &e);
     n = (int)rc_decimal_digits(f); /* at most 17 */
     x = e + n - 1;
-    if (negative)
-        *p++ = '-';
+    *p = '-'; /* overwritten when positive */
+    p += negative;
     if (x >= -4 && x < 16) {
         if (e >= 0) {
+            /* x + 1 <= 16 digits, e of them zeros */
             p += rc_format_ull(p, f);
             memset(p, '0', (size_t)e);
             p += e;
             memcpy(p, ".0", 2);
             p += 2;
         } else if (x >= 0) {
-            p += rc_format_ull(p, f / rc_pow10_u64[-e]);
+            /* x + 1 digits, '.', -e <= 16 digits: stores up to
+             * 1 + (x + 1) + 1 + max(-e, 8) <= 27 bytes */
+            uint64_t whole = div_pow10(f, -e);
+            put_digits(p, whole, x + 1);
+            p += x + 1;
             *p++ = '.';
-            put_fixed(p, f % rc_pow10_u64[-e], -e);
+            put_digits(p, f - whole * rc_pow10_u64[-e], -e);
             p += -e;
         } else {
+            /* "0.", -x - 1 zeros, n <= 17 digits: up to 1 + 6 + 17 bytes */
             memcpy(p, "0.0000", 6);
             p += 2 + (-x - 1);
-            p += rc_format_ull(p, f);
+            put_digits(p, f, n);
+            p += n;
         }
     } else {
-        uint64_t scale = rc_pow10_u64[n - 1];
-        *p++ = (char)('0' + f / scale);
+        /* d[.ddd]e+XX: up to 1 + 2 + 16 + 5 bytes */
         if (n > 1) {
+            uint64_t first = div_pow10(f, n - 1);
+            *p++ = (char)('0' + first);
             *p++ = '.';
-            put_fixed(p, f % scale, n - 1);
+            put_digits(p, f - first * rc_pow10_u64[n - 1], n - 1);
             p += n - 1;
+        } else {
+            *p++ = (char)('0' + f);
         }
         *p++ = 'e';
         *p++ = x < 0 ? '-' : '+';
         if (x < 0)
             x = -x;
-        if (x < 10)
-            *p++ = '0';
-        p += rc_format_u32(p, (uint32_t)x);
+        if (x >= 100) {
+            *p++ = (char)('0' + x / 100);
+            x %= 100;
+        }
+        memcpy(p, rc_digit_pairs + 2 * x, 2);
+        p += 2;
     }
     return (size_t)(p - out);
 }
@@ -227,19 +297,53 @@ static inline double round_to_integer(double x)
 static int short_decimal(double v, uint64_t *f, int *e)
 {
     double a = fabs(v), scaled, whole;
+    uint64_t digits;
     int places;
 
     if (!(a >= 1e-4 && a < 1e15))
         return 0;
-    /* Most doubles are not short: one test rules them out. A decimal of at
-     * most RC_SHORT_PLACES places, times 10^RC_SHORT_PLACES, is an integer
-     * N, and the two roundings (to a, then of the product) move it by less
-     * than N * 2^-52; anything further from an integer is no such
-     * decimal. */
+    /* Most doubles are not short: one test rules them out. A decimal D of
+     * at most RC_SHORT_PLACES places, times 10^RC_SHORT_PLACES, is an
+     * integer N; |a - D| <= a * 2^-53 and the product's rounding adds at
+     * most scaled * 2^-53, so scaled is within scaled * 2^-52 (and a hair)
+     * of N; anything further from an integer is no such decimal. (The test
+     * only saves time: a short decimal it let through to_decimal() would
+     * still come out right.) */
     scaled = a * powers_of_ten[RC_SHORT_PLACES];
-    if (scaled < 2251799813685248.0 /* 2^51 */ &&
-        fabs(scaled - round_to_integer(scaled)) > scaled * (1.0 / 2251799813685248.0))
-        return 0;
+    if (scaled < 2251799813685248.0 /* 2^51 */) {
+        whole = round_to_integer(scaled);
+        if (fabs(scaled - whole) > scaled * (1.0000001 / 4503599627370496.0 /* 2^52 */))
+            return 0;
+        /* Then N = whole is the one candidate: the decimal, if any, is N
+         * / 10^RC_SHORT_PLACES with N's trailing zeros taken off (at most
+         * one such decimal of 15 digits rounds to a, so no other number of
+         * places can find another one). One division checks it, instead
+         * of one per number of places: doubles near a short decimal but
+         * not one (canada.json's coordinates) get here too. */
+        digits = (uint64_t)whole;
+        places = RC_SHORT_PLACES;
+        /* its trailing zeros off, four, two and one at a time (more than
+         * six only when a is an integer, which does not come here; were it
+         * to, places <= 0 sends it to to_decimal()) */
+        if (digits % 10000 == 0) {
+            digits /= 10000;
+            places -= 4;
+        }
+        if (digits % 100 == 0) {
+            digits /= 100;
+            places -= 2;
+        }
+        if (digits % 10 == 0) {
+            digits /= 10;
+            places -= 1;
+        }
+        if (places <= 0 || digits >= 1000000000000000ULL /* 10^15 */ ||
+            (double)digits / powers_of_ten[places] != a)
+            return 0;
+        *f = digits;
+        *e = -places;
+        return 1;
+    }
     for (places = 1; places <= RC_SHORT_PLACES; places++) {
         scaled = a * powers_of_ten[places];
         if (scaled >= 1e15)
@@ -308,8 +412,12 @@ int rc_float_from_decimal(uint64_t digits, int exp10, int negative, double *out)
  * (of 5^q, and of the product's low half) can only make the product too
  * small by less than one unit of its high half, so when the bits below the
  * rounding bit are neither all zeros nor all ones, the rounding is decided
- * exactly; otherwise (about 1 in 250 inputs, and every exact tie) the caller
- * falls back to a correctly rounded conversion. */
+ * exactly. Otherwise (1 in 60 of the 17-digit decimals repr() writes, as
+ * they sit right next to a double) the next 64 bits of 5^q are multiplied
+ * in too: the product's top 128 bits then fall short by less than two
+ * units of their low half, which decides it unless that low half is within
+ * two units of a carry (all ones) or of an exact value (zero); those few,
+ * and every exact tie, fall back to a correctly rounded conversion. */
 int rc_float_from_digits(uint64_t digits, int q, int negative, double *out)
 {
     unsigned __int128 product;
@@ -323,8 +431,20 @@ int rc_float_from_digits(uint64_t digits, int q, int negative, double *out)
     hi = (uint64_t)(product >> 64);
     upper = (int)(hi >> 63);
     low_mask = (1ULL << (9 + upper)) - 1;
-    if ((hi & low_mask) == 0 || (hi & low_mask) == low_mask)
-        return 0;
+    if ((hi & low_mask) == 0 || (hi & low_mask) == low_mask) {
+        uint64_t lo = (uint64_t)product;
+        uint64_t more = (uint64_t)(((unsigned __int128)(digits << lz) *
+                                    rc_pow5[q - RC_POW5_Q_MIN].next) >> 64);
+        lo += more;
+        hi += lo < more; /* the carry */
+        /* the top 128 bits, short of the product by less than two units
+         * of lo: hi is exact unless lo may carry, and the bits below the
+         * rounding bit are not all zero (no tie) when lo >= 2 */
+        if (lo < 2 || lo > UINT64_MAX - 2)
+            return 0;
+        upper = (int)(hi >> 63);
+        low_mask = (1ULL << (9 + upper)) - 1;
+    }
     mantissa = hi >> (9 + upper); /* 54 bits: the double's 53 and the rounding bit */
     mantissa = (mantissa >> 1) + (mantissa & 1);
     biased = upper + 11 + rc_pow5[q - RC_POW5_Q_MIN].log2 - lz + q + 52 + 1023;

@@ -43,10 +43,39 @@ static PyObject *syntax_error(decoder *d, const char *what)
     return NULL;
 }
 
+/* Indented JSON: past the first few bytes, a line's indentation is skipped
+ * 16 bytes at a time. */
 static void skip_space_loop(decoder *d)
 {
-    while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t'))
-        d->p++;
+    const unsigned char *p = d->p, *end = d->end;
+    int i;
+
+    /* Short runs (the space after ':' or ',') byte by byte. */
+    for (i = 0; i < 4; i++) {
+        if (p >= end || (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t')) {
+            d->p = p;
+            return;
+        }
+        p++;
+    }
+#ifdef __SSE2__
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        __m128i space = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')),
+                                                  _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))),
+                                     _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\r')),
+                                                  _mm_cmpeq_epi8(v, _mm_set1_epi8('\t'))));
+        unsigned other = ~(unsigned)_mm_movemask_epi8(space) & 0xFFFF;
+        if (other != 0) {
+            d->p = p + __builtin_ctz(other);
+            return;
+        }
+        p += 16;
+    }
+#endif
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    d->p = p;
 }
 
 /* Compact JSON has no whitespace at all: one test decides that inline. */
@@ -264,10 +293,145 @@ static void put_utf8(rc_buf *b, uint32_t cp)
     b->len = (size_t)(p - b->data);
 }
 
+static inline uint64_t load64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+#define HIGH_BITS 0x8080808080808080ULL
+
+/* The str of n bytes of string text (no quote, backslash or control
+ * character; escapes already replaced), decoded as strict UTF-8 without
+ * CPython's decoder, which for text that is not ASCII grows its result
+ * through the kinds (1, 2, 4 bytes a character) and copies it at each step.
+ * Here one pass checks every sequence (as utf8_sequence does: CPython's
+ * strict decoder refuses the same ones), counts the characters and finds the kind
+ * from the largest lead byte (below 0xC4: U+00FF at most; below 0xF0:
+ * U+FFFF at most; else beyond), and a second fills a str made at its final
+ * size and kind. Eight ASCII bytes at a time where they come in runs.
+ * Returns 1 with *out set; 0 when the text is not valid UTF-8 (nothing
+ * made, no exception: the caller's checked path says where); -1 with an
+ * exception (no memory). */
+static int utf8_str(const unsigned char *s, size_t n, PyObject **out)
+{
+    size_t i = 0, j = 0, count = 0;
+    unsigned char top = 0;
+    Py_UCS4 maxchar;
+    PyObject *str;
+    int kind;
+    void *data;
+
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t len;
+
+        if (c < 0x80) {
+            if (n - i >= 8 && (load64(s + i) & HIGH_BITS) == 0) {
+                i += 8;
+                count += 8;
+            } else {
+                i++;
+                count++;
+            }
+            continue;
+        }
+        /* utf8_sequence()'s checks, inline: continuation bytes, then the
+         * second byte's range where the lead allows overlong forms (E0,
+         * F0), surrogates (ED) or code points past U+10FFFF (F4) */
+        if (c < 0xE0) {
+            if (c < 0xC2 || n - i < 2 || (s[i + 1] & 0xC0) != 0x80)
+                return 0;
+            len = 2;
+        } else if (c < 0xF0) {
+            if (n - i < 3 || (s[i + 1] & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80 ||
+                (c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] >= 0xA0))
+                return 0;
+            len = 3;
+        } else {
+            if (c > 0xF4 || n - i < 4 || (s[i + 1] & 0xC0) != 0x80 ||
+                (s[i + 2] & 0xC0) != 0x80 || (s[i + 3] & 0xC0) != 0x80 ||
+                (c == 0xF0 && s[i + 1] < 0x90) || (c == 0xF4 && s[i + 1] >= 0x90))
+                return 0;
+            len = 4;
+        }
+        if (c > top)
+            top = c;
+        i += len;
+        count++;
+    }
+    maxchar = top == 0 ? 0x7F : top < 0xC4 ? 0xFF : top < 0xF0 ? 0xFFFF : 0x10FFFF;
+    str = PyUnicode_New((Py_ssize_t)count, maxchar);
+    if (str == NULL)
+        return -1;
+    kind = PyUnicode_KIND(str);
+    data = PyUnicode_DATA(str);
+    i = 0;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        Py_UCS1 *d = data;
+        if (top == 0) {
+            memcpy(d, s, n);
+        } else {
+            while (i < n) {
+                unsigned char c = s[i];
+                if (c < 0x80 && n - i >= 8 && (load64(s + i) & HIGH_BITS) == 0) {
+                    memcpy(d + j, s + i, 8);
+                    i += 8;
+                    j += 8;
+                } else if (c < 0x80) {
+                    d[j++] = c;
+                    i++;
+                } else {
+                    d[j++] = (Py_UCS1)((c & 0x1F) << 6 | (s[i + 1] & 0x3F));
+                    i += 2;
+                }
+            }
+        }
+    } else if (kind == PyUnicode_2BYTE_KIND) {
+        Py_UCS2 *d = data;
+        while (i < n) {
+            unsigned char c = s[i];
+            if (c < 0x80) {
+                d[j++] = c;
+                i++;
+            } else if (c < 0xE0) {
+                d[j++] = (Py_UCS2)((c & 0x1F) << 6 | (s[i + 1] & 0x3F));
+                i += 2;
+            } else {
+                d[j++] = (Py_UCS2)((c & 0x0F) << 12 | (s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F));
+                i += 3;
+            }
+        }
+    } else {
+        Py_UCS4 *d = data;
+        while (i < n) {
+            unsigned char c = s[i];
+            if (c < 0x80) {
+                d[j++] = c;
+                i++;
+            } else if (c < 0xE0) {
+                d[j++] = (Py_UCS4)(c & 0x1F) << 6 | (s[i + 1] & 0x3F);
+                i += 2;
+            } else if (c < 0xF0) {
+                d[j++] = (Py_UCS4)(c & 0x0F) << 12 | (Py_UCS4)(s[i + 1] & 0x3F) << 6 |
+                         (s[i + 2] & 0x3F);
+                i += 3;
+            } else {
+                d[j++] = (Py_UCS4)(c & 0x07) << 18 | (Py_UCS4)(s[i + 1] & 0x3F) << 12 |
+                         (Py_UCS4)(s[i + 2] & 0x3F) << 6 | (s[i + 3] & 0x3F);
+                i += 4;
+            }
+        }
+    }
+    *out = str;
+    return 1;
+}
+
 /* Decodes a string holding escapes, from the opening quote's successor. The
  * UTF-8 is rebuilt in a scratch buffer; lone surrogate escapes, which Python's
  * json module accepts, pass through "surrogatepass". */
-static PyObject *decode_escaped_string(decoder *d)
+static PyObject *decode_escaped_string_checked(decoder *d)
 {
     rc_buf scratch;
     PyObject *result = NULL;
@@ -374,6 +538,91 @@ out:
     return result;
 }
 
+static inline const unsigned char *scan_text(const unsigned char *p, const unsigned char *end);
+
+/* Decodes a string holding escapes, from the opening quote's successor: the
+ * runs between escapes are found 16 bytes at a time and copied whole, and
+ * the UTF-8 is checked once at the end (utf8_str). Anything unusual (an
+ * error, a \u escape of a surrogate, text that is not valid UTF-8) starts
+ * the string over on decode_escaped_string_checked, which decides what it
+ * is and where. */
+static PyObject *decode_escaped_string(decoder *d)
+{
+    const unsigned char *begin = d->p;
+    rc_buf scratch;
+    PyObject *result = NULL;
+    int rc;
+
+    rc_buf_init(&scratch);
+    while (1) {
+        const unsigned char *run = d->p, *q = scan_text(d->p, d->end);
+        unsigned char c;
+
+        if (q > run && rc_buf_append(&scratch, run, (size_t)(q - run)) < 0) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        if (q >= d->end)
+            goto checked;
+        if (*q == '"') {
+            d->p = q + 1;
+            break;
+        }
+        if (*q != '\\' || d->end - q < 2)
+            goto checked; /* a control character, or the input ends */
+        if (rc_buf_reserve(&scratch, 4) < 0) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        d->p = q + 2;
+        switch (q[1]) {
+        case '"':
+        case '\\':
+        case '/':
+            c = q[1];
+            break;
+        case 'b':
+            c = '\b';
+            break;
+        case 'f':
+            c = '\f';
+            break;
+        case 'n':
+            c = '\n';
+            break;
+        case 'r':
+            c = '\r';
+            break;
+        case 't':
+            c = '\t';
+            break;
+        case 'u': {
+            long cp = read_hex4(d);
+            if (cp < 0 || (cp >= 0xD800 && cp <= 0xDFFF))
+                goto checked; /* surrogates: pairs and lone ones */
+            put_utf8(&scratch, (uint32_t)cp);
+            continue;
+        }
+        default:
+            goto checked;
+        }
+        scratch.data[scratch.len++] = (char)c;
+    }
+    rc = utf8_str((const unsigned char *)(scratch.data ? scratch.data : ""), scratch.len, &result);
+    if (rc > 0)
+        goto out;
+    if (rc < 0) {
+        result = NULL;
+        goto out;
+    }
+checked:
+    d->p = begin;
+    result = decode_escaped_string_checked(d);
+out:
+    rc_buf_free(&scratch);
+    return result;
+}
+
 /* A str of the n ASCII bytes at p. */
 static PyObject *ascii_str(const unsigned char *p, size_t n)
 {
@@ -423,13 +672,6 @@ static PyObject *decode_string_checked(decoder *d)
     return syntax_error(d, "unterminated string");
 }
 
-
-static inline uint64_t load64(const unsigned char *p)
-{
-    uint64_t v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-}
 
 static inline uint32_t load32(const unsigned char *p)
 {
@@ -499,17 +741,20 @@ static PyObject *finish_string(decoder *d, const unsigned char *begin, const uns
     if (q < d->end && *q >= 0x80) {
         q = scan_text(q, d->end);
         if (q < d->end && *q == '"') {
-            /* CPython's strict decoder refuses exactly what utf8_sequence
-             * refuses; when it does, the checked path finds the offset. */
-            PyObject *s = PyUnicode_DecodeUTF8((const char *)begin, q - begin, NULL);
-            if (s != NULL) {
+            PyObject *s;
+            /* 0: invalid UTF-8, whose offset the checked path finds */
+            int rc = utf8_str(begin, (size_t)(q - begin), &s);
+            if (rc > 0) {
                 d->p = q + 1;
                 return s;
             }
-            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            if (rc < 0)
                 return NULL;
-            PyErr_Clear();
         }
+    }
+    if (q < d->end && *q == '\\') {
+        d->p = begin;
+        return decode_escaped_string(d);
     }
     d->p = begin - 1;
     return decode_string_checked(d);

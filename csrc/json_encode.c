@@ -375,19 +375,57 @@ static int encode_latin1(encoder *e, const Py_UCS1 *s, Py_ssize_t n)
     return 0;
 }
 
-/* Two- and four-byte strs, a character at a time. Inlined once per kind. */
+/* Two- and four-byte strs: a character at a time, except that in two-byte
+ * ones (most text beyond Latin-1: CJK, Cyrillic, ... mixed with ASCII)
+ * eight characters at a time are narrowed to bytes and written at once
+ * when all eight are plain ASCII. Unsigned saturation turns anything else
+ * into a byte the escape test flags: 0xFF above 0xFF, 0 from 0x8000 on
+ * (surrogates included), which go one at a time. Inlined once per kind. */
 static inline int encode_wide_kind(encoder *e, const void *data, Py_ssize_t n, int kind)
 {
-    Py_ssize_t i;
+    Py_ssize_t i = 0, chunk_end;
+    Py_UCS4 c;
 
-    for (i = 0; i < n; i++) {
-        Py_UCS4 c = kind == PyUnicode_2BYTE_KIND ? ((const Py_UCS2 *)data)[i]
-                                                 : ((const Py_UCS4 *)data)[i];
-        if (i % WIDE_CHUNK == 0 && reserve(e, 6 * WIDE_CHUNK + SPARE) < 0)
+    while (i < n) {
+        chunk_end = n - i > WIDE_CHUNK ? i + WIDE_CHUNK : n;
+        /* 6 bytes a character at most (\u00XX), 8 for the block store */
+        if (reserve(e, 6 * (size_t)(chunk_end - i) + 16 + SPARE) < 0)
             return -1;
-        if (unlikely(c >= 0xD800 && c <= 0xDFFF))
-            return lone_surrogate(e, c, i);
-        e->p = put_char(e->p, c);
+#ifdef __SSE2__
+        if (kind == PyUnicode_2BYTE_KIND) {
+            const Py_UCS2 *s = data;
+            while (i + 8 <= chunk_end) {
+                __m128i bytes = _mm_packus_epi16(_mm_loadu_si128((const __m128i *)(s + i)),
+                                                 _mm_setzero_si128());
+                int bad = escapes_in16(bytes, 1) & 0xFF;
+
+                _mm_storel_epi64((__m128i *)e->p, bytes);
+                if (bad == 0) {
+                    e->p += 8;
+                    i += 8;
+                    continue;
+                }
+                /* The plain characters before the first other one stay
+                 * written; then one at a time up to the next plain one. */
+                e->p += __builtin_ctz((unsigned)bad);
+                i += __builtin_ctz((unsigned)bad);
+                do {
+                    c = s[i];
+                    if (unlikely(c >= 0xD800 && c <= 0xDFFF))
+                        return lone_surrogate(e, c, i);
+                    e->p = put_char(e->p, c);
+                    i++;
+                } while (i < chunk_end && (s[i] >= 0x80 || needs_escape[s[i]]));
+            }
+        }
+#endif
+        for (; i < chunk_end; i++) {
+            c = kind == PyUnicode_2BYTE_KIND ? ((const Py_UCS2 *)data)[i]
+                                             : ((const Py_UCS4 *)data)[i];
+            if (unlikely(c >= 0xD800 && c <= 0xDFFF))
+                return lone_surrogate(e, c, i);
+            e->p = put_char(e->p, c);
+        }
     }
     return 0;
 }
@@ -714,6 +752,23 @@ static NOINLINE int encode_held(encoder *e, PyObject *obj)
     return rc;
 }
 
+/* An empty list, tuple or dict (exact types) that may be written as [] or
+ * {} without entering it: within the depth limit. */
+static inline int is_empty_container(const encoder *e, PyObject *obj, PyTypeObject *type)
+{
+    Py_ssize_t size;
+
+    if (type == &PyList_Type)
+        size = PyList_GET_SIZE(obj);
+    else if (type == &PyDict_Type)
+        size = PyDict_GET_SIZE(obj);
+    else if (type == &PyTuple_Type)
+        size = PyTuple_GET_SIZE(obj);
+    else
+        return 0;
+    return size == 0 && e->depth < RC_JSON_MAX_DEPTH;
+}
+
 /* Inlined into the loops over containers' items: the plain types are
  * written without a call. */
 static ALWAYS_INLINE int encode_value_inline(encoder *e, PyObject *obj)
@@ -733,6 +788,11 @@ static ALWAYS_INLINE int encode_value_inline(encoder *e, PyObject *obj)
         return put_literal(e, "true", 4);
     if (obj == Py_False)
         return put_literal(e, "false", 5);
+    /* Empty containers (citm_catalog.json has thousands of []) hold nothing
+     * and run no code: written here, without entering them, unless at the
+     * depth limit, where encode_held() refuses them as before. */
+    if (is_empty_container(e, obj, type))
+        return put_literal(e, type == &PyDict_Type ? "{}" : "[]", 2);
     return encode_held(e, obj);
 }
 
@@ -941,8 +1001,13 @@ static inline int is_plain(PyObject *obj)
 {
     PyTypeObject *type = Py_TYPE(obj);
 
-    return type == &PyUnicode_Type || type == &PyLong_Type || type == &PyFloat_Type ||
-           type == &PyBool_Type || obj == Py_None;
+    if (type == &PyUnicode_Type || type == &PyLong_Type || type == &PyFloat_Type ||
+        type == &PyBool_Type || obj == Py_None)
+        return 1;
+    /* empty containers too (see is_empty_container) */
+    return (type == &PyList_Type && PyList_GET_SIZE(obj) == 0) ||
+           (type == &PyDict_Type && PyDict_GET_SIZE(obj) == 0) ||
+           (type == &PyTuple_Type && PyTuple_GET_SIZE(obj) == 0);
 }
 
 /* One "key":value item whose encoding may run Python code (a key other than

@@ -14,6 +14,7 @@ import decimal
 import enum
 import json
 import math
+import pathlib
 import random
 import re
 import struct
@@ -975,3 +976,171 @@ def test_int_digits_around_every_power_of_ten() -> None:
         for signed in (v, -v):
             assert json_dumps(signed) == str(signed).encode()
     assert json_dumps(values) == json.dumps(values, separators=(",", ":")).encode()
+
+
+# The float writer's seams (csrc/floats.c): to_decimal() for any double, the
+# short-decimal shortcut (1e-4 <= |v| < 1e15, at most six places), integers,
+# and the layouts of repr (positional for exponents -4..15, scientific
+# outside). Every double formatted must be repr's text, and read back exactly.
+
+
+def _doubles_from_bits(bits: list[int]) -> list[float]:
+    values = [struct.unpack("<d", struct.pack("<Q", b))[0] for b in bits]
+    return [v for v in values if math.isfinite(v)]
+
+
+def _check_reprs(values: list[float]) -> None:
+    encoded = json_dumps(values)
+    expected = ("[" + ",".join(map(repr, values)) + "]").encode()
+    if encoded != expected:
+        for v in values:
+            assert json_dumps(v) == repr(v).encode(), v
+    back = json_loads(expected)
+    assert [struct.pack("<d", v) for v in back] == [struct.pack("<d", v) for v in values]
+
+
+def test_float_repr_of_the_smallest_subnormals() -> None:
+    # Up to 1e-322 repr prints one or two digits (5e-323, 9.9e-323, 1e-322):
+    # the shortest decimal can be a single digit there.
+    bits = list(range(1, 50_000)) + [t * 10**k for t in range(1, 100) for k in range(1, 15)]
+    values = _doubles_from_bits(bits)
+    _check_reprs(values + [-v for v in values])
+
+
+def test_float_repr_of_random_bit_patterns() -> None:
+    rng = random.Random(1511)
+    _check_reprs(_doubles_from_bits([rng.getrandbits(64) for _ in range(300_000)]))
+    # subnormals only
+    _check_reprs(_doubles_from_bits([rng.getrandbits(52) for _ in range(50_000)]))
+
+
+def test_float_repr_of_powers_of_ten_and_two_and_their_neighbours() -> None:
+    values = [float(f"1e{k}") for k in range(-323, 309)]
+    values += [10.0**k for k in range(-307, 309)]
+    values += [math.ldexp(1.0, k) for k in range(-1074, 1024)]
+    values += [math.ldexp(1.5, k) for k in range(-1073, 1023)]
+    neighbours = [math.nextafter(v, d) for v in values for d in (0.0, math.inf)]
+    _check_reprs([v for v in values + neighbours if math.isfinite(v) and v != 0.0])
+
+
+def test_float_repr_at_the_layout_and_shortcut_boundaries() -> None:
+    edges = [
+        1e-5, 1e-4, 0.001, 1.0, 10.0, 1e15, 1e16, 1e17, 2.0**51 / 1e6, 2.0**52, 2.0**53,
+        9.999999999999999e-5, 9.999999999999999e15, 999999999999999.9, 0.1, 0.5,
+    ]  # fmt: skip
+    values = []
+    for v in edges:
+        for _ in range(4):
+            values += [v, -v]
+            v = math.nextafter(v, math.inf)
+    for v in edges:
+        for _ in range(4):
+            v = math.nextafter(v, 0.0)
+            values += [v, -v]
+    _check_reprs(values)
+
+
+def test_float_repr_of_decimals_of_every_length_and_exponent() -> None:
+    rng = random.Random(15)
+    values = []
+    for digits in range(1, 18):
+        for exp in range(-30, 31):
+            for _ in range(8):
+                m = rng.randrange(10 ** (digits - 1), 10**digits)
+                v = float(f"{m}e{exp}")
+                values += [v, math.nextafter(v, 0.0), math.nextafter(v, math.inf)]
+    _check_reprs(values)
+
+
+def test_float_repr_of_short_decimals_and_near_misses() -> None:
+    # What the short-decimal shortcut takes (at most six places, 15 digits),
+    # and doubles an ulp or two away from one, which its filter can let
+    # through and its check must then refuse.
+    rng = random.Random(6)
+    values = []
+    for _ in range(60_000):
+        places = rng.randint(0, 8)
+        v = round(rng.uniform(1e-4, 10 ** rng.randint(0, 15)), places)
+        values += [v, math.nextafter(v, 0.0), math.nextafter(math.nextafter(v, math.inf), math.inf)]
+    _check_reprs([v for v in values if v > 0])
+
+
+def test_float_parse_is_float_for_decimals_of_every_length() -> None:
+    # Every parse identical to float(): short decimals (the exact one-operation
+    # path), up to 19 digits (Eisel-Lemire) and longer (CPython's fallback),
+    # across the exponent range, including what rounds to subnormals, to the
+    # largest finite double, and halfway cases.
+    rng = random.Random(2015)
+    texts = []
+    for digits in (1, 2, 5, 9, 15, 16, 17, 18, 19, 20, 25, 40):
+        for _ in range(400):
+            m = str(rng.randrange(10 ** (digits - 1), 10**digits))
+            exp = rng.randint(-345, 310)
+            texts.append(f"{m}e{exp}")
+            point = rng.randint(1, len(m))
+            texts.append(f"-{m[:point]}.{m[point:] or '0'}e{rng.randint(-30, 30)}")
+    for v in _doubles_from_bits([rng.getrandbits(64) for _ in range(5000)]):
+        # halfway between v and its successor, written out in full
+        up = math.nextafter(v, math.inf)
+        if math.isfinite(up):
+            from decimal import Decimal
+
+            texts.append(format((Decimal(v) + Decimal(up)) / 2, "f" if abs(v) < 1e20 else "e"))
+    doc = ("[" + ",".join(texts) + "]").encode()
+    got = json_loads(doc)
+    want = [float(t) for t in texts]
+    assert [struct.pack("<d", v) for v in got] == [struct.pack("<d", v) for v in want]
+
+
+def test_two_byte_strs_with_ascii_runs_of_every_length() -> None:
+    # csrc/json_encode.c writes eight plain ASCII characters of a two-byte
+    # str at once and the rest one at a time: every mix of the two, escapes
+    # and lone surrogates (refused, with their index) included.
+    rng = random.Random(8)
+    pool = ["a", "b", '"', "\\", "\n", "\x01", "\x7f", "é", "Ā", "日", "\uffff", "\u0800", "\u07ff"]
+    for _ in range(5000):
+        text = "日" + "".join(rng.choice(pool) * rng.randint(1, 12) for _ in range(rng.randint(1, 9)))
+        assert json_dumps(text) == python_compact(text), repr(text)
+    for position in range(1, 40):
+        text = "日" + "a" * (position - 1) + "\ud800" + "b" * 9
+        with pytest.raises(SerializationError, match=f"at index {position}\\)"):
+            json_dumps(text)
+
+
+def test_empty_containers_are_written_without_entering_them_within_the_depth_limit() -> None:
+    # [] {} and () are written on the spot (in lists, as dict values, at
+    # the top), but the depth limit still counts them.
+    value = {"a": [], "b": {}, "c": (), "d": [[], {}, ()], "e": [{"f": []}]}
+    assert json_dumps(value) == python_compact(value)
+    for empty in ([], {}, ()):
+        assert json_dumps(empty) == (b"{}" if empty == {} else b"[]")
+        assert json_dumps(nested(MAX_DEPTH - 1, leaf=empty)).count(b"[") == MAX_DEPTH - 1 + (empty != {})
+        assert json_dumps(nested(MAX_DEPTH - 1, lambda inner: {"k": inner}, leaf=empty))
+        with pytest.raises(SerializationError, match=f"nested deeper than {MAX_DEPTH} levels"):
+            json_dumps(nested(MAX_DEPTH, leaf=empty))
+        with pytest.raises(SerializationError, match=f"nested deeper than {MAX_DEPTH} levels"):
+            json_dumps(nested(MAX_DEPTH, lambda inner: {"k": inner}, leaf=empty))
+
+
+def test_the_writers_division_table() -> None:
+    # csrc/floats.c divides by 10^k as (n * m >> 64) >> shift; its table
+    # must be m = ceil(2^(63+l) / 10^k), shift = l - 1, l = ceil(log2(10^k)),
+    # which is exact for every n < 10^17 (checked here on the edges).
+    source = pathlib.Path(__file__).resolve().parent.parent / "csrc" / "floats.c"
+    if not source.exists():
+        pytest.skip("csrc/floats.c is not beside the tests (installed package)")
+    table = re.search(r"pow10_div\[18\] = \{(.*?)\};", source.read_text(), re.S)
+    assert table is not None
+    rows = re.findall(r"\{0x([0-9a-f]+)ULL, (\d+)\}, /\* 10\^(\d+) \*/", table.group(1))
+    assert [int(k) for _, _, k in rows] == list(range(1, 18))
+    rng = random.Random(17)
+    for m_hex, shift, k_text in rows:
+        k, m, shift_ = int(k_text), int(m_hex, 16), int(shift)
+        d = 10**k
+        l = (d - 1).bit_length()
+        assert (m, shift_) == (-(-(2 ** (63 + l)) // d), l - 1)
+        ns = [d * j + o for j in (0, 1, 2, 7, 10**17 // d - 1) for o in (-1, 0, 1)]
+        ns += [10**17 - 1] + [rng.randrange(10**17) for _ in range(2000)]
+        for n in ns:
+            if 0 <= n < 10**17:
+                assert (n * m >> 64) >> shift_ == n // d, (k, n)

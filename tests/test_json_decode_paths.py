@@ -1,9 +1,11 @@
 """The decoder's fast paths and the edges between them and the slow ones.
 
 csrc/json_decode.c reads plain ASCII strings 16 bytes at a time (with a
-byte-at-a-time tail near the end of the input), hands non-ASCII strings to
-CPython's UTF-8 decoder and falls back to a checked byte-at-a-time path for
-escapes and errors, caches short keys and short string values by a
+byte-at-a-time tail near the end of the input), decodes non-ASCII strings
+with a strict UTF-8 decoder of its own (one checking pass, one filling the
+str at its final kind), copies the runs of escaped strings whole and checks
+their UTF-8 once, falls back to a checked byte-at-a-time path for errors and
+surrogate escapes, skips indentation 16 bytes at a time, caches short keys and short string values by a
 fingerprint (length and two words), reads short ints and decimals in one
 pass, and collects container items on a stack that starts on the C stack and
 moves to the heap. Each test here aims at one of those seams; Python's json
@@ -286,3 +288,85 @@ def test_random_decimals_of_every_length() -> None:
 )
 def test_number_errors(doc: bytes, offset: int, what: str) -> None:
     assert error_of(doc) == f"invalid JSON at byte {offset}: {what}"
+
+
+
+# -- non-ASCII text: our own UTF-8 decoder, escaped strings, indentation -------
+
+_NON_ASCII = ["é", "ÿ", "\u0080", "Ā", "ߠ", "\u0800", "日本語", "\uffff", "\ue000", "😀", "\U0010ffff", "\U00010000"]
+
+
+def test_non_ascii_text_of_every_kind_among_ascii_runs() -> None:
+    # Latin-1, BMP and astral characters, alone and mixed, with ASCII runs of
+    # every length around them (the 8-byte ASCII steps), with and without
+    # escapes (the escaped-string path): the str must equal Python's, which
+    # for str also means the same kind (1, 2 or 4 bytes a character).
+    rng = random.Random(7)
+    for _ in range(3000):
+        parts = []
+        for _ in range(rng.randint(1, 6)):
+            parts.append("a" * rng.randint(0, 20))
+            parts.append(rng.choice(_NON_ASCII) * rng.randint(1, 3))
+            if rng.random() < 0.3:
+                parts.append(rng.choice(['"', "\\", "\n", "\t", "\x01", "/"]))
+        text = "".join(parts)
+        for ensure_ascii in (False, True):
+            doc = json.dumps([text, {text: text}], ensure_ascii=ensure_ascii).encode()
+            decoded = json_loads(doc)
+            assert decoded == [text, {text: text}]
+            assert sys.getsizeof(decoded[0]) == sys.getsizeof(text)
+
+
+def test_strings_whose_widest_character_comes_last() -> None:
+    for widest in ("é", "Ā", "😀"):
+        for n in range(0, 40):
+            text = "x" * n + "é" * (n % 3) + widest
+            check(json.dumps(text, ensure_ascii=False).encode())
+            check(json.dumps(text + "\n", ensure_ascii=False).encode())
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        b"\xc0\xaf", b"\xc1\xbf", b"\xe0\x80\xaf", b"\xe0\x9f\xbf", b"\xed\xa0\x80",
+        b"\xed\xbf\xbf", b"\xf0\x80\x80\xaf", b"\xf0\x8f\xbf\xbf", b"\xf4\x90\x80\x80",
+        b"\xf5\x80\x80\x80", b"\xff", b"\x80", b"\xc3", b"\xe6\x97", b"\xf0\x9f\x98",
+        b"\xc3\x28", b"\xe6\x28\xa5", b"\xf0\x9f\x28\x80",
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("escaped", [False, True])
+def test_invalid_utf8_is_refused_where_python_refuses_it(sequence: bytes, escaped: bool) -> None:
+    # Overlong forms, surrogates, past U+10FFFF, truncated and broken
+    # sequences: refused at the offset of the bad sequence, in plain and in
+    # escaped strings (which go back to the checked path to find it).
+    with pytest.raises(UnicodeDecodeError):
+        sequence.decode("utf-8")
+    prefix = b'["ok", "\xc3\xa9ab' + (b"\\n" if escaped else b"")
+    doc = prefix + sequence + b'z"]'
+    assert error_of(doc) == f"invalid JSON at byte {len(prefix)}: invalid UTF-8 in string"
+
+
+def test_surrogate_escapes_in_strings_with_non_ascii_text() -> None:
+    for escape in ("\\ud83d\\ude00", "\\ud83d", "\\ude00", "\\ud83dx", "\\ude00\\ud83d", "\\u00e9", "\\u0800", "\\uffff"):
+        for around in ("", "é", "日本", "😀", "a" * 17):
+            doc = f'["{around}{escape}{around}", "{escape}"]'.encode()
+            assert same(json_loads(doc), json.loads(doc)), doc
+
+
+def test_bad_escapes_after_non_ascii_text_keep_their_offsets() -> None:
+    for bad in ("\\x", "\\u12", "\\u12g4", "\\", "\x01"):
+        doc = f'["日本語\\n{bad}"]'.encode()
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(doc)
+        with pytest.raises(SerializationError):
+            json_loads(doc)
+    assert error_of('"日本\\q"'.encode()).startswith("invalid JSON at byte 8: ")
+
+
+@pytest.mark.parametrize("indent", [0, 1, 2, 4, 7, 8, 15, 16, 17, 33, "\t", "\r\n  \t"])
+def test_indented_documents(indent: int | str) -> None:
+    value = {"a": [1, 2.5, {"b": "日本", "c": [None, True, []]}], "d": {}, "e": "x" * 40}
+    text = json.dumps(value, indent=indent)
+    check(text.encode())
+    check(text.encode() + b" " * 40 + b"\n")
+    check(b" \t\r\n" * 9 + text.encode())

@@ -994,26 +994,34 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, obj
     return settings
 
 
+def _env_addresses(
+    env: Mapping[str, str], variable: str, switch: str, what: str, default_port: int
+) -> tuple[tuple[str, int], ...]:
+    """The ``host:port,host:port`` list in ``variable`` (ports default to
+    ``default_port``), which ``switch`` being true makes required."""
+    listed = env.get(variable, "").strip()
+    if not listed:
+        raise ConfigurationError(
+            f"{switch} is true but {variable} is empty: give host:port,host:port of {what}"
+        )
+    addresses = []
+    for item in listed.split(","):
+        try:
+            parsed = _parse_hostport(item.strip())
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{variable}: {exc}") from None
+        addresses.append((str(parsed["host"]), int(parsed.get("port", default_port))))  # type: ignore[call-overload]
+    return tuple(addresses)
+
+
 def _cluster_from_env(env: Mapping[str, str], settings: dict[str, object]) -> None:
     """REDIS_USE_CLUSTERS=true with REDIS_CLUSTERS=host:port,host:port (and
     REDIS_CLUSTERS_PASSWORD): seed 003's layout for a Redis Cluster."""
     use = env.get("REDIS_USE_CLUSTERS", "").strip()
     if not (_env_bool(use, "REDIS_USE_CLUSTERS") if use else False):
         return
-    listed = env.get("REDIS_CLUSTERS", "").strip()
-    if not listed:
-        raise ConfigurationError(
-            "REDIS_USE_CLUSTERS is true but REDIS_CLUSTERS is empty: give host:port,host:port "
-            "of some cluster nodes"
-        )
-    nodes = []
-    for item in listed.split(","):
-        try:
-            parsed = _parse_hostport(item.strip())
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"REDIS_CLUSTERS: {exc}") from None
-        nodes.append((parsed["host"], parsed.get("port", 6379)))
-    settings["cluster_nodes"] = tuple(nodes)
+    settings["cluster_nodes"] = _env_addresses(
+        env, "REDIS_CLUSTERS", "REDIS_USE_CLUSTERS", "some cluster nodes", 6379)
     for key in ("host", "port", "db", "unix_socket_path"):
         settings.pop(key, None)
     password = env.get("REDIS_CLUSTERS_PASSWORD", "")
@@ -1034,20 +1042,8 @@ def _sentinel_from_env(env: Mapping[str, str], settings: dict[str, object]) -> N
             if "sentinels" not in settings:
                 settings.pop(key, None)
         return
-    listed = env.get("REDIS_SENTINELS", "").strip()
-    if not listed:
-        raise ConfigurationError(
-            "REDIS_USE_SENTINEL is true but REDIS_SENTINELS is empty: give "
-            "host:port,host:port of the Sentinels"
-        )
-    sentinels = []
-    for item in listed.split(","):
-        try:
-            parsed = _parse_hostport(item.strip())
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"REDIS_SENTINELS: {exc}") from None
-        sentinels.append((parsed["host"], parsed.get("port", 26379)))
-    settings["sentinels"] = tuple(sentinels)
+    settings["sentinels"] = _env_addresses(
+        env, "REDIS_SENTINELS", "REDIS_USE_SENTINEL", "the Sentinels", 26379)
     if "service_name" not in settings:
         raise ConfigurationError(
             "REDIS_USE_SENTINEL is true but REDIS_SENTINEL_SERVICE_NAME is not set: the name "

@@ -71,6 +71,10 @@ out of service that long):
     layout (stopped nodes started, open slots finished, moved slots moved
     back; whichever node of a shard is primary) and emptied; healed again
     after the test.  Cheap when nothing changed (a few milliseconds).
+``client_cluster`` / ``healthy_client_cluster``
+    A second such cluster, for tests/test_cluster.py (failovers, kills and
+    migrations under load), so that its history does not reach the tests of
+    the cluster fixtures themselves.
 ``password_cluster``
     Like ``cluster`` with ``requirepass`` :data:`PASSWORD` on every node.
 ``tls_cluster``
@@ -316,6 +320,24 @@ def healthy_cluster(cluster: ClusterTopology) -> Iterator[ClusterTopology]:
     cluster.flushall()
     yield cluster
     cluster.ensure_healthy()
+
+
+@pytest.fixture(scope="session")
+def client_cluster(cluster_factory: ClusterFactory) -> ClusterTopology:
+    """A second cluster like ``cluster``, for tests/test_cluster.py, whose
+    migrations, failovers and kills under load would otherwise leave the
+    fixture tests' cluster with a long history (epochs, demoted primaries)
+    that made their own failover-in-a-migration cases flaky."""
+    return cluster_factory(primaries=3, replicas_per_primary=1)
+
+
+@pytest.fixture
+def healthy_client_cluster(client_cluster: ClusterTopology) -> Iterator[ClusterTopology]:
+    """``client_cluster``, healthy, in its starting layout and empty."""
+    client_cluster.ensure_healthy()
+    client_cluster.flushall()
+    yield client_cluster
+    client_cluster.ensure_healthy()
 
 
 @pytest.fixture(scope="session")

@@ -55,27 +55,27 @@ def keys_in_distinct_slots(n: int, prefix: str = "k") -> list[str]:
 # ---------------------------------------------------------------- configuration
 
 
-def test_key_slot_agrees_with_the_server(healthy_cluster: ClusterTopology) -> None:
-    node = healthy_cluster.primaries()[0]
+def test_key_slot_agrees_with_the_server(healthy_client_cluster: ClusterTopology) -> None:
+    node = healthy_client_cluster.primaries()[0]
     samples = ["foo", "{user1000}.following", "a{}b", "{}{x}", "{x", "abc}{d}", "héllo", "x" * 300]
     for key in samples:
         assert our_key_slot(key) == node.command("CLUSTER", "KEYSLOT", key) == key_slot(key), key
     # The namespace is part of the key: a cache computes slots for ns:key.
-    with SyncRedisClusterCache(nodes_of(healthy_cluster), namespace="app") as cache:
+    with SyncRedisClusterCache(nodes_of(healthy_client_cluster), namespace="app") as cache:
         for key in ("plain", "user:{42}:name", "{tag}"):
             assert cache._key_slot(key) == node.command("CLUSTER", "KEYSLOT", f"app:{key}")
 
 
-def test_urls_and_environment_make_cluster_caches(run: Runner, healthy_cluster: ClusterTopology) -> None:
-    url = healthy_cluster.url
+def test_urls_and_environment_make_cluster_caches(run: Runner, healthy_client_cluster: ClusterTopology) -> None:
+    url = healthy_client_cluster.url
     with SyncRedisCache.from_url(url) as cache:
         assert isinstance(cache, SyncRedisClusterCache)
         assert cache.set("via-url", 1) is True
     env = {
         "REDIS_USE_CLUSTERS": "true",
-        "REDIS_CLUSTERS": ",".join(f"{h}:{p}" for h, p in nodes_of(healthy_cluster)),
+        "REDIS_CLUSTERS": ",".join(f"{h}:{p}" for h, p in nodes_of(healthy_client_cluster)),
     }
-    assert settings_from_env(env)["cluster_nodes"] == tuple(nodes_of(healthy_cluster))
+    assert settings_from_env(env)["cluster_nodes"] == tuple(nodes_of(healthy_client_cluster))
 
     async def main() -> None:
         async with RedisCache.from_env(env) as cache:
@@ -90,7 +90,7 @@ def test_urls_and_environment_make_cluster_caches(run: Runner, healthy_cluster: 
     with pytest.raises(ConfigurationError, match="cluster_nodes is required"):
         SyncRedisClusterCache()
     with pytest.raises(ConfigurationError, match="db cannot be used with a cluster"):
-        SyncRedisClusterCache(nodes_of(healthy_cluster), db=3)
+        SyncRedisClusterCache(nodes_of(healthy_client_cluster), db=3)
     with pytest.raises(ConfigurationError, match="not host:port"):
         SyncRedisClusterCache("localhost")
 
@@ -98,14 +98,14 @@ def test_urls_and_environment_make_cluster_caches(run: Runner, healthy_cluster: 
 # ---------------------------------------------------------------- routing
 
 
-def test_sync_commands_go_to_the_owner_of_each_key(healthy_cluster: ClusterTopology) -> None:
-    with SyncRedisClusterCache(nodes_of(healthy_cluster), namespace="r") as cache:
+def test_sync_commands_go_to_the_owner_of_each_key(healthy_client_cluster: ClusterTopology) -> None:
+    with SyncRedisClusterCache(nodes_of(healthy_client_cluster), namespace="r") as cache:
         keys = keys_in_distinct_slots(300)
-        owners = {healthy_cluster.owner(f"r:{k}").address for k in keys}
+        owners = {healthy_client_cluster.owner(f"r:{k}").address for k in keys}
         assert len(owners) == 3  # the keys really are spread over every primary
         for i, key in enumerate(keys):
             assert cache.set(key, {"i": i}, ttl=60) is True
-        assert all(stored_on(healthy_cluster, f"r:{k}") for k in keys)
+        assert all(stored_on(healthy_client_cluster, f"r:{k}") for k in keys)
         assert [cache.get(k) for k in keys] == [{"i": i} for i in range(300)]
         assert cache.get("absent", default="d") == "d"
         assert cache.exists(keys[0]) is True
@@ -116,13 +116,13 @@ def test_sync_commands_go_to_the_owner_of_each_key(healthy_cluster: ClusterTopol
         assert cache.ping() is True
 
 
-def test_async_commands_go_to_the_owner_of_each_key(run: Runner, healthy_cluster: ClusterTopology) -> None:
+def test_async_commands_go_to_the_owner_of_each_key(run: Runner, healthy_client_cluster: ClusterTopology) -> None:
     async def main() -> None:
-        async with RedisClusterCache(nodes_of(healthy_cluster), namespace="r") as cache:
+        async with RedisClusterCache(nodes_of(healthy_client_cluster), namespace="r") as cache:
             keys = keys_in_distinct_slots(300)
             assert all(await asyncio.gather(*(cache.set(k, i) for i, k in enumerate(keys))))
             assert await asyncio.gather(*(cache.get(k) for k in keys)) == list(range(300))
-            assert all(stored_on(healthy_cluster, f"r:{k}") for k in keys)
+            assert all(stored_on(healthy_client_cluster, f"r:{k}") for k in keys)
             assert await cache.incr("counter", 2) == 2
             assert await cache.exists(keys[3]) is True
             assert await cache.delete(keys[3]) is True
@@ -132,10 +132,10 @@ def test_async_commands_go_to_the_owner_of_each_key(run: Runner, healthy_cluster
     run(main())
 
 
-def test_batches_of_ten_thousand_keys_across_all_slots(run: Runner, healthy_cluster: ClusterTopology) -> None:
+def test_batches_of_ten_thousand_keys_across_all_slots(run: Runner, healthy_client_cluster: ClusterTopology) -> None:
     data = {f"b{i}": i for i in range(10_000)}
     order = list(reversed(data))  # results follow the caller's order
-    with SyncRedisClusterCache(nodes_of(healthy_cluster)) as cache:
+    with SyncRedisClusterCache(nodes_of(healthy_client_cluster)) as cache:
         assert cache.set_many(data, ttl=60) is True
         got = cache.get_many([*order, "missing"])
         assert list(got) == order and got == data
@@ -143,7 +143,7 @@ def test_batches_of_ten_thousand_keys_across_all_slots(run: Runner, healthy_clus
         assert len(cache.get_many(order)) == 6000
 
     async def main() -> None:
-        async with RedisClusterCache(nodes_of(healthy_cluster)) as cache:
+        async with RedisClusterCache(nodes_of(healthy_client_cluster)) as cache:
             assert await cache.set_many(data) is True
             got = await cache.get_many(order)
             assert list(got) == order and got == data
@@ -153,10 +153,10 @@ def test_batches_of_ten_thousand_keys_across_all_slots(run: Runner, healthy_clus
     run(main())
 
 
-def test_clear_pattern_removes_exactly_the_namespace_on_every_node(run: Runner, healthy_cluster: ClusterTopology,
+def test_clear_pattern_removes_exactly_the_namespace_on_every_node(run: Runner, healthy_client_cluster: ClusterTopology,
 ) -> None:
-    with SyncRedisClusterCache(nodes_of(healthy_cluster), namespace="mine") as mine, \
-            SyncRedisClusterCache(nodes_of(healthy_cluster), namespace="other") as other:
+    with SyncRedisClusterCache(nodes_of(healthy_client_cluster), namespace="mine") as mine, \
+            SyncRedisClusterCache(nodes_of(healthy_client_cluster), namespace="other") as other:
         mine.set_many({f"user:{i}": i for i in range(3000)})
         mine.set_many({f"keep:{i}": i for i in range(500)})
         other.set_many({f"user:{i}": i for i in range(500)})
@@ -166,23 +166,23 @@ def test_clear_pattern_removes_exactly_the_namespace_on_every_node(run: Runner, 
         assert len(other.get_many([f"user:{i}" for i in range(500)])) == 500
 
     async def main() -> None:
-        async with RedisClusterCache(nodes_of(healthy_cluster), namespace="other") as cache:
+        async with RedisClusterCache(nodes_of(healthy_client_cluster), namespace="other") as cache:
             assert await cache.clear_pattern("*") == 500
 
     run(main())
-    counts = [node.command("DBSIZE") for node in healthy_cluster.primaries()]
+    counts = [node.command("DBSIZE") for node in healthy_client_cluster.primaries()]
     assert sum(counts) == 500  # mine:keep:* only
 
 
 def test_multi_key_commands_across_slots_are_refused_before_sending(
-    healthy_cluster: ClusterTopology,
+    healthy_client_cluster: ClusterTopology,
 ) -> None:
-    with SyncRedisClusterCache(nodes_of(healthy_cluster)) as cache:
+    with SyncRedisClusterCache(nodes_of(healthy_client_cluster)) as cache:
         assert cache.execute_command("SET", "{u1}a", "1") == "OK"
         assert cache.execute_command("MGET", "{u1}a", "{u1}b") == [b"1", None]
         with pytest.raises(ClusterError, match="CROSSSLOT.*hash tag"):
             cache.execute_command("MSET", "x1", "1", "x2", "2")
-        assert healthy_cluster.owner("x1").command("EXISTS", "x1") == 0
+        assert healthy_client_cluster.owner("x1").command("EXISTS", "x1") == 0
         with pytest.raises(ClusterError, match="CROSSSLOT"):
             cache.execute_command("EVAL", "return 1", 2, "a", "b")
         # Keyless commands go to some primary.
@@ -192,14 +192,14 @@ def test_multi_key_commands_across_slots_are_refused_before_sending(
 # ---------------------------------------------------------------- redirects
 
 
-def test_a_moved_slot_is_followed_and_the_map_reloaded(healthy_cluster: ClusterTopology) -> None:
+def test_a_moved_slot_is_followed_and_the_map_reloaded(healthy_client_cluster: ClusterTopology) -> None:
     key = "moving"
     slot = key_slot(key)
-    with SyncRedisClusterCache(nodes_of(healthy_cluster)) as cache:
+    with SyncRedisClusterCache(nodes_of(healthy_client_cluster)) as cache:
         assert cache.set(key, "v1") is True
-        source = healthy_cluster.node_for_slot(slot)
-        target = next(n for n in healthy_cluster.primaries() if n is not source)
-        healthy_cluster.migrate_slot(slot, target)
+        source = healthy_client_cluster.node_for_slot(slot)
+        target = next(n for n in healthy_client_cluster.primaries() if n is not source)
+        healthy_client_cluster.migrate_slot(slot, target)
         # The cache's map still names the source: MOVED, then the new owner.
         assert cache.get(key) == "v1"
         assert cache.set(key, "v2") is True
@@ -208,15 +208,15 @@ def test_a_moved_slot_is_followed_and_the_map_reloaded(healthy_cluster: ClusterT
         assert (owner.settings.host, owner.settings.port) == target.address
 
 
-def test_ask_during_a_migration_reaches_keys_already_moved(run: Runner, healthy_cluster: ClusterTopology) -> None:
+def test_ask_during_a_migration_reaches_keys_already_moved(run: Runner, healthy_client_cluster: ClusterTopology) -> None:
     tag = "{ask}"
     keys = [f"{tag}{i}" for i in range(20)]
     slot = key_slot(keys[0])
-    sync_cache = SyncRedisClusterCache(nodes_of(healthy_cluster))
+    sync_cache = SyncRedisClusterCache(nodes_of(healthy_client_cluster))
     sync_cache.set_many({k: i for i, k in enumerate(keys)})
-    source = healthy_cluster.node_for_slot(slot)
-    target = next(n for n in healthy_cluster.primaries() if n is not source)
-    migration = healthy_cluster.migrate_slot(slot, target, finish=False, keys_to_move=10, keys_batch=5)
+    source = healthy_client_cluster.node_for_slot(slot)
+    target = next(n for n in healthy_client_cluster.primaries() if n is not source)
+    migration = healthy_client_cluster.migrate_slot(slot, target, finish=False, keys_to_move=10, keys_batch=5)
     try:
         on_target = target.command("CLUSTER", "GETKEYSINSLOT", slot, 100)
         moved = [k for k in keys if k in on_target or k.encode() in on_target]
@@ -227,7 +227,7 @@ def test_ask_during_a_migration_reaches_keys_already_moved(run: Runner, healthy_
         assert sync_cache.get(moved[0]) == "new"
 
         async def main() -> list[Any]:
-            async with RedisClusterCache(nodes_of(healthy_cluster)) as cache:
+            async with RedisClusterCache(nodes_of(healthy_client_cluster)) as cache:
                 return await asyncio.gather(*(cache.get(k) for k in keys))
 
         expected = list(range(20))
@@ -309,19 +309,19 @@ def wait_for_reads(load: Load, more: int, limit: float = 20) -> None:
         time.sleep(0.01)
 
 
-def test_slot_migration_under_sync_load_loses_nothing(healthy_cluster: ClusterTopology) -> None:
+def test_slot_migration_under_sync_load_loses_nothing(healthy_client_cluster: ClusterTopology) -> None:
     load = Load()
     slots = sorted({key_slot(k) for k in load.keys})[:6]
-    with SyncRedisClusterCache(nodes_of(healthy_cluster), max_connections=8) as cache:
+    with SyncRedisClusterCache(nodes_of(healthy_client_cluster), max_connections=8) as cache:
         threads = [threading.Thread(target=sync_worker, args=(cache, load, w, 4)) for w in range(4)]
         for t in threads:
             t.start()
         try:
             wait_for_reads(load, 200)
             for slot in slots:
-                source = healthy_cluster.node_for_slot(slot)
-                target = next(n for n in healthy_cluster.primaries() if n is not source)
-                healthy_cluster.migrate_slot(slot, target, keys_batch=1)
+                source = healthy_client_cluster.node_for_slot(slot)
+                target = next(n for n in healthy_client_cluster.primaries() if n is not source)
+                healthy_client_cluster.migrate_slot(slot, target, keys_batch=1)
             wait_for_reads(load, 200)
         finally:
             load.stop.set()
@@ -333,20 +333,20 @@ def test_slot_migration_under_sync_load_loses_nothing(healthy_cluster: ClusterTo
 
 
 def test_slot_migration_under_async_load_loses_nothing(
-    run: Runner, healthy_cluster: ClusterTopology
+    run: Runner, healthy_client_cluster: ClusterTopology
 ) -> None:
     load = Load()
     slots = sorted({key_slot(k) for k in load.keys})[:6]
 
     def migrate() -> None:
         for slot in slots:
-            source = healthy_cluster.node_for_slot(slot)
-            target = next(n for n in healthy_cluster.primaries() if n is not source)
-            healthy_cluster.migrate_slot(slot, target, keys_batch=1)
+            source = healthy_client_cluster.node_for_slot(slot)
+            target = next(n for n in healthy_client_cluster.primaries() if n is not source)
+            healthy_client_cluster.migrate_slot(slot, target, keys_batch=1)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        async with RedisClusterCache(nodes_of(healthy_cluster)) as cache:
+        async with RedisClusterCache(nodes_of(healthy_client_cluster)) as cache:
             workers = [asyncio.ensure_future(async_worker(cache, load, w, 20)) for w in range(20)]
             try:
                 await loop.run_in_executor(None, wait_for_reads, load, 200)
@@ -363,23 +363,23 @@ def test_slot_migration_under_async_load_loses_nothing(
 
 
 @pytest.mark.parametrize("how", ["failover", "kill"])
-def test_a_shard_losing_its_primary_under_load(healthy_cluster: ClusterTopology, how: str) -> None:
+def test_a_shard_losing_its_primary_under_load(healthy_client_cluster: ClusterTopology, how: str) -> None:
     load = Load(strict=how == "failover")
     with SyncRedisClusterCache(
-        nodes_of(healthy_cluster), max_connections=8, socket_timeout=2
+        nodes_of(healthy_client_cluster), max_connections=8, socket_timeout=2
     ) as cache:
         cache.set_many({k: 0 for k in load.keys})
-        victim = healthy_cluster.owner(load.keys[0])
-        replica = healthy_cluster.replicas_of(victim)[0]
+        victim = healthy_client_cluster.owner(load.keys[0])
+        replica = healthy_client_cluster.replicas_of(victim)[0]
         threads = [threading.Thread(target=sync_worker, args=(cache, load, w, 4)) for w in range(4)]
         for t in threads:
             t.start()
         try:
             wait_for_reads(load, 200)
             if how == "failover":
-                promoted = healthy_cluster.failover(replica)
+                promoted = healthy_client_cluster.failover(replica)
             else:
-                promoted = healthy_cluster.kill_primary(victim)
+                promoted = healthy_client_cluster.kill_primary(victim)
             assert promoted.address == replica.address
             wait_for_reads(load, 400)
         finally:
@@ -400,32 +400,32 @@ def test_a_shard_losing_its_primary_under_load(healthy_cluster: ClusterTopology,
                 time.sleep(0.05)
         assert promoted.command("GET", "load:0") == '"after"'
     if how == "kill":
-        healthy_cluster.restart_node(victim)
+        healthy_client_cluster.restart_node(victim)
 
 
 _ASYNC_FAILOVER_TURN = itertools.count()
 
 
-def test_async_client_survives_a_failover(run: Runner, healthy_cluster: ClusterTopology) -> None:
+def test_async_client_survives_a_failover(run: Runner, healthy_client_cluster: ClusterTopology) -> None:
     load = Load()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        async with RedisClusterCache(nodes_of(healthy_cluster), socket_timeout=2) as cache:
+        async with RedisClusterCache(nodes_of(healthy_client_cluster), socket_timeout=2) as cache:
             await cache.set_many({k: 0 for k in load.keys})
             # A shard no other failover test used: a shard that has just
             # failed over can refuse another for a while (its primaries'
             # vote cooldown), which would fail the fixture, not the cache.
             others = sorted(
-                (p for p in healthy_cluster.primaries() if p is not healthy_cluster.owner(load.keys[0])),
+                (p for p in healthy_client_cluster.primaries() if p is not healthy_client_cluster.owner(load.keys[0])),
                 key=lambda p: p.address,
             )
             victim = others[next(_ASYNC_FAILOVER_TURN) % len(others)]
-            replica = healthy_cluster.replicas_of(victim)[0]
+            replica = healthy_client_cluster.replicas_of(victim)[0]
             workers = [asyncio.ensure_future(async_worker(cache, load, w, 20)) for w in range(20)]
             try:
                 await loop.run_in_executor(None, wait_for_reads, load, 200)
-                await loop.run_in_executor(None, healthy_cluster.failover, replica)
+                await loop.run_in_executor(None, healthy_client_cluster.failover, replica)
                 await loop.run_in_executor(None, wait_for_reads, load, 400)
             finally:
                 load.stop.set()
@@ -448,10 +448,10 @@ def test_async_client_survives_a_failover(run: Runner, healthy_cluster: ClusterT
 # ---------------------------------------------------------------- connecting
 
 
-def test_first_seed_down_the_others_answer(healthy_cluster: ClusterTopology) -> None:
+def test_first_seed_down_the_others_answer(healthy_client_cluster: ClusterTopology) -> None:
     from redis_cache.testing import free_port
 
-    seeds = [("127.0.0.1", free_port()), *nodes_of(healthy_cluster)]
+    seeds = [("127.0.0.1", free_port()), *nodes_of(healthy_client_cluster)]
     with SyncRedisClusterCache(seeds, socket_connect_timeout=1) as cache:
         assert cache.set("seeded", 1) is True and cache.get("seeded") == 1
     with pytest.raises(ConnectionError, match="no cluster node answered CLUSTER SLOTS"):
@@ -491,9 +491,9 @@ def test_tls_cluster(run: Runner, tls_cluster: ClusterTopology, tls_certs: TLSCe
 # ---------------------------------------------------------------- on top
 
 
-def test_decorators_work_on_a_cluster(run: Runner, healthy_cluster: ClusterTopology) -> None:
+def test_decorators_work_on_a_cluster(run: Runner, healthy_client_cluster: ClusterTopology) -> None:
     calls: list[Any] = []
-    cache = SyncRedisClusterCache(nodes_of(healthy_cluster), namespace="deco")
+    cache = SyncRedisClusterCache(nodes_of(healthy_client_cluster), namespace="deco")
 
     @cached(ttl=60, cache=cache)
     def profile(user_id: int) -> dict[str, int]:
@@ -530,28 +530,28 @@ def test_decorators_work_on_a_cluster(run: Runner, healthy_cluster: ClusterTopol
         cache.close()
 
 
-def test_dedicated_connection_bound_to_a_keys_node(run: Runner, healthy_cluster: ClusterTopology) -> None:
+def test_dedicated_connection_bound_to_a_keys_node(run: Runner, healthy_client_cluster: ClusterTopology) -> None:
     async def main() -> None:
-        async with RedisClusterCache(nodes_of(healthy_cluster)) as cache:
+        async with RedisClusterCache(nodes_of(healthy_client_cluster)) as cache:
             async with cache.dedicated("{acct}") as conn:
                 assert await conn.execute_command("MULTI") == "OK"
                 await conn.execute_command("SET", "{acct}a", "1")
                 await conn.execute_command("SET", "{acct}b", "2")
                 assert await conn.execute_command("EXEC") == ["OK", "OK"]
-            assert healthy_cluster.owner("{acct}a").command("MGET", "{acct}a", "{acct}b") == ["1", "2"]
+            assert healthy_client_cluster.owner("{acct}a").command("MGET", "{acct}a", "{acct}b") == ["1", "2"]
 
     run(main())
 
 
-def test_cross_process_lock_on_a_cluster(run: Runner, healthy_cluster: ClusterTopology) -> None:
+def test_cross_process_lock_on_a_cluster(run: Runner, healthy_client_cluster: ClusterTopology) -> None:
     """lock=True: callers in two caches (two processes, in effect) compute a
     missing value once; the lock's keys and the waiters' blocking pops land
     on the value's node (a CROSSSLOT or MOVED would silently drop the lock)."""
     computed: list[int] = []
 
     async def main() -> None:
-        async with RedisClusterCache(nodes_of(healthy_cluster), namespace="lk") as first, \
-                RedisClusterCache(nodes_of(healthy_cluster), namespace="lk") as second:
+        async with RedisClusterCache(nodes_of(healthy_client_cluster), namespace="lk") as first, \
+                RedisClusterCache(nodes_of(healthy_client_cluster), namespace="lk") as second:
             started = asyncio.Event()
             release = asyncio.Event()
 
@@ -574,7 +574,7 @@ def test_cross_process_lock_on_a_cluster(run: Runner, healthy_cluster: ClusterTo
             waiters = [asyncio.ensure_future(two(n)) for _ in range(5)]
             # Until a waiter is blocked on the holder's wake-up key (on the
             # key's node), or has given up on the lock and computed.
-            owner = healthy_cluster.owner(first._key_prefix.decode() + one.key(n))
+            owner = healthy_client_cluster.owner(first._key_prefix.decode() + one.key(n))
             deadline = time.monotonic() + 10
 
             def blocked() -> bool:
@@ -593,7 +593,7 @@ def test_cross_process_lock_on_a_cluster(run: Runner, healthy_cluster: ClusterTo
 
 
 def test_batch_replies_stay_in_step_after_an_error_reply(
-    run: Runner, healthy_cluster: ClusterTopology
+    run: Runner, healthy_client_cluster: ClusterTopology
 ) -> None:
     """get_many on a node is one GET per key: an error reply among them
     (WRONGTYPE) fails the call, and every later reply still reaches its own
@@ -604,7 +604,7 @@ def test_batch_replies_stay_in_step_after_an_error_reply(
     class Item:
         n: int
 
-    with SyncRedisClusterCache(nodes_of(healthy_cluster)) as cache:
+    with SyncRedisClusterCache(nodes_of(healthy_client_cluster)) as cache:
         cache.set_many({f"s{i}": {"n": i} for i in range(50)})
         cache.execute_command("RPUSH", "a-list", "x")
         with pytest.raises(Exception, match="WRONGTYPE"):
@@ -615,7 +615,7 @@ def test_batch_replies_stay_in_step_after_an_error_reply(
         assert cache.get("s3") == {"n": 3}
 
     async def main() -> None:
-        async with RedisClusterCache(nodes_of(healthy_cluster)) as cache:
+        async with RedisClusterCache(nodes_of(healthy_client_cluster)) as cache:
             failing = cache.get_many([f"s{i}" for i in range(50)] + ["a-list"])
             later = [cache.get(f"s{i}") for i in range(50)]
             results = await asyncio.gather(failing, *later, return_exceptions=True)

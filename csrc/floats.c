@@ -186,84 +186,87 @@ static inline uint64_t eight_digits(uint32_t n)
     return (tens | (pairs - tens * 10) << 8) + 0x3030303030303030ULL;
 }
 
-/* Writes v < 10^width as exactly width digits (1 <= width <= 17), zeros in
- * front, without a loop or a branch on the digits: each group of up to
- * eight is formatted as eight and shifted so its leading zeros drop out,
- * then stored whole. The stores reach up to p + max(width, 8); the bytes
- * past p + width are left over, for the caller to overwrite or ignore. The
- * group on the left is stored first, as its leftover bytes fall where the
- * next group goes. */
-static inline void put_digits(char *p, uint64_t v, int width)
+/* The digits of f < 10^17, right-aligned in d[0..16] (d[17 - n] is the
+ * first of f's n digits; what lies before it is not written when f is
+ * short). Two words of eight digits and one lone digit, each computed
+ * without a loop or a branch on the digits and stored whole: formatting
+ * every number into the same place lets write_decimal() cut and paste its
+ * parts with fixed-size copies instead of formatting each part apart. */
+static inline void digits17(char *d, uint64_t f)
 {
     uint64_t word;
 
-    if (width > 16) {
-        uint64_t top = div_pow10(v, 16);
-        *p++ = (char)('0' + top);
-        v -= top * 10000000000000000ULL;
-        width = 16;
+    if (f < 100000000) {
+        word = eight_digits((uint32_t)f);
+        memcpy(d + 9, &word, 8);
+        return;
     }
-    if (width > 8) {
-        uint64_t high = v / 100000000;
-        word = eight_digits((uint32_t)high) >> (8 * (16 - width));
-        memcpy(p, &word, 8);
-        word = eight_digits((uint32_t)(v - high * 100000000));
-        memcpy(p + width - 8, &word, 8);
-    } else {
-        word = eight_digits((uint32_t)v) >> (8 * (8 - width));
-        memcpy(p, &word, 8);
+    {
+        uint64_t high = div_pow10(f, 8); /* < 10^9 */
+        uint32_t top = (uint32_t)high / 100000000;
+
+        d[0] = (char)('0' + top);
+        word = eight_digits((uint32_t)high - top * 100000000);
+        memcpy(d + 1, &word, 8);
+        word = eight_digits((uint32_t)(f - high * 100000000));
+        memcpy(d + 9, &word, 8);
     }
 }
 
 /* Writes f * 10^e (f > 0) as repr() does: positional when the exponent of
- * the leading digit is in [-4, 16), scientific otherwise. The digits go
- * straight to their place in out: the part before the point and the part
- * after it are written as two numbers. At most 24 bytes of text; the stores
- * reach no further than out + 27 (see put_digits). */
+ * the leading digit is in [-4, 16), scientific otherwise. The n <= 17 digits
+ * are formatted once (digits17), then copied to their place in 16-byte
+ * pieces, whatever n is; the bytes copied past the text's end are left over,
+ * for the caller to overwrite. At most 24 bytes of text; the stores reach
+ * no further than out + 34 (RC_FLOAT_TEXT_MAX is 40). */
 static size_t write_decimal(char *out, int negative, uint64_t f, int e)
 {
+    char d[40] = {0}; /* 17 digits, then slack for the 16-byte copies */
+    const char *s;
     char *p = out;
     int n, x;
 
     strip_zeros(&f, &e);
     n = (int)rc_decimal_digits(f); /* at most 17 */
     x = e + n - 1;
+    digits17(d, f);
+    s = d + 17 - n;
     *p = '-'; /* overwritten when positive */
     p += negative;
     if (x >= -4 && x < 16) {
         if (e >= 0) {
-            /* x + 1 <= 16 digits, e of them zeros */
-            p += rc_format_ull(p, f);
+            /* x + 1 <= 16 digits, e of them zeros: 16 + 2 bytes at most */
+            memcpy(p, s, 16);
+            p += n;
             memset(p, '0', (size_t)e);
             p += e;
             memcpy(p, ".0", 2);
             p += 2;
         } else if (x >= 0) {
-            /* x + 1 digits, '.', -e <= 16 digits: stores up to
-             * 1 + (x + 1) + 1 + max(-e, 8) <= 27 bytes */
-            uint64_t whole = div_pow10(f, -e);
-            put_digits(p, whole, x + 1);
-            p += x + 1;
-            *p++ = '.';
-            put_digits(p, f - whole * rc_pow10_u64[-e], -e);
-            p += -e;
+            /* x + 1 digits, '.', the other -e; stores reach
+             * 1 + (x + 1) + 1 + 16 <= 34 bytes */
+            int whole = x + 1;
+
+            memcpy(p, s, 16);
+            p[whole] = '.';
+            memcpy(p + whole + 1, s + whole, 16);
+            p += n + 1;
         } else {
-            /* "0.", -x - 1 zeros, n <= 17 digits: up to 1 + 6 + 17 bytes */
-            memcpy(p, "0.0000", 6);
+            /* "0.", -x - 1 <= 3 zeros, n <= 17 digits: stores reach
+             * 1 + 5 + 17 bytes */
+            memcpy(p, "0.000", 5);
             p += 2 + (-x - 1);
-            put_digits(p, f, n);
+            memcpy(p, s, 16);
+            p[16] = s[16];
             p += n;
         }
     } else {
         /* d[.ddd]e+XX: up to 1 + 2 + 16 + 5 bytes */
+        *p++ = s[0];
         if (n > 1) {
-            uint64_t first = div_pow10(f, n - 1);
-            *p++ = (char)('0' + first);
             *p++ = '.';
-            put_digits(p, f - first * rc_pow10_u64[n - 1], n - 1);
+            memcpy(p, s + 1, 16);
             p += n - 1;
-        } else {
-            *p++ = (char)('0' + f);
         }
         *p++ = 'e';
         *p++ = x < 0 ? '-' : '+';

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 /* Room rc_float_format needs. */
-#define RC_FLOAT_TEXT_MAX 32
+#define RC_FLOAT_TEXT_MAX 40
 
 /* Writes repr(v) into out and returns its length; returns 0 for NaN,
  * infinities and the two smallest subnormals (left to CPython). */

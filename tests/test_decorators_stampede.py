@@ -29,7 +29,6 @@ of an observable condition under a generous deadline.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import math
@@ -43,6 +42,7 @@ from typing import Any
 
 import pytest
 from async_support import Runner, run  # noqa: F401  (run is a fixture)
+from lock_support import DEADLINE, async_wait_until, blocked_clients, wait_until
 from redis_raw import dbsize, keys, pttl, raw
 
 import redis_cache
@@ -51,9 +51,6 @@ from redis_cache.decorators import _lock_keys
 from redis_cache.testing import RedisServer
 
 NS = "st"
-
-#: Upper bound for waits that only run out when something is broken.
-DEADLINE = 30.0
 
 
 def reset_stats(fn: Any) -> None:
@@ -67,32 +64,6 @@ def counts(fn: Any) -> dict[str, int]:
     s = fn.stats
     return {"hits": s.hits, "misses": s.misses, "computations": s.computations,
             "errors": s.errors}
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Polls an observable condition until it holds (fails after timeout)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
-async def async_wait_until(condition: Callable[[], Any], what: str,
-                           timeout: float = DEADLINE) -> None:
-    """Like wait_until, letting the loop run; condition may be a coroutine function."""
-    deadline = time.monotonic() + timeout
-    while not (await result if inspect.isawaitable(result := condition()) else result):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
-
-
-def blocked_clients(server: RedisServer) -> int:
-    info = raw(server, "INFO", "clients")
-    assert isinstance(info, bytes)
-    for line in info.decode().splitlines():
-        if line.startswith("blocked_clients:"):
-            return int(line.split(":")[1])
-    raise AssertionError(f"no blocked_clients in {info!r}")
 
 
 # ---------------------------------------------------------------------------

@@ -24,7 +24,6 @@ under a generous deadline.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 
 import pytest
 from async_support import Runner, run  # noqa: F401  (run is a fixture)
+from lock_support import DEADLINE, async_wait_until, blocked_clients, wait_until
 from redis_raw import raw
 
 import redis_cache
@@ -54,32 +54,6 @@ from redis_cache.locks import lock_keys
 from redis_cache.testing import RedisServer
 
 NS = "lk"
-DEADLINE = 30.0
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> None:
-    """Polls an observable condition until it holds (fails after timeout)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
-async def async_wait_until(condition: Callable[[], Any], what: str,
-                           timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
-
-
-def blocked_clients(server: RedisServer) -> int:
-    info = raw(server, "INFO", "clients")
-    assert isinstance(info, bytes)
-    for line in info.decode().splitlines():
-        if line.startswith("blocked_clients:"):
-            return int(line.split(":")[1])
-    raise AssertionError(f"no blocked_clients in {info!r}")
 
 
 def strictly_increasing(values: list[int]) -> bool:

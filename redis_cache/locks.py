@@ -243,7 +243,7 @@ class _LockBase:
     def _renewed(self, started: float, reply: Any) -> bool:
         """Notes a renewal's answer; False once the lock is lost."""
         if _int_reply("renew", reply) == 1:
-            self._valid_until = started + self.lease
+            self._valid_until = max(self._valid_until, started + self.lease)
             return True
         self._mark_lost("a renewal found another holder")
         return False

@@ -14,7 +14,8 @@
 * Renewal keeps a lock held past its first lease; extend() lengthens it;
   LockTimeout, wait=0, and bad input give clear errors.
 * Redis Cluster: the three keys of a lock share one slot on its node; the
-  lock works (and wakes waiters) for names on every primary.
+  lock works (and wakes waiters) for names on every primary. Sentinel: the
+  lock, scan and key_info through the discovered primary.
 
 Ordering comes from events, blocking pops and the server's own view
 (``INFO clients``); the only waits are polls of an observable condition
@@ -33,6 +34,7 @@ from typing import Any
 
 import pytest
 from async_support import Runner, run  # noqa: F401  (run is a fixture)
+from conftest import PASSWORD, SENTINEL_PASSWORD, SERVICE_NAME
 from lock_support import DEADLINE, async_wait_until, blocked_clients, wait_until
 from redis_raw import raw
 
@@ -51,7 +53,7 @@ from redis_cache import (
 from redis_cache._testing_cluster import ClusterTopology
 from redis_cache.cluster import key_slot
 from redis_cache.locks import lock_keys
-from redis_cache.testing import RedisServer
+from redis_cache.testing import RedisServer, SentinelTopology
 
 NS = "lk"
 
@@ -541,3 +543,34 @@ def test_the_public_lock_is_the_decorators_lock(redis: RedisServer) -> None:
         thread.join(DEADLINE)
         assert result == ["stored by the holder"] and calls == []
     assert isinstance(holder, Lock) and not isinstance(holder, AsyncLock)
+
+
+# ---------------------------------------------------------------------------
+# Sentinel
+# ---------------------------------------------------------------------------
+
+
+def test_lock_scan_and_key_info_through_sentinel(
+    run: Runner, healthy_sentinel_topology: SentinelTopology
+) -> None:
+    options = {"sentinels": healthy_sentinel_topology.sentinel_addresses,
+               "service_name": SERVICE_NAME, "password": PASSWORD,
+               "sentinel_password": SENTINEL_PASSWORD, "namespace": NS, "connect_wait": 10}
+    with SyncRedisCache(**options) as cache:
+        cache.set_many({"a:1": 1, "a:2": 2})
+        assert sorted(cache.scan("a:*")) == ["a:1", "a:2"]
+        info = cache.key_info("a:1")
+        assert info is not None and info.type == "string"
+        with cache.lock("job", wait=0) as first:
+            with pytest.raises(LockTimeout):
+                cache.lock("job", wait=0).acquire()
+
+    async def main() -> None:
+        async with RedisCache(**options) as acache:
+            async with acache.lock("job", wait=0) as second:
+                assert await second.owned()
+            assert second.token is not None and first.token is not None
+            assert second.token > first.token
+            assert sorted([k async for k in acache.scan("a:*")]) == ["a:1", "a:2"]
+
+    run(main())

@@ -174,9 +174,11 @@ class _LockBase:
         self.token: int | None = None
         #: True once this lock found that its lease ran out and someone else
         #: may hold it: a renewal or extend() was refused, renewals failed for
-        #: a whole lease, or release() found another holder.
+        #: a whole lease, or release() found another holder. (A release that
+        #: still finds this holder's token clears it: the lease never ended.)
         self.lost = False
         self._valid_until = -math.inf
+        self._lease_left_ms = -1  # the holder's, as the last attempt saw it
 
     @property
     def fencing_token(self) -> int | None:
@@ -238,8 +240,6 @@ class _LockBase:
         self._valid_until = started + self.lease
         return ACQUIRED
 
-    _lease_left_ms: int = -1
-
     def _renewed(self, started: float, reply: Any) -> bool:
         """Notes a renewal's answer; False once the lock is lost."""
         if _int_reply("renew", reply) == 1:
@@ -268,7 +268,10 @@ class _LockBase:
     def _released(self, reply: Any) -> bool:
         self._owner_token = None
         if _int_reply("release", reply) == 1:
-            return not self.lost
+            # Our token was still there, so the lease never ended (a renewal
+            # only extends a key holding it): a local "lost" was a false alarm.
+            self.lost = False
+            return True
         self._mark_lost("release found another holder; its lock was left alone")
         return False
 

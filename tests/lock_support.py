@@ -8,16 +8,19 @@ never by sleeps: :func:`wait_until` polls one under a generous deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis_raw import raw
 
 from redis_cache.testing import RedisServer
 
-__all__ = ["DEADLINE", "async_wait_until", "blocked_clients", "wait_until"]
+__all__ = ["DEADLINE", "async_wait_until", "blocked_clients", "python_processes", "wait_until"]
 
 #: Upper bound for waits that only run out when something is broken.
 DEADLINE = 30.0
@@ -48,3 +51,26 @@ def blocked_clients(server: RedisServer) -> int:
         if line.startswith("blocked_clients:"):
             return int(line.split(":")[1])
     raise AssertionError(f"no blocked_clients in {info!r}")
+
+
+@contextlib.contextmanager
+def python_processes(script: str) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``start(*argv)`` runs ``python -c script *argv`` (stdout and stderr
+    piped, text); any still running at the end are killed."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*argv: object) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, *map(str, argv)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()

@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +41,13 @@ from typing import Any
 
 import pytest
 from async_support import Runner, run  # noqa: F401  (run is a fixture)
-from lock_support import DEADLINE, async_wait_until, blocked_clients, wait_until
+from lock_support import (
+    DEADLINE,
+    async_wait_until,
+    blocked_clients,
+    python_processes,
+    wait_until,
+)
 from redis_raw import dbsize, keys, pttl, raw
 
 import redis_cache
@@ -353,23 +358,13 @@ print(json.dumps({"pid": os.getpid(), "result": result}))
 @pytest.fixture
 def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Starts PROCESS_SCRIPT processes; kills any still running at the end."""
-    started: list[subprocess.Popen[str]] = []
+    with python_processes(PROCESS_SCRIPT) as run_script:
 
-    def start(server: RedisServer, flavor: str, role: str, *, lock_wait: float,
-              lock_lease: float) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", PROCESS_SCRIPT, str(server.port), flavor, role,
-             str(lock_wait), str(lock_lease)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        started.append(proc)
-        return proc
+        def start(server: RedisServer, flavor: str, role: str, *, lock_wait: float,
+                  lock_lease: float) -> subprocess.Popen[str]:
+            return run_script(server.port, flavor, role, lock_wait, lock_lease)
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+        yield start
 
 
 def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +34,13 @@ from typing import Any
 import pytest
 from async_support import Runner, run  # noqa: F401  (run is a fixture)
 from conftest import PASSWORD, SENTINEL_PASSWORD, SERVICE_NAME
-from lock_support import DEADLINE, async_wait_until, blocked_clients, wait_until
+from lock_support import (
+    DEADLINE,
+    async_wait_until,
+    blocked_clients,
+    python_processes,
+    wait_until,
+)
 from redis_raw import raw
 
 import redis_cache
@@ -182,21 +187,13 @@ else:
 
 @pytest.fixture
 def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
+    with python_processes(PROCESS_SCRIPT) as run_script:
 
-    def start(server: RedisServer, flavor: str, mode: str, argument: float) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", PROCESS_SCRIPT, str(server.port), flavor, mode, str(argument)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        started.append(proc)
-        return proc
+        def start(server: RedisServer, flavor: str, mode: str,
+                  argument: float) -> subprocess.Popen[str]:
+            return run_script(server.port, flavor, mode, argument)
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+        yield start
 
 
 def test_processes_increment_a_shared_counter_and_tokens_increase(

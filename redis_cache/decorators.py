@@ -50,7 +50,7 @@ from ._breaker import CircuitBreaker
 from .cache import RedisCache, SyncRedisCache, TTL
 from .errors import RedisCacheError, SerializationError
 from .keys import KeyBuilder, canonical_digest
-from .locks import ACQUIRED, TIMED_OUT, AsyncLock, Lock, lock_keys
+from .locks import ACQUIRED, TIMED_OUT, AsyncLock, Lock, check_lock_settings, lock_keys
 
 __all__ = [
     "CircuitBreaker",
@@ -523,6 +523,8 @@ def _make_cached(
     lock_wait: float,
     early_refresh: float | None,
 ) -> Callable[[F], F]:
+    if lock:
+        check_lock_settings(lock_lease, lock_wait)
     options = _Options(ttl, condition, lock, lock_lease, lock_wait, early_refresh)
     binding = _Binding(cache)
 

@@ -142,6 +142,15 @@ def _check_seconds(what: str, value: Any, *, allow_none: bool, allow_zero: bool)
     return float(value)
 
 
+def check_lock_settings(lease: Any, wait: Any) -> tuple[float, float | None]:
+    """The lease and wait, checked (also when a decorator is applied)."""
+    checked = _check_seconds("lease", lease, allow_none=False, allow_zero=False)
+    assert checked is not None
+    if checked < 0.003:
+        raise ValueError(f"lock lease must be at least 0.003 s (renewed every third); got {lease!r}")
+    return checked, _check_seconds("wait", wait, allow_none=True, allow_zero=True)
+
+
 def _int_reply(command: str, reply: Any) -> int:
     if not isinstance(reply, int) or isinstance(reply, bool):
         raise ProtocolError(f"redis answered the lock's {command} script with {reply!r:.80}, "
@@ -157,11 +166,7 @@ class _LockBase:
                  wait: float | None = DEFAULT_WAIT, renew: bool = True,
                  fencing: bool = True) -> None:
         self.name = name
-        self.lease: float = _check_seconds("lease", lease, allow_none=False,  # type: ignore[assignment]
-                                           allow_zero=False)
-        self.wait = _check_seconds("wait", wait, allow_none=True, allow_zero=True)
-        if self.lease < 0.003:
-            raise ValueError(f"lock lease must be at least 0.003 s (renewed every third); got {lease!r}")
+        self.lease, self.wait = check_lock_settings(lease, wait)
         self.renew = bool(renew)
         self.fencing = bool(fencing)
         self._cache = cache

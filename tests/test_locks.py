@@ -571,3 +571,11 @@ def test_lock_scan_and_key_info_through_sentinel(
             assert sorted([k async for k in acache.scan("a:*")]) == ["a:1", "a:2"]
 
     run(main())
+
+
+def test_the_decorator_checks_its_lock_settings_when_applied(redis: RedisServer) -> None:
+    with SyncRedisCache(port=redis.port, namespace=NS) as cache:
+        with pytest.raises(ValueError, match="lease must be a number of seconds"):
+            cache.cached(60, lock=True, lock_lease=0)
+        with pytest.raises(ValueError, match="wait must be"):
+            cache.cached(60, lock=True, lock_wait=-1)

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from .errors import LockError, LockLost, LockTimeout, ProtocolError, RedisCacheError
 
@@ -382,19 +382,20 @@ class AsyncLock(_LockBase):
             except RedisCacheError as exc:  # try again next time; the lease says how long
                 log.debug("redis_cache: renewing lock %r failed: %s", self.name, exc)
 
-    async def _stop_renewing(self) -> None:
+    def _stop_renewing(self) -> None:
+        # Not awaited: awaiting a cancelled task could swallow our caller's own
+        # cancellation. A renewal whose reply is pending is cancelled at that
+        # await, so it cannot report the coming release as a lost lease.
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
             renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
 
     async def release(self) -> bool:
         """Releases the lock and wakes a waiter. False when it had been lost
         (another holder's lock is never deleted); :class:`LockError` when this
         object does not hold it."""
         args = self._release_args()
-        await self._stop_renewing()
+        self._stop_renewing()
         return self._released(await self._cache.execute_command(*args))
 
     async def extend(self, seconds: float) -> float:
@@ -537,4 +538,3 @@ class Lock(_LockBase):
         self._exit_check(released, exc_type)
 
 
-AnyLock = Union[AsyncLock, Lock]

@@ -255,8 +255,6 @@ def test_async_waiters_are_woken_one_after_another(run: Runner, redis: RedisServ
                     events.append(f"out {i}")
 
             waiters = [asyncio.ensure_future(waiter(i)) for i in range(3)]
-            await async_wait_until(lambda: asyncio.to_thread(blocked_clients, redis),
-                                   "a waiter to block")
             await async_wait_until(
                 lambda: asyncio.to_thread(lambda: blocked_clients(redis) == 3),
                 "all three waiters to block")

@@ -20,6 +20,8 @@ from .decorators import (
     set_default_cache,
     stats,
 )
+from .keyspace import KeyInfo
+from .locks import AsyncLock, Lock
 from .ratelimit import Decision, Limit, RateLimiter, SyncRateLimiter
 from .sessions import SessionStore
 from .errors import (
@@ -29,6 +31,9 @@ from .errors import (
     ConfigurationError,
     ConnectionError,
     FailoverError,
+    LockError,
+    LockLost,
+    LockTimeout,
     PartialWriteError,
     PoolTimeout,
     ProtocolError,
@@ -58,6 +63,12 @@ __all__ = [
     "Limit",
     "Decision",
     "SessionStore",
+    "Lock",
+    "AsyncLock",
+    "KeyInfo",
+    "LockError",
+    "LockTimeout",
+    "LockLost",
     "errors",
     "RedisCacheError",
     "ConfigurationError",

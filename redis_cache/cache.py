@@ -18,17 +18,28 @@ import random
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import timedelta
 from os import PathLike
-from typing import Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from . import _core
 from ._breaker import CircuitBreaker, breaker_from_setting
 from ._config import ConnectionSettings, TLSSettings, parse_url, settings_from_env
 from ._topology import SentinelDiscovery
 from .errors import ConfigurationError, ConnectionError, PoolTimeout, ProtocolError, TimeoutError
+from .keyspace import (
+    DEFAULT_SCAN_COUNT,
+    KeyInfo,
+    caller_key,
+    check_count,
+    key_info_args,
+    parse_key_info,
+)
 from .serializers import SignedPickle
+
+if TYPE_CHECKING:
+    from .locks import AsyncLock, Lock
 
 __all__ = ["RedisCache", "SyncRedisCache", "TTL"]
 
@@ -147,6 +158,46 @@ def _scan_page(reply: Any, key_prefix: bytes) -> tuple[bytes, list[bytes]]:
                 "nothing was removed"
             )
     return cursor, keys
+
+
+def _scan_pages(execute: Callable[..., Any], key_prefix: bytes, match: bytes,
+                count: int) -> Iterator[list[bytes]]:
+    """The non-empty pages of one node's SCAN, each checked by _scan_page;
+    ``execute`` sends a raw command to that node."""
+    cursor = b"0"
+    while True:
+        reply = execute("SCAN", cursor, "MATCH", match, "COUNT", count, idempotent=True)
+        cursor, keys = _scan_page(reply, key_prefix)
+        if keys:
+            yield keys
+        if cursor == b"0":
+            return
+
+
+async def _scan_pages_async(execute: Callable[..., Any], key_prefix: bytes, match: bytes,
+                            count: int) -> AsyncIterator[list[bytes]]:
+    """_scan_pages for an async ``execute``."""
+    cursor = b"0"
+    while True:
+        reply = await execute("SCAN", cursor, "MATCH", match, "COUNT", count, idempotent=True)
+        cursor, keys = _scan_page(reply, key_prefix)
+        if keys:
+            yield keys
+        if cursor == b"0":
+            return
+
+
+def _caller_keys(pages: Iterator[list[bytes]], prefix_length: int) -> Iterator[str]:
+    for keys in pages:
+        for key in keys:
+            yield caller_key(key, prefix_length)
+
+
+async def _caller_keys_async(pages: AsyncIterator[list[bytes]],
+                             prefix_length: int) -> AsyncIterator[str]:
+    async for keys in pages:
+        for key in keys:
+            yield caller_key(key, prefix_length)
 
 
 def _unlinked(reply: Any) -> int:
@@ -381,18 +432,33 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         how many were removed. Walks the keyspace with SCAN (never KEYS, which
         blocks the server) and removes each batch with UNLINK."""
         prefix = self._key_prefix
-        match = _scan_match(prefix, pattern)
         removed = 0
-        cursor = b"0"
-        while True:
-            reply = self.execute_command(
-                "SCAN", cursor, "MATCH", match, "COUNT", _CLEAR_BATCH, idempotent=True
-            )
-            cursor, keys = _scan_page(reply, prefix)
-            if keys:
-                removed += _unlinked(self.execute_command("UNLINK", *keys, idempotent=True))
-            if cursor == b"0":
-                return removed
+        for keys in _scan_pages(self.execute_command, prefix, _scan_match(prefix, pattern),
+                                _CLEAR_BATCH):
+            removed += _unlinked(self.execute_command("UNLINK", *keys, idempotent=True))
+        return removed
+
+    def scan(self, pattern: str | bytes = "*", *, count: int = DEFAULT_SCAN_COUNT) -> Iterator[str]:
+        """This namespace's keys matching a glob ``pattern``, without the
+        namespace, through SCAN (never KEYS): ``for key in cache.scan("user:*")``.
+        ``count`` is SCAN's hint of keys looked at per call. As with SCAN, a
+        key may come twice, and keys written during the walk may be missed."""
+        prefix = self._key_prefix
+        match, count = _scan_match(prefix, pattern), check_count(count)
+        return _caller_keys(_scan_pages(self.execute_command, prefix, match, count), len(prefix))
+
+    def key_info(self, key: str | bytes) -> KeyInfo | None:
+        """A key's type, TTL, memory use and encoding (one script); None when
+        the key does not exist."""
+        return parse_key_info(self.execute_command(*key_info_args(self._key_prefix, key)))
+
+    def lock(self, name: str, *, lease: float = 10.0, wait: float | None = 5.0,
+             renew: bool = True, fencing: bool = True) -> Lock:
+        """A cross-process lock in this namespace: ``with cache.lock("name") as
+        lock:``; see :class:`redis_cache.locks.Lock`."""
+        from .locks import Lock
+
+        return Lock(self, name, lease=lease, wait=wait, renew=renew, fencing=fencing)
 
     def is_rate_limited(self, key: str, limit: int, window_seconds: float) -> bool:
         """Counts a request of ``key`` and says whether it is over ``limit`` requests
@@ -627,18 +693,36 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         """Deletes the keys of this namespace matching a glob ``pattern`` (SCAN + UNLINK,
         never KEYS) and returns how many were removed."""
         prefix = self._key_prefix
-        match = _scan_match(prefix, pattern)
         removed = 0
-        cursor = b"0"
-        while True:
-            reply = await self.execute_command(
-                "SCAN", cursor, "MATCH", match, "COUNT", _CLEAR_BATCH, idempotent=True
-            )
-            cursor, keys = _scan_page(reply, prefix)
-            if keys:
-                removed += _unlinked(await self.execute_command("UNLINK", *keys, idempotent=True))
-            if cursor == b"0":
-                return removed
+        async for keys in _scan_pages_async(self.execute_command, prefix,
+                                            _scan_match(prefix, pattern), _CLEAR_BATCH):
+            removed += _unlinked(await self.execute_command("UNLINK", *keys, idempotent=True))
+        return removed
+
+    def scan(self, pattern: str | bytes = "*", *,
+             count: int = DEFAULT_SCAN_COUNT) -> AsyncIterator[str]:
+        """This namespace's keys matching a glob ``pattern``, without the
+        namespace, through SCAN (never KEYS): ``async for key in
+        cache.scan("user:*")``. ``count`` is SCAN's hint of keys looked at per
+        call. As with SCAN, a key may come twice, and keys written during the
+        walk may be missed."""
+        prefix = self._key_prefix
+        match, count = _scan_match(prefix, pattern), check_count(count)
+        return _caller_keys_async(_scan_pages_async(self.execute_command, prefix, match, count),
+                                  len(prefix))
+
+    async def key_info(self, key: str | bytes) -> KeyInfo | None:
+        """A key's type, TTL, memory use and encoding (one script); None when
+        the key does not exist."""
+        return parse_key_info(await self.execute_command(*key_info_args(self._key_prefix, key)))
+
+    def lock(self, name: str, *, lease: float = 10.0, wait: float | None = 5.0,
+             renew: bool = True, fencing: bool = True) -> AsyncLock:
+        """A cross-process lock in this namespace: ``async with cache.lock("name")
+        as lock:``; see :class:`redis_cache.locks.AsyncLock`."""
+        from .locks import AsyncLock
+
+        return AsyncLock(self, name, lease=lease, wait=wait, renew=renew, fencing=fencing)
 
     async def is_rate_limited(self, key: str, limit: int, window_seconds: float) -> bool:
         """Counts a request of ``key`` and says whether it is over ``limit`` requests

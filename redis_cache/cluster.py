@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
 
 from . import _core
@@ -34,10 +36,14 @@ from .cache import (
     _CLEAR_BATCH,
     RedisCache,
     SyncRedisCache,
+    _caller_keys,
+    _caller_keys_async,
     _host_port,
     _scan_match,
-    _scan_page,
+    _scan_pages,
+    _scan_pages_async,
 )
+from .keyspace import DEFAULT_SCAN_COUNT, check_count
 from .errors import (
     ClusterDownError,
     ClusterError,
@@ -612,24 +618,29 @@ class SyncRedisClusterCache(SyncRedisCache):
         """Deletes this namespace's keys matching ``pattern`` on every primary:
         SCAN on each (one cursor per node), then one UNLINK per key found,
         pipelined to its node."""
-        self._refresh(force=not self._map.loaded)
         prefix = self._key_prefix
-        match = _scan_match(prefix, pattern)
         removed = 0
-        for address in list(self._map.primaries):
-            client = self._map.client(address)
-            cursor = b"0"
-            while True:
-                reply = SyncRedisCache.execute_command(
-                    client, "SCAN", cursor, "MATCH", match, "COUNT", _CLEAR_BATCH, idempotent=True
-                )
-                cursor, keys = _scan_page(reply, prefix)
-                if keys:
-                    # One UNLINK per key, pipelined to the node that listed them.
-                    removed += self.delete_many([key[len(prefix):] for key in keys])
-                if cursor == b"0":
-                    break
+        for keys in self._scan_primaries(_scan_match(prefix, pattern), _CLEAR_BATCH):
+            # One UNLINK per key, pipelined to the node that listed them.
+            removed += self.delete_many([key[len(prefix):] for key in keys])
         return removed
+
+    def scan(self, pattern: str | bytes = "*", *, count: int = DEFAULT_SCAN_COUNT) -> Iterator[str]:
+        """This namespace's keys matching ``pattern`` on every primary, one
+        node after the other. A key whose slot migrates during the walk may
+        come twice (once from each node) or, if it moved both ways, not at
+        all; so may keys written during it."""
+        match, count = _scan_match(self._key_prefix, pattern), check_count(count)
+        return _caller_keys(self._scan_primaries(match, count), len(self._key_prefix))
+
+    def _scan_primaries(self, match: bytes, count: int) -> Iterator[list[bytes]]:
+        """SCAN pages of every primary in turn (one cursor per node)."""
+        self._refresh(force=not self._map.loaded)
+        return itertools.chain.from_iterable(
+            _scan_pages(functools.partial(SyncRedisCache.execute_command, self._map.client(a)),
+                        self._key_prefix, match, count)
+            for a in list(self._map.primaries)
+        )
 
     def close(self) -> None:
         for client in self._map.clients_in_use():
@@ -891,19 +902,30 @@ class RedisClusterCache(RedisCache):
 
         async def clear_node(client: Any) -> int:
             removed = 0
-            cursor = b"0"
-            while True:
-                reply = await RedisCache.execute_command(
-                    client, "SCAN", cursor, "MATCH", match, "COUNT", _CLEAR_BATCH, idempotent=True
-                )
-                cursor, keys = _scan_page(reply, prefix)
-                if keys:
-                    removed += await self.delete_many([key[len(prefix):] for key in keys])
-                if cursor == b"0":
-                    return removed
+            async for keys in _scan_pages_async(functools.partial(RedisCache.execute_command, client),
+                                                prefix, match, _CLEAR_BATCH):
+                removed += await self.delete_many([key[len(prefix):] for key in keys])
+            return removed
 
         counts = await asyncio.gather(*(clear_node(self._map.client(a)) for a in list(self._map.primaries)))
         return sum(counts)
+
+    def scan(self, pattern: str | bytes = "*", *,
+             count: int = DEFAULT_SCAN_COUNT) -> AsyncIterator[str]:
+        """This namespace's keys matching ``pattern`` on every primary, one
+        node after the other. A key whose slot migrates during the walk may
+        come twice (once from each node) or, if it moved both ways, not at
+        all; so may keys written during it."""
+        match, count = _scan_match(self._key_prefix, pattern), check_count(count)
+        return _caller_keys_async(self._scan_primaries(match, count), len(self._key_prefix))
+
+    async def _scan_primaries(self, match: bytes, count: int) -> AsyncIterator[list[bytes]]:
+        """SCAN pages of every primary in turn (one cursor per node)."""
+        await self._refresh(force=not self._map.loaded)
+        for address in list(self._map.primaries):
+            execute = functools.partial(RedisCache.execute_command, self._map.client(address))
+            async for keys in _scan_pages_async(execute, self._key_prefix, match, count):
+                yield keys
 
     @contextlib.asynccontextmanager
     async def dedicated(self, key: Any = None) -> AsyncIterator[Any]:

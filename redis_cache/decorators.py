@@ -39,7 +39,6 @@ import inspect
 import logging
 import math
 import random
-import secrets
 import threading
 import time
 import typing
@@ -51,6 +50,7 @@ from ._breaker import CircuitBreaker
 from .cache import RedisCache, SyncRedisCache, TTL
 from .errors import RedisCacheError, SerializationError
 from .keys import KeyBuilder, canonical_digest
+from .locks import ACQUIRED, TIMED_OUT, AsyncLock, Lock, check_lock_settings, lock_keys
 
 __all__ = [
     "CircuitBreaker",
@@ -258,72 +258,10 @@ def _refresh_due(options: _Options, stats_: FunctionStats, remaining_ms: Any) ->
     return remaining_ms / 1000.0 <= delta * options.early_refresh * -math.log(random.random() or 1e-12)
 
 
-# The cross-process lock (lock=True). The lock key holds the holder's token
-# for a lease that the holder renews while it computes; the wake-up key is a
-# list that the holder's release pushes to, so that waiters blocked in BLPOP
-# on it wake at once. A waiter never blocks longer than the holder's
-# remaining lease: if the holder died, the lock is taken over as soon as the
-# lease runs out, not when lock_wait does.
-#
-# Every script touches only the lock and wake-up keys, which share a hash
-# tag (see _lock_keys), so they stay usable on Redis Cluster.
-
-# Takes the lock (and drops wake-ups left by an earlier holder), or returns
-# the holder's remaining lease in ms (-1: a lock without expiry).
-_ACQUIRE = (
-    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-    "redis.call('del', KEYS[2]) return redis.status_reply('OK') end "
-    "return redis.call('pttl', KEYS[1])"
-)
-# Renew and release only if the lock still holds this caller's token (it may
-# have expired and moved on).
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-_RELEASE = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) "
-    "redis.call('rpush', KEYS[2], '1') redis.call('pexpire', KEYS[2], ARGV[2]) return 1 end return 0"
-)
-# A woken waiter passes the wake-up on to the next one, but only while the
-# lock is free: a wake-up left behind while a new holder computes would wake
-# its waiters early, again and again.
-_PASS_ON = (
-    "if redis.call('exists', KEYS[1]) == 0 then "
-    "redis.call('rpush', KEYS[2], '1') redis.call('pexpire', KEYS[2], ARGV[1]) end return 0"
-)
-
-#: A waiter tries to take a lock over this long after the holder's lease
-#: should have run out (a key expires only after its last millisecond), so
-#: that it does not arrive a moment early and have to wait again.
-_TAKEOVER_MARGIN = 0.05
-#: The shortest wait for a wake-up: BLPOP with 0 would wait forever.
-_SHORTEST_BLOCK = 0.01
-
-#: _acquire_or_wait's outcome when this caller took the lock.
-_ACQUIRED = object()
-
-
 def _lock_keys(cache: AnyCache, key: str) -> tuple[bytes, bytes]:
-    """The lock and wake-up keys of a cache key. They share a hash tag: the
-    key's own one if it has one, else the whole key in braces. Either way they
-    also hash to the cached value's slot (unless the key holds a stray '}')."""
-    full = cache._key_prefix + key.encode()
-    opening = full.find(b"{")
-    has_tag = opening >= 0 and full.find(b"}", opening + 1) > opening + 1
-    base = full if has_tag else b"{" + full + b"}"
-    return base + b":lock", base + b":wake"
-
-
-def _blocking_time(lease_left_ms: Any, deadline: float, longest: float | None) -> float | None:
-    """How long a waiter blocks for the holder's wake-up: no longer than the
-    holder's remaining lease (then a dead holder's lock can be taken over),
-    nor the rest of lock_wait (None once it is over), nor ``longest``."""
-    wait = deadline - time.monotonic()
-    if wait <= 0:
-        return None
-    if isinstance(lease_left_ms, int) and lease_left_ms >= 0:
-        wait = min(wait, lease_left_ms / 1000 + _TAKEOVER_MARGIN)
-    if longest is not None:
-        wait = min(wait, longest)
-    return round(max(wait, _SHORTEST_BLOCK), 3)
+    """The lock and wake-up keys lock=True uses for a cache key (see
+    :func:`redis_cache.locks.lock_keys`): the same as ``cache.lock(key)``'s."""
+    return lock_keys(cache, key)[:2]
 
 
 # ---------------------------------------------------------------------- async path
@@ -413,55 +351,25 @@ class _AsyncCached:
         return value
 
     async def _compute_locked(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
-        lock_key, wake_key = _lock_keys(cache, key)
-        token = secrets.token_hex(16)
-        lease_ms = int(self.options.lock_lease * 1000)
+        """Takes the cross-process lock, or waits for its holder and returns
+        what it stored; computes unlocked once lock_wait is over or when no
+        lock is to be had (fail-open)."""
+        lock = AsyncLock(cache, key, lease=self.options.lock_lease, wait=self.options.lock_wait,
+                         fencing=False)
         try:
-            outcome = await self._acquire_or_wait(cache, key, lock_key, wake_key, token, lease_ms)
-        except RedisCacheError:  # no lock to be had: compute unlocked
-            outcome = _MISSING
-        if outcome is _MISSING:
+            outcome = await lock._acquire_or(
+                lambda: cache.get(key, TIMED_OUT, self.model.get()))
+        except RedisCacheError:
+            outcome = TIMED_OUT
+        if outcome is TIMED_OUT:
             return await self._run_and_store(cache, key, args, kwargs)
-        if outcome is not _ACQUIRED:
+        if outcome is not ACQUIRED:
             return outcome  # the value the holder stored
-        renewer = asyncio.create_task(self._renew(cache, lock_key, token, lease_ms))
         try:
             return await self._run_and_store(cache, key, args, kwargs)
         finally:
-            renewer.cancel()
             with contextlib.suppress(RedisCacheError):
-                await cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token,
-                                            lease_ms)
-
-    async def _acquire_or_wait(self, cache: RedisCache, key: str, lock_key: bytes,
-                               wake_key: bytes, token: str, lease_ms: int) -> Any:
-        """Takes the lock (_ACQUIRED), or waits for the process holding it: the
-        value it stored, or _MISSING once lock_wait is over. Waits are blocking
-        pops on a connection of our own, each no longer than the holder's
-        remaining lease, after which the lock of a holder that died is free."""
-        deadline = time.monotonic() + self.options.lock_wait
-        acquire = ("EVAL", _ACQUIRE, 2, lock_key, wake_key, token, lease_ms)
-        lease_left_ms = await cache.execute_command(*acquire)
-        if lease_left_ms == "OK":
-            return _ACQUIRED
-        # On a cluster: the node of the key, where its lock and wake-up keys live.
-        async with cache.dedicated(key) as conn:
-            while (block := _blocking_time(lease_left_ms, deadline, None)) is not None:
-                if await conn.execute_command("BLPOP", wake_key, block) is not None:
-                    await cache.execute_command("EVAL", _PASS_ON, 2, lock_key, wake_key, lease_ms)
-                value = await cache.get(key, _MISSING, self.model.get())
-                if value is not _MISSING:
-                    return value
-                lease_left_ms = await cache.execute_command(*acquire)
-                if lease_left_ms == "OK":
-                    return _ACQUIRED
-        return _MISSING
-
-    async def _renew(self, cache: RedisCache, lock_key: bytes, token: str, lease_ms: int) -> None:
-        with contextlib.suppress(RedisCacheError):
-            while True:
-                await asyncio.sleep(lease_ms / 3000)
-                await cache.execute_command("EVAL", _RENEW, 1, lock_key, token, lease_ms)
+                await lock.release()
 
     def _refresh_soon(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> None:
         slot = (id(asyncio.get_running_loop()), key)
@@ -576,61 +484,22 @@ class _SyncCached:
         return value
 
     def _compute_locked(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
-        lock_key, wake_key = _lock_keys(cache, key)
-        token = secrets.token_hex(16)
-        lease_ms = int(self.options.lock_lease * 1000)
+        """As the async path's: the lock, the holder's value, or unlocked."""
+        lock = Lock(cache, key, lease=self.options.lock_lease, wait=self.options.lock_wait,
+                    fencing=False)
         try:
-            outcome = self._acquire_or_wait(cache, key, lock_key, wake_key, token, lease_ms)
-        except RedisCacheError:  # no lock to be had: compute unlocked
-            outcome = _MISSING
-        if outcome is _MISSING:
+            outcome = lock._acquire_or(lambda: cache.get(key, TIMED_OUT, self.model.get()))
+        except RedisCacheError:
+            outcome = TIMED_OUT
+        if outcome is TIMED_OUT:
             return self._run_and_store(cache, key, args, kwargs)
-        if outcome is not _ACQUIRED:
+        if outcome is not ACQUIRED:
             return outcome  # the value the holder stored
-        stop = threading.Event()
-        renewer = threading.Thread(
-            target=self._renew, args=(cache, lock_key, token, lease_ms, stop), daemon=True
-        )
-        renewer.start()
         try:
             return self._run_and_store(cache, key, args, kwargs)
         finally:
-            stop.set()
             with contextlib.suppress(RedisCacheError):
-                cache.execute_command("EVAL", _RELEASE, 2, lock_key, wake_key, token, lease_ms)
-
-    def _acquire_or_wait(self, cache: SyncRedisCache, key: str, lock_key: bytes,
-                         wake_key: bytes, token: str, lease_ms: int) -> Any:
-        """Takes the lock (_ACQUIRED), or waits for the process holding it: the
-        value it stored, or _MISSING once lock_wait is over. Waits are blocking
-        pops, each no longer than the holder's remaining lease, after which the
-        lock of a holder that died is free."""
-        deadline = time.monotonic() + self.options.lock_wait
-        # A pop blocks one pooled connection; it must end before the socket
-        # timeout would break that connection.
-        timeout = cache.settings.socket_timeout
-        longest = None if timeout is None else timeout * 0.8
-        acquire = ("EVAL", _ACQUIRE, 2, lock_key, wake_key, token, lease_ms)
-        lease_left_ms = cache.execute_command(*acquire)
-        if lease_left_ms == "OK":
-            return _ACQUIRED
-        while (block := _blocking_time(lease_left_ms, deadline, longest)) is not None:
-            if cache.execute_command("BLPOP", wake_key, block) is not None:
-                cache.execute_command("EVAL", _PASS_ON, 2, lock_key, wake_key, lease_ms)
-            value = cache.get(key, _MISSING, self.model.get())
-            if value is not _MISSING:
-                return value
-            lease_left_ms = cache.execute_command(*acquire)
-            if lease_left_ms == "OK":
-                return _ACQUIRED
-        return _MISSING
-
-    @staticmethod
-    def _renew(cache: SyncRedisCache, lock_key: bytes, token: str, lease_ms: int,
-               stop: threading.Event) -> None:
-        with contextlib.suppress(RedisCacheError):
-            while not stop.wait(lease_ms / 3000):
-                cache.execute_command("EVAL", _RENEW, 1, lock_key, token, lease_ms)
+                lock.release()
 
 
 # ---------------------------------------------------------------------- decorators
@@ -654,6 +523,8 @@ def _make_cached(
     lock_wait: float,
     early_refresh: float | None,
 ) -> Callable[[F], F]:
+    if lock:
+        check_lock_settings(lock_lease, lock_wait)
     options = _Options(ttl, condition, lock, lock_lease, lock_wait, early_refresh)
     binding = _Binding(cache)
 

@@ -21,6 +21,9 @@ __all__ = [
     "FailoverError",
     "SerializationError",
     "PartialWriteError",
+    "LockError",
+    "LockTimeout",
+    "LockLost",
 ]
 
 
@@ -94,3 +97,18 @@ class PartialWriteError(ResponseError):
         super().__init__(message)
         self.written = written
         self.failed = failed
+
+
+class LockError(RedisCacheError):
+    """A lock (``cache.lock(...)``) was used wrongly: released or extended
+    without being held, or acquired twice through one Lock object."""
+
+
+class LockTimeout(LockError, builtins.TimeoutError):
+    """Another holder kept the lock for the whole ``wait``."""
+
+
+class LockLost(LockError):
+    """The lock's lease ran out while held (renewal refused or failing, a
+    process paused for longer than the lease), so another holder may have
+    taken it: the protected work may have overlapped with someone else's."""

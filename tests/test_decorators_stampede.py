@@ -29,12 +29,10 @@ of an observable condition under a generous deadline.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import math
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +41,13 @@ from typing import Any
 
 import pytest
 from async_support import Runner, run  # noqa: F401  (run is a fixture)
+from lock_support import (
+    DEADLINE,
+    async_wait_until,
+    blocked_clients,
+    python_processes,
+    wait_until,
+)
 from redis_raw import dbsize, keys, pttl, raw
 
 import redis_cache
@@ -51,9 +56,6 @@ from redis_cache.decorators import _lock_keys
 from redis_cache.testing import RedisServer
 
 NS = "st"
-
-#: Upper bound for waits that only run out when something is broken.
-DEADLINE = 30.0
 
 
 def reset_stats(fn: Any) -> None:
@@ -67,32 +69,6 @@ def counts(fn: Any) -> dict[str, int]:
     s = fn.stats
     return {"hits": s.hits, "misses": s.misses, "computations": s.computations,
             "errors": s.errors}
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Polls an observable condition until it holds (fails after timeout)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
-async def async_wait_until(condition: Callable[[], Any], what: str,
-                           timeout: float = DEADLINE) -> None:
-    """Like wait_until, letting the loop run; condition may be a coroutine function."""
-    deadline = time.monotonic() + timeout
-    while not (await result if inspect.isawaitable(result := condition()) else result):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
-
-
-def blocked_clients(server: RedisServer) -> int:
-    info = raw(server, "INFO", "clients")
-    assert isinstance(info, bytes)
-    for line in info.decode().splitlines():
-        if line.startswith("blocked_clients:"):
-            return int(line.split(":")[1])
-    raise AssertionError(f"no blocked_clients in {info!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -382,23 +358,13 @@ print(json.dumps({"pid": os.getpid(), "result": result}))
 @pytest.fixture
 def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Starts PROCESS_SCRIPT processes; kills any still running at the end."""
-    started: list[subprocess.Popen[str]] = []
+    with python_processes(PROCESS_SCRIPT) as run_script:
 
-    def start(server: RedisServer, flavor: str, role: str, *, lock_wait: float,
-              lock_lease: float) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", PROCESS_SCRIPT, str(server.port), flavor, role,
-             str(lock_wait), str(lock_lease)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        started.append(proc)
-        return proc
+        def start(server: RedisServer, flavor: str, role: str, *, lock_wait: float,
+                  lock_lease: float) -> subprocess.Popen[str]:
+            return run_script(server.port, flavor, role, lock_wait, lock_lease)
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+        yield start
 
 
 def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:

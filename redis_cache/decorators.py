@@ -90,6 +90,10 @@ class FunctionStats:
     errors: int = 0
     computations: int = 0
     compute_seconds: float = 0.0
+    #: Callers that joined a computation already running in this process.
+    stampedes_collapsed: int = 0
+    #: Computations that waited for another process's lock (lock=True).
+    lock_waits: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -376,6 +380,7 @@ class _AsyncCached:
         slot = (id(asyncio.get_running_loop()), key)
         running = self.inflight.get(slot)
         if running is not None:
+            self.stats.count("stampedes_collapsed")
             return await asyncio.shield(running)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.inflight[slot] = future
@@ -444,6 +449,7 @@ class _AsyncCached:
         lease_left_ms = await cache.execute_command(*acquire)
         if lease_left_ms == "OK":
             return _ACQUIRED
+        self.stats.count("lock_waits")
         # On a cluster: the node of the key, where its lock and wake-up keys live.
         async with cache.dedicated(key) as conn:
             while (block := _blocking_time(lease_left_ms, deadline, None)) is not None:
@@ -540,6 +546,7 @@ class _SyncCached:
                 flight = self.inflight[key] = _Flight()
         assert flight is not None
         if not leader:
+            self.stats.count("stampedes_collapsed")
             flight.done.wait()
             if flight.error is not None:
                 raise flight.error
@@ -614,6 +621,7 @@ class _SyncCached:
         lease_left_ms = cache.execute_command(*acquire)
         if lease_left_ms == "OK":
             return _ACQUIRED
+        self.stats.count("lock_waits")
         while (block := _blocking_time(lease_left_ms, deadline, longest)) is not None:
             if cache.execute_command("BLPOP", wake_key, block) is not None:
                 cache.execute_command("EVAL", _PASS_ON, 2, lock_key, wake_key, lease_ms)

@@ -80,29 +80,35 @@ def _node_clients(cache: Any) -> dict[str, Any]:
     return nodes
 
 
+def _snapshots(cache: Any, per_node: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The snapshots of cache's own client and (cluster) node clients; the
+    node ones also go into per_node by address."""
+    own = cache._metrics()
+    snapshots = [] if own is None else [own]
+    for address, clients in _node_clients(cache).items():
+        node_snaps = [s for s in (c._metrics() for c in clients) if s is not None]
+        per_node.setdefault(address, []).extend(node_snaps)
+        snapshots.extend(node_snaps)
+    return snapshots
+
+
 def client_metrics(cache: Any) -> dict[str, Any] | None:
     """The C counters of the cache's connections; None with ``metrics=False``.
 
     Counted: the cache's own client, the twin a decorator made for functions
     of the other kind (sync for an async cache), and on a cluster every node
     client (also under ``nodes``, by address)."""
-    own = cache._metrics()
-    if own is None:
+    if cache._metrics() is None:
         return None
-    snapshots = [own]
-    for twin in getattr(cache, "__dict__", {}).get("_twins", {}).values():
+    per_node: dict[str, list[dict[str, Any]]] = {}
+    snapshots = _snapshots(cache, per_node)
+    for twin in list(getattr(cache, "__dict__", {}).get("_twins", {}).values()):
         if twin is not cache:
-            snap = twin._metrics()
-            if snap is not None:
-                snapshots.append(snap)
-    per_node: dict[str, dict[str, Any]] = {}
-    for address, clients in _node_clients(cache).items():
-        node_snaps = [s for s in (c._metrics() for c in clients) if s is not None]
-        per_node[address] = merge_client_metrics(node_snaps)
-        snapshots.extend(node_snaps)
+            snapshots.extend(_snapshots(twin, per_node))
     merged = merge_client_metrics(snapshots)
     if per_node:
-        merged["nodes"] = per_node
+        merged["nodes"] = {address: merge_client_metrics(snaps)
+                           for address, snaps in sorted(per_node.items())}
     return merged
 
 

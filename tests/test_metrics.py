@@ -263,6 +263,27 @@ def test_function_metrics_and_stampedes(redis: RedisServer, run: Runner,
     run(main())
 
 
+def test_a_decorators_twin_is_counted(redis: RedisServer, run: Runner,
+                                      clean_stats: None) -> None:
+    """A sync function decorated with an async cache runs on the cache's sync
+    twin: its requests are in cache.metrics() too."""
+
+    async def main() -> None:
+        async with RedisCache(port=redis.port, namespace="tw") as cache:
+            @cache.cached(ttl=60)
+            def square(x: int) -> int:
+                return x * x
+
+            assert await asyncio.to_thread(square, 3) == 9
+            assert await asyncio.to_thread(square, 3) == 9
+            snapshot = client_of(cache)
+            assert snapshot["operations"]["get"]["calls"] == 2  # the twin's
+            assert snapshot["operations"]["set"]["calls"] == 1
+            assert "pool_waits" in snapshot  # a sync pool's counters
+
+    run(main())
+
+
 def qualname(fn: Any) -> str:
     return next(name for name, s in decorators._stats.items()
                 if name.endswith(fn.__qualname__.split(".")[-1]))
@@ -440,6 +461,32 @@ def test_cluster_metrics_are_summed_over_nodes(run: Runner,
             assert gets == owners
             families = parse_exposition(prometheus_text(cache.metrics()))
             assert families["redis_cache_client_operation_duration_seconds"]["samples"]
+
+    run(main())
+
+
+# ------------------------------------------------------------------ Sentinel
+
+
+def test_sentinel_metrics_count_requests_not_the_handshake(
+        run: Runner, healthy_sentinel_topology: Any) -> None:
+    """Through Sentinel (AUTH and CLIENT SETNAME on every connection): only
+    the cache's own requests are counted."""
+    from test_sentinel import options
+
+    with SyncRedisCache(**options(healthy_sentinel_topology)) as cache:
+        assert cache.set("m", 1) is True and cache.get("m") == 1
+        snapshot = client_of(cache)
+        assert snapshot["requests"] == snapshot["replies"] == 2
+        assert snapshot["connects"] == 1
+
+    async def main() -> None:
+        async with RedisCache(**options(healthy_sentinel_topology)) as cache:
+            assert await cache.get("m") == 1 and await cache.delete("m") is True
+            snapshot = client_of(cache)
+            assert snapshot["requests"] == snapshot["replies"] == 2
+            assert snapshot["connects"] == 1 and snapshot["error_replies"] == 0
+            assert histogram_total(snapshot) == 2
 
     run(main())
 

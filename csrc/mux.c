@@ -528,7 +528,8 @@ static void take_reply(rc_mux *m, PyObject *reply, PyObject *error)
 
     m->replies++;
     m->last_reply_ms = (long long)(now_ns / 1000000u);
-    if (m->metrics != NULL && s->future != NULL) {
+    if (m->metrics != NULL && s->future != NULL && !s->skip) {
+        /* (ASKING's +OK is not one of the request's commands' replies.) */
         m->metrics->replies++;
         m->metrics->error_replies += reply != NULL && rc_is_error_reply(m->state, reply);
     }

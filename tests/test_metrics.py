@@ -386,14 +386,14 @@ def test_prometheus_text_parses_and_is_consistent(redis: RedisServer, run: Runne
 
 def make_app(server: RedisServer) -> FastAPI:
     app = FastAPI(lifespan=cache_lifespan(lambda: RedisCache(port=server.port, namespace="mx")))
-    app.add_middleware(CacheMiddleware, ttl=60, include=["/mw"])
+    app.add_middleware(CacheMiddleware, ttl=60, include=["/metrics-mw"])
     app.include_router(health_router())
 
-    @app.get("/mw/items/{name}")
+    @app.get("/metrics-mw/items/{name}")
     async def item(name: str) -> dict[str, str]:
         return {"name": name}
 
-    @app.get("/routes/{n}")
+    @app.get("/metrics-routes/{n}")
     @cached_route(ttl=60)
     async def routed(n: int) -> dict[str, int]:
         return {"n": n}
@@ -405,22 +405,22 @@ def test_health_endpoints_and_route_metrics(redis: RedisServer) -> None:
     with client(make_app(redis)) as http:
         for _ in range(2):
             for name in ("a", "b", "c"):
-                assert http.get(f"/mw/items/{name}").status_code == 200
+                assert http.get(f"/metrics-mw/items/{name}").status_code == 200
             for n in range(4):
-                assert http.get(f"/routes/{n}").json() == {"n": n}
+                assert http.get(f"/metrics-routes/{n}").json() == {"n": n}
         routes = route_metrics()
-        mw, routed = routes["/mw/items/{name}"], routes["/routes/{n}"]
+        mw, routed = routes["/metrics-mw/items/{name}"], routes["/metrics-routes/{n}"]
         response = http.get("/health/metrics")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
         assert response.headers["cache-control"] == "no-store"
         families = parse_exposition(response.text)
         stats = http.get("/health/stats").json()["redis"]
-    assert mw["hits"] >= 3 and mw["misses"] >= 3
-    assert routed["hits"] >= 4 and routed["misses"] >= 4
+    assert (mw["hits"], mw["misses"], mw["errors"]) == (3, 3, 0)
+    assert (routed["hits"], routed["misses"], routed["errors"]) == (4, 4, 0)
     route_hits = {s[1]["route"]: s[2]
                   for s in families["redis_cache_route_hits_total"]["samples"]}
-    assert route_hits["/mw/items/{name}"] == mw["hits"]
+    assert route_hits["/metrics-mw/items/{name}"] == 3
     assert families["redis_cache_client_requests_total"]["samples"][0][2] > 0
     for field in ("version", "used_memory", "connected_clients", "hit_rate",
                   "commands_processed", "uptime_seconds", "ops_per_second", "evicted_keys"):
@@ -463,6 +463,19 @@ def test_cluster_metrics_are_summed_over_nodes(run: Runner,
             assert families["redis_cache_client_operation_duration_seconds"]["samples"]
 
     run(main())
+
+    app = FastAPI(lifespan=cache_lifespan(lambda: RedisClusterCache(seeds, namespace="cm")))
+    app.include_router(health_router())
+    with client(app) as http:
+        stats = http.get("/health/stats").json()["redis"]
+        metrics_text = http.get("/health/metrics").text
+    nodes = stats["nodes"]
+    assert len(nodes) == len(healthy_cluster.primaries())
+    for field in ("commands_processed", "evicted_keys", "connected_clients"):
+        assert stats[field] == sum(n[field] for n in nodes.values()), field
+    assert stats["uptime_seconds"] == min(n["uptime_seconds"] for n in nodes.values())
+    assert all(n["role"] == "master" and n["commands_processed"] > 0 for n in nodes.values())
+    parse_exposition(metrics_text)
 
 
 # ------------------------------------------------------------------ Sentinel

@@ -240,8 +240,9 @@ class _Writer:
             self.lines.append(f"# HELP {name} {_escape_help(help_text)}")
             self.lines.append(f"# TYPE {name} {kind}")
 
-    def sample(self, name: str, value: float | int, labels: Mapping[str, str] = {}) -> None:
-        self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
+    def sample(self, name: str, value: float | int,
+               labels: Mapping[str, str] | None = None) -> None:
+        self.lines.append(f"{name}{_labels(labels or {})} {_number(value)}")
 
 
 def _metric_name(text: str) -> str:

@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         f"~{args.seconds} s, `metrics=True` against `metrics=False` (same build, process and "
         "server; calls per CPU-second of the client's thread, which is what the counters "
         "cost and what the neighbours disturb least; paired ratio = median of each round's "
-        "ratio, which cancels drift between rounds; spread = (max - min) / median). The machine (2 cores) is "
+        "ratio, which cancels drift between rounds; spread = (max - min) / median). "
+        "The machine (2 cores) is "
         "shared with other jobs, so differences smaller than the spread are noise.",
         "",
         *table(figures, "on", "off"),

@@ -447,7 +447,8 @@ PyObject *rc_client_ping(rc_client *self, PyObject *unused)
 {
     PyObject *word = PyUnicode_FromString("PING"), *result;
     raw_arg arg = {NULL, 1};
-    rc_request request = {"PING", encode_raw, &arg, 1, RC_RESULT_PONG, NULL, NULL, 1, 0, RC_OP_PING};
+    rc_request request = {"PING", encode_raw, &arg, 1, RC_RESULT_PONG,
+                          NULL,   NULL,       1,    0, RC_OP_PING};
 
     (void)unused;
     if (word == NULL)

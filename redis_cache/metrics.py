@@ -299,6 +299,16 @@ def prometheus_text(metrics: Mapping[str, Any]) -> str:
             w.sample(name + "_bucket", cumulative, {"operation": op, "le": "+Inf"})
             w.sample(name + "_sum", data["sum_seconds"], {"operation": op})
             w.sample(name + "_count", cumulative, {"operation": op})
+        nodes = client.get("nodes") or {}
+        for field in ("requests", "error_replies", "timeouts", "connection_errors",
+                      "connect_failures", "in_flight"):
+            counter = field != "in_flight"
+            name = f"redis_cache_node_{field}" + ("_total" if counter else "")
+            if nodes:
+                what = _CLIENT_COUNTERS.get(field) or _CLIENT_GAUGES[field]
+                w.family(name, "counter" if counter else "gauge", f"Per cluster node: {what}")
+            for address, snap in nodes.items():
+                w.sample(name, snap.get(field, 0), {"node": address})
         name = "redis_cache_client_operation_errors_total"
         w.family(name, "counter", "Cache operations that raised, per operation.")
         for op, data in sorted(client.get("operations", {}).items()):

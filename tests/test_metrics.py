@@ -461,6 +461,9 @@ def test_cluster_metrics_are_summed_over_nodes(run: Runner,
             assert gets == owners
             families = parse_exposition(prometheus_text(cache.metrics()))
             assert families["redis_cache_client_operation_duration_seconds"]["samples"]
+            per_node = {s[1]["node"]: s[2]
+                        for s in families["redis_cache_node_requests_total"]["samples"]}
+            assert per_node == {a: float(n["requests"]) for a, n in snapshot["nodes"].items()}
 
     run(main())
 

@@ -8,6 +8,7 @@
 #include "client.h"
 #include "cmd.h"
 #include "conn.h"
+#include "metrics.h"
 #include "mux.h"
 #include "state.h"
 
@@ -60,14 +61,15 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
                              "compression_level", "max_decompressed_size",
                              "stringify_keys",    "connect_wait",
                              "max_key_size",      "tls",
-                             "stall_timeout",     NULL};
+                             "stall_timeout",     "metrics",
+                             NULL};
     rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     PyObject *namespace_ = Py_None, *default_ttl = Py_None, *serializer = NULL,
              *socket_timeout = Py_None, *connect_wait = Py_None, *tls = Py_None,
              *stall_timeout = Py_None;
     Py_ssize_t max_in_flight = 4096, connections = 1, max_key_size = RC_DEFAULT_MAX_KEY_SIZE;
     rc_state *st = self->base.state;
-    int rc, no_tls;
+    int rc, no_tls, metrics = 1;
 
     if (self->ready) {
         PyErr_SetString(PyExc_RuntimeError, "the cache is already initialized");
@@ -77,12 +79,13 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
     rc_keyspace_clear(&self->base.ks);
     rc_tls_context_unref(self->tls);
     self->tls = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnnOninpOnOO:RedisCache", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOnnOninpOnOOp:RedisCache", kwlist,
                                      &namespace_, &default_ttl, &serializer, &socket_timeout,
                                      &max_in_flight, &connections, &compress.compression,
                                      &compress.threshold, &compress.level,
                                      &compress.max_decompressed, &compress.stringify_keys,
-                                     &connect_wait, &max_key_size, &tls, &stall_timeout))
+                                     &connect_wait, &max_key_size, &tls, &stall_timeout,
+                                     &metrics))
         return -1;
     if (connections < 1 || connections > RC_MAX_MUX || max_in_flight < 1) {
         PyErr_Format(st->ConfigurationError, "connections must be 1-%d and max_in_flight >= 1",
@@ -116,6 +119,8 @@ static int AsyncClient_init(AsyncClient *self, PyObject *args, PyObject *kwargs)
         return -1;
     self->tls = rc_client_tls_context(st, tls, &no_tls);
     if (self->tls == NULL && !no_tls)
+        return -1;
+    if (rc_client_metrics_init(&self->base, metrics) < 0)
         return -1;
     self->n_mux = (size_t)connections;
     self->limits.max_in_flight = max_in_flight;
@@ -199,6 +204,7 @@ static void AsyncClient_dealloc(AsyncClient *self)
     AsyncClient_clear(self);
     rc_keyspace_clear(&self->base.ks);
     rc_tls_context_unref(self->tls);
+    rc_metrics_unref(self->base.metrics);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -353,7 +359,8 @@ static PyObject *AsyncClient_new_multiplexer(AsyncClient *self, PyObject *const 
         if (on_stale == NULL)
             return NULL;
     }
-    m = (PyObject *)rc_mux_new(self->base.state, args[0], &limits, self->tls, on_stale);
+    m = (PyObject *)rc_mux_new(self->base.state, args[0], &limits, self->tls, on_stale,
+                               dedicated ? NULL : self->base.metrics);
     Py_XDECREF(on_stale);
     return m;
 }
@@ -470,6 +477,16 @@ static PyObject *AsyncClient_get_multiplexers(AsyncClient *self, void *unused)
     return list;
 }
 
+/* _metrics() -> dict: a snapshot of the counters (metrics.h), or None when
+ * the cache was made with metrics=False. */
+static PyObject *AsyncClient_metrics(AsyncClient *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->base.metrics == NULL)
+        Py_RETURN_NONE;
+    return rc_metrics_snapshot(self->base.metrics, NULL);
+}
+
 static PyMethodDef AsyncClient_methods[] = {
     RC_CLIENT_METHOD_DEFS,
     {"_new_multiplexer", (PyCFunction)(void (*)(void))AsyncClient_new_multiplexer, METH_FASTCALL,
@@ -477,6 +494,8 @@ static PyMethodDef AsyncClient_methods[] = {
     {"_close_connections", (PyCFunction)AsyncClient_close_connections, METH_NOARGS, NULL},
     {"_replace_multiplexer", (PyCFunction)AsyncClient_replace_multiplexer, METH_O, NULL},
     {"_drain_connections", (PyCFunction)AsyncClient_drain_connections, METH_NOARGS, NULL},
+    {"_metrics", (PyCFunction)AsyncClient_metrics, METH_NOARGS,
+     "_metrics() -> dict | None: the client's counters and latency histograms."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -232,6 +232,7 @@ PyObject *rc_client_get(rc_client *self, PyObject *const *args, Py_ssize_t nargs
     if (request.extra == NULL)
         return NULL;
     arg.key = params[0];
+    request.op = RC_OP_GET;
     result = send(self, &request);
     Py_DECREF(request.extra);
     return result;
@@ -248,6 +249,7 @@ PyObject *rc_client_set(rc_client *self, PyObject *const *args, Py_ssize_t nargs
         rc_check_keys(&self->ks, params, 1) < 0 || rc_ttl_ms(&self->ks, params[2], &arg.ms) < 0)
         return NULL;
     arg.key = params[0];
+    request.op = RC_OP_SET;
     arg.value = rc_prepare_value(&self->ks, params[0], params[1]);
     if (arg.value == NULL)
         return NULL;
@@ -256,10 +258,11 @@ PyObject *rc_client_set(rc_client *self, PyObject *const *args, Py_ssize_t nargs
     return result;
 }
 
-static PyObject *key_command(rc_client *self, const char *name, PyObject *key, rc_result_kind kind)
+static PyObject *key_command(rc_client *self, const char *name, PyObject *key, rc_result_kind kind,
+                             rc_op op)
 {
     key_arg arg = {name, key};
-    rc_request request = {name, encode_key, &arg, 1, kind, NULL, NULL, 1};
+    rc_request request = {name, encode_key, &arg, 1, kind, NULL, NULL, 1, 0, op};
 
     if (rc_check_keys(&self->ks, &key, 1) < 0)
         return NULL;
@@ -268,17 +271,17 @@ static PyObject *key_command(rc_client *self, const char *name, PyObject *key, r
 
 PyObject *rc_client_delete(rc_client *self, PyObject *key)
 {
-    return key_command(self, "UNLINK", key, RC_RESULT_POSITIVE);
+    return key_command(self, "UNLINK", key, RC_RESULT_POSITIVE, RC_OP_DELETE);
 }
 
 PyObject *rc_client_exists(rc_client *self, PyObject *key)
 {
-    return key_command(self, "EXISTS", key, RC_RESULT_POSITIVE);
+    return key_command(self, "EXISTS", key, RC_RESULT_POSITIVE, RC_OP_EXISTS);
 }
 
 PyObject *rc_client_ttl(rc_client *self, PyObject *key)
 {
-    return key_command(self, "TTL", key, RC_RESULT_INTEGER);
+    return key_command(self, "TTL", key, RC_RESULT_INTEGER, RC_OP_TTL);
 }
 
 PyObject *rc_client_expire(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
@@ -287,7 +290,8 @@ PyObject *rc_client_expire(rc_client *self, PyObject *const *args, Py_ssize_t na
     static const char *const names[] = {"key", "ttl"};
     PyObject *params[2] = {NULL, NULL};
     set_arg arg;
-    rc_request request = {"PEXPIRE", encode_expire, &arg, 1, RC_RESULT_POSITIVE, NULL, NULL, 1};
+    rc_request request = {"PEXPIRE", encode_expire, &arg,        1,
+                          RC_RESULT_POSITIVE, NULL,  NULL, 1, 0, RC_OP_EXPIRE};
 
     if (rc_parse_args("expire", args, nargs, kwnames, names, 2, 2, params) < 0 ||
         rc_check_keys(&self->ks, params, 1) < 0 || rc_expire_ms(&self->ks, params[1], &arg.ms) < 0)
@@ -304,7 +308,8 @@ PyObject *rc_client_incr(rc_client *self, PyObject *const *args, Py_ssize_t narg
     PyObject *params[2] = {NULL, NULL};
     incr_arg arg = {NULL, 1};
     /* Not retry_safe: sent twice, it would add twice. */
-    rc_request request = {"INCRBY", encode_incrby, &arg, 1, RC_RESULT_INTEGER, NULL, NULL, 0};
+    rc_request request = {"INCRBY", encode_incrby, &arg, 1, RC_RESULT_INTEGER,
+                          NULL,     NULL,          0,    0, RC_OP_INCR};
 
     if (rc_parse_args("incr", args, nargs, kwnames, names, 2, 1, params) < 0 ||
         rc_check_keys(&self->ks, params, 1) < 0 ||
@@ -321,7 +326,7 @@ PyObject *rc_client_get_many(rc_client *self, PyObject *const *args, Py_ssize_t 
     PyObject *params[2] = {NULL, Py_None}, *result = NULL;
     keys_arg arg = {"MGET", NULL};
     rc_request request = {"MGET", encode_multikey, &arg,           1,
-                          RC_RESULT_MGET, &self->ks.codec, NULL, 1};
+                          RC_RESULT_MGET, &self->ks.codec, NULL, 1, 0, RC_OP_GET_MANY};
 
     if (rc_parse_args("get_many", args, nargs, kwnames, names, 2, 1, params) < 0)
         return NULL;
@@ -354,7 +359,8 @@ out:
 PyObject *rc_client_delete_many(rc_client *self, PyObject *keys)
 {
     keys_arg arg = {"UNLINK", NULL};
-    rc_request request = {"UNLINK", encode_multikey, &arg, 1, RC_RESULT_INTEGER, NULL, NULL, 1};
+    rc_request request = {"UNLINK", encode_multikey, &arg, 1, RC_RESULT_INTEGER,
+                          NULL,     NULL,            1,    0, RC_OP_DELETE_MANY};
     PyObject *result;
 
     arg.keys = key_list(self, "delete_many", keys);
@@ -397,13 +403,24 @@ PyObject *rc_client_as_cluster_node(rc_client *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+int rc_client_metrics_init(rc_client *self, int enabled)
+{
+    rc_metrics_unref(self->metrics);
+    self->metrics = NULL;
+    if (!enabled)
+        return 0;
+    self->metrics = rc_metrics_new();
+    return self->metrics == NULL ? -1 : 0;
+}
+
 PyObject *rc_client_set_many(rc_client *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
     static const char *const names[] = {"mapping", "ttl"};
     PyObject *params[2] = {NULL, Py_None}, *result;
     batch_arg arg;
-    rc_request request = {"SET", encode_set_many, &arg, 0, RC_RESULT_STORED_MANY, NULL, NULL, 1};
+    rc_request request = {"SET", encode_set_many, &arg, 0, RC_RESULT_STORED_MANY,
+                          NULL,  NULL,            1,    0, RC_OP_SET_MANY};
 
     if (rc_parse_args("set_many", args, nargs, kwnames, names, 2, 1, params) < 0 ||
         rc_ttl_ms(&self->ks, params[1], &arg.ms) < 0)
@@ -430,7 +447,8 @@ PyObject *rc_client_ping(rc_client *self, PyObject *unused)
 {
     PyObject *word = PyUnicode_FromString("PING"), *result;
     raw_arg arg = {NULL, 1};
-    rc_request request = {"PING", encode_raw, &arg, 1, RC_RESULT_PONG, NULL, NULL, 1};
+    rc_request request = {"PING", encode_raw, &arg, 1, RC_RESULT_PONG,
+                          NULL,   NULL,       1,    0, RC_OP_PING};
 
     (void)unused;
     if (word == NULL)
@@ -568,7 +586,8 @@ PyObject *rc_client_execute_command(rc_client *self, PyObject *const *args, Py_s
                                     PyObject *kwnames)
 {
     raw_arg arg = {args, nargs};
-    rc_request request = {"the command", encode_raw, &arg, 1, RC_RESULT_RAW, NULL, NULL, 0};
+    rc_request request = {"the command", encode_raw, &arg, 1, RC_RESULT_RAW, NULL,
+                          NULL,          0,          0,    RC_OP_EXECUTE_COMMAND};
     Py_ssize_t i;
 
     for (i = 0; kwnames != NULL && i < PyTuple_GET_SIZE(kwnames); i++) {

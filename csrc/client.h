@@ -39,6 +39,8 @@ struct rc_client {
     int cluster_node;
     /* Set by _ask_next(): the next request goes after an ASKING. */
     int ask_next;
+    /* Counters and latency histograms (metrics.h); NULL with metrics=False. */
+    rc_metrics *metrics;
 };
 
 /* The cache methods, shared by both types (self is an rc_client). */
@@ -65,6 +67,9 @@ PyObject *rc_client_key_prefix(PyObject *self, void *unused);
 PyObject *rc_client_key_slot(rc_client *self, PyObject *key);
 PyObject *rc_client_ask_next(rc_client *self, PyObject *unused);
 PyObject *rc_client_as_cluster_node(rc_client *self, PyObject *unused);
+/* Starts the client's metrics block when enabled (init). 0, or -1 with
+ * MemoryError set. */
+int rc_client_metrics_init(rc_client *self, int enabled);
 
 /* The TLS context described by `settings` (redis_cache._config.TLSSettings:
  * attributes ca_certs, ca_path, ca_data, certfile, keyfile, password,

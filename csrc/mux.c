@@ -94,6 +94,10 @@ typedef struct rc_slot {
     int skip, asked;
     long long queued_ms;
     rc_result_kind kind;
+    /* For the metrics: when the request was submitted (monotonic ns; kept
+     * when it moves to another connection) and its histogram. */
+    uint64_t begin_ns;
+    rc_op op;
 } rc_slot;
 
 struct rc_mux {
@@ -149,6 +153,10 @@ struct rc_mux {
     PyObject *down_type, *down_reason;
     /* Where the connection goes ("host:port"), for TLS error messages. */
     PyObject *where;
+    /* The client's counters (shared, reference counted), or NULL: metrics
+     * off, or a dedicated connection (whose blocking commands would skew
+     * the latencies). */
+    rc_metrics *metrics;
 };
 
 static long long now_ms(void)
@@ -161,6 +169,29 @@ static long long now_ms(void)
 static rc_slot *slot_at(rc_mux *m, size_t i)
 {
     return &m->slots[(m->head + i) & (m->cap - 1)];
+}
+
+/* A request left the connection, answered (failed: with an exception) or
+ * failed; now_ns 0: read the clock here. */
+static void slot_finished(rc_mux *m, const rc_slot *s, int failed, uint64_t now_ns)
+{
+    if (m->metrics == NULL || s->future == NULL)
+        return;
+    if (now_ns == 0)
+        now_ns = rc_metrics_now_ns();
+    rc_metrics_finish(m->metrics, s->op, now_ns - s->begin_ns, failed);
+}
+
+/* Counts a request failed with exc_type (a timeout, a connection error). */
+static void slot_failed(rc_mux *m, const rc_slot *s, int timed_out)
+{
+    if (m->metrics == NULL || s->future == NULL)
+        return;
+    if (timed_out)
+        m->metrics->timeouts++;
+    else
+        m->metrics->connection_errors++;
+    slot_finished(m, s, 1, 0);
 }
 
 static void slot_clear(rc_slot *s)
@@ -356,6 +387,7 @@ static void fail_all(rc_mux *m, PyObject *exc_type, PyObject *message)
 {
     PyObject *shared;
     size_t i, count;
+    int timed_out;
 
     assert_window_closed(m);
     if (m->status == MUX_CLOSED)
@@ -376,8 +408,10 @@ static void fail_all(rc_mux *m, PyObject *exc_type, PyObject *message)
     shared = PyObject_CallOneArg(exc_type, message);
     if (shared == NULL)
         PyErr_Clear();
+    timed_out = PyErr_GivenExceptionMatches(exc_type, m->state->TimeoutError);
     for (i = 0; i < count; i++) {
         rc_slot s = pop_head(m);
+        slot_failed(m, &s, timed_out);
         fail_slot(m, &s, exc_type, message, shared);
         slot_clear(&s);
     }
@@ -451,8 +485,9 @@ static void check_handshake(rc_mux *m, rc_slot *s)
                 "redis refused %S: %S", s->extra, s->error);
 }
 
-/* The head request got all its replies: complete its future. */
-static void finish_head(rc_mux *m)
+/* The head request got all its replies (the last at now_ns): complete its
+ * future. */
+static void finish_head(rc_mux *m, uint64_t now_ns)
 {
     /* Popped before completing, so a callback that queues a command sees a
      * consistent ring. */
@@ -462,9 +497,11 @@ static void finish_head(rc_mux *m)
     if (s.kind == RC_RESULT_HANDSHAKE) {
         check_handshake(m, &s);
     } else if (s.error != NULL) {
+        slot_finished(m, &s, 1, now_ns);
         complete(m, s.future, NULL, s.error);
     } else {
         result = rc_result_build(m->state, s.kind, s.result, s.extra);
+        slot_finished(m, &s, result == NULL, now_ns);
         if (result == NULL) {
             PyObject *type, *value, *tb;
             PyErr_Fetch(&type, &value, &tb);
@@ -487,9 +524,15 @@ static void finish_head(rc_mux *m)
 static void take_reply(rc_mux *m, PyObject *reply, PyObject *error)
 {
     rc_slot *s = slot_at(m, 0);
+    uint64_t now_ns = rc_metrics_now_ns();
 
     m->replies++;
-    m->last_reply_ms = now_ms();
+    m->last_reply_ms = (long long)(now_ns / 1000000u);
+    if (m->metrics != NULL && s->future != NULL && !s->skip) {
+        /* (ASKING's +OK is not one of the request's commands' replies.) */
+        m->metrics->replies++;
+        m->metrics->error_replies += reply != NULL && rc_is_error_reply(m->state, reply);
+    }
 
     if (s->skip) {
         /* ASKING's reply: only an error matters (it fails the request). */
@@ -515,10 +558,10 @@ static void take_reply(rc_mux *m, PyObject *reply, PyObject *error)
         Py_XSETREF(s->result, Py_NewRef(reply));
     }
     if (--s->remaining == 0)
-        finish_head(m);
+        finish_head(m, now_ns);
 }
 
-static int adopt(rc_mux *m, const rc_buf *bytes, rc_slot *s);
+static int adopt(rc_mux *m, rc_mux *from, const rc_buf *bytes, rc_slot *s);
 
 /* The node answered the head request READONLY / LOADING / MASTERDOWN: this
  * connection drains (nothing new comes here), and a lone, safe command not
@@ -555,9 +598,14 @@ static int node_stepped_down(rc_mux *m, PyObject *reply)
         target = PyObject_CallMethod(client, "_on_node_stale", "O", (PyObject *)m);
     Py_XDECREF(client);
     if (target != NULL && Py_IS_TYPE(target, m->state->MuxType) && target != (PyObject *)m)
-        adopted = adopt((rc_mux *)target, &bytes, &s) == 0;
+        adopted = adopt((rc_mux *)target, m, &bytes, &s) == 0;
     if (!adopted) {
         PyErr_Clear();
+        if (m->metrics != NULL && s.future != NULL) {
+            m->metrics->replies++;
+            m->metrics->error_replies++;
+        }
+        slot_finished(m, &s, 1, 0);
         complete(m, s.future, NULL, reply);
         slot_clear(&s);
     }
@@ -827,6 +875,7 @@ static void expire_unconnected(rc_mux *m, long long now)
                                        reason, m->limits.connect_wait_ms);
         if (message == NULL)
             PyErr_Clear();
+        slot_failed(m, &s, PyErr_GivenExceptionMatches(type, m->state->TimeoutError));
         fail_slot(m, &s, type, message != NULL ? message : reason, NULL);
         Py_XDECREF(message);
         Py_DECREF(type);
@@ -839,7 +888,7 @@ static void expire_unconnected(rc_mux *m, long long now)
 /* ------------------------------------------------------------ the type */
 
 rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
-                   rc_tls_context *tls, PyObject *on_stale)
+                   rc_tls_context *tls, PyObject *on_stale, rc_metrics *metrics)
 {
     rc_mux *m = PyObject_GC_New(rc_mux, st->MuxType);
 
@@ -856,6 +905,7 @@ rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
     m->loop = Py_NewRef(loop);
     m->tls_ctx = tls != NULL ? rc_tls_context_ref(tls) : NULL;
     m->on_stale = Py_XNewRef(on_stale);
+    m->metrics = rc_metrics_ref(metrics);
     rc_buf_init(&m->out);
     m->in = PyMem_Malloc(RC_MUX_READ_CHUNK);
     if (m->in == NULL || rc_reader_init(&m->reader, st) < 0) {
@@ -982,7 +1032,11 @@ PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
         s->command = r->command;
         s->total = s->remaining = r->replies;
         s->end = m->bytes_queued;
-        s->queued_ms = now_ms();
+        s->begin_ns = rc_metrics_now_ns();
+        s->queued_ms = (long long)(s->begin_ns / 1000000u);
+        s->op = r->op;
+        if (m->metrics != NULL)
+            rc_metrics_start(m->metrics, r->replies);
         s->kind = r->kind;
         s->retry_safe = r->retry_safe;
         s->retried = 0;
@@ -1018,13 +1072,15 @@ error:
  * the bytes of its command), as if it had been submitted here. The same
  * window as rc_mux_submit: room first, then no Python code until the slot
  * is recorded. On failure the slot is left to the caller. */
-static int adopt(rc_mux *m, const rc_buf *bytes, rc_slot *s)
+static int adopt(rc_mux *m, rc_mux *from, const rc_buf *bytes, rc_slot *s)
 {
     rc_slot *slot;
     int gc;
 
-    if (m->status == MUX_CLOSED || m->writing || ring_reserve(m, 1) < 0 ||
-        m->status == MUX_CLOSED)
+    /* Only between connections that count into the same metrics (the
+     * request is counted in flight there). */
+    if (m->status == MUX_CLOSED || m->writing || m->metrics != from->metrics ||
+        ring_reserve(m, 1) < 0 || m->status == MUX_CLOSED)
         return -1;
     gc = begin_write(m);
     if (rc_buf_append(&m->out, bytes->data, bytes->len) < 0) {
@@ -1403,6 +1459,8 @@ static PyObject *mux_attach(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
     } else {
         become_ready(m);
     }
+    if (m->metrics != NULL)
+        m->metrics->connects++;
     rc_buf_wipe(&prelude); /* it may hold a password */
     rc_buf_free(&prelude);
     PyMem_Free(ends);
@@ -1456,6 +1514,8 @@ static PyObject *mux_connect_failed(rc_mux *m, PyObject *const *args, Py_ssize_t
     }
     Py_XSETREF(m->down_type, Py_NewRef(args[0]));
     Py_XSETREF(m->down_reason, Py_NewRef(args[1]));
+    if (m->metrics != NULL)
+        m->metrics->connect_failures++;
     if (m->status != MUX_PENDING)
         return PyLong_FromLong(0);
     expire_unconnected(m, now_ms());
@@ -1576,8 +1636,13 @@ static int mux_clear(rc_mux *m)
 {
     size_t i;
 
-    for (i = 0; i < m->count; i++)
+    for (i = 0; i < m->count; i++) {
+        /* Never answered (the connection is being collected): not in
+         * flight any more. */
+        if (m->metrics != NULL && slot_at(m, i)->future != NULL)
+            m->metrics->in_flight--;
         slot_clear(slot_at(m, i));
+    }
     m->count = 0;
     Py_CLEAR(m->loop);
     Py_CLEAR(m->on_readable);
@@ -1609,6 +1674,7 @@ static void mux_dealloc(rc_mux *m)
     PyMem_Free(m->in);
     rc_tls_free(m->tls);
     rc_tls_context_unref(m->tls_ctx);
+    rc_metrics_unref(m->metrics);
     tp->tp_free((PyObject *)m);
     Py_DECREF(tp);
 }

@@ -17,6 +17,7 @@
 #include <Python.h>
 
 #include "buf.h"
+#include "metrics.h"
 #include "request.h"
 #include "state.h"
 #include "tls.h"
@@ -41,9 +42,11 @@ typedef struct rc_mux_limits {
  * handshake first. client_ref (or NULL) is a weak reference to the client:
  * when the node answers READONLY / LOADING / MASTERDOWN, its
  * _on_node_stale(multiplexer) returns the multiplexer that takes over (a
- * lone safe command is sent again there). New reference. */
+ * lone safe command is sent again there). metrics (or NULL) is the block
+ * its requests count into; the multiplexer keeps a reference. New
+ * reference. */
 rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
-                   rc_tls_context *tls, PyObject *client_ref);
+                   rc_tls_context *tls, PyObject *client_ref, rc_metrics *metrics);
 
 /* Non-zero when the multiplexer failed or was closed: replace it. */
 int rc_mux_is_closed(rc_mux *m);

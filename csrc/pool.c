@@ -224,8 +224,16 @@ static void take(rc_pool *p, int timeout_ms, grant *g)
         g->may_open = 1;
     } else if (caller_holds_all(p)) {
         g->self_deadlock = 1;
+        p->m_timeouts++;
     } else {
+        struct timespec start, end;
+        clock_gettime(CLOCK_MONOTONIC, &start);
         wait_in_queue(p, timeout_ms, &ts, g);
+        clock_gettime(CLOCK_MONOTONIC, &end);
+        p->m_waits++;
+        p->m_wait_ns += (uint64_t)((end.tv_sec - start.tv_sec) * 1000000000LL +
+                                   (end.tv_nsec - start.tv_nsec));
+        p->m_timeouts += g->timed_out;
     }
     if (g->conn != NULL)
         lend(p, g->conn);
@@ -298,6 +306,7 @@ static void note_failure(rc_pool *p, rc_state *st, long long attempt_started)
         p->retry_at_ms = now + backoff_ms(p->failures, now - p->down_since_ms, &p->jitter_seed);
     }
     p->last_failure_ms = now;
+    p->m_connect_failures++;
     snprintf(p->last_error, sizeof(p->last_error), "%s",
              message != NULL ? message : "cannot connect to redis");
     p->last_error_timed_out = timed_out;
@@ -409,6 +418,7 @@ static rc_conn *open_connection(rc_pool *p, const rc_conn_options *o, rc_state *
             ts = lock_pool(p);
             p->failures = 0;
             p->retry_at_ms = 0;
+            p->m_connects++;
             unlock_pool(p, ts);
             return c;
         }
@@ -419,8 +429,12 @@ static rc_conn *open_connection(rc_pool *p, const rc_conn_options *o, rc_state *
             unlock_pool(p, ts);
         }
         /* Wrong credentials or a refused handshake do not mend by waiting. */
-        if (!unreachable)
+        if (!unreachable) {
+            ts = lock_pool(p);
+            p->m_connect_failures++;
+            unlock_pool(p, ts);
             return NULL;
+        }
         note_failure(p, st, attempt_started);
         failed = 1;
     }
@@ -499,6 +513,28 @@ rc_conn *rc_pool_acquire(rc_pool *p, int timeout_ms, const rc_conn_options *o, r
                      "pool_timeout, or hold connections for less time",
                      p->max_size, timeout_ms);
     return NULL;
+}
+
+void rc_pool_read_metrics(rc_pool *p, rc_pool_metrics *out)
+{
+    PyThreadState *ts;
+    rc_conn *c;
+
+    if (p->generation != rc_fork_generation)
+        forget_parent(p);
+    ts = lock_pool(p);
+
+    out->waits = p->m_waits;
+    out->wait_ns = p->m_wait_ns;
+    out->timeouts = p->m_timeouts;
+    out->connects = p->m_connects;
+    out->connect_failures = p->m_connect_failures;
+    out->open = (int64_t)p->n_open;
+    out->max_size = (int64_t)p->max_size;
+    out->idle = 0;
+    for (c = p->idle; c != NULL; c = c->next_idle)
+        out->idle++;
+    unlock_pool(p, ts);
 }
 
 /* Gives c back, or (c NULL or broken) frees its slot. */

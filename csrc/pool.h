@@ -17,6 +17,7 @@
 #include <pthread.h>
 
 #include "conn.h"
+#include "metrics.h"
 
 typedef struct rc_pool_waiter rc_pool_waiter;
 
@@ -52,6 +53,9 @@ typedef struct rc_pool {
     /* Bumped when the node connections went to may no longer be the
      * primary: connections from before are closed rather than reused. */
     unsigned long address_generation;
+    /* Metrics (under the lock): waits in the queue and their total time,
+     * those that timed out, connections opened and attempts that failed. */
+    uint64_t m_waits, m_wait_ns, m_timeouts, m_connects, m_connect_failures;
 } rc_pool;
 
 /* Returns 0, or -1 with MemoryError set. GIL held. */
@@ -91,6 +95,9 @@ void rc_pool_set_discovery(rc_pool *p, rc_pool_discover_fn discover, void *owner
  * to it are closed (idle ones now, lent ones when given back), and the
  * next connection looks the node up again. GIL held. */
 void rc_pool_node_stale(rc_pool *p);
+
+/* Copies the pool's metrics into *out. GIL held. */
+void rc_pool_read_metrics(rc_pool *p, rc_pool_metrics *out);
 
 /* Gives a connection back; a broken one, one holding bytes nobody read, or
  * one to a node that went stale, is closed and its slot freed. */

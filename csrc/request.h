@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "cmd.h"
+#include "metrics.h"
 #include "result.h"
 
 /* Writes a request's command(s) into b. Runs no Python code: it is called
@@ -34,6 +35,9 @@ typedef struct rc_request {
      * node's ASK redirect): its +OK is read and dropped before the
      * request's own replies. */
     int asking;
+    /* Which histogram the request's latency goes to (metrics.h); a request
+     * that names none counts as RC_OP_OTHER. */
+    rc_op op;
 } rc_request;
 
 #endif

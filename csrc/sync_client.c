@@ -14,6 +14,7 @@
 #include "client.h"
 #include "cmd.h"
 #include "conn.h"
+#include "metrics.h"
 #include "pool.h"
 #include "result.h"
 #include "state.h"
@@ -103,6 +104,8 @@ static void free_settings(SyncClient *self)
     }
     rc_tls_context_unref(self->options.tls);
     self->options.tls = NULL;
+    rc_metrics_unref(self->base.metrics);
+    self->base.metrics = NULL;
 }
 
 /* A wait in seconds (None: no limit; 0: none) to milliseconds (-1: no limit). */
@@ -151,11 +154,12 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
                              "max_key_size",
                              "connect_wait",
                              "tls",
+                             "metrics",
                              NULL};
     rc_compress_options compress = RC_COMPRESS_OPTIONS_DEFAULT;
     const char *host = "localhost", *username = NULL, *password = NULL, *unix_path = NULL,
                *client_name = NULL;
-    int port = 6379, db = 0, max_connections = 50, no_tls;
+    int port = 6379, db = 0, max_connections = 50, no_tls, metrics = 1;
     Py_ssize_t max_key_size = RC_DEFAULT_MAX_KEY_SIZE;
     PyObject *socket_timeout = Py_None, *connect_timeout = Py_None, *pool_timeout = Py_None,
              *connect_wait = Py_None, *tls = Py_None,
@@ -169,11 +173,11 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
     /* A failed __init__ may be called again: start from nothing. */
     free_settings(self);
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "|$ziizzziOOOzOOOOninpnOO:SyncRedisCache", kwlist, &host, &port, &db,
+            args, kwargs, "|$ziizzziOOOzOOOOninpnOOp:SyncRedisCache", kwlist, &host, &port, &db,
             &username, &password, &unix_path, &max_connections, &socket_timeout, &connect_timeout,
             &pool_timeout, &client_name, &namespace_, &default_ttl, &serializer,
             &compress.compression, &compress.threshold, &compress.level, &compress.max_decompressed,
-            &compress.stringify_keys, &max_key_size, &connect_wait, &tls))
+            &compress.stringify_keys, &max_key_size, &connect_wait, &tls, &metrics))
         return -1;
     if (port < 1 || port > 65535 || db < 0 || max_connections < 1) {
         PyErr_Format(st->ConfigurationError,
@@ -228,7 +232,8 @@ static int SyncClient_init(SyncClient *self, PyObject *args, PyObject *kwargs)
                         "TLS (ssl=True, rediss://) works over TCP only, not a unix socket");
         return -1;
     }
-    if (rc_pool_init(&self->pool, (size_t)max_connections) < 0)
+    if (rc_pool_init(&self->pool, (size_t)max_connections) < 0 ||
+        rc_client_metrics_init(&self->base, metrics) < 0)
         return -1;
     self->ready = 1;
     return 0;
@@ -368,6 +373,10 @@ static PyObject *read_replies(SyncClient *self, rc_conn *c, const rc_request *r,
             Py_XDECREF(reply);
             goto broken;
         }
+        if (self->base.metrics != NULL) {
+            self->base.metrics->replies++;
+            self->base.metrics->error_replies += reply != NULL && rc_is_error_reply(st, reply);
+        }
         if (rc_is_failover_reply(st, reply)) {
             *failover = 1;
             c->broken = 1; /* a node that is not the primary: not to be reused */
@@ -434,9 +443,39 @@ static PyObject *exchange(SyncClient *self, rc_conn *c, const rc_request *r, int
 
 /* The transport: a pooled blocking connection per request, and one more try
  * on a fresh connection when that is safe (see exchange). */
+static PyObject *send_once(SyncClient *self, const rc_request *r);
+
+/* Counts a failed request by what it failed with (exception pending). */
+static void count_failure(rc_metrics *m, rc_state *st)
+{
+    if (PyErr_ExceptionMatches(st->TimeoutError))
+        m->timeouts++;
+    else if (PyErr_ExceptionMatches(st->ConnectionError))
+        m->connection_errors++;
+}
+
+/* The transport, timed when metrics are on: from the call to the result, so
+ * the time waiting for a pooled connection is in (as the caller sees it). */
 static PyObject *sync_send(rc_client *base, const rc_request *r)
 {
-    SyncClient *self = (SyncClient *)base;
+    rc_metrics *m = base->metrics;
+    uint64_t start;
+    PyObject *result;
+
+    if (m == NULL)
+        return send_once((SyncClient *)base, r);
+    start = rc_metrics_now_ns();
+    rc_metrics_start(m, r->replies);
+    result = send_once((SyncClient *)base, r);
+    if (result == NULL)
+        count_failure(m, base->state);
+    rc_metrics_finish(m, r->op, rc_metrics_now_ns() - start, result == NULL);
+    return result;
+}
+
+static PyObject *send_once(SyncClient *self, const rc_request *r)
+{
+    rc_client *base = &self->base;
     PyObject *reply, *result;
     int attempt, may_retry;
     rc_conn *c;
@@ -537,12 +576,27 @@ static PyObject *SyncClient_node_stale(SyncClient *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* _metrics() -> dict: a snapshot of the counters (metrics.h), or None when
+ * the cache was made with metrics=False. */
+static PyObject *SyncClient_metrics(SyncClient *self, PyObject *unused)
+{
+    rc_pool_metrics pool;
+
+    (void)unused;
+    if (self->base.metrics == NULL)
+        Py_RETURN_NONE;
+    rc_pool_read_metrics(&self->pool, &pool);
+    return rc_metrics_snapshot(self->base.metrics, &pool);
+}
+
 static PyMethodDef SyncClient_methods[] = {
     RC_CLIENT_METHOD_DEFS,
     {"close", (PyCFunction)SyncClient_close, METH_NOARGS,
      "close(): close every connection; the cache cannot be used afterwards."},
     {"_set_resolver", (PyCFunction)SyncClient_set_resolver, METH_O, NULL},
     {"_node_stale", (PyCFunction)SyncClient_node_stale, METH_NOARGS, NULL},
+    {"_metrics", (PyCFunction)SyncClient_metrics, METH_NOARGS,
+     "_metrics() -> dict | None: the client's counters and latency histograms."},
     {NULL, NULL, 0, NULL},
 };
 

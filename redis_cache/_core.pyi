@@ -42,7 +42,9 @@ class SyncClient:
         stringify_keys: bool = ...,
         max_key_size: int = ...,
         connect_wait: float | None = ...,
+        metrics: bool = ...,
     ) -> None: ...
+    def _metrics(self) -> dict[str, Any] | None: ...
     @property
     def closed(self) -> bool: ...
     @property
@@ -109,7 +111,9 @@ class AsyncClient:
         stringify_keys: bool = ...,
         connect_wait: float | None = ...,
         max_key_size: int = ...,
+        metrics: bool = ...,
     ) -> None: ...
+    def _metrics(self) -> dict[str, Any] | None: ...
     @property
     def closed(self) -> bool: ...
     @property

@@ -305,6 +305,15 @@ class _CacheSettings:
             ttl = ttl.total_seconds()
         return cached_route(ttl, cache=self, **options)  # type: ignore[arg-type]
 
+    def metrics(self) -> dict[str, Any]:
+        """Counters and latency histograms of this cache's connections, the
+        decorated functions' statistics and the circuit breaker's state, as
+        one dict (see redis_cache.metrics; ``metrics=False`` turns the
+        connection counters off)."""
+        from .metrics import cache_metrics
+
+        return cache_metrics(self)
+
     def _session_key(self, session_id: str) -> str:
         if not isinstance(session_id, str) or not session_id:
             raise ValueError(f"a session id must be a non-empty str, got {session_id!r}")
@@ -376,10 +385,12 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         sentinel_username: str | None = None,
         sentinel_password: str | None = None,
         sentinel_socket_timeout: float | None = 0.5,
+        metrics: bool = True,
     ) -> None:
         self._init_kwargs = _arguments(locals())
         settings = _connection_settings(self._init_kwargs)
         super().__init__(
+            metrics=metrics,
             host=settings.host,
             port=settings.port,
             db=settings.db,
@@ -604,10 +615,12 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         connections: int = 1,
         max_in_flight: int = 4096,
         stall_timeout: float | None = 0.1,
+        metrics: bool = True,
     ) -> None:
         self._init_kwargs = _arguments(locals())
         settings = _connection_settings(self._init_kwargs)
         super().__init__(
+            metrics=metrics,
             namespace=namespace,
             default_ttl=default_ttl,
             socket_timeout=settings.socket_timeout,

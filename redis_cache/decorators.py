@@ -90,6 +90,10 @@ class FunctionStats:
     errors: int = 0
     computations: int = 0
     compute_seconds: float = 0.0
+    #: Callers that joined a computation already running in this process.
+    stampedes_collapsed: int = 0
+    #: Computations that waited for another process's lock (lock=True).
+    lock_waits: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -314,6 +318,7 @@ class _AsyncCached:
         slot = (id(asyncio.get_running_loop()), key)
         running = self.inflight.get(slot)
         if running is not None:
+            self.stats.count("stampedes_collapsed")
             return await asyncio.shield(running)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.inflight[slot] = future
@@ -361,6 +366,8 @@ class _AsyncCached:
                 lambda: cache.get(key, TIMED_OUT, self.model.get()))
         except RedisCacheError:
             outcome = TIMED_OUT
+        if lock.waited:
+            self.stats.count("lock_waits")
         if outcome is TIMED_OUT:
             return await self._run_and_store(cache, key, args, kwargs)
         if outcome is not ACQUIRED:
@@ -448,6 +455,7 @@ class _SyncCached:
                 flight = self.inflight[key] = _Flight()
         assert flight is not None
         if not leader:
+            self.stats.count("stampedes_collapsed")
             flight.done.wait()
             if flight.error is not None:
                 raise flight.error
@@ -491,6 +499,8 @@ class _SyncCached:
             outcome = lock._acquire_or(lambda: cache.get(key, TIMED_OUT, self.model.get()))
         except RedisCacheError:
             outcome = TIMED_OUT
+        if lock.waited:
+            self.stats.count("lock_waits")
         if outcome is TIMED_OUT:
             return self._run_and_store(cache, key, args, kwargs)
         if outcome is not ACQUIRED:

@@ -184,6 +184,9 @@ class _LockBase:
         self.lost = False
         self._valid_until = -math.inf
         self._lease_left_ms = -1  # the holder's, as the last attempt saw it
+        #: Whether the last acquire found the lock held and waited (counted
+        #: as a lock wait in the decorators' statistics).
+        self.waited = False
 
     @property
     def fencing_token(self) -> int | None:
@@ -214,6 +217,7 @@ class _LockBase:
                    self._lease_ms, "1" if self.fencing else "0")
         started = time.monotonic()
         outcome = self._took(token, started, (yield ("shared", acquire)))
+        self.waited = outcome is None
         while outcome is None:
             block = blocking_time(self._lease_left_ms, deadline, longest)
             if block is None:

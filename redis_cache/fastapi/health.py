@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.requests import HTTPConnection
 
 from ._common import CacheNotConfiguredError, _configured_cache, _describe, logger
@@ -68,6 +68,11 @@ def _info_summary(info: dict[str, str]) -> dict[str, Any]:
         "keyspace_hits": hits,
         "keyspace_misses": misses,
         "hit_rate": round(hits / lookups, 4) if hits is not None and lookups else None,
+        "commands_processed": _int_field(info, "total_commands_processed"),
+        "ops_per_second": _int_field(info, "instantaneous_ops_per_sec"),
+        "uptime_seconds": _int_field(info, "uptime_in_seconds"),
+        "evicted_keys": _int_field(info, "evicted_keys"),
+        "role": info.get("role"),
     }
 
 
@@ -81,6 +86,7 @@ def _summed(nodes: list[dict[str, Any]]) -> dict[str, Any]:
     hits, misses = total("keyspace_hits"), total("keyspace_misses")
     lookups = (hits or 0) + (misses or 0)
     used = total("used_memory")
+    uptimes = [n["uptime_seconds"] for n in nodes]
     return {
         "version": nodes[0]["version"] if nodes else None,
         "used_memory": used,
@@ -89,6 +95,11 @@ def _summed(nodes: list[dict[str, Any]]) -> dict[str, Any]:
         "keyspace_hits": hits,
         "keyspace_misses": misses,
         "hit_rate": round(hits / lookups, 4) if hits is not None and lookups else None,
+        "commands_processed": total("commands_processed"),
+        "ops_per_second": total("ops_per_second"),
+        # The youngest node's: how long the cluster has been whole at least.
+        "uptime_seconds": None if not uptimes or None in uptimes else min(uptimes),
+        "evicted_keys": total("evicted_keys"),
     }
 
 
@@ -99,16 +110,21 @@ def health_router(
     tags: list[str] | None = None,
     include_in_schema: bool = True,
 ) -> APIRouter:
-    """An APIRouter with ``GET {prefix}/health`` and ``GET {prefix}/health/stats``.
+    """An APIRouter with ``GET {prefix}/health``, ``{prefix}/health/stats`` and
+    ``{prefix}/health/metrics``.
 
     ``/health``: 200 ``{"status": "up", "redis": "up", "latency_ms": 0.3}``, or
     503 with ``"down"`` when a PING does not succeed within ``timeout`` seconds.
     ``/health/stats``: the server's version, used memory, connected clients,
-    keyspace hits, misses and hit rate (from INFO; on a cluster, summed over
-    the primaries, each one's under ``"nodes"``), and ``decorators``: this
+    keyspace hits, misses and hit rate, commands processed, operations per
+    second, uptime, evicted keys (from INFO; on a cluster, summed over the
+    primaries, uptime the youngest's, each one's under ``"nodes"``), and
+    ``decorators``: this
     process's per-function stats when ``redis_cache.decorators`` has
-    ``stats()``. Both answer ``Cache-Control: no-store`` so no cache (nor
-    CacheMiddleware) keeps them."""
+    ``stats()``. ``/health/metrics``: ``cache.metrics()`` in the Prometheus
+    text format (redis_cache.metrics.prometheus_text), no server round trip.
+    All answer ``Cache-Control: no-store`` so no cache (nor CacheMiddleware)
+    keeps them."""
     router = APIRouter(prefix=prefix, tags=list(tags) if tags is not None else ["health"])
     no_store = {"Cache-Control": "no-store"}
 
@@ -167,5 +183,19 @@ def health_router(
         if present:
             body["decorators"] = stats
         return JSONResponse(body, headers=no_store)
+
+    @router.get("/health/metrics", include_in_schema=include_in_schema)
+    async def health_metrics(request: HTTPConnection) -> Response:
+        from ..metrics import prometheus_text
+
+        try:
+            cache = _configured_cache(request)
+        except CacheNotConfiguredError as exc:
+            return down(str(exc))
+        return Response(
+            prometheus_text(cache.metrics()),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+            headers=no_store,
+        )
 
     return router

@@ -33,9 +33,11 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..cache import RedisCache
+from ..metrics import route_stats
 from ._common import STATE_ATTR, _Breaker, _describe, _RateLimitedWarning
 
 _ENTRY_MAGIC = "RCH1\n"
@@ -276,6 +278,20 @@ class _Request:
         return any(k == encoded for k, _ in self.headers)
 
 
+def _match_route(scope: Scope) -> str:
+    """The path template of the app's route that matches scope, "unmatched"
+    when none does."""
+    router = getattr(scope.get("app"), "router", None)
+    for route in getattr(router, "routes", ()):
+        try:
+            match, _ = route.matches(scope)
+        except Exception:  # noqa: BLE001 - an odd route must not break the request
+            continue
+        if match is Match.FULL:
+            return str(getattr(route, "path", None) or "unmatched")
+    return "unmatched"
+
+
 class CacheMiddleware:
     """Caches GET responses in Redis; HEAD is answered from the same entries.
 
@@ -373,6 +389,8 @@ class CacheMiddleware:
         self.cache_header = cache_header.lower().encode("latin-1") if cache_header else None
         self.timeout = timeout
         self.breaker = _Breaker(retry_after)
+        # Request path -> route template, for the per-route metrics.
+        self._route_labels: dict[str, str] = {}
         self._warn = _RateLimitedWarning(warn_interval)
 
     # -- policy
@@ -510,12 +528,28 @@ class CacheMiddleware:
                 entry, spec = await self._lookup(cache, req)
             except Exception as exc:  # noqa: BLE001 - fail open on anything the cache raises
                 self._failed("read", exc)
+                route_stats(self._route_label(scope)).count("errors")
                 await self.app(scope, receive, send)
                 return
             if entry is not None:
+                route_stats(self._route_label(scope)).count("hits")
                 await self._send_entry(send, entry, req.head_only, if_none_match)
                 return
+        route_stats(self._route_label(scope)).count("misses")
         await self._miss(scope, receive, send, cache, req, ttl, spec, if_none_match)
+
+    def _route_label(self, scope: Scope) -> str:
+        """The route template a path belongs to (``/users/{user_id}``), never
+        the path itself: a metrics label must not grow with the URLs seen.
+        Found once per path among the app's routes (the middleware runs
+        before routing), then remembered."""
+        path: str = scope["path"]
+        label = self._route_labels.get(path)
+        if label is None:
+            label = _match_route(scope)
+            if len(self._route_labels) < 4096:
+                self._route_labels[path] = label
+        return label
 
     @staticmethod
     def _client_no_cache(req: _Request) -> bool:

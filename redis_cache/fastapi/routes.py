@@ -39,6 +39,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..cache import RedisCache
+from ..metrics import route_stats
 from ._common import STATE_ATTR, _Breaker, _describe, _RateLimitedWarning
 from .middleware import _NOT_MODIFIED_KEEPS, _UNSTORED, _directives, etag_matches
 
@@ -293,10 +294,12 @@ class _CachedRouteApp:
             raw = await self._read(cache, key, field)
         except Exception as exc:  # noqa: BLE001 - fail open
             self._failed("read", exc)
+            route_stats(self.path).count("errors")
             return None
         entry = self._decode(field, raw)
         if entry is not None and time.time() - entry.created >= self.policy.ttl:
             entry = None
+        route_stats(self.path).count("misses" if entry is None else "hits")
         return _Lookup(cache, key, field, if_none_match, entry)
 
     async def _read(self, cache: RedisCache, key: str, field: str) -> Any:

@@ -245,6 +245,36 @@ class _CacheSettings:
 
         return rate_limiter(self, *limits, **options)  # type: ignore[arg-type]
 
+    def set_tagged(self, key: str, value: Any, tags: Any, ttl: TTL = None) -> Any:
+        """Stores value under ``tags`` (a tag or a list of them), to be read with
+        get_tagged and dropped by invalidate_tags; see redis_cache.tags."""
+        from . import tags as _tags
+
+        return _tags.set_tagged(self, key, value, tags, ttl)
+
+    def get_tagged(self, key: str, default: Any = None, model: Any = None) -> Any:
+        """The value set_tagged stored, or ``default`` once any of its tags was
+        invalidated (or it expired). A plain get() of that key gets WRONGTYPE."""
+        from . import tags as _tags
+
+        return _tags.get_tagged(self, key, default, model)
+
+    def invalidate_tags(self, *tags: Any) -> Any:
+        """Makes every entry stored under any of ``tags`` a miss: one write per
+        tag, whatever the number of entries. Returns how many tags."""
+        from . import tags as _tags
+
+        return _tags.invalidate_tags(self, tags)
+
+    def get_or_set(self, key: str, factory: Callable[[], Any], ttl: TTL = None,
+                   **options: Any) -> Any:
+        """Read-through without a decorator: the cached value of key, or
+        ``factory()``'s, stored; the options of cached() apply (see
+        redis_cache.decorators.get_or_set)."""
+        from .decorators import get_or_set
+
+        return get_or_set(self, key, factory, ttl, **options)  # type: ignore[arg-type]
+
     def cached_route(self, ttl: TTL = 60, **options: Any) -> Callable[[_F], _F]:
         """Caches a FastAPI GET path operation's response bytes in this cache; see
         redis_cache.fastapi.routes.cached_route."""

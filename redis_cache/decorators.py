@@ -51,6 +51,7 @@ from ._breaker import CircuitBreaker
 from .cache import RedisCache, SyncRedisCache, TTL
 from .errors import RedisCacheError, SerializationError
 from .keys import KeyBuilder, canonical_digest
+from . import tags as _tags
 
 __all__ = [
     "CircuitBreaker",
@@ -58,6 +59,7 @@ __all__ = [
     "cached",
     "cached_batch",
     "get_default_cache",
+    "get_or_set",
     "invalidate",
     "set_default_cache",
     "stats",
@@ -89,6 +91,9 @@ class FunctionStats:
     misses: int = 0
     errors: int = 0
     computations: int = 0
+    #: Calls answered with a value past its expiry because recomputing it
+    #: raised (stale_if_error=).
+    stale_served: int = 0
     compute_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -117,6 +122,7 @@ class FunctionStats:
             "misses": self.misses,
             "errors": self.errors,
             "computations": self.computations,
+            "stale_served": self.stale_served,
             "hit_rate": round(self.hit_rate, 4),
             "average_compute_ms": round(self.average_compute_seconds * 1000, 3),
             "time_saved_seconds": round(self.time_saved_seconds, 3),
@@ -140,6 +146,14 @@ class _Warnings:
     def __init__(self) -> None:
         self._last = -math.inf
         self._last_store = -math.inf
+        self._last_stale = -math.inf
+
+    def serving_stale(self, name: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_stale >= WARNING_INTERVAL:
+            self._last_stale = now
+            log.warning("redis_cache: %s raised %s: %s; serving its last value (stale_if_error)",
+                        name, type(exc).__name__, exc)
 
     def cannot_store(self, name: str, exc: BaseException) -> None:
         now = time.monotonic()
@@ -243,6 +257,32 @@ class _Options:
     lock_lease: float
     lock_wait: float
     early_refresh: float | None
+    #: Entries carry tags (their tokens are read before computing).
+    tagged: bool = False
+    #: How long (ms) past its expiry a value may be served when recomputing fails.
+    stale_ms: int = 0
+
+    @property
+    def entries(self) -> bool:
+        """Stored as redis_cache.tags entries rather than plain values."""
+        return self.tagged or self.stale_ms > 0
+
+
+TagsOf = Callable[[tuple[Any, ...], dict[str, Any]], tuple[str, ...]]
+
+
+def _no_tags(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    return ()
+
+
+class _FixedModel:
+    """The model of a get_or_set call: given, not read from annotations."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def get(self) -> Any:
+        return self._model
 
 
 def _should_store(options: _Options, value: Any) -> bool:
@@ -330,21 +370,30 @@ def _blocking_time(lease_left_ms: Any, deadline: float, longest: float | None) -
 
 
 class _AsyncCached:
-    def __init__(self, func: Callable[..., Awaitable[Any]], binding: _Binding, keys: KeyBuilder,
-                 options: _Options, stats_: FunctionStats) -> None:
+    def __init__(self, func: Callable[..., Awaitable[Any]], binding: _Binding,
+                 keys: KeyBuilder | None, options: _Options, stats_: FunctionStats,
+                 tags_of: TagsOf = _no_tags, model: Any = None) -> None:
         self.func = func
         self.binding = binding
         self.keys = keys
         self.options = options
         self.stats = stats_
-        self.model = _LazyModel(func)
+        self.tags_of = tags_of
+        self.model: Any = _LazyModel(func) if model is None else model
         self.warnings = _Warnings()
         self.inflight: dict[tuple[int, str], asyncio.Future[Any]] = {}
         self.background: set[asyncio.Task[Any]] = set()
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        assert self.keys is not None
         key = self.keys.key(args, kwargs)
         cache: RedisCache = self.binding.get(RedisCache)
+        if self.options.entries:
+            return await self.lookup_entry(cache, key, args, kwargs)
+        return await self.lookup(cache, key, args, kwargs)
+
+    async def lookup(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        """The cached value of key, or the function's (args, kwargs) stored."""
         attempt = cache.circuit_breaker.attempt()
         if attempt is not None:
             try:
@@ -368,9 +417,74 @@ class _AsyncCached:
         self.stats.count("misses")
         return await self._single_flight(cache, key, args, kwargs)
 
+    async def lookup_entry(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        """__call__ for tagged or stale-capable entries (redis_cache.tags): the
+        entry and its tags' tokens are read in one round trip; a value past
+        its expiry is kept to answer with if recomputing raises."""
+        stale: Any = _MISSING
+        tags = self.tags_of(args, kwargs)
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is not None:
+            try:
+                with attempt:
+                    entry, _ = await _tags.read_async(cache, key, self.model.get(), tags or None)
+            except SerializationError:
+                raise
+            except RedisCacheError as exc:
+                self._failed(exc)
+            else:
+                if entry is not None and entry.fresh:
+                    self.stats.count("hits")
+                    if _refresh_due(self.options, self.stats, entry.fresh_ms):
+                        self._refresh_soon(cache, key, args, kwargs)
+                    return entry.value
+                if entry is not None:
+                    stale = entry.value
+        self.stats.count("misses")
+        if stale is _MISSING:
+            return await self._single_flight(cache, key, args, kwargs)
+        try:
+            return await self._single_flight(cache, key, args, kwargs)
+        except Exception as exc:
+            self.stats.count("stale_served")
+            self.warnings.serving_stale(self.stats.name, exc)
+            return stale
+
     def _failed(self, exc: BaseException) -> None:
         self.stats.count("errors")
         self.warnings.warn(self.stats.name, exc)
+
+    async def _peek(self, cache: RedisCache, key: str) -> Any:
+        """The fresh value another process stored, or _MISSING."""
+        if not self.options.entries:
+            return await cache.get(key, _MISSING, self.model.get())
+        entry, _ = await _tags.read_async(cache, key, self.model.get())
+        return entry.value if entry is not None and entry.fresh else _MISSING
+
+    async def _store(self, cache: RedisCache, key: str, value: Any,
+                     tokens: dict[str, bytes] | None) -> None:
+        if self.options.entries:
+            await _tags.write_async(cache, key, value, self.options.ttl,
+                                    stale=self.options.stale_ms, tokens=tokens)
+        else:
+            await cache.set(key, value, self.options.ttl)
+
+    async def _tokens(self, cache: RedisCache, args: Any, kwargs: Any) -> dict[str, bytes] | None:
+        """The tokens of the call's tags, read before computing (so that an
+        invalidation during the computation leaves what it stores invalid);
+        None when they cannot be read, and then nothing is stored."""
+        tags = self.tags_of(args, kwargs)
+        if not tags:
+            return {}
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is None:
+            return None
+        try:
+            with attempt:
+                return await _tags.tokens_async(cache, tags)
+        except RedisCacheError as exc:
+            self._failed(exc)
+            return None
 
     async def _single_flight(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
         slot = (id(asyncio.get_running_loop()), key)
@@ -398,14 +512,16 @@ class _AsyncCached:
         return await self._run_and_store(cache, key, args, kwargs)
 
     async def _run_and_store(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        tokens = await self._tokens(cache, args, kwargs) if self.options.tagged else None
         start = time.perf_counter()
         value = await self.func(*args, **kwargs)
         self.stats.count("computations", time.perf_counter() - start)
-        attempt = cache.circuit_breaker.attempt() if _should_store(self.options, value) else None
+        storable = _should_store(self.options, value) and not (self.options.tagged and tokens is None)
+        attempt = cache.circuit_breaker.attempt() if storable else None
         if attempt is not None:
             try:
                 with attempt:
-                    await cache.set(key, value, self.options.ttl)
+                    await self._store(cache, key, value, tokens)
             except SerializationError as exc:
                 self.warnings.cannot_store(self.stats.name, exc)
             except RedisCacheError as exc:
@@ -449,7 +565,7 @@ class _AsyncCached:
             while (block := _blocking_time(lease_left_ms, deadline, None)) is not None:
                 if await conn.execute_command("BLPOP", wake_key, block) is not None:
                     await cache.execute_command("EVAL", _PASS_ON, 2, lock_key, wake_key, lease_ms)
-                value = await cache.get(key, _MISSING, self.model.get())
+                value = await self._peek(cache, key)
                 if value is not _MISSING:
                     return value
                 lease_left_ms = await cache.execute_command(*acquire)
@@ -489,21 +605,30 @@ class _Flight:
 
 
 class _SyncCached:
-    def __init__(self, func: Callable[..., Any], binding: _Binding, keys: KeyBuilder,
-                 options: _Options, stats_: FunctionStats) -> None:
+    def __init__(self, func: Callable[..., Any], binding: _Binding, keys: KeyBuilder | None,
+                 options: _Options, stats_: FunctionStats, tags_of: TagsOf = _no_tags,
+                 model: Any = None) -> None:
         self.func = func
         self.binding = binding
         self.keys = keys
         self.options = options
         self.stats = stats_
-        self.model = _LazyModel(func)
+        self.tags_of = tags_of
+        self.model: Any = _LazyModel(func) if model is None else model
         self.warnings = _Warnings()
         self.inflight: dict[str, _Flight] = {}
         self.inflight_lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        assert self.keys is not None
         key = self.keys.key(args, kwargs)
         cache: SyncRedisCache = self.binding.get(SyncRedisCache)
+        if self.options.entries:
+            return self.lookup_entry(cache, key, args, kwargs)
+        return self.lookup(cache, key, args, kwargs)
+
+    def lookup(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        """The cached value of key, or the function's (args, kwargs) stored."""
         attempt = cache.circuit_breaker.attempt()
         if attempt is not None:
             try:
@@ -528,9 +653,71 @@ class _SyncCached:
         self.stats.count("misses")
         return self._single_flight(cache, key, args, kwargs)
 
+    def lookup_entry(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        """__call__ for tagged or stale-capable entries; see _AsyncCached."""
+        stale: Any = _MISSING
+        tags = self.tags_of(args, kwargs)
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is not None:
+            try:
+                with attempt:
+                    entry, _ = _tags.read_sync(cache, key, self.model.get(), tags or None)
+            except SerializationError:
+                raise
+            except RedisCacheError as exc:
+                self._failed(exc)
+            else:
+                if entry is not None and entry.fresh:
+                    self.stats.count("hits")
+                    if _refresh_due(self.options, self.stats, entry.fresh_ms):
+                        with contextlib.suppress(Exception):
+                            return self._single_flight(cache, key, args, kwargs)
+                    return entry.value
+                if entry is not None:
+                    stale = entry.value
+        self.stats.count("misses")
+        if stale is _MISSING:
+            return self._single_flight(cache, key, args, kwargs)
+        try:
+            return self._single_flight(cache, key, args, kwargs)
+        except Exception as exc:
+            self.stats.count("stale_served")
+            self.warnings.serving_stale(self.stats.name, exc)
+            return stale
+
     def _failed(self, exc: BaseException) -> None:
         self.stats.count("errors")
         self.warnings.warn(self.stats.name, exc)
+
+    def _peek(self, cache: SyncRedisCache, key: str) -> Any:
+        """The fresh value another process stored, or _MISSING."""
+        if not self.options.entries:
+            return cache.get(key, _MISSING, self.model.get())
+        entry, _ = _tags.read_sync(cache, key, self.model.get())
+        return entry.value if entry is not None and entry.fresh else _MISSING
+
+    def _store(self, cache: SyncRedisCache, key: str, value: Any,
+               tokens: dict[str, bytes] | None) -> None:
+        if self.options.entries:
+            _tags.write_sync(cache, key, value, self.options.ttl, stale=self.options.stale_ms,
+                             tokens=tokens)
+        else:
+            cache.set(key, value, self.options.ttl)
+
+    def _tokens(self, cache: SyncRedisCache, args: Any, kwargs: Any) -> dict[str, bytes] | None:
+        """See _AsyncCached._tokens."""
+        tags = self.tags_of(args, kwargs)
+        if not tags:
+            return {}
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is None:
+            return None
+        try:
+            with attempt:
+                return _tags.tokens_sync(cache, tags)
+        except RedisCacheError as exc:
+            self._failed(exc)
+            return None
 
     def _single_flight(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
         with self.inflight_lock:
@@ -561,14 +748,16 @@ class _SyncCached:
         return self._run_and_store(cache, key, args, kwargs)
 
     def _run_and_store(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        tokens = self._tokens(cache, args, kwargs) if self.options.tagged else None
         start = time.perf_counter()
         value = self.func(*args, **kwargs)
         self.stats.count("computations", time.perf_counter() - start)
-        attempt = cache.circuit_breaker.attempt() if _should_store(self.options, value) else None
+        storable = _should_store(self.options, value) and not (self.options.tagged and tokens is None)
+        attempt = cache.circuit_breaker.attempt() if storable else None
         if attempt is not None:
             try:
                 with attempt:
-                    cache.set(key, value, self.options.ttl)
+                    self._store(cache, key, value, tokens)
             except SerializationError as exc:
                 self.warnings.cannot_store(self.stats.name, exc)
             except RedisCacheError as exc:
@@ -617,7 +806,7 @@ class _SyncCached:
         while (block := _blocking_time(lease_left_ms, deadline, longest)) is not None:
             if cache.execute_command("BLPOP", wake_key, block) is not None:
                 cache.execute_command("EVAL", _PASS_ON, 2, lock_key, wake_key, lease_ms)
-            value = cache.get(key, _MISSING, self.model.get())
+            value = self._peek(cache, key)
             if value is not _MISSING:
                 return value
             lease_left_ms = cache.execute_command(*acquire)
@@ -653,8 +842,11 @@ def _make_cached(
     lock_lease: float,
     lock_wait: float,
     early_refresh: float | None,
+    tags: Iterable[str] | str = (),
+    stale_if_error: float | None = None,
 ) -> Callable[[F], F]:
-    options = _Options(ttl, condition, lock, lock_lease, lock_wait, early_refresh)
+    options = _Options(ttl, condition, lock, lock_lease, lock_wait, early_refresh,
+                       tagged=bool(tags), stale_ms=_tags.stale_ms(stale_if_error))
     binding = _Binding(cache)
 
     def decorate(func: F) -> F:
@@ -663,8 +855,9 @@ def _make_cached(
         name = _qualified_name(func)
         stats_ = _stats.setdefault(name, FunctionStats(name))
         is_async = inspect.iscoroutinefunction(func)
+        tags_of = _tag_renderer(keys, func, tags)
         engine: Any = (_AsyncCached if is_async else _SyncCached)(func, binding, keys, options,
-                                                                   stats_)
+                                                                   stats_, tags_of)
         if is_async:
             @functools.wraps(func)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -681,6 +874,27 @@ def _make_cached(
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _tag_renderer(keys: KeyBuilder, func: Callable[..., Any],
+                  tags: Iterable[str] | str) -> TagsOf:
+    """The tags of one call, from templates checked here, at decoration."""
+    templates = _tags.check_tag_templates(
+        tags, keys.signature.parameters, f"{func.__qualname__}{keys.signature}"
+    )
+    if not templates:
+        return _no_tags
+
+    def tags_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+        arguments = keys.bind(args, kwargs).arguments
+        try:
+            return _tags.render_tags(templates, arguments)
+        except (KeyError, AttributeError, IndexError, TypeError, ValueError) as exc:
+            raise ValueError(f"cannot fill in the tags {list(templates)} of "
+                             f"{func.__qualname__} with its arguments: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+    return tags_of
 
 
 def _method_aware_key(
@@ -916,6 +1130,8 @@ def cached(
     lock_lease: float = DEFAULT_LOCK_LEASE,
     lock_wait: float = DEFAULT_LOCK_WAIT,
     early_refresh: float | None = None,
+    tags: Iterable[str] | str = (),
+    stale_if_error: float | None = None,
     cache: AnyCache | None = None,
 ) -> Callable[[F], F]:
     """Caches a sync or async function's results (see the module docs).
@@ -932,10 +1148,15 @@ def cached(
     ``early_refresh``: recompute before expiry (1.0 is a good start; higher
     refreshes earlier). Redis failures never fail the call; the cache's
     ``circuit_breaker`` decides when Redis is skipped.
+    ``tags``: templates like ``"user:{user_id}"``; ``cache.invalidate_tags("user:5")``
+    then turns every entry stored under that tag into a miss (redis_cache.tags).
+    ``stale_if_error``: seconds past expiry during which the last value is
+    returned if recomputing raises (counted as ``stale_served``).
     """
     return _make_cached(cache, ttl=ttl, key=key, namespace=namespace, condition=condition,
                         exclude=exclude, exclude_types=exclude_types, lock=lock,
-                        lock_lease=lock_lease, lock_wait=lock_wait, early_refresh=early_refresh)
+                        lock_lease=lock_lease, lock_wait=lock_wait, early_refresh=early_refresh,
+                        tags=tags, stale_if_error=stale_if_error)
 
 
 def invalidate(*templates: str, namespace: str | None = None,
@@ -951,3 +1172,94 @@ def cached_batch(ttl: TTL = None, *, key: str | None = None, namespace: str | No
     with only the missing ids, one set_many. ``key``: a template with ``{}`` for
     the id (``"user:{}"``); default ``<function>:i:<id>`` / ``:s:<id>``."""
     return _make_cached_batch(cache, ttl=ttl, key=key, namespace=namespace)
+
+
+# ---------------------------------------------------------------------- get_or_set
+
+
+async def _call_factory_async(factory: Callable[[], Any], tags: tuple[str, ...]) -> Any:
+    result = factory()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _call_factory_sync(factory: Callable[[], Any], tags: tuple[str, ...]) -> Any:
+    result = factory()
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # never awaited: no "coroutine was never awaited" warning
+        raise TypeError(
+            "get_or_set on a SyncRedisCache got an async factory; await get_or_set on a "
+            "RedisCache instead, or pass a plain function"
+        )
+    return result
+
+
+def _factory_tags(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    return args[1]  # type: ignore[no-any-return]
+
+
+def get_or_set(
+    cache: AnyCache,
+    key: str,
+    factory: Callable[[], Any],
+    ttl: TTL = None,
+    *,
+    tags: Iterable[str] | str = (),
+    stale_if_error: float | None = None,
+    condition: Callable[[Any], bool] | None = None,
+    lock: bool = False,
+    lock_lease: float = DEFAULT_LOCK_LEASE,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
+    early_refresh: float | None = None,
+    model: Any = None,
+    name: str = "get_or_set",
+) -> Any:
+    """Read-through without a decorator: the value cached at ``key``, or
+    ``factory()``'s (sync or, on the async cache, async), stored for ``ttl``.
+
+    The machinery is the decorators': one engine per cache and set of
+    options serves every call, so concurrent misses of one key share one
+    computation, ``lock=`` extends that across processes, and
+    ``early_refresh``, ``stale_if_error``, ``tags`` (literal tags here) and
+    fail-open behave as in :func:`cached`. ``model``: the type to read values
+    back as. Statistics go to ``stats()["get_or_set:<name>"]``. Returns an
+    awaitable on a RedisCache, the value on a SyncRedisCache.
+    """
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"get_or_set needs a non-empty str key, got {key!r}")
+    if not callable(factory):
+        raise TypeError(f"get_or_set needs a callable factory (called on a miss), "
+                        f"got {type(factory).__name__}")
+    tag_list = tuple(dict.fromkeys(_tags.check_tag(t) for t in
+                                   ((tags,) if isinstance(tags, str) else tags)))
+    options = _Options(ttl, condition, lock, lock_lease, lock_wait, early_refresh,
+                       tagged=bool(tag_list), stale_ms=_tags.stale_ms(stale_if_error))
+    is_async = isinstance(cache, RedisCache)
+    if not is_async and not isinstance(cache, SyncRedisCache):
+        raise TypeError(f"get_or_set needs a RedisCache or SyncRedisCache, got {cache!r}")
+    engines: dict[Any, Any] = cache.__dict__.setdefault("_get_or_set_engines", {})
+    slot = (options, model, name)
+    engine = engines.get(slot)
+    if engine is None:
+        stat_name = f"get_or_set:{name}"
+        stats_ = _stats.setdefault(stat_name, FunctionStats(stat_name))
+        kind = _AsyncCached if is_async else _SyncCached
+        func = _call_factory_async if is_async else _call_factory_sync
+        engine = engines[slot] = kind(func, _Binding(cache), None, options, stats_,
+                                      _factory_tags, _FixedModel(model))
+    args = (factory, tag_list)
+    if is_async:
+        return _async_get_or_set(engine, cache, key, args)
+    if options.entries:
+        return engine.lookup_entry(cache, key, args, {})
+    return engine.lookup(cache, key, args, {})
+
+
+async def _async_get_or_set(engine: _AsyncCached, cache: RedisCache, key: str,
+                            args: tuple[Any, ...]) -> Any:
+    if engine.options.entries:
+        return await engine.lookup_entry(cache, key, args, {})
+    return await engine.lookup(cache, key, args, {})

@@ -23,6 +23,7 @@ than a value it could not validate: plain gets stay one call into C.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import secrets
 import string
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _core
 from ._typed import convert
-from .errors import ProtocolError, SerializationError
+from .errors import ProtocolError, ResponseError, SerializationError
 
 if TYPE_CHECKING:
     from .cache import RedisCache, SyncRedisCache
@@ -52,7 +53,30 @@ _WRITE = (
     "if tonumber(ARGV[1]) > 0 then redis.call('pexpire', KEYS[1], ARGV[1]) end return 1"
 )
 
+_SHA = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_READ, _WRITE)}
+
 _TAG_FIELD = b"t:"
+
+
+async def _eval_async(cache: Any, command: tuple[Any, ...]) -> Any:
+    """EVALSHA (the script's text is not sent each time), EVAL on NOSCRIPT."""
+    script, rest = command[1], command[2:]
+    try:
+        return await cache.execute_command("EVALSHA", _SHA[script], *rest)
+    except ResponseError as exc:
+        if "NOSCRIPT" not in str(exc):
+            raise
+        return await cache.execute_command(*command)
+
+
+def _eval_sync(cache: Any, command: tuple[Any, ...]) -> Any:
+    script, rest = command[1], command[2:]
+    try:
+        return cache.execute_command("EVALSHA", _SHA[script], *rest)
+    except ResponseError as exc:
+        if "NOSCRIPT" not in str(exc):
+            raise
+        return cache.execute_command(*command)
 
 
 def check_tag(tag: Any) -> str:
@@ -288,10 +312,10 @@ async def read_async(cache: RedisCache, key: str, model: Any = None,
     names are read after it."""
     if tags:
         reply, current = await asyncio.gather(
-            cache.execute_command(*_read_command(cache, key)), tokens_async(cache, tags)
+            _eval_async(cache, _read_command(cache, key)), tokens_async(cache, tags)
         )
     else:
-        reply, current = await cache.execute_command(*_read_command(cache, key)), {}
+        reply, current = await _eval_async(cache, _read_command(cache, key)), {}
     entry = _parse(cache, reply, model)
     if entry is None:
         return None, current
@@ -302,7 +326,7 @@ async def read_async(cache: RedisCache, key: str, model: Any = None,
 
 async def write_async(cache: RedisCache, key: str, value: Any, ttl: Any = None, *,
                       stale: int = 0, tokens: dict[str, bytes] | None = None) -> bool:
-    await cache.execute_command(*_write_command(cache, key, value, ttl, stale, tokens or {}))
+    await _eval_async(cache, _write_command(cache, key, value, ttl, stale, tokens or {}))
     return True
 
 
@@ -345,7 +369,7 @@ def read_sync(cache: SyncRedisCache, key: str, model: Any = None,
     # Tokens first: a read that sees an older token than the entry stored
     # only makes a miss, never a stale hit.
     current = tokens_sync(cache, tags) if tags else {}
-    entry = _parse(cache, cache.execute_command(*_read_command(cache, key)), model)
+    entry = _parse(cache, _eval_sync(cache, _read_command(cache, key)), model)
     if entry is None:
         return None, current
     if not tags and entry.tokens:
@@ -355,7 +379,7 @@ def read_sync(cache: SyncRedisCache, key: str, model: Any = None,
 
 def write_sync(cache: SyncRedisCache, key: str, value: Any, ttl: Any = None, *,
                stale: int = 0, tokens: dict[str, bytes] | None = None) -> bool:
-    cache.execute_command(*_write_command(cache, key, value, ttl, stale, tokens or {}))
+    _eval_sync(cache, _write_command(cache, key, value, ttl, stale, tokens or {}))
     return True
 
 

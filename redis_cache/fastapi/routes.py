@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
+import json
 import string
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -38,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import tags as _tags
 from ..cache import RedisCache
 from ._common import STATE_ATTR, _Breaker, _describe, _RateLimitedWarning
 from .middleware import _NOT_MODIFIED_KEEPS, _UNSTORED, _directives, etag_matches
@@ -63,6 +66,7 @@ class RoutePolicy:
     private_request_headers: tuple[bytes, ...]
     timeout: float | None
     cache_header: bytes | None
+    tags: tuple[str, ...] = ()
 
 
 def cached_route(
@@ -77,6 +81,7 @@ def cached_route(
     private_request_headers: Collection[str] = ("authorization",),
     timeout: float | None = 0.5,
     cache_header: str | None = "X-Cache",
+    tags: Collection[str] = (),
 ) -> Callable[[F], F]:
     """Caches a GET path operation's response bytes for ``ttl`` seconds.
 
@@ -87,7 +92,10 @@ def cached_route(
     of ``private_request_headers`` not in ``vary`` bypasses the cache.
     ``cache_control``: the header sent with cached responses (``max-age=<ttl>``
     unless the app set one). Statuses in ``statuses`` are stored, never a
-    response with Set-Cookie or ``Cache-Control: no-store/private``."""
+    response with Set-Cookie or ``Cache-Control: no-store/private``.
+    ``tags``: templates over the endpoint's parameters (``"user:{user_id}"``);
+    ``await cache.invalidate_tags("user:5")`` makes the stored responses
+    misses, and responses carry them in a ``Cache-Tag`` header."""
     if isinstance(vary, str) or isinstance(private_request_headers, str):
         raise TypeError("vary and private_request_headers take a collection of header names")
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
@@ -114,9 +122,13 @@ def cached_route(
         ),
         timeout=timeout,
         cache_header=cache_header.lower().encode("latin-1") if cache_header else None,
+        tags=(tags,) if isinstance(tags, str) else tuple(tags),
     )
 
     def decorate(endpoint: F) -> F:
+        if policy.tags:
+            _tags.check_tag_templates(policy.tags, inspect.signature(endpoint).parameters,
+                                      f"the endpoint {endpoint.__qualname__}")
         setattr(endpoint, _POLICY_ATTR, policy)
         return endpoint
 
@@ -240,6 +252,15 @@ class _CachedRouteApp:
         cache = getattr(getattr(scope.get("app"), "state", None), STATE_ATTR, None)
         return cache if isinstance(cache, RedisCache) else None
 
+    def _tags_of(self, scope: Scope) -> tuple[str, ...]:
+        """The route's tags for one request (fields it lacks render empty)."""
+        query = scope.get("query_string", b"")
+        fields: dict[str, Any] = dict(parse_qsl(
+            query.decode("latin-1"), keep_blank_values=True, encoding="utf-8",
+            errors="surrogateescape")) if query else {}
+        fields.update(scope.get("path_params", {}))
+        return tuple(dict.fromkeys(t.format_map(_Missing(fields)) for t in self.policy.tags))
+
     def _keys(self, scope: Scope, cache: RedisCache,
               headers: dict[bytes, list[bytes]]) -> tuple[str, str]:
         query = scope.get("query_string", b"")
@@ -289,15 +310,41 @@ class _CachedRouteApp:
             return None
         key, field = self._keys(scope, cache, headers)
         if_none_match = b",".join(headers.get(b"if-none-match", ())).decode("latin-1")
+        tags: tuple[str, ...] = ()
+        tokens: dict[str, bytes] | None = None
         try:
-            raw = await self._read(cache, key, field)
+            if self.policy.tags:
+                tags = self._tags_of(scope)
+                raw, tokens = await self._read_tagged(cache, key, field, tags)
+            else:
+                raw = await self._read(cache, key, field)
         except Exception as exc:  # noqa: BLE001 - fail open
             self._failed("read", exc)
             return None
         entry = self._decode(field, raw)
         if entry is not None and time.time() - entry.created >= self.policy.ttl:
             entry = None
-        return _Lookup(cache, key, field, if_none_match, entry)
+        return _Lookup(cache, key, field, if_none_match, entry, tags, tokens)
+
+    async def _read_tagged(self, cache: RedisCache, key: str, field: str,
+                           tags: tuple[str, ...]) -> tuple[Any, dict[str, bytes]]:
+        """The variant, if its tags' stored tokens are current, and the current
+        tokens (read with it, before the route runs: what a miss stores)."""
+        reply, current = await self._bounded(asyncio.gather(
+            cache.execute_command("HMGET", key, field, field + ":t"),
+            _tags.tokens_async(cache, tags),
+        ))
+        raw, stored = reply if isinstance(reply, list) and len(reply) == 2 else (None, None)
+        try:
+            tokens = json.loads(stored) if stored is not None else None
+        except ValueError:
+            tokens = None
+        if not isinstance(tokens, dict) or not all(
+            isinstance(tokens.get(t), str) and tokens[t].encode("latin-1") == current[t]
+            for t in tags
+        ):
+            raw = None
+        return raw, current
 
     async def _read(self, cache: RedisCache, key: str, field: str) -> Any:
         """HGET within ``timeout``. A timer that cancels the reply's future costs
@@ -344,16 +391,27 @@ class _CachedRouteApp:
 
     async def _store(self, found: _Lookup, entry: _Entry) -> None:
         try:
-            write = found.cache.execute_command("HSET", found.key, found.field, entry.encode())
+            if self.policy.tags:
+                if found.tokens is None:
+                    return  # the tokens were not read first: nothing is stored
+                stamp = json.dumps({t: v.decode("latin-1") for t, v in found.tokens.items()})
+                write = found.cache.execute_command("HSET", found.key, found.field,
+                                                    entry.encode(), found.field + ":t", stamp)
+            else:
+                write = found.cache.execute_command("HSET", found.key, found.field,
+                                                    entry.encode())
             expire = found.cache.execute_command("PEXPIRE", found.key, int(self.policy.ttl * 1000))
             await self._bounded(asyncio.gather(write, expire))
         except Exception as exc:  # noqa: BLE001 - fail open
             self._failed("write", exc)
 
-    def _entry(self, status: int, app_headers: list[tuple[bytes, bytes]], body: bytes) -> _Entry:
+    def _entry(self, status: int, app_headers: list[tuple[bytes, bytes]], body: bytes,
+               tags: tuple[str, ...] = ()) -> _Entry:
         policy = self.policy
         stored = [(k, v) for k, v in app_headers
                   if k not in _UNSTORED and k != policy.cache_header]
+        if tags and not any(k == b"cache-tag" for k, _ in app_headers):
+            stored.append((b"cache-tag", ",".join(tags).encode("latin-1")))
         etags = [v for k, v in app_headers if k == b"etag"]
         etag = etags[0] if etags else (
             b'"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"')
@@ -404,7 +462,7 @@ class _CachedRouteApp:
                 if self.policy.cache_header is not None:
                     response.raw_headers.append((self.policy.cache_header, b"MISS"))
                 return response
-            entry = self._entry(response.status_code, app_headers, body)
+            entry = self._entry(response.status_code, app_headers, body, found.tags)
             await self._store(found, entry)
             return _answer_response(*self._answer(entry, b"MISS", found.if_none_match))
 
@@ -477,7 +535,7 @@ class _CachedRouteApp:
                 return
             if not more:
                 assert start is not None and app_headers is not None
-                entry = self._entry(start["status"], app_headers, b"".join(chunks))
+                entry = self._entry(start["status"], app_headers, b"".join(chunks), found.tags)
                 await self._send(send, entry, b"MISS", found.if_none_match)
 
         await self.app(inner_scope, receive, capture)
@@ -492,6 +550,9 @@ class _Lookup:
     field: str
     if_none_match: str
     entry: _Entry | None
+    tags: tuple[str, ...] = ()
+    #: The tags' tokens read before the route ran (None: not read, store nothing).
+    tokens: dict[str, bytes] | None = None
 
 
 def _answer_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:

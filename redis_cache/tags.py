@@ -296,12 +296,69 @@ def _valid(entry: Entry, expected: Sequence[str] | None, current: dict[str, byte
 # ---------------------------------------------------------------------- async
 
 
+def _started(awaitable: Any) -> asyncio.Future[Any]:
+    """A command under way: the single-node cache's reply future as it is (the
+    command is already in the outgoing buffer), a cluster cache's coroutine
+    as a task. Cheaper than gather, and the commands of one call still leave
+    in the same write."""
+    return awaitable if asyncio.isfuture(awaitable) else asyncio.ensure_future(awaitable)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _abandon(futures: Iterable[asyncio.Future[Any]]) -> None:
+    """Replies nobody will await: their errors are retrieved when they come
+    (no "exception was never retrieved")."""
+    for future in futures:
+        if future.done():
+            _retrieved(future)
+        else:
+            future.add_done_callback(_retrieved)
+
+
+def _start_tokens(cache: RedisCache, tags: Sequence[str]
+                  ) -> list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]]:
+    pending = []
+    for tag in tags:
+        command = _token_command(cache, tag)
+        pending.append((tag, command, _started(cache.execute_command(*command))))
+    return pending
+
+
+async def _finish_tokens(pending: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]]
+                         ) -> dict[str, bytes]:
+    current = {}
+    try:
+        for tag, command, future in pending:
+            current[tag] = _token_of(await future, command)
+    except BaseException:
+        _abandon(f for _, _, f in pending)
+        raise
+    return current
+
+
 async def tokens_async(cache: RedisCache, tags: Sequence[str]) -> dict[str, bytes]:
     """The current token of each tag (one command per tag, pipelined; each in
     its own slot on a cluster)."""
-    commands = [_token_command(cache, t) for t in tags]
-    replies = await asyncio.gather(*(cache.execute_command(*c) for c in commands))
-    return {t: _token_of(r, c) for t, r, c in zip(tags, replies, commands)}
+    return await _finish_tokens(_start_tokens(cache, tags))
+
+
+async def _read_reply(cache: RedisCache, key: str,
+                      pending: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]]) -> Any:
+    command = _read_command(cache, key)
+    try:
+        return await _started(cache.execute_command("EVALSHA", _SHA[_READ], *command[2:]))
+    except ResponseError as exc:
+        if "NOSCRIPT" not in str(exc):
+            _abandon(f for _, _, f in pending)
+            raise
+        return await cache.execute_command(*command)
+    except BaseException:
+        _abandon(f for _, _, f in pending)
+        raise
 
 
 async def read_async(cache: RedisCache, key: str, model: Any = None,
@@ -310,12 +367,11 @@ async def read_async(cache: RedisCache, key: str, model: Any = None,
     tokens of ``tags``. With ``tags`` known up front, the entry and the tokens
     are read together (one round trip); else the tokens of the tags the entry
     names are read after it."""
-    if tags:
-        reply, current = await asyncio.gather(
-            _eval_async(cache, _read_command(cache, key)), tokens_async(cache, tags)
-        )
-    else:
-        reply, current = await _eval_async(cache, _read_command(cache, key)), {}
+    # The token commands are issued first, then the entry read; all leave in
+    # the same write, and are awaited in that order.
+    pending = _start_tokens(cache, tags) if tags else []
+    reply = await _read_reply(cache, key, pending)
+    current = await _finish_tokens(pending)
     entry = _parse(cache, reply, model)
     if entry is None:
         return None, current

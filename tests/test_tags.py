@@ -353,3 +353,26 @@ def test_tags_through_sentinel(healthy_sentinel_topology: Any) -> None:
         assert cache.get_tagged("s") == "value"
         cache.invalidate_tags("t")
         assert cache.get_tagged("s") is None
+
+
+def test_async_fail_open_leaves_no_unretrieved_errors(run: Runner, redis: RedisServer) -> None:
+    """Redis down: the entry read and the token reads all fail; the call still
+    returns, and the runner fails the test if any error went unretrieved."""
+
+    async def main() -> None:
+        async with RedisCache(port=redis.port, namespace=NS, connect_wait=0) as cache:
+            @cache.cached(ttl=60, tags=["a:{x}", "b:{x}", "c"])
+            async def f(x: int) -> int:
+                return x + 1
+
+            assert await f(1) == 2
+            redis.stop()
+            try:
+                assert await f(2) == 3
+                assert f.stats.errors >= 1
+                with pytest.raises(Exception):
+                    await cache.get_tagged("anything")
+            finally:
+                redis.start()
+
+    run(main())

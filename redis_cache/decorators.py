@@ -384,13 +384,15 @@ class _AsyncCached:
         self.inflight: dict[tuple[int, str], asyncio.Future[Any]] = {}
         self.background: set[asyncio.Task[Any]] = set()
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        # Not a coroutine itself: the wrapper awaits lookup's directly, so the
+        # hot path has no extra frame.
         assert self.keys is not None
         key = self.keys.key(args, kwargs)
         cache: RedisCache = self.binding.get(RedisCache)
         if self.options.entries:
-            return await self.lookup_entry(cache, key, args, kwargs)
-        return await self.lookup(cache, key, args, kwargs)
+            return self.lookup_entry(cache, key, args, kwargs)
+        return self.lookup(cache, key, args, kwargs)
 
     async def lookup(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
         """The cached value of key, or the function's (args, kwargs) stored."""
@@ -1197,6 +1199,10 @@ def _call_factory_sync(factory: Callable[[], Any], tags: tuple[str, ...]) -> Any
     return result
 
 
+#: Engines kept per cache for get_or_set (one per set of options).
+_MAX_GET_OR_SET_ENGINES = 256
+
+
 def _factory_tags(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
     return args[1]  # type: ignore[no-any-return]
 
@@ -1244,6 +1250,10 @@ def get_or_set(
     slot = (options, model, name)
     engine = engines.get(slot)
     if engine is None:
+        if len(engines) >= _MAX_GET_OR_SET_ENGINES:
+            # Options that differ on every call (condition=lambda ...): keep
+            # the table bounded; single flight spans one engine's calls.
+            engines.clear()
         stat_name = f"get_or_set:{name}"
         stats_ = _stats.setdefault(stat_name, FunctionStats(stat_name))
         kind = _AsyncCached if is_async else _SyncCached

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -573,9 +574,9 @@ class _CachedRouteApp:
                 return _answer_response(*self._answer(stale, b"STALE", found.if_none_match))
             try:
                 response = await handler(request)
-            except Exception:
-                if stale is None:
-                    raise
+            except Exception as exc:
+                if stale is None or (isinstance(exc, HTTPException) and exc.status_code < 500):
+                    raise  # no stale answer, or the route answered on purpose (404, ...)
                 return _answer_response(*self._answer(stale, b"STALE", found.if_none_match))
             if stale is not None and response.status_code >= 500:
                 return _answer_response(*self._answer(stale, b"STALE", found.if_none_match))

@@ -45,6 +45,7 @@ import time
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from ._breaker import CircuitBreaker
@@ -264,8 +265,33 @@ class _Options:
 
     @property
     def entries(self) -> bool:
-        """Stored as redis_cache.tags entries rather than plain values."""
-        return self.tagged or self.stale_ms > 0
+        """Stored as redis_cache.tags entries (hashes) rather than plain
+        values: only tagged ones. An untagged value that may be served stale
+        is a plain value living ttl + stale_if_error, fresh while its PTTL
+        exceeds the stale window (so plain get reads it, in C)."""
+        return self.tagged
+
+    def redis_ttl(self, cache: AnyCache) -> TTL:
+        """What a plain value is stored for: the ttl, plus the stale window."""
+        if not self.stale_ms:
+            return self.ttl
+        ttl = cache.default_ttl if self.ttl is None else self.ttl
+        if ttl is None:
+            return None
+        seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+        return seconds + self.stale_ms / 1000
+
+
+def _split_stale(options: _Options, value: Any, remaining_ms: Any) -> tuple[Any, Any, Any]:
+    """(value, fresh ms left, stale value) of a plain read with its PTTL: past
+    the ttl, the value is only a stale candidate."""
+    if not options.stale_ms or value is _MISSING or not isinstance(remaining_ms, int) \
+            or remaining_ms < 0:
+        return value, remaining_ms, _MISSING
+    remaining_ms -= options.stale_ms
+    if remaining_ms > 0:
+        return value, remaining_ms, _MISSING
+    return _MISSING, None, value
 
 
 TagsOf = Callable[[tuple[Any, ...], dict[str, Any]], tuple[str, ...]]
@@ -397,10 +423,11 @@ class _AsyncCached:
     async def lookup(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
         """The cached value of key, or the function's (args, kwargs) stored."""
         attempt = cache.circuit_breaker.attempt()
+        stale: Any = _MISSING
         if attempt is not None:
             try:
                 with attempt:
-                    if self.options.early_refresh:
+                    if self.options.early_refresh or self.options.stale_ms:
                         pending = cache.get(key, _MISSING, self.model.get())
                         remaining = cache.execute_command("PTTL", cache._key_prefix + key.encode())
                         value, remaining_ms = await asyncio.gather(pending, remaining)
@@ -411,13 +438,21 @@ class _AsyncCached:
             except RedisCacheError as exc:
                 self._failed(exc)
             else:
+                value, remaining_ms, stale = _split_stale(self.options, value, remaining_ms)
                 if value is not _MISSING:
                     self.stats.count("hits")
                     if _refresh_due(self.options, self.stats, remaining_ms):
                         self._refresh_soon(cache, key, args, kwargs)
                     return value
         self.stats.count("misses")
-        return await self._single_flight(cache, key, args, kwargs)
+        if stale is _MISSING:
+            return await self._single_flight(cache, key, args, kwargs)
+        try:
+            return await self._single_flight(cache, key, args, kwargs)
+        except Exception as exc:
+            self.stats.count("stale_served")
+            self.warnings.serving_stale(self.stats.name, exc)
+            return stale
 
     async def lookup_entry(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
         """__call__ for tagged or stale-capable entries (redis_cache.tags): the
@@ -459,7 +494,12 @@ class _AsyncCached:
     async def _peek(self, cache: RedisCache, key: str) -> Any:
         """The fresh value another process stored, or _MISSING."""
         if not self.options.entries:
-            return await cache.get(key, _MISSING, self.model.get())
+            if not self.options.stale_ms:
+                return await cache.get(key, _MISSING, self.model.get())
+            value, remaining_ms = await asyncio.gather(
+                cache.get(key, _MISSING, self.model.get()),
+                cache.execute_command("PTTL", cache._key_prefix + key.encode()))
+            return _split_stale(self.options, value, remaining_ms)[0]
         entry, _ = await _tags.read_async(cache, key, self.model.get())
         return entry.value if entry is not None and entry.fresh else _MISSING
 
@@ -469,7 +509,7 @@ class _AsyncCached:
             await _tags.write_async(cache, key, value, self.options.ttl,
                                     stale=self.options.stale_ms, tokens=tokens)
         else:
-            await cache.set(key, value, self.options.ttl)
+            await cache.set(key, value, self.options.redis_ttl(cache))
 
     async def _tokens(self, cache: RedisCache, args: Any, kwargs: Any) -> dict[str, bytes] | None:
         """The tokens of the call's tags, read before computing (so that an
@@ -632,13 +672,15 @@ class _SyncCached:
     def lookup(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
         """The cached value of key, or the function's (args, kwargs) stored."""
         attempt = cache.circuit_breaker.attempt()
+        stale: Any = _MISSING
         if attempt is not None:
             try:
                 with attempt:
                     value = cache.get(key, _MISSING, self.model.get())
                     remaining = (
                         cache.execute_command("PTTL", cache._key_prefix + key.encode())
-                        if self.options.early_refresh and value is not _MISSING
+                        if (self.options.early_refresh or self.options.stale_ms)
+                        and value is not _MISSING
                         else None
                     )
             except SerializationError:
@@ -646,6 +688,7 @@ class _SyncCached:
             except RedisCacheError as exc:
                 self._failed(exc)
             else:
+                value, remaining, stale = _split_stale(self.options, value, remaining)
                 if value is not _MISSING:
                     self.stats.count("hits")
                     if _refresh_due(self.options, self.stats, remaining):
@@ -653,7 +696,14 @@ class _SyncCached:
                             return self._single_flight(cache, key, args, kwargs)
                     return value
         self.stats.count("misses")
-        return self._single_flight(cache, key, args, kwargs)
+        if stale is _MISSING:
+            return self._single_flight(cache, key, args, kwargs)
+        try:
+            return self._single_flight(cache, key, args, kwargs)
+        except Exception as exc:
+            self.stats.count("stale_served")
+            self.warnings.serving_stale(self.stats.name, exc)
+            return stale
 
     def lookup_entry(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
         """__call__ for tagged or stale-capable entries; see _AsyncCached."""
@@ -694,7 +744,11 @@ class _SyncCached:
     def _peek(self, cache: SyncRedisCache, key: str) -> Any:
         """The fresh value another process stored, or _MISSING."""
         if not self.options.entries:
-            return cache.get(key, _MISSING, self.model.get())
+            value = cache.get(key, _MISSING, self.model.get())
+            if not self.options.stale_ms or value is _MISSING:
+                return value
+            remaining = cache.execute_command("PTTL", cache._key_prefix + key.encode())
+            return _split_stale(self.options, value, remaining)[0]
         entry, _ = _tags.read_sync(cache, key, self.model.get())
         return entry.value if entry is not None and entry.fresh else _MISSING
 
@@ -704,7 +758,7 @@ class _SyncCached:
             _tags.write_sync(cache, key, value, self.options.ttl, stale=self.options.stale_ms,
                              tokens=tokens)
         else:
-            cache.set(key, value, self.options.ttl)
+            cache.set(key, value, self.options.redis_ttl(cache))
 
     def _tokens(self, cache: SyncRedisCache, args: Any, kwargs: Any) -> dict[str, bytes] | None:
         """See _AsyncCached._tokens."""

@@ -89,9 +89,11 @@ def test_concurrent_misses_share_one_computation(run: Runner, redis: RedisServer
     run(main())
 
 
-def test_lock_across_processes_is_taken(redis: RedisServer) -> None:
+@pytest.mark.parametrize("extra", [{}, {"stale_if_error": 60}, {"tags": ["t"]}],
+                         ids=["plain", "stale", "tagged"])
+def test_lock_across_processes_is_taken(redis: RedisServer, extra: dict[str, Any]) -> None:
     """With lock=True a second cache (another process's) waits for the holder
-    and gets its value instead of computing."""
+    and gets its value instead of computing (whatever the entry's kind)."""
     with SyncRedisCache(port=redis.port, namespace=NS) as one, \
             SyncRedisCache(port=redis.port, namespace=NS) as two:
         holding, release = threading.Event(), threading.Event()
@@ -105,7 +107,7 @@ def test_lock_across_processes_is_taken(redis: RedisServer) -> None:
 
         results: list[str] = []
         t = threading.Thread(target=lambda: results.append(
-            one.get_or_set("locked", slow, ttl=30, lock=True)))
+            one.get_or_set("locked", slow, ttl=30, lock=True, **extra)))
         t.start()
         assert holding.wait(10)
         assert raw(redis, "EXISTS", f"{{{NS}:locked}}:lock") == 1
@@ -115,7 +117,7 @@ def test_lock_across_processes_is_taken(redis: RedisServer) -> None:
             return "computed twice"
 
         waiter = threading.Thread(target=lambda: results.append(
-            two.get_or_set("locked", other, ttl=30, lock=True, lock_wait=10)))
+            two.get_or_set("locked", other, ttl=30, lock=True, lock_wait=10, **extra)))
         waiter.start()
         release.set()
         t.join(10)

@@ -226,11 +226,14 @@ class _CacheSettings:
 
         return cached(ttl, cache=self, **options)  # type: ignore[arg-type]
 
-    def invalidate(self, *templates: str, namespace: str | None = None) -> Callable[[_F], _F]:
-        """Deletes the keys the templates name after the decorated function returns."""
+    def invalidate(self, *templates: str, namespace: str | None = None,
+                   tags: Any = ()) -> Callable[[_F], _F]:
+        """Deletes the keys the templates name, and invalidates the tags the tag
+        templates name, after the decorated function returns."""
         from .decorators import invalidate
 
-        return invalidate(*templates, namespace=namespace, cache=self)  # type: ignore[arg-type]
+        return invalidate(*templates, namespace=namespace, tags=tags,  # type: ignore[arg-type]
+                          cache=self)
 
     def cached_batch(self, ttl: TTL = None, **options: Any) -> Callable[[_F], _F]:
         """Caches ``fn(ids) -> {id: value}`` per id; see redis_cache.decorators.cached_batch."""

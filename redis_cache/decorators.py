@@ -1008,17 +1008,20 @@ def _is_pattern(template: str) -> bool:
 
 
 def _make_invalidate(cache: AnyCache | None, templates: tuple[str, ...],
-                     namespace: str | None) -> Callable[[F], F]:
+                     namespace: str | None, tags: Iterable[str] | str = ()) -> Callable[[F], F]:
     """After the decorated function returns, deletes the keys its templates
-    name (filled in with its arguments); a template with * clears a pattern."""
-    if not templates:
-        raise ValueError("invalidate() needs at least one key template, e.g. 'user:{user_id}'")
+    name (filled in with its arguments; a template with * clears a pattern)
+    and invalidates the tags its tag templates name."""
+    if not templates and not tags:
+        raise ValueError("invalidate() needs at least one key template, e.g. 'user:{user_id}', "
+                         "or tags=['user:{user_id}']")
     binding = _Binding(cache)
 
     def decorate(func: F) -> F:
         keys = KeyBuilder(func, namespace=namespace)
         for template in templates:
             keys._check_template(func, template)
+        tags_of = _tag_renderer(keys, func, tags)
 
         exact_templates = [t for t in templates if not _is_pattern(t)]
         pattern_templates = [t for t in templates if _is_pattern(t)]
@@ -1034,32 +1037,38 @@ def _make_invalidate(cache: AnyCache | None, templates: tuple[str, ...],
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                tags_ = tags_of(args, kwargs)  # a bad tag fails before the write runs
                 result = await func(*args, **kwargs)
                 exact, patterns = targets(args, kwargs)
                 cache: RedisCache = binding.get(RedisCache)
                 try:
+                    if tags_:
+                        await cache.invalidate_tags(*tags_)
                     if exact:
                         await cache.delete_many(exact)
                     for pattern in patterns:
                         await cache.clear_pattern(pattern)
                 except RedisCacheError as exc:
                     log.warning("redis_cache: could not invalidate %s after %s: %s",
-                                exact + patterns, _qualified_name(func), exc)
+                                exact + patterns + list(tags_), _qualified_name(func), exc)
                 return result
         else:
             @functools.wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
+                tags_ = tags_of(args, kwargs)  # a bad tag fails before the write runs
                 result = func(*args, **kwargs)
                 exact, patterns = targets(args, kwargs)
                 cache: SyncRedisCache = binding.get(SyncRedisCache)
                 try:
+                    if tags_:
+                        cache.invalidate_tags(*tags_)
                     if exact:
                         cache.delete_many(exact)
                     for pattern in patterns:
                         cache.clear_pattern(pattern)
                 except RedisCacheError as exc:
                     log.warning("redis_cache: could not invalidate %s after %s: %s",
-                                exact + patterns, _qualified_name(func), exc)
+                                exact + patterns + list(tags_), _qualified_name(func), exc)
                 return result
 
         return wrapper  # type: ignore[return-value]
@@ -1215,11 +1224,12 @@ def cached(
                         tags=tags, stale_if_error=stale_if_error)
 
 
-def invalidate(*templates: str, namespace: str | None = None,
+def invalidate(*templates: str, namespace: str | None = None, tags: Iterable[str] | str = (),
                cache: AnyCache | None = None) -> Callable[[F], F]:
     """Deletes the keys named by templates after the decorated function returns
-    (``@invalidate("user:{user_id}", "users:*")``)."""
-    return _make_invalidate(cache, templates, namespace)
+    (``@invalidate("user:{user_id}", "users:*")``), and invalidates the tags
+    named by tag templates (``@invalidate(tags=["user:{user_id}"])``)."""
+    return _make_invalidate(cache, templates, namespace, tags)
 
 
 def cached_batch(ttl: TTL = None, *, key: str | None = None, namespace: str | None = None,

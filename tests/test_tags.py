@@ -376,3 +376,46 @@ def test_async_fail_open_leaves_no_unretrieved_errors(run: Runner, redis: RedisS
                 redis.start()
 
     run(main())
+
+
+def test_invalidate_decorator_with_tags(run: Runner, redis: RedisServer) -> None:
+    """@cache.invalidate(tags=[...]) after a write: every entry about that user
+    is a miss, sync and async."""
+    with SyncRedisCache(port=redis.port, namespace=NS) as cache:
+        loads: list[int] = []
+
+        @cache.cached(ttl=60, tags=["user:{user_id}"])
+        def profile(user_id: int) -> int:
+            loads.append(user_id)
+            return len(loads)
+
+        @cache.invalidate(tags=["user:{user_id}"])
+        def rename(user_id: int, name: str) -> str:
+            return name
+
+        assert profile(5) == 1 and profile(5) == 1 and profile(6) == 2
+        assert rename(5, "Ann") == "Ann"
+        assert profile(5) == 3
+        assert profile(6) == 2
+        with pytest.raises(ValueError, match="names 'uid'"):
+            cache.invalidate(tags=["user:{uid}"])(lambda user_id: None)
+        with pytest.raises(ValueError, match="at least one key template"):
+            cache.invalidate()
+
+    async def main() -> None:
+        async with RedisCache(port=redis.port, namespace=NS) as cache:
+            @cache.cached(ttl=60, tags=["org:{org}"])
+            async def members(org: str) -> list[str]:
+                return ["a"] if not members.changed else ["a", "b"]
+
+            members.changed = False  # type: ignore[attr-defined]
+
+            @cache.invalidate("plain:{org}", tags=["org:{org}"])
+            async def add_member(org: str) -> None:
+                members.changed = True  # type: ignore[attr-defined]
+
+            assert await members("acme") == ["a"]
+            await add_member("acme")
+            assert await members("acme") == ["a", "b"]
+
+    run(main())

@@ -22,6 +22,12 @@ decorated before the cache exists. What every decorated function gets:
   :class:`~redis_cache.CircuitBreaker` (``circuit_breaker=`` on the cache)
   skips Redis after repeated failures, so calls do not each wait for a
   timeout, and probes it so caching resumes soon after it is back;
+* ``tags=["user:{user_id}"]`` tags entries so that
+  ``cache.invalidate_tags("user:5")`` (or ``@invalidate(tags=...)``) turns
+  them all into misses in one write per tag (redis_cache.tags);
+* ``stale_if_error=600`` answers with the last value, up to that long past
+  its expiry, when recomputing raises (``stats.stale_served``);
+* :func:`get_or_set` is the same machinery without a decorator;
 * ``fn.invalidate(*args, **kwargs)`` deletes exactly the entry that call
   would read; ``fn.key(...)`` shows it; ``fn.stats`` counts hits, misses,
   errors and time saved.

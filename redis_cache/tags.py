@@ -1,9 +1,10 @@
-"""Tagged entries and entries that can be served stale.
+"""Tagged entries (which may also be served stale).
 
-What ``cache.set(key, value, tags=[...])``, ``cache.get_tagged(key)``,
-``cache.invalidate_tags(*tags)``, ``@cached(tags=..., stale_if_error=...)`` and
-``cache.get_or_set`` store and read. See docs/architecture.md, "Tags and stale
-entries", for the design and the race argument; in short:
+What ``cache.set_tagged(key, value, tags)``, ``cache.get_tagged(key)``,
+``cache.invalidate_tags(*tags)``, ``@cached(tags=...)``, ``get_or_set(...,
+tags=...)`` and the FastAPI middleware's ``tags=`` / ``serve_stale=`` store and
+read. See docs/architecture.md, "Tags, stale entries and read-through", for the
+design and the race argument; in short:
 
 * every tag has a *generation* key ``<namespace>tag:{<tag>}`` (its own hash
   tag: one slot per tag on a cluster) holding a random token;

@@ -349,14 +349,15 @@ async def tokens_async(cache: RedisCache, tags: Sequence[str]) -> dict[str, byte
 
 async def _read_reply(cache: RedisCache, key: str,
                       pending: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]]) -> Any:
+    """The entry script's reply; if it fails, the token replies are abandoned."""
     command = _read_command(cache, key)
     try:
-        return await _started(cache.execute_command("EVALSHA", _SHA[_READ], *command[2:]))
-    except ResponseError as exc:
-        if "NOSCRIPT" not in str(exc):
-            _abandon(f for _, _, f in pending)
-            raise
-        return await cache.execute_command(*command)
+        try:
+            return await _started(cache.execute_command("EVALSHA", _SHA[_READ], *command[2:]))
+        except ResponseError as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+            return await cache.execute_command(*command)
     except BaseException:
         _abandon(f for _, _, f in pending)
         raise

@@ -345,7 +345,7 @@ def test_tags_across_cluster_slots(run: Runner, healthy_cluster: Any) -> None:
     run(main())
 
 
-def test_tags_through_sentinel(healthy_sentinel_topology: Any) -> None:
+def test_tags_through_sentinel(run: Runner, healthy_sentinel_topology: Any) -> None:
     from test_sentinel import options
 
     with SyncRedisCache(**options(healthy_sentinel_topology), namespace=NS) as cache:
@@ -353,6 +353,21 @@ def test_tags_through_sentinel(healthy_sentinel_topology: Any) -> None:
         assert cache.get_tagged("s") == "value"
         cache.invalidate_tags("t")
         assert cache.get_tagged("s") is None
+
+    async def main() -> None:
+        async with RedisCache(**options(healthy_sentinel_topology), namespace=NS) as cache:
+            @cache.cached(ttl=60, tags=["s:{x}"])
+            async def f(x: int) -> list[int]:
+                calls.append(x)
+                return calls
+
+            calls: list[int] = []
+            assert await f(1) == [1]
+            assert await f(1) == [1]
+            await cache.invalidate_tags("s:1")
+            assert await f(1) == [1, 1]
+
+    run(main())
 
 
 def test_async_fail_open_leaves_no_unretrieved_errors(run: Runner, redis: RedisServer) -> None:

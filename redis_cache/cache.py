@@ -277,11 +277,14 @@ class _CacheSettings:
 
         return cached(ttl, cache=self, **options)  # type: ignore[arg-type]
 
-    def invalidate(self, *templates: str, namespace: str | None = None) -> Callable[[_F], _F]:
-        """Deletes the keys the templates name after the decorated function returns."""
+    def invalidate(self, *templates: str, namespace: str | None = None,
+                   tags: Any = ()) -> Callable[[_F], _F]:
+        """Deletes the keys the templates name, and invalidates the tags the tag
+        templates name, after the decorated function returns."""
         from .decorators import invalidate
 
-        return invalidate(*templates, namespace=namespace, cache=self)  # type: ignore[arg-type]
+        return invalidate(*templates, namespace=namespace, tags=tags,  # type: ignore[arg-type]
+                          cache=self)
 
     def cached_batch(self, ttl: TTL = None, **options: Any) -> Callable[[_F], _F]:
         """Caches ``fn(ids) -> {id: value}`` per id; see redis_cache.decorators.cached_batch."""
@@ -295,6 +298,36 @@ class _CacheSettings:
         from .ratelimit import rate_limiter
 
         return rate_limiter(self, *limits, **options)  # type: ignore[arg-type]
+
+    def set_tagged(self, key: str, value: Any, tags: Any, ttl: TTL = None) -> Any:
+        """Stores value under ``tags`` (a tag or a list of them), to be read with
+        get_tagged and dropped by invalidate_tags; see redis_cache.tags."""
+        from . import tags as _tags
+
+        return _tags.set_tagged(self, key, value, tags, ttl)
+
+    def get_tagged(self, key: str, default: Any = None, model: Any = None) -> Any:
+        """The value set_tagged stored, or ``default`` once any of its tags was
+        invalidated (or it expired). A plain get() of that key gets WRONGTYPE."""
+        from . import tags as _tags
+
+        return _tags.get_tagged(self, key, default, model)
+
+    def invalidate_tags(self, *tags: Any) -> Any:
+        """Makes every entry stored under any of ``tags`` a miss: one write per
+        tag, whatever the number of entries. Returns how many tags."""
+        from . import tags as _tags
+
+        return _tags.invalidate_tags(self, tags)
+
+    def get_or_set(self, key: str, factory: Callable[[], Any], ttl: TTL = None,
+                   **options: Any) -> Any:
+        """Read-through without a decorator: the cached value of key, or
+        ``factory()``'s, stored; the options of cached() apply (see
+        redis_cache.decorators.get_or_set)."""
+        from .decorators import get_or_set
+
+        return get_or_set(self, key, factory, ttl, **options)  # type: ignore[arg-type]
 
     def cached_route(self, ttl: TTL = 60, **options: Any) -> Callable[[_F], _F]:
         """Caches a FastAPI GET path operation's response bytes in this cache; see

@@ -22,6 +22,12 @@ decorated before the cache exists. What every decorated function gets:
   :class:`~redis_cache.CircuitBreaker` (``circuit_breaker=`` on the cache)
   skips Redis after repeated failures, so calls do not each wait for a
   timeout, and probes it so caching resumes soon after it is back;
+* ``tags=["user:{user_id}"]`` tags entries so that
+  ``cache.invalidate_tags("user:5")`` (or ``@invalidate(tags=...)``) turns
+  them all into misses in one write per tag (redis_cache.tags);
+* ``stale_if_error=600`` answers with the last value, up to that long past
+  its expiry, when recomputing raises (``stats.stale_served``);
+* :func:`get_or_set` is the same machinery without a decorator;
 * ``fn.invalidate(*args, **kwargs)`` deletes exactly the entry that call
   would read; ``fn.key(...)`` shows it; ``fn.stats`` counts hits, misses,
   errors and time saved.
@@ -44,12 +50,14 @@ import time
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from ._breaker import CircuitBreaker
 from .cache import RedisCache, SyncRedisCache, TTL
 from .errors import RedisCacheError, SerializationError
 from .keys import KeyBuilder, canonical_digest
+from . import tags as _tags
 from .locks import ACQUIRED, TIMED_OUT, AsyncLock, Lock, check_lock_settings, lock_keys
 
 __all__ = [
@@ -58,6 +66,7 @@ __all__ = [
     "cached",
     "cached_batch",
     "get_default_cache",
+    "get_or_set",
     "invalidate",
     "set_default_cache",
     "stats",
@@ -89,6 +98,9 @@ class FunctionStats:
     misses: int = 0
     errors: int = 0
     computations: int = 0
+    #: Calls answered with a value past its expiry because recomputing it
+    #: raised (stale_if_error=).
+    stale_served: int = 0
     compute_seconds: float = 0.0
     #: Callers that joined a computation already running in this process.
     stampedes_collapsed: int = 0
@@ -121,6 +133,7 @@ class FunctionStats:
             "misses": self.misses,
             "errors": self.errors,
             "computations": self.computations,
+            "stale_served": self.stale_served,
             "hit_rate": round(self.hit_rate, 4),
             "average_compute_ms": round(self.average_compute_seconds * 1000, 3),
             "time_saved_seconds": round(self.time_saved_seconds, 3),
@@ -144,6 +157,14 @@ class _Warnings:
     def __init__(self) -> None:
         self._last = -math.inf
         self._last_store = -math.inf
+        self._last_stale = -math.inf
+
+    def serving_stale(self, name: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_stale >= WARNING_INTERVAL:
+            self._last_stale = now
+            log.warning("redis_cache: %s raised %s: %s; serving its last value (stale_if_error)",
+                        name, type(exc).__name__, exc)
 
     def cannot_store(self, name: str, exc: BaseException) -> None:
         now = time.monotonic()
@@ -247,6 +268,57 @@ class _Options:
     lock_lease: float
     lock_wait: float
     early_refresh: float | None
+    #: Entries carry tags (their tokens are read before computing).
+    tagged: bool = False
+    #: How long (ms) past its expiry a value may be served when recomputing fails.
+    stale_ms: int = 0
+
+    @property
+    def entries(self) -> bool:
+        """Stored as redis_cache.tags entries (hashes) rather than plain
+        values: only tagged ones. An untagged value that may be served stale
+        is a plain value living ttl + stale_if_error, fresh while its PTTL
+        exceeds the stale window (so plain get reads it, in C)."""
+        return self.tagged
+
+    def redis_ttl(self, cache: AnyCache) -> TTL:
+        """What a plain value is stored for: the ttl, plus the stale window."""
+        if not self.stale_ms:
+            return self.ttl
+        ttl = cache.default_ttl if self.ttl is None else self.ttl
+        if ttl is None:
+            return None
+        seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+        return seconds + self.stale_ms / 1000
+
+
+def _split_stale(options: _Options, value: Any, remaining_ms: Any) -> tuple[Any, Any, Any]:
+    """(value, fresh ms left, stale value) of a plain read with its PTTL: past
+    the ttl, the value is only a stale candidate."""
+    if not options.stale_ms or value is _MISSING or not isinstance(remaining_ms, int) \
+            or remaining_ms < 0:
+        return value, remaining_ms, _MISSING
+    remaining_ms -= options.stale_ms
+    if remaining_ms > 0:
+        return value, remaining_ms, _MISSING
+    return _MISSING, None, value
+
+
+TagsOf = Callable[[tuple[Any, ...], dict[str, Any]], tuple[str, ...]]
+
+
+def _no_tags(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    return ()
+
+
+class _FixedModel:
+    """The model of a get_or_set call: given, not read from annotations."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def get(self) -> Any:
+        return self._model
 
 
 def _should_store(options: _Options, value: Any) -> bool:
@@ -272,26 +344,38 @@ def _lock_keys(cache: AnyCache, key: str) -> tuple[bytes, bytes]:
 
 
 class _AsyncCached:
-    def __init__(self, func: Callable[..., Awaitable[Any]], binding: _Binding, keys: KeyBuilder,
-                 options: _Options, stats_: FunctionStats) -> None:
+    def __init__(self, func: Callable[..., Awaitable[Any]], binding: _Binding,
+                 keys: KeyBuilder | None, options: _Options, stats_: FunctionStats,
+                 tags_of: TagsOf = _no_tags, model: Any = None) -> None:
         self.func = func
         self.binding = binding
         self.keys = keys
         self.options = options
         self.stats = stats_
-        self.model = _LazyModel(func)
+        self.tags_of = tags_of
+        self.model: Any = _LazyModel(func) if model is None else model
         self.warnings = _Warnings()
         self.inflight: dict[tuple[int, str], asyncio.Future[Any]] = {}
         self.background: set[asyncio.Task[Any]] = set()
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        # Not a coroutine itself: the wrapper awaits lookup's directly, so the
+        # hot path has no extra frame.
+        assert self.keys is not None
         key = self.keys.key(args, kwargs)
         cache: RedisCache = self.binding.get(RedisCache)
+        if self.options.entries:
+            return self.lookup_entry(cache, key, args, kwargs)
+        return self.lookup(cache, key, args, kwargs)
+
+    async def lookup(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        """The cached value of key, or the function's (args, kwargs) stored."""
         attempt = cache.circuit_breaker.attempt()
+        stale: Any = _MISSING
         if attempt is not None:
             try:
                 with attempt:
-                    if self.options.early_refresh:
+                    if self.options.early_refresh or self.options.stale_ms:
                         pending = cache.get(key, _MISSING, self.model.get())
                         remaining = cache.execute_command("PTTL", cache._key_prefix + key.encode())
                         value, remaining_ms = await asyncio.gather(pending, remaining)
@@ -302,17 +386,100 @@ class _AsyncCached:
             except RedisCacheError as exc:
                 self._failed(exc)
             else:
+                value, remaining_ms, stale = _split_stale(self.options, value, remaining_ms)
                 if value is not _MISSING:
                     self.stats.count("hits")
                     if _refresh_due(self.options, self.stats, remaining_ms):
                         self._refresh_soon(cache, key, args, kwargs)
                     return value
         self.stats.count("misses")
-        return await self._single_flight(cache, key, args, kwargs)
+        if stale is _MISSING:
+            return await self._single_flight(cache, key, args, kwargs)
+        try:
+            return await self._single_flight(cache, key, args, kwargs)
+        except Exception as exc:
+            self.stats.count("stale_served")
+            self.warnings.serving_stale(self.stats.name, exc)
+            return stale
+
+    async def lookup_entry(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        """__call__ for tagged or stale-capable entries (redis_cache.tags): the
+        entry and its tags' tokens are read in one round trip; a value past
+        its expiry is kept to answer with if recomputing raises."""
+        stale: Any = _MISSING
+        tags = self.tags_of(args, kwargs)
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is not None:
+            try:
+                with attempt:
+                    entry, _ = await _tags.read_async(cache, key, self.model.get(), tags or None)
+            except SerializationError:
+                raise
+            except RedisCacheError as exc:
+                self._failed(exc)
+            else:
+                if entry is not None and entry.fresh:
+                    self.stats.count("hits")
+                    if _refresh_due(self.options, self.stats, entry.fresh_ms):
+                        self._refresh_soon(cache, key, args, kwargs)
+                    return entry.value
+                if entry is not None:
+                    stale = entry.value
+        self.stats.count("misses")
+        if stale is _MISSING:
+            return await self._single_flight(cache, key, args, kwargs)
+        try:
+            return await self._single_flight(cache, key, args, kwargs)
+        except Exception as exc:
+            self.stats.count("stale_served")
+            self.warnings.serving_stale(self.stats.name, exc)
+            return stale
 
     def _failed(self, exc: BaseException) -> None:
         self.stats.count("errors")
         self.warnings.warn(self.stats.name, exc)
+
+    async def _stored_by_holder(self, cache: RedisCache, key: str) -> Any:
+        """For a lock waiter woken up: the holder's fresh value, or TIMED_OUT."""
+        value = await self._peek(cache, key)
+        return TIMED_OUT if value is _MISSING else value
+
+    async def _peek(self, cache: RedisCache, key: str) -> Any:
+        """The fresh value another process stored, or _MISSING."""
+        if not self.options.entries:
+            if not self.options.stale_ms:
+                return await cache.get(key, _MISSING, self.model.get())
+            value, remaining_ms = await asyncio.gather(
+                cache.get(key, _MISSING, self.model.get()),
+                cache.execute_command("PTTL", cache._key_prefix + key.encode()))
+            return _split_stale(self.options, value, remaining_ms)[0]
+        entry, _ = await _tags.read_async(cache, key, self.model.get())
+        return entry.value if entry is not None and entry.fresh else _MISSING
+
+    async def _store(self, cache: RedisCache, key: str, value: Any,
+                     tokens: dict[str, bytes] | None) -> None:
+        if self.options.entries:
+            await _tags.write_async(cache, key, value, self.options.ttl,
+                                    stale=self.options.stale_ms, tokens=tokens)
+        else:
+            await cache.set(key, value, self.options.redis_ttl(cache))
+
+    async def _tokens(self, cache: RedisCache, args: Any, kwargs: Any) -> dict[str, bytes] | None:
+        """The tokens of the call's tags, read before computing (so that an
+        invalidation during the computation leaves what it stores invalid);
+        None when they cannot be read, and then nothing is stored."""
+        tags = self.tags_of(args, kwargs)
+        if not tags:
+            return {}
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is None:
+            return None
+        try:
+            with attempt:
+                return await _tags.tokens_async(cache, tags)
+        except RedisCacheError as exc:
+            self._failed(exc)
+            return None
 
     async def _single_flight(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
         slot = (id(asyncio.get_running_loop()), key)
@@ -341,14 +508,16 @@ class _AsyncCached:
         return await self._run_and_store(cache, key, args, kwargs)
 
     async def _run_and_store(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        tokens = await self._tokens(cache, args, kwargs) if self.options.tagged else None
         start = time.perf_counter()
         value = await self.func(*args, **kwargs)
         self.stats.count("computations", time.perf_counter() - start)
-        attempt = cache.circuit_breaker.attempt() if _should_store(self.options, value) else None
+        storable = _should_store(self.options, value) and not (self.options.tagged and tokens is None)
+        attempt = cache.circuit_breaker.attempt() if storable else None
         if attempt is not None:
             try:
                 with attempt:
-                    await cache.set(key, value, self.options.ttl)
+                    await self._store(cache, key, value, tokens)
             except SerializationError as exc:
                 self.warnings.cannot_store(self.stats.name, exc)
             except RedisCacheError as exc:
@@ -362,8 +531,7 @@ class _AsyncCached:
         lock = AsyncLock(cache, key, lease=self.options.lock_lease, wait=self.options.lock_wait,
                          fencing=False)
         try:
-            outcome = await lock._acquire_or(
-                lambda: cache.get(key, TIMED_OUT, self.model.get()))
+            outcome = await lock._acquire_or(lambda: self._stored_by_holder(cache, key))
         except RedisCacheError:
             outcome = TIMED_OUT
         if lock.waited:
@@ -404,29 +572,40 @@ class _Flight:
 
 
 class _SyncCached:
-    def __init__(self, func: Callable[..., Any], binding: _Binding, keys: KeyBuilder,
-                 options: _Options, stats_: FunctionStats) -> None:
+    def __init__(self, func: Callable[..., Any], binding: _Binding, keys: KeyBuilder | None,
+                 options: _Options, stats_: FunctionStats, tags_of: TagsOf = _no_tags,
+                 model: Any = None) -> None:
         self.func = func
         self.binding = binding
         self.keys = keys
         self.options = options
         self.stats = stats_
-        self.model = _LazyModel(func)
+        self.tags_of = tags_of
+        self.model: Any = _LazyModel(func) if model is None else model
         self.warnings = _Warnings()
         self.inflight: dict[str, _Flight] = {}
         self.inflight_lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        assert self.keys is not None
         key = self.keys.key(args, kwargs)
         cache: SyncRedisCache = self.binding.get(SyncRedisCache)
+        if self.options.entries:
+            return self.lookup_entry(cache, key, args, kwargs)
+        return self.lookup(cache, key, args, kwargs)
+
+    def lookup(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        """The cached value of key, or the function's (args, kwargs) stored."""
         attempt = cache.circuit_breaker.attempt()
+        stale: Any = _MISSING
         if attempt is not None:
             try:
                 with attempt:
                     value = cache.get(key, _MISSING, self.model.get())
                     remaining = (
                         cache.execute_command("PTTL", cache._key_prefix + key.encode())
-                        if self.options.early_refresh and value is not _MISSING
+                        if (self.options.early_refresh or self.options.stale_ms)
+                        and value is not _MISSING
                         else None
                     )
             except SerializationError:
@@ -434,6 +613,7 @@ class _SyncCached:
             except RedisCacheError as exc:
                 self._failed(exc)
             else:
+                value, remaining, stale = _split_stale(self.options, value, remaining)
                 if value is not _MISSING:
                     self.stats.count("hits")
                     if _refresh_due(self.options, self.stats, remaining):
@@ -441,11 +621,89 @@ class _SyncCached:
                             return self._single_flight(cache, key, args, kwargs)
                     return value
         self.stats.count("misses")
-        return self._single_flight(cache, key, args, kwargs)
+        if stale is _MISSING:
+            return self._single_flight(cache, key, args, kwargs)
+        try:
+            return self._single_flight(cache, key, args, kwargs)
+        except Exception as exc:
+            self.stats.count("stale_served")
+            self.warnings.serving_stale(self.stats.name, exc)
+            return stale
+
+    def lookup_entry(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        """__call__ for tagged or stale-capable entries; see _AsyncCached."""
+        stale: Any = _MISSING
+        tags = self.tags_of(args, kwargs)
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is not None:
+            try:
+                with attempt:
+                    entry, _ = _tags.read_sync(cache, key, self.model.get(), tags or None)
+            except SerializationError:
+                raise
+            except RedisCacheError as exc:
+                self._failed(exc)
+            else:
+                if entry is not None and entry.fresh:
+                    self.stats.count("hits")
+                    if _refresh_due(self.options, self.stats, entry.fresh_ms):
+                        with contextlib.suppress(Exception):
+                            return self._single_flight(cache, key, args, kwargs)
+                    return entry.value
+                if entry is not None:
+                    stale = entry.value
+        self.stats.count("misses")
+        if stale is _MISSING:
+            return self._single_flight(cache, key, args, kwargs)
+        try:
+            return self._single_flight(cache, key, args, kwargs)
+        except Exception as exc:
+            self.stats.count("stale_served")
+            self.warnings.serving_stale(self.stats.name, exc)
+            return stale
 
     def _failed(self, exc: BaseException) -> None:
         self.stats.count("errors")
         self.warnings.warn(self.stats.name, exc)
+
+    def _stored_by_holder(self, cache: SyncRedisCache, key: str) -> Any:
+        """For a lock waiter woken up: the holder's fresh value, or TIMED_OUT."""
+        value = self._peek(cache, key)
+        return TIMED_OUT if value is _MISSING else value
+
+    def _peek(self, cache: SyncRedisCache, key: str) -> Any:
+        """The fresh value another process stored, or _MISSING."""
+        if not self.options.entries:
+            value = cache.get(key, _MISSING, self.model.get())
+            if not self.options.stale_ms or value is _MISSING:
+                return value
+            remaining = cache.execute_command("PTTL", cache._key_prefix + key.encode())
+            return _split_stale(self.options, value, remaining)[0]
+        entry, _ = _tags.read_sync(cache, key, self.model.get())
+        return entry.value if entry is not None and entry.fresh else _MISSING
+
+    def _store(self, cache: SyncRedisCache, key: str, value: Any,
+               tokens: dict[str, bytes] | None) -> None:
+        if self.options.entries:
+            _tags.write_sync(cache, key, value, self.options.ttl, stale=self.options.stale_ms,
+                             tokens=tokens)
+        else:
+            cache.set(key, value, self.options.redis_ttl(cache))
+
+    def _tokens(self, cache: SyncRedisCache, args: Any, kwargs: Any) -> dict[str, bytes] | None:
+        """See _AsyncCached._tokens."""
+        tags = self.tags_of(args, kwargs)
+        if not tags:
+            return {}
+        attempt = cache.circuit_breaker.attempt()
+        if attempt is None:
+            return None
+        try:
+            with attempt:
+                return _tags.tokens_sync(cache, tags)
+        except RedisCacheError as exc:
+            self._failed(exc)
+            return None
 
     def _single_flight(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
         with self.inflight_lock:
@@ -477,14 +735,16 @@ class _SyncCached:
         return self._run_and_store(cache, key, args, kwargs)
 
     def _run_and_store(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
+        tokens = self._tokens(cache, args, kwargs) if self.options.tagged else None
         start = time.perf_counter()
         value = self.func(*args, **kwargs)
         self.stats.count("computations", time.perf_counter() - start)
-        attempt = cache.circuit_breaker.attempt() if _should_store(self.options, value) else None
+        storable = _should_store(self.options, value) and not (self.options.tagged and tokens is None)
+        attempt = cache.circuit_breaker.attempt() if storable else None
         if attempt is not None:
             try:
                 with attempt:
-                    cache.set(key, value, self.options.ttl)
+                    self._store(cache, key, value, tokens)
             except SerializationError as exc:
                 self.warnings.cannot_store(self.stats.name, exc)
             except RedisCacheError as exc:
@@ -496,7 +756,7 @@ class _SyncCached:
         lock = Lock(cache, key, lease=self.options.lock_lease, wait=self.options.lock_wait,
                     fencing=False)
         try:
-            outcome = lock._acquire_or(lambda: cache.get(key, TIMED_OUT, self.model.get()))
+            outcome = lock._acquire_or(lambda: self._stored_by_holder(cache, key))
         except RedisCacheError:
             outcome = TIMED_OUT
         if lock.waited:
@@ -532,10 +792,13 @@ def _make_cached(
     lock_lease: float,
     lock_wait: float,
     early_refresh: float | None,
+    tags: Iterable[str] | str = (),
+    stale_if_error: float | None = None,
 ) -> Callable[[F], F]:
     if lock:
         check_lock_settings(lock_lease, lock_wait)
-    options = _Options(ttl, condition, lock, lock_lease, lock_wait, early_refresh)
+    options = _Options(ttl, condition, lock, lock_lease, lock_wait, early_refresh,
+                       tagged=bool(tags), stale_ms=_tags.stale_ms(stale_if_error))
     binding = _Binding(cache)
 
     def decorate(func: F) -> F:
@@ -544,8 +807,9 @@ def _make_cached(
         name = _qualified_name(func)
         stats_ = _stats.setdefault(name, FunctionStats(name))
         is_async = inspect.iscoroutinefunction(func)
+        tags_of = _tag_renderer(keys, func, tags)
         engine: Any = (_AsyncCached if is_async else _SyncCached)(func, binding, keys, options,
-                                                                   stats_)
+                                                                   stats_, tags_of)
         if is_async:
             @functools.wraps(func)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -562,6 +826,27 @@ def _make_cached(
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _tag_renderer(keys: KeyBuilder, func: Callable[..., Any],
+                  tags: Iterable[str] | str) -> TagsOf:
+    """The tags of one call, from templates checked here, at decoration."""
+    templates = _tags.check_tag_templates(
+        tags, keys.signature.parameters, f"{func.__qualname__}{keys.signature}"
+    )
+    if not templates:
+        return _no_tags
+
+    def tags_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+        arguments = keys.bind(args, kwargs).arguments
+        try:
+            return _tags.render_tags(templates, arguments)
+        except (KeyError, AttributeError, IndexError, TypeError, ValueError) as exc:
+            raise ValueError(f"cannot fill in the tags {list(templates)} of "
+                             f"{func.__qualname__} with its arguments: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+    return tags_of
 
 
 def _method_aware_key(
@@ -619,17 +904,20 @@ def _is_pattern(template: str) -> bool:
 
 
 def _make_invalidate(cache: AnyCache | None, templates: tuple[str, ...],
-                     namespace: str | None) -> Callable[[F], F]:
+                     namespace: str | None, tags: Iterable[str] | str = ()) -> Callable[[F], F]:
     """After the decorated function returns, deletes the keys its templates
-    name (filled in with its arguments); a template with * clears a pattern."""
-    if not templates:
-        raise ValueError("invalidate() needs at least one key template, e.g. 'user:{user_id}'")
+    name (filled in with its arguments; a template with * clears a pattern)
+    and invalidates the tags its tag templates name."""
+    if not templates and not tags:
+        raise ValueError("invalidate() needs at least one key template, e.g. 'user:{user_id}', "
+                         "or tags=['user:{user_id}']")
     binding = _Binding(cache)
 
     def decorate(func: F) -> F:
         keys = KeyBuilder(func, namespace=namespace)
         for template in templates:
             keys._check_template(func, template)
+        tags_of = _tag_renderer(keys, func, tags)
 
         exact_templates = [t for t in templates if not _is_pattern(t)]
         pattern_templates = [t for t in templates if _is_pattern(t)]
@@ -645,32 +933,38 @@ def _make_invalidate(cache: AnyCache | None, templates: tuple[str, ...],
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                tags_ = tags_of(args, kwargs)  # a bad tag fails before the write runs
                 result = await func(*args, **kwargs)
                 exact, patterns = targets(args, kwargs)
                 cache: RedisCache = binding.get(RedisCache)
                 try:
+                    if tags_:
+                        await cache.invalidate_tags(*tags_)
                     if exact:
                         await cache.delete_many(exact)
                     for pattern in patterns:
                         await cache.clear_pattern(pattern)
                 except RedisCacheError as exc:
                     log.warning("redis_cache: could not invalidate %s after %s: %s",
-                                exact + patterns, _qualified_name(func), exc)
+                                exact + patterns + list(tags_), _qualified_name(func), exc)
                 return result
         else:
             @functools.wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
+                tags_ = tags_of(args, kwargs)  # a bad tag fails before the write runs
                 result = func(*args, **kwargs)
                 exact, patterns = targets(args, kwargs)
                 cache: SyncRedisCache = binding.get(SyncRedisCache)
                 try:
+                    if tags_:
+                        cache.invalidate_tags(*tags_)
                     if exact:
                         cache.delete_many(exact)
                     for pattern in patterns:
                         cache.clear_pattern(pattern)
                 except RedisCacheError as exc:
                     log.warning("redis_cache: could not invalidate %s after %s: %s",
-                                exact + patterns, _qualified_name(func), exc)
+                                exact + patterns + list(tags_), _qualified_name(func), exc)
                 return result
 
         return wrapper  # type: ignore[return-value]
@@ -797,6 +1091,8 @@ def cached(
     lock_lease: float = DEFAULT_LOCK_LEASE,
     lock_wait: float = DEFAULT_LOCK_WAIT,
     early_refresh: float | None = None,
+    tags: Iterable[str] | str = (),
+    stale_if_error: float | None = None,
     cache: AnyCache | None = None,
 ) -> Callable[[F], F]:
     """Caches a sync or async function's results (see the module docs).
@@ -813,17 +1109,23 @@ def cached(
     ``early_refresh``: recompute before expiry (1.0 is a good start; higher
     refreshes earlier). Redis failures never fail the call; the cache's
     ``circuit_breaker`` decides when Redis is skipped.
+    ``tags``: templates like ``"user:{user_id}"``; ``cache.invalidate_tags("user:5")``
+    then turns every entry stored under that tag into a miss (redis_cache.tags).
+    ``stale_if_error``: seconds past expiry during which the last value is
+    returned if recomputing raises (counted as ``stale_served``).
     """
     return _make_cached(cache, ttl=ttl, key=key, namespace=namespace, condition=condition,
                         exclude=exclude, exclude_types=exclude_types, lock=lock,
-                        lock_lease=lock_lease, lock_wait=lock_wait, early_refresh=early_refresh)
+                        lock_lease=lock_lease, lock_wait=lock_wait, early_refresh=early_refresh,
+                        tags=tags, stale_if_error=stale_if_error)
 
 
-def invalidate(*templates: str, namespace: str | None = None,
+def invalidate(*templates: str, namespace: str | None = None, tags: Iterable[str] | str = (),
                cache: AnyCache | None = None) -> Callable[[F], F]:
     """Deletes the keys named by templates after the decorated function returns
-    (``@invalidate("user:{user_id}", "users:*")``)."""
-    return _make_invalidate(cache, templates, namespace)
+    (``@invalidate("user:{user_id}", "users:*")``), and invalidates the tags
+    named by tag templates (``@invalidate(tags=["user:{user_id}"])``)."""
+    return _make_invalidate(cache, templates, namespace, tags)
 
 
 def cached_batch(ttl: TTL = None, *, key: str | None = None, namespace: str | None = None,
@@ -832,3 +1134,102 @@ def cached_batch(ttl: TTL = None, *, key: str | None = None, namespace: str | No
     with only the missing ids, one set_many. ``key``: a template with ``{}`` for
     the id (``"user:{}"``); default ``<function>:i:<id>`` / ``:s:<id>``."""
     return _make_cached_batch(cache, ttl=ttl, key=key, namespace=namespace)
+
+
+# ---------------------------------------------------------------------- get_or_set
+
+
+async def _call_factory_async(factory: Callable[[], Any], tags: tuple[str, ...]) -> Any:
+    result = factory()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _call_factory_sync(factory: Callable[[], Any], tags: tuple[str, ...]) -> Any:
+    result = factory()
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # never awaited: no "coroutine was never awaited" warning
+        raise TypeError(
+            "get_or_set on a SyncRedisCache got an async factory; await get_or_set on a "
+            "RedisCache instead, or pass a plain function"
+        )
+    return result
+
+
+#: Engines kept per cache for get_or_set (one per set of options).
+_MAX_GET_OR_SET_ENGINES = 256
+
+
+def _factory_tags(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    return args[1]  # type: ignore[no-any-return]
+
+
+def get_or_set(
+    cache: AnyCache,
+    key: str,
+    factory: Callable[[], Any],
+    ttl: TTL = None,
+    *,
+    tags: Iterable[str] | str = (),
+    stale_if_error: float | None = None,
+    condition: Callable[[Any], bool] | None = None,
+    lock: bool = False,
+    lock_lease: float = DEFAULT_LOCK_LEASE,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
+    early_refresh: float | None = None,
+    model: Any = None,
+    name: str = "get_or_set",
+) -> Any:
+    """Read-through without a decorator: the value cached at ``key``, or
+    ``factory()``'s (sync or, on the async cache, async), stored for ``ttl``.
+
+    The machinery is the decorators': one engine per cache and set of
+    options serves every call, so concurrent misses of one key share one
+    computation, ``lock=`` extends that across processes, and
+    ``early_refresh``, ``stale_if_error``, ``tags`` (literal tags here) and
+    fail-open behave as in :func:`cached`. ``model``: the type to read values
+    back as. Statistics go to ``stats()["get_or_set:<name>"]``. Returns an
+    awaitable on a RedisCache, the value on a SyncRedisCache.
+    """
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"get_or_set needs a non-empty str key, got {key!r}")
+    if not callable(factory):
+        raise TypeError(f"get_or_set needs a callable factory (called on a miss), "
+                        f"got {type(factory).__name__}")
+    tag_list = tuple(dict.fromkeys(_tags.check_tag(t) for t in
+                                   ((tags,) if isinstance(tags, str) else tags)))
+    options = _Options(ttl, condition, lock, lock_lease, lock_wait, early_refresh,
+                       tagged=bool(tag_list), stale_ms=_tags.stale_ms(stale_if_error))
+    is_async = isinstance(cache, RedisCache)
+    if not is_async and not isinstance(cache, SyncRedisCache):
+        raise TypeError(f"get_or_set needs a RedisCache or SyncRedisCache, got {cache!r}")
+    engines: dict[Any, Any] = cache.__dict__.setdefault("_get_or_set_engines", {})
+    slot = (options, model, name)
+    engine = engines.get(slot)
+    if engine is None:
+        if len(engines) >= _MAX_GET_OR_SET_ENGINES:
+            # Options that differ on every call (condition=lambda ...): keep
+            # the table bounded; single flight spans one engine's calls.
+            engines.clear()
+        stat_name = f"get_or_set:{name}"
+        stats_ = _stats.setdefault(stat_name, FunctionStats(stat_name))
+        kind = _AsyncCached if is_async else _SyncCached
+        func = _call_factory_async if is_async else _call_factory_sync
+        engine = engines[slot] = kind(func, _Binding(cache), None, options, stats_,
+                                      _factory_tags, _FixedModel(model))
+    args = (factory, tag_list)
+    if is_async:
+        return _async_get_or_set(engine, cache, key, args)
+    if options.entries:
+        return engine.lookup_entry(cache, key, args, {})
+    return engine.lookup(cache, key, args, {})
+
+
+async def _async_get_or_set(engine: _AsyncCached, cache: RedisCache, key: str,
+                            args: tuple[Any, ...]) -> Any:
+    if engine.options.entries:
+        return await engine.lookup_entry(cache, key, args, {})
+    return await engine.lookup(cache, key, args, {})

@@ -878,8 +878,9 @@ def test_stats_count_hits_misses_and_computations(flavor: Flavor) -> None:
     assert everything[name]["hit_rate"] == round(3 / 7, 4)
     assert set(everything[name]) == {
         "hits", "misses", "errors", "computations", "hit_rate", "average_compute_ms",
-        "time_saved_seconds",
+        "time_saved_seconds", "stale_served",
     }
+    assert everything[name]["stale_served"] == 0
 
 
 def test_stats_count_errors_when_redis_is_down(

@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import tags as _tags
 from ..cache import RedisCache
 from ..metrics import route_stats
 from ._common import STATE_ATTR, _Breaker, _describe, _RateLimitedWarning
@@ -171,7 +172,7 @@ def _header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[
 
 
 class _Entry:
-    __slots__ = ("status", "headers", "etag", "body", "created")
+    __slots__ = ("status", "headers", "etag", "body", "created", "swr", "sie")
 
     def __init__(
         self,
@@ -180,24 +181,29 @@ class _Entry:
         etag: str,
         body: bytes,
         created: float,
+        swr: int = 0,
+        sie: int = 0,
     ) -> None:
         self.status = status
         self.headers = headers
         self.etag = etag
         self.body = body
         self.created = created
+        # RFC 5861 windows (seconds past expiry) the response allowed.
+        self.swr = swr
+        self.sie = sie
 
     def encode(self) -> str:
-        meta = json.dumps(
-            {
-                "s": self.status,
-                "h": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in self.headers],
-                "e": self.etag,
-                "t": self.created,
-            },
-            separators=(",", ":"),
-        )
-        return _ENTRY_MAGIC + meta + "\n" + base64.b64encode(self.body).decode("ascii")
+        meta: dict[str, Any] = {
+            "s": self.status,
+            "h": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in self.headers],
+            "e": self.etag,
+            "t": self.created,
+        }
+        if self.swr or self.sie:
+            meta["w"], meta["i"] = self.swr, self.sie
+        meta_text = json.dumps(meta, separators=(",", ":"))
+        return _ENTRY_MAGIC + meta_text + "\n" + base64.b64encode(self.body).decode("ascii")
 
     @classmethod
     def decode(cls, value: Any) -> _Entry | None:
@@ -210,8 +216,11 @@ class _Entry:
             _, meta_text, body_text = value.split("\n", 2)
             meta = json.loads(meta_text)
             status, headers, etag, created = meta["s"], meta["h"], meta["e"], meta["t"]
+            swr, sie = meta.get("w", 0), meta.get("i", 0)
             if not (
                 type(status) is int
+                and type(swr) is int
+                and type(sie) is int
                 and isinstance(etag, str)
                 and isinstance(created, (int, float))
                 and isinstance(headers, list)
@@ -225,7 +234,7 @@ class _Entry:
             pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         except (ValueError, KeyError, TypeError, UnicodeError):
             return None
-        return cls(status, pairs, etag, body, float(created))
+        return cls(status, pairs, etag, body, float(created), swr, sie)
 
 
 def _decode_spec(value: Any) -> tuple[str, ...] | None:
@@ -245,7 +254,7 @@ def _decode_spec(value: Any) -> tuple[str, ...] | None:
 class _Request:
     """What the middleware needs of one request, worked out once."""
 
-    __slots__ = ("scope", "headers", "host", "path", "query", "head_only")
+    __slots__ = ("scope", "headers", "host", "path", "query", "head_only", "tags", "tokens")
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
@@ -269,6 +278,9 @@ class _Request:
             for k, v in pairs
         ]
         self.head_only = scope["method"] == "HEAD"
+        # Tags of the response (tags=), and their tokens read before the app ran.
+        self.tags: tuple[str, ...] = ()
+        self.tokens: dict[str, bytes] | None = None
 
     def values(self, name: str) -> list[bytes]:
         return _header_values(self.headers, name.encode("latin-1"))
@@ -330,6 +342,23 @@ class CacheMiddleware:
     and Redis is left alone for ``retry_after`` seconds. ``X-Cache`` (the
     ``cache_header``) is absent when the cache was not consulted.
 
+    Tags and stale responses (entries are then stored as redis_cache.tags
+    entries, read with one script call):
+
+    * ``tags``: tags of every stored response, a collection of strings or a
+      callable ``path -> tags``; ``await cache.invalidate_tags("user:5")``
+      makes their entries misses. The tags are known before the app runs, so
+      their generations are read first and a response computed before an
+      invalidation is never served after it. Stored responses carry them in a
+      ``Cache-Tag`` header (comma-separated) for CDNs that purge by tag.
+    * ``serve_stale=True`` honours RFC 5861 in the response's Cache-Control:
+      within ``stale-while-revalidate=N`` seconds past expiry the stored
+      response is served (``X-Cache: STALE``) while one background request
+      per entry and process refreshes it; within ``stale-if-error=N`` the app
+      is asked and, if it raises or answers 5xx, the stored response is
+      served instead. ``stale_if_error=`` (seconds) is the window for
+      responses that do not state one (and implies ``serve_stale``).
+
     The cache is ``cache=`` or, by default, ``app.state.redis_cache`` of the
     Starlette app (set by :func:`cache_lifespan`).
     """
@@ -354,7 +383,22 @@ class CacheMiddleware:
         timeout: float | None = 0.5,
         retry_after: float = 1.0,
         warn_interval: float = 60.0,
+        tags: Callable[[str], Iterable[str]] | Collection[str] | None = None,
+        serve_stale: bool = False,
+        stale_if_error: float = 0,
     ) -> None:
+        if isinstance(tags, str):
+            raise TypeError("tags takes a collection of tags or a callable path -> tags, "
+                            f"not a string (did you mean tags=[{tags!r}]?)")
+        if tags is not None and not callable(tags):
+            tags = tuple(_tags.check_tag(t) for t in tags)
+        self.tags = tags
+        self.stale_if_error = _tags.stale_ms(stale_if_error) // 1000
+        self.serve_stale = serve_stale or self.stale_if_error > 0
+        #: Entries are redis_cache.tags entries (hashes) rather than strings.
+        self._entries = bool(tags) or self.serve_stale
+        self._revalidating: set[str] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         if isinstance(include, str) or isinstance(exclude, str) or isinstance(vary, str):
             raise TypeError("include, exclude and vary take a collection of strings, not a string")
         if ttl_for is not None and not callable(ttl_for) and not isinstance(ttl_for, Mapping):
@@ -461,6 +505,38 @@ class CacheMiddleware:
             self.breaker.cooldown,
         )
 
+    def _tags_of(self, path: str) -> tuple[str, ...]:
+        if self.tags is None:
+            return ()
+        if callable(self.tags):
+            found = self.tags(path)
+            if isinstance(found, str):
+                raise TypeError(f"CacheMiddleware tags({path!r}) returned the str {found!r}; "
+                                "return a list of tags")
+            return tuple(dict.fromkeys(_tags.check_tag(t) for t in found))
+        return self.tags  # type: ignore[return-value]
+
+    async def _lookup_entries(
+        self, cache: RedisCache, req: _Request
+    ) -> tuple[_Entry | None, int | None, tuple[str, ...] | None]:
+        """_lookup for tagged / stale-capable entries: the entry, its fresh
+        time left (ms; <= 0 past expiry; None: no expiry) and the vary spec.
+        The tags' tokens are read in the same round trip and kept on req."""
+        base_key = self._entry_key(req, self.vary)
+        spec_key = self._spec_key(req)
+        spec_value, (found, tokens) = await self._bounded(asyncio.gather(
+            cache.get(spec_key), _tags.read_async(cache, base_key, None, req.tags or None)
+        ))
+        req.tokens = tokens
+        spec = _decode_spec(spec_value)
+        if spec is not None and self._names(spec) != self.vary:
+            found, _ = await self._bounded(
+                _tags.read_async(cache, self._entry_key(req, self._names(spec)), None,
+                                 req.tags or None))
+        if found is None:
+            return None, None, spec
+        return _Entry.decode(found.value), found.fresh_ms, spec
+
     async def _lookup(
         self, cache: RedisCache, req: _Request
     ) -> tuple[_Entry | None, tuple[str, ...] | None]:
@@ -488,7 +564,14 @@ class CacheMiddleware:
     ) -> None:
         names = self._names(response_vary)
         extra = tuple(n for n in names if n not in self.vary)
-        ops = [cache.set(self._entry_key(req, names), entry.encode(), ttl=ttl)]
+        if self._entries:
+            if req.tokens is None:
+                return  # the tags' generations could not be read first: store nothing
+            stale = max(entry.swr, entry.sie) * 1000
+            ops = [_tags.write_async(cache, self._entry_key(req, names), entry.encode(), ttl,
+                                     stale=stale, tokens=req.tokens)]
+        else:
+            ops = [cache.set(self._entry_key(req, names), entry.encode(), ttl=ttl)]
         if extra:
             if old_spec != extra:
                 ops.append(cache.set(self._spec_key(req), _SPEC_MAGIC + ",".join(extra), ttl=ttl))
@@ -521,8 +604,35 @@ class CacheMiddleware:
 
         if_none_match = b",".join(req.values("if-none-match")).decode("latin-1")
         spec: tuple[str, ...] | None | bool
+        if self._entries:
+            req.tags = self._tags_of(path)
         if self.honor_client_no_cache and self._client_no_cache(req):
             spec = True  # unknown: not read
+            if self._entries:
+                try:
+                    req.tokens = await self._bounded(_tags.tokens_async(cache, req.tags))
+                except Exception as exc:  # noqa: BLE001 - fail open
+                    self._failed("read", exc)
+        elif self._entries:
+            try:
+                entry, fresh_ms, spec = await self._lookup_entries(cache, req)
+            except Exception as exc:  # noqa: BLE001 - fail open on anything the cache raises
+                self._failed("read", exc)
+                await self.app(scope, receive, send)
+                return
+            if entry is not None and (fresh_ms is None or fresh_ms > 0):
+                await self._send_entry(send, entry, req.head_only, if_none_match)
+                return
+            if entry is not None and fresh_ms is not None:
+                past = -fresh_ms / 1000
+                if past <= entry.swr:
+                    await self._send_entry(send, entry, req.head_only, if_none_match, b"STALE")
+                    self._revalidate(scope, cache, req, ttl, spec)
+                    return
+                if past <= entry.sie:
+                    await self._miss(scope, receive, send, cache, req, ttl, spec, if_none_match,
+                                     fallback=entry)
+                    return
         else:
             try:
                 entry, spec = await self._lookup(cache, req)
@@ -572,11 +682,52 @@ class CacheMiddleware:
         await send({"type": "http.response.start", "status": 304, "headers": kept + extra})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    def _revalidate(self, scope: Scope, cache: RedisCache, req: _Request, ttl: float,
+                    spec: tuple[str, ...] | None | bool) -> None:
+        """Refreshes a stale entry behind the response that served it: the app
+        runs once per entry and process, its answer discarded after storing."""
+        key = self._entry_key(req, self.vary)
+        if key in self._revalidating:
+            return
+        self._revalidating.add(key)
+        inner = dict(scope)
+        inner["method"] = "GET"
+        fresh_req = _Request(inner)
+        fresh_req.tags = req.tags
+        sent_request = False
+        never = asyncio.Event()
+
+        async def receive() -> Message:
+            nonlocal sent_request
+            if not sent_request:
+                sent_request = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await never.wait()  # no disconnect: the refresh runs to its end
+            return {"type": "http.disconnect"}
+
+        async def discard(message: Message) -> None:
+            return None
+
+        async def refresh() -> None:
+            try:
+                fresh_req.tokens = await self._bounded(_tags.tokens_async(cache, req.tags))
+                await self._miss(inner, receive, discard, cache, fresh_req, ttl, spec, "")
+            except Exception as exc:  # noqa: BLE001 - a failed refresh leaves the stale entry
+                self._warn("stale-while-revalidate refresh of %s failed: %s", scope["path"],
+                           _describe(exc))
+            finally:
+                self._revalidating.discard(key)
+
+        task = asyncio.ensure_future(refresh())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _send_entry(
-        self, send: Send, entry: _Entry, head_only: bool, if_none_match: str
+        self, send: Send, entry: _Entry, head_only: bool, if_none_match: str,
+        state: bytes = b"HIT",
     ) -> None:
         age = max(0, int(time.time() - entry.created))
-        extra = self._tagged([(b"age", str(age).encode())], b"HIT")
+        extra = self._tagged([(b"age", str(age).encode())], state)
         if if_none_match and etag_matches(if_none_match, entry.etag):
             await self._send_not_modified(send, entry.headers, extra)
             return
@@ -617,7 +768,12 @@ class CacheMiddleware:
         ttl: float,
         spec: tuple[str, ...] | None | bool,
         if_none_match: str,
+        fallback: _Entry | None = None,
     ) -> None:
+        if fallback is not None:
+            await self._miss_or_stale(scope, receive, send, cache, req, ttl, spec,
+                                      if_none_match, fallback)
+            return
         # The app answers a GET without conditions, so that the full body can be stored.
         inner_scope = dict(scope)
         inner_scope["method"] = "GET"
@@ -712,6 +868,42 @@ class CacheMiddleware:
         except Exception as exc:  # noqa: BLE001 - fail open
             self._failed("write", exc)
 
+    async def _miss_or_stale(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        cache: RedisCache,
+        req: _Request,
+        ttl: float,
+        spec: tuple[str, ...] | None | bool,
+        if_none_match: str,
+        fallback: _Entry,
+    ) -> None:
+        """stale-if-error: the app is asked; if it raises before answering, or
+        answers 5xx, the stored response is served instead (X-Cache: STALE)."""
+        failed = False
+        started = False
+
+        async def guarded(message: Message) -> None:
+            nonlocal failed, started
+            if failed:
+                return  # the rest of the 5xx answer
+            if message["type"] == "http.response.start" and message["status"] >= 500:
+                failed = True
+                return
+            started = True
+            await send(message)
+
+        try:
+            await self._miss(scope, receive, guarded, cache, req, ttl, spec, if_none_match)
+        except Exception:
+            if started:
+                raise  # part of the app's answer went out: nothing else can
+            failed = True
+        if failed:
+            await self._send_entry(send, fallback, req.head_only, if_none_match, b"STALE")
+
     async def _complete(
         self,
         send: Send,
@@ -735,7 +927,15 @@ class CacheMiddleware:
             stored.append((b"etag", etag.encode("latin-1")))
         if not _header_values(app_headers, b"cache-control"):
             stored.append((b"cache-control", b"max-age=%d" % max(0, int(ttl))))
-        entry = _Entry(start["status"], stored, etag, body, time.time())
+        swr = sie = 0
+        if self.serve_stale:
+            cc = _directives(_header_values(app_headers, b"cache-control"))
+            swr = _seconds(cc, "stale-while-revalidate") or 0
+            stated = _seconds(cc, "stale-if-error")
+            sie = self.stale_if_error if stated is None else stated
+        if req.tags and not _header_values(app_headers, b"cache-tag"):
+            stored.append((b"cache-tag", ",".join(req.tags).encode("latin-1")))
+        entry = _Entry(start["status"], stored, etag, body, time.time(), swr, sie)
 
         extra = self._tagged([], b"MISS")
         if if_none_match and etag_matches(if_none_match, etag):

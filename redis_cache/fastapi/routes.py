@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
+import json
 import string
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -34,14 +36,16 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import tags as _tags
 from ..cache import RedisCache
 from ..metrics import route_stats
 from ._common import STATE_ATTR, _Breaker, _describe, _RateLimitedWarning
-from .middleware import _NOT_MODIFIED_KEEPS, _UNSTORED, _directives, etag_matches
+from .middleware import _NOT_MODIFIED_KEEPS, _UNSTORED, _directives, _seconds, etag_matches
 
 __all__ = ["CachedRoute", "cached_route", "install_cached_routes"]
 
@@ -64,6 +68,9 @@ class RoutePolicy:
     private_request_headers: tuple[bytes, ...]
     timeout: float | None
     cache_header: bytes | None
+    tags: tuple[str, ...] = ()
+    serve_stale: bool = False
+    stale_if_error: int = 0  # seconds, for responses that state no stale-if-error
 
 
 def cached_route(
@@ -78,6 +85,9 @@ def cached_route(
     private_request_headers: Collection[str] = ("authorization",),
     timeout: float | None = 0.5,
     cache_header: str | None = "X-Cache",
+    tags: Collection[str] = (),
+    serve_stale: bool = False,
+    stale_if_error: float = 0,
 ) -> Callable[[F], F]:
     """Caches a GET path operation's response bytes for ``ttl`` seconds.
 
@@ -88,7 +98,15 @@ def cached_route(
     of ``private_request_headers`` not in ``vary`` bypasses the cache.
     ``cache_control``: the header sent with cached responses (``max-age=<ttl>``
     unless the app set one). Statuses in ``statuses`` are stored, never a
-    response with Set-Cookie or ``Cache-Control: no-store/private``."""
+    response with Set-Cookie or ``Cache-Control: no-store/private``.
+    ``tags``: templates over the endpoint's parameters (``"user:{user_id}"``);
+    ``await cache.invalidate_tags("user:5")`` makes the stored responses
+    misses, and responses carry them in a ``Cache-Tag`` header.
+    ``serve_stale=True`` honours RFC 5861 in the response's Cache-Control:
+    within ``stale-while-revalidate`` seconds past the TTL the stored response
+    is sent (``X-Cache: STALE``) and refreshed in the background; within
+    ``stale-if-error`` it is sent when the route raises or answers 5xx.
+    ``stale_if_error=`` (seconds) is the window for responses stating none."""
     if isinstance(vary, str) or isinstance(private_request_headers, str):
         raise TypeError("vary and private_request_headers take a collection of header names")
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
@@ -115,9 +133,15 @@ def cached_route(
         ),
         timeout=timeout,
         cache_header=cache_header.lower().encode("latin-1") if cache_header else None,
+        tags=(tags,) if isinstance(tags, str) else tuple(tags),
+        serve_stale=serve_stale or _tags.stale_ms(stale_if_error) > 0,
+        stale_if_error=_tags.stale_ms(stale_if_error) // 1000,
     )
 
     def decorate(endpoint: F) -> F:
+        if policy.tags:
+            _tags.check_tag_templates(policy.tags, inspect.signature(endpoint).parameters,
+                                      f"the endpoint {endpoint.__qualname__}")
         setattr(endpoint, _POLICY_ATTR, policy)
         return endpoint
 
@@ -234,12 +258,23 @@ class _CachedRouteApp:
         self.breaker = _Breaker(1.0)
         self._warn = _RateLimitedWarning(60.0)
         self._heads: dict[str, tuple[bytes, _Entry]] = {}
+        self._refreshing: set[tuple[str, str]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
 
     def _cache(self, scope: Scope) -> RedisCache | None:
         if self.policy.cache is not None:
             return self.policy.cache
         cache = getattr(getattr(scope.get("app"), "state", None), STATE_ATTR, None)
         return cache if isinstance(cache, RedisCache) else None
+
+    def _tags_of(self, scope: Scope) -> tuple[str, ...]:
+        """The route's tags for one request (fields it lacks render empty)."""
+        query = scope.get("query_string", b"")
+        fields: dict[str, Any] = dict(parse_qsl(
+            query.decode("latin-1"), keep_blank_values=True, encoding="utf-8",
+            errors="surrogateescape")) if query else {}
+        fields.update(scope.get("path_params", {}))
+        return tuple(dict.fromkeys(t.format_map(_Missing(fields)) for t in self.policy.tags))
 
     def _keys(self, scope: Scope, cache: RedisCache,
               headers: dict[bytes, list[bytes]]) -> tuple[str, str]:
@@ -290,17 +325,60 @@ class _CachedRouteApp:
             return None
         key, field = self._keys(scope, cache, headers)
         if_none_match = b",".join(headers.get(b"if-none-match", ())).decode("latin-1")
+        tags: tuple[str, ...] = ()
+        tokens: dict[str, bytes] | None = None
+        windows = (0, 0)
         try:
-            raw = await self._read(cache, key, field)
+            if self.policy.tags or self.policy.serve_stale:
+                tags = self._tags_of(scope)
+                raw, tokens, windows = await self._read_fields(cache, key, field, tags)
+            else:
+                raw = await self._read(cache, key, field)
         except Exception as exc:  # noqa: BLE001 - fail open
             self._failed("read", exc)
             route_stats(self.path).count("errors")
             return None
         entry = self._decode(field, raw)
-        if entry is not None and time.time() - entry.created >= self.policy.ttl:
-            entry = None
+        stale: _Entry | None = None
+        swr = False
+        if entry is not None:
+            past = time.time() - entry.created - self.policy.ttl
+            if past >= 0:
+                if windows[0] and past <= windows[0]:
+                    stale, swr = entry, True
+                elif windows[1] and past <= windows[1]:
+                    stale = entry
+                entry = None
         route_stats(self.path).count("misses" if entry is None else "hits")
-        return _Lookup(cache, key, field, if_none_match, entry)
+        return _Lookup(cache, key, field, if_none_match, entry, tags, tokens, stale, swr)
+
+    async def _read_fields(self, cache: RedisCache, key: str, field: str,
+                           tags: tuple[str, ...]) -> tuple[Any, dict[str, bytes], tuple[int, int]]:
+        """The variant (None unless its tags' stored tokens are current), the
+        current tokens (read with it, before the route runs: what a miss
+        stores) and its RFC 5861 windows (stale-while-revalidate, -if-error)."""
+        reply, current = await self._bounded(asyncio.gather(
+            cache.execute_command("HMGET", key, field, field + ":t", field + ":s"),
+            _tags.tokens_async(cache, tags),
+        ))
+        raw, stored, windows = reply if isinstance(reply, list) and len(reply) == 3 \
+            else (None, None, None)
+        if tags:
+            try:
+                tokens = json.loads(stored) if stored is not None else None
+            except ValueError:
+                tokens = None
+            if not isinstance(tokens, dict) or not all(
+                isinstance(tokens.get(t), str) and tokens[t].encode("latin-1") == current[t]
+                for t in tags
+            ):
+                raw = None
+        swr = sie = 0
+        if windows is not None:
+            parts = windows.split(b" ")
+            if len(parts) == 2 and all(p.isdigit() for p in parts):
+                swr, sie = int(parts[0]), int(parts[1])
+        return raw, current, (swr, sie)
 
     async def _read(self, cache: RedisCache, key: str, field: str) -> Any:
         """HGET within ``timeout``. A timer that cancels the reply's future costs
@@ -347,16 +425,40 @@ class _CachedRouteApp:
 
     async def _store(self, found: _Lookup, entry: _Entry) -> None:
         try:
-            write = found.cache.execute_command("HSET", found.key, found.field, entry.encode())
-            expire = found.cache.execute_command("PEXPIRE", found.key, int(self.policy.ttl * 1000))
+            lifetime = self.policy.ttl
+            if self.policy.tags or self.policy.serve_stale:
+                if found.tokens is None:
+                    return  # the tokens were not read first: nothing is stored
+                stamp = json.dumps({t: v.decode("latin-1") for t, v in found.tokens.items()})
+                swr, sie = self._windows(entry)
+                lifetime += max(swr, sie)
+                write = found.cache.execute_command(
+                    "HSET", found.key, found.field, entry.encode(), found.field + ":t", stamp,
+                    found.field + ":s", b"%d %d" % (swr, sie))
+            else:
+                write = found.cache.execute_command("HSET", found.key, found.field,
+                                                    entry.encode())
+            expire = found.cache.execute_command("PEXPIRE", found.key, int(lifetime * 1000))
             await self._bounded(asyncio.gather(write, expire))
         except Exception as exc:  # noqa: BLE001 - fail open
             self._failed("write", exc)
 
-    def _entry(self, status: int, app_headers: list[tuple[bytes, bytes]], body: bytes) -> _Entry:
+    def _windows(self, entry: _Entry) -> tuple[int, int]:
+        """The RFC 5861 windows the stored response allows (serve_stale only)."""
+        if not self.policy.serve_stale:
+            return 0, 0
+        cc = _directives(v for k, v in entry.headers if k == b"cache-control")
+        swr = _seconds(cc, "stale-while-revalidate") or 0
+        stated = _seconds(cc, "stale-if-error")
+        return swr, self.policy.stale_if_error if stated is None else stated
+
+    def _entry(self, status: int, app_headers: list[tuple[bytes, bytes]], body: bytes,
+               tags: tuple[str, ...] = ()) -> _Entry:
         policy = self.policy
         stored = [(k, v) for k, v in app_headers
                   if k not in _UNSTORED and k != policy.cache_header]
+        if tags and not any(k == b"cache-tag" for k, _ in app_headers):
+            stored.append((b"cache-tag", ",".join(tags).encode("latin-1")))
         etags = [v for k, v in app_headers if k == b"etag"]
         etag = etags[0] if etags else (
             b'"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"')
@@ -370,6 +472,8 @@ class _CachedRouteApp:
     def _answer(self, entry: _Entry, state: bytes,
                 if_none_match: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Status, headers and body that answer a request from ``entry``."""
+        if state == b"STALE":
+            route_stats(self.path).count("stale_served")
         extra = [(b"age", b"%d" % max(0, int(time.time() - entry.created)))]
         if self.policy.cache_header is not None:
             extra.append((self.policy.cache_header, state))
@@ -386,7 +490,77 @@ class _CachedRouteApp:
         if found.entry is not None:
             await self._send(send, found.entry, b"HIT", found.if_none_match)
             return
+        if found.stale is not None and found.swr:
+            await self._send(send, found.stale, b"STALE", found.if_none_match)
+            self._refresh_later(found, lambda: self._refresh_app(scope, found))
+            return
+        if found.stale is not None:
+            await self._miss_or_stale(scope, receive, send, found)
+            return
         await self._miss(scope, receive, send, found)
+
+    def _refresh_later(self, found: _Lookup, refresh: Callable[[], Awaitable[None]]) -> None:
+        """stale-while-revalidate: one background refresh per variant and process."""
+        slot = (found.key, found.field)
+        if slot in self._refreshing:
+            return
+        self._refreshing.add(slot)
+
+        async def run() -> None:
+            try:
+                await refresh()
+            except Exception as exc:  # noqa: BLE001 - the stale entry stays
+                self._warn("stale-while-revalidate refresh of route %s failed: %s", self.path,
+                           _describe(exc))
+            finally:
+                self._refreshing.discard(slot)
+
+        task = asyncio.ensure_future(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _refresh_app(self, scope: Scope, found: _Lookup) -> None:
+        sent_request = False
+        never = asyncio.Event()
+
+        async def receive() -> Message:
+            nonlocal sent_request
+            if not sent_request:
+                sent_request = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await never.wait()  # no disconnect: the refresh runs to its end
+            return {"type": "http.disconnect"}
+
+        async def discard(message: Message) -> None:
+            return None
+
+        await self._miss(dict(scope), receive, discard, found)
+
+    async def _miss_or_stale(self, scope: Scope, receive: Receive, send: Send,
+                             found: _Lookup) -> None:
+        """stale-if-error: the route runs; if it raises before answering, or
+        answers 5xx, the stored response goes out instead (X-Cache: STALE)."""
+        assert found.stale is not None
+        failed = started = False
+
+        async def guarded(message: Message) -> None:
+            nonlocal failed, started
+            if failed:
+                return
+            if message["type"] == "http.response.start" and message["status"] >= 500:
+                failed = True
+                return
+            started = True
+            await send(message)
+
+        try:
+            await self._miss(scope, receive, guarded, found)
+        except Exception:
+            if started:
+                raise
+            failed = True
+        if failed:
+            await self._send(send, found.stale, b"STALE", found.if_none_match)
 
     def request_handler(self, handler: Callable[[Request], Awaitable[Response]]
                         ) -> Callable[[Request], Awaitable[Response]]:
@@ -399,19 +573,38 @@ class _CachedRouteApp:
                 return await handler(request)
             if found.entry is not None:
                 return _answer_response(*self._answer(found.entry, b"HIT", found.if_none_match))
-            response = await handler(request)
-            body = getattr(response, "body", None)
-            start = {"status": response.status_code, "headers": response.raw_headers}
-            app_headers = self._storable(start) if isinstance(body, bytes) else None
-            if app_headers is None or len(body) > self.policy.max_body_size:
-                if self.policy.cache_header is not None:
-                    response.raw_headers.append((self.policy.cache_header, b"MISS"))
-                return response
-            entry = self._entry(response.status_code, app_headers, body)
-            await self._store(found, entry)
-            return _answer_response(*self._answer(entry, b"MISS", found.if_none_match))
+            stale = found.stale
+            if stale is not None and found.swr:
+                self._refresh_later(found, lambda: self._refresh_handler(handler, request, found))
+                return _answer_response(*self._answer(stale, b"STALE", found.if_none_match))
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                if stale is None or (isinstance(exc, HTTPException) and exc.status_code < 500):
+                    raise  # no stale answer, or the route answered on purpose (404, ...)
+                return _answer_response(*self._answer(stale, b"STALE", found.if_none_match))
+            if stale is not None and response.status_code >= 500:
+                return _answer_response(*self._answer(stale, b"STALE", found.if_none_match))
+            return await self._handled(response, found)
 
         return cached_handler
+
+    async def _refresh_handler(self, handler: Callable[[Request], Awaitable[Response]],
+                               request: Request, found: _Lookup) -> None:
+        await self._handled(await handler(request), found)
+
+    async def _handled(self, response: Response, found: _Lookup) -> Response:
+        """A handler's response, stored when it may be; what to answer with."""
+        body = getattr(response, "body", None)
+        start = {"status": response.status_code, "headers": response.raw_headers}
+        app_headers = self._storable(start) if isinstance(body, bytes) else None
+        if app_headers is None or len(body) > self.policy.max_body_size:
+            if self.policy.cache_header is not None:
+                response.raw_headers.append((self.policy.cache_header, b"MISS"))
+            return response
+        entry = self._entry(response.status_code, app_headers, body, found.tags)
+        await self._store(found, entry)
+        return _answer_response(*self._answer(entry, b"MISS", found.if_none_match))
 
     async def _send(self, send: Send, entry: _Entry, state: bytes, if_none_match: str) -> None:
         status, headers, body = self._answer(entry, state, if_none_match)
@@ -480,7 +673,7 @@ class _CachedRouteApp:
                 return
             if not more:
                 assert start is not None and app_headers is not None
-                entry = self._entry(start["status"], app_headers, b"".join(chunks))
+                entry = self._entry(start["status"], app_headers, b"".join(chunks), found.tags)
                 await self._send(send, entry, b"MISS", found.if_none_match)
 
         await self.app(inner_scope, receive, capture)
@@ -495,6 +688,13 @@ class _Lookup:
     field: str
     if_none_match: str
     entry: _Entry | None
+    tags: tuple[str, ...] = ()
+    #: The tags' tokens read before the route ran (None: not read, store nothing).
+    tokens: dict[str, bytes] | None = None
+    #: A stored response past its TTL but inside a window it allowed, and
+    #: whether that is the stale-while-revalidate window.
+    stale: _Entry | None = None
+    swr: bool = False
 
 
 def _answer_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:

@@ -169,6 +169,12 @@ static PyObject *dedicated_get_closed(rc_dedicated *d, void *unused)
     return PyBool_FromLong(d->conn == NULL || d->closing || d->conn->broken);
 }
 
+static PyObject *dedicated_get_fileno(rc_dedicated *d, void *unused)
+{
+    (void)unused;
+    return PyLong_FromLong(d->conn != NULL ? d->conn->fd : -1);
+}
+
 static void dedicated_dealloc(rc_dedicated *d)
 {
     PyTypeObject *tp = Py_TYPE(d);
@@ -193,6 +199,8 @@ static PyMethodDef dedicated_methods[] = {
 
 static PyGetSetDef dedicated_getset[] = {
     {"closed", (getter)dedicated_get_closed, NULL, NULL, NULL},
+    {"fileno", (getter)dedicated_get_fileno, NULL, "The socket, for select() (-1: closed).",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

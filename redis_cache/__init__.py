@@ -20,6 +20,7 @@ from .decorators import (
     set_default_cache,
     stats,
 )
+from .pubsub import Message, Subscription, SyncSubscription
 from .ratelimit import Decision, Limit, RateLimiter, SyncRateLimiter
 from .sessions import SessionStore
 from .errors import (
@@ -58,6 +59,9 @@ __all__ = [
     "Limit",
     "Decision",
     "SessionStore",
+    "Message",
+    "Subscription",
+    "SyncSubscription",
     "errors",
     "RedisCacheError",
     "ConfigurationError",

@@ -168,6 +168,18 @@ def _scan_match(key_prefix: bytes, pattern: str | bytes) -> bytes:
     return escape_glob(key_prefix) + pattern
 
 
+def _close_subscriptions(cache: Any) -> None:
+    from .pubsub import close_subscriptions
+
+    close_subscriptions(cache)
+
+
+def _subscriptions_node_changed(cache: Any) -> None:
+    from .pubsub import node_changed
+
+    node_changed(cache)
+
+
 def _cache_class(cls: Any, options: dict[str, Any]) -> Any:
     """cls(**options), or its cluster counterpart for a cluster's settings
     (a redis+cluster:// URL, REDIS_USE_CLUSTERS)."""
@@ -253,6 +265,38 @@ class _CacheSettings:
         if isinstance(ttl, timedelta):
             ttl = ttl.total_seconds()
         return cached_route(ttl, cache=self, **options)  # type: ignore[arg-type]
+
+    # -- pub/sub (redis_cache.pubsub)
+
+    def publish(self, channel: str | bytes, value: Any) -> Any:
+        """Publishes ``value``, encoded as ``set`` stores it, on ``channel`` (not
+        namespaced) and returns how many subscribers received it (awaitable
+        on RedisCache). On a cluster every node's subscribers receive it."""
+        from .pubsub import publish_args
+
+        return self.execute_command(*publish_args(self, "PUBLISH", channel, value))  # type: ignore[attr-defined]
+
+    def spublish(self, channel: str | bytes, value: Any) -> Any:
+        """Publishes on a shard channel (SPUBLISH, Redis 7): on a cluster only
+        the node that owns the channel's slot (and its replicas) carry it."""
+        from .pubsub import publish_args
+
+        return self.execute_command(*publish_args(self, "SPUBLISH", channel, value))  # type: ignore[attr-defined]
+
+    def subscribe(self, *channels: str | bytes, patterns: Any = (), shard_channels: Any = (),
+                  **options: Any) -> Any:
+        """A subscription on a connection of its own: ``async with`` /
+        ``with`` it, then iterate or ``get(timeout=...)``. Options:
+        ``max_queued``, ``report_gaps``, ``health_check_interval``; see
+        redis_cache.pubsub and the README's "Pub/sub"."""
+        from .pubsub import subscription
+
+        return subscription(self, channels, patterns, shard_channels, options)
+
+    def ssubscribe(self, *channels: str | bytes, **options: Any) -> Any:
+        """A subscription to shard channels (SSUBSCRIBE): on a cluster, one
+        connection per node owning their slots."""
+        return self.subscribe(shard_channels=channels, **options)
 
     def _session_key(self, session_id: str) -> str:
         if not isinstance(session_id, str) or not session_id:
@@ -375,6 +419,7 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         _log.info("Sentinel announced a new primary for %s: %s:%s",
                   self._settings.service_name, *new_primary)
         self._node_stale()
+        _subscriptions_node_changed(self)
 
     def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes the keys of this namespace matching a glob ``pattern`` and returns
@@ -423,6 +468,7 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         if getattr(self, "_stop_watching", None) is not None:
             self._stop_watching()
             self._stop_watching = None
+        _close_subscriptions(self)
         super().close()
         for twin in self.__dict__.get("_twins", {}).values():
             twin._close_connections()
@@ -594,6 +640,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         if self._watch_task is not None:
             self._watch_task.cancel()
             self._watch_task = None
+        _close_subscriptions(self)
         self._close_connections()
         self._dedicated.close()
         for twin in self.__dict__.get("_twins", {}).values():
@@ -713,6 +760,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
                   self._settings.service_name, *new_primary)
         self._drain_connections()
         self._dedicated.drop_idle()
+        _subscriptions_node_changed(self)
 
     def _start_watching(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._discovery is None:

@@ -144,12 +144,15 @@ class _Link:
     """One connection of a subscription, to one node, and the names it
     carries (a cluster's shard channels take one link per node)."""
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Any, sharded: bool) -> None:
         from .cache import _Backoff
 
         #: None: the cache's own address (the Sentinels' primary included);
         #: else a cluster node's (host, port).
         self.node = node
+        #: Carries shard channels (which follow their slot), or plain
+        #: channels and patterns (which any node serves): never both.
+        self.sharded = sharded
         self.names: dict[str, set[bytes]] = {kind: set() for kind in _KINDS}
         self.acks: collections.deque[_Ack] = collections.deque()
         self.conn: Any = None
@@ -264,11 +267,13 @@ class _Base:
         (see the cluster subclasses)."""
         return None
 
-    def _link_for(self, node: Any) -> _Link:
+    def _link_for(self, kind: str, name: bytes) -> _Link:
+        node = self._node_of(kind, name)
+        sharded = kind == "shard"
         for link in self._links:
-            if link.node == node:
+            if link.node == node and link.sharded == sharded:
                 return link
-        link = _Link(node)
+        link = _Link(node, sharded)
         self._links.append(link)
         return link
 
@@ -280,7 +285,7 @@ class _Base:
             for name in sorted(names):
                 if any(name in link.names[kind] for link in self._links):
                     continue
-                link = self._link_for(self._node_of(kind, name))
+                link = self._link_for(kind, name)
                 link.names[kind].add(name)
                 if link not in changed:
                     changed.append(link)
@@ -499,7 +504,7 @@ class Subscription(_Base):
                 if name in self._wanted[kind]:
                     continue
                 self._wanted[kind].add(name)
-                link = self._link_for(self._node_of(kind, name))
+                link = self._link_for(kind, name)
                 link.names[kind].add(name)
                 if link.conn is None:
                     acks.extend(self._open(link))
@@ -846,7 +851,7 @@ class SyncSubscription(_Base):
                 if name in self._wanted[kind]:
                     continue
                 self._wanted[kind].add(name)
-                link = self._link_for(self._node_of(kind, name))
+                link = self._link_for(kind, name)
                 link.names[kind].add(name)
                 acks.extend(self._send(link, _KINDS[kind][0], _KINDS[kind][2], name))
         self._wait(acks)
@@ -1084,7 +1089,7 @@ def _cluster_regroup(sub: Any, link: _Link) -> list[bytes]:
     """A lost link's names go where the (reloaded) map says now; returns the
     shard channels that left it (for _plan to place)."""
     cmap = sub._cache._map
-    if any(link.names[k] for k in ("channel", "pattern")):
+    if not link.sharded:
         primaries = cmap.primaries or cmap.seeds
         if link.node not in primaries or link.backoff.failures > 1:
             # The node is gone or keeps failing: another primary carries them.

@@ -1000,9 +1000,12 @@ class SyncSubscription(_Base):
             got = False
             for link in live:
                 got = self._read(link, 0, strict) or got
-            if not got:
-                fds = {link.conn.fileno: link for link in live if link.conn is not None}
-                ready, _, _ = select.select(list(fds), [], [], timeout)
+            fds = {link.conn.fileno: link for link in live if link.conn is not None}
+            if not got and fds and -1 not in fds:
+                try:
+                    ready, _, _ = select.select(list(fds), [], [], timeout)
+                except (OSError, ValueError):  # closed from another thread meanwhile
+                    ready = []
                 for fd in ready:
                     self._read(fds[fd], 0, strict)
         for link in live:

@@ -537,7 +537,7 @@ def test_cluster_sync_resubscribes_after_client_kill(healthy_cluster: ClusterTop
                          for p in healthy_cluster.primaries())
             assert killed == 4
             gaps = [sub.get(timeout=WAIT) for _ in range(4)]
-            assert all(m == Message("reconnected", None, None) for m in gaps)
+            assert all(m == Message("reconnected", None, None) for m in gaps), (gaps, sub.gaps, sub.reconnects)
             assert sub.gaps == 4 and sub.reconnects == 4
             assert cache.publish("plain", 0) == 1
             for name in names:

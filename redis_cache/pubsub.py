@@ -458,6 +458,9 @@ class Subscription(_Base):
         self._started = True
         self._loop = asyncio.get_running_loop()
         _register(self._cache, self)
+        start_watching = getattr(self._cache, "_start_watching", None)
+        if start_watching is not None:
+            start_watching(self._loop)  # Sentinel: a failover moves us too
         try:
             await self._prepare_map()
             acks = [ack for link in self._plan() for ack in self._open(link)]

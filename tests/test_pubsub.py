@@ -41,10 +41,13 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = WAIT) -> N
         time.sleep(0.01)
 
 
-def pubsub_clients(server: RedisServer) -> int:
+def pubsub_clients(server: RedisServer, name: str | None = None) -> int:
+    """Subscribed connections on the server (named ``name``, if given: a
+    Sentinel subscribes to the nodes it watches)."""
     listing = server.command("CLIENT", "LIST", "TYPE", "pubsub")
     text = listing.decode() if isinstance(listing, bytes) else str(listing)
-    return sum(1 for line in text.splitlines() if line.strip())
+    return sum(1 for line in text.splitlines()
+               if line.strip() and (name is None or f" name={name} " in f" {line} "))
 
 
 def sync_cache(server: RedisServer, **options: Any) -> SyncRedisCache:
@@ -544,3 +547,57 @@ def test_cluster_sync_resubscribes_after_client_kill(healthy_cluster: ClusterTop
                 assert cache.spublish(name, name) == 1
             got = [sub.get(timeout=WAIT) for _ in range(4)]
             assert sorted(str(m.data) for m in got if m) == sorted(["0", *names])
+
+
+def test_cluster_shard_channel_after_a_failover(healthy_cluster: ClusterTopology) -> None:
+    name = shard_channels_on_each_primary(healthy_cluster)[0]
+    owner = healthy_cluster.owner(name)
+    replica = healthy_cluster.replicas_of(owner)[0]
+    with SyncRedisClusterCache(cluster_nodes=healthy_cluster.seed_addresses) as cache:
+        with cache.ssubscribe(name) as sub:
+            healthy_cluster.failover(replica)
+            # Whether the demoted node keeps its shard subscribers or drops
+            # them (then the subscription follows the slot and says so), a
+            # message published at the new owner arrives.
+            deadline = time.monotonic() + WAIT
+            while cache.spublish(name, "after failover") == 0:
+                assert time.monotonic() < deadline, "never subscribed at the new owner"
+                sub.get(timeout=0.05)
+            messages = [sub.get(timeout=WAIT)]
+            while messages[-1] is not None and messages[-1].kind == "reconnected":
+                messages.append(sub.get(timeout=WAIT))
+            assert messages[-1] == Message("smessage", name, "after failover")
+
+
+# --------------------------------------------------------------------------
+# Sentinel
+# --------------------------------------------------------------------------
+
+
+def test_sentinel_failover_moves_subscribers_to_the_new_primary(
+    run: Runner, healthy_sentinel_topology: Any
+) -> None:
+    from conftest import SENTINEL_PASSWORD, SERVICE_NAME
+
+    topology = healthy_sentinel_topology
+    options = {"sentinels": topology.sentinel_addresses, "service_name": SERVICE_NAME,
+               "password": PASSWORD, "sentinel_password": SENTINEL_PASSWORD,
+               "socket_timeout": 2, "connect_wait": 10, "client_name": "ps-sentinel"}
+    reconnected = Message("reconnected", None, None)
+
+    async def main() -> None:
+        async with RedisCache(**options) as acache, acache.subscribe("f") as asub:
+            with SyncRedisCache(**options) as scache, scache.subscribe("f") as ssub:
+                assert pubsub_clients(topology.primary(), "ps-sentinel") == 2
+                await asyncio.to_thread(topology.failover)
+                assert await asub.get(timeout=WAIT) == reconnected
+                assert await asyncio.to_thread(ssub.get, WAIT) == reconnected
+                new_primary = topology.primary()
+                await asyncio.to_thread(eventually, lambda: pubsub_clients(new_primary, "ps-sentinel") == 2,
+                                        "both subscribers on the new primary")
+                assert await acache.publish("f", "new primary") == 2
+                assert (await asub.get(timeout=WAIT)).data == "new primary"  # type: ignore[union-attr]
+                got = await asyncio.to_thread(ssub.get, WAIT)
+                assert got is not None and got.data == "new primary"
+
+    run(main())

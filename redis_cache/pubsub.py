@@ -429,7 +429,8 @@ class Subscription(_Base):
         super().__init__(cache, channels, patterns, shard_channels, max_queued, report_gaps,
                          health_check_interval)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        #: The get() calls waiting for a message (several tasks may wait).
+        self._waiters: set[asyncio.Future[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._health: asyncio.TimerHandle | None = None
 
@@ -480,13 +481,14 @@ class Subscription(_Base):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.add(waiter)
             try:
-                await asyncio.wait_for(self._waiter, left)
+                await asyncio.wait_for(waiter, left)
             except asyncio.TimeoutError:
                 return None
             finally:
-                self._waiter = None
+                self._waiters.discard(waiter)
         return self._queue.popleft()
 
     def get_nowait(self) -> Message | None:
@@ -562,9 +564,9 @@ class Subscription(_Base):
         """Where a lost link goes now (cluster: the map may have changed)."""
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     @staticmethod
     def _fail_waiters(acks: Iterable[_Ack], error: BaseException) -> None:

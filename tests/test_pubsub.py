@@ -601,3 +601,53 @@ def test_sentinel_failover_moves_subscribers_to_the_new_primary(
                 assert got is not None and got.data == "new primary"
 
     run(main())
+
+
+def test_a_server_that_stops_answering_is_noticed_by_the_health_check(
+    run: Runner, redis: RedisServer
+) -> None:
+    async def main() -> None:
+        async with async_cache(redis) as cache:
+            async with cache.subscribe("h", health_check_interval=0.1) as sub:
+                redis.pause()  # SIGSTOP: the socket stays open, nothing answers
+                try:
+                    deadline = time.monotonic() + WAIT
+                    while sub.gaps == 0:
+                        assert time.monotonic() < deadline, "the dead connection went unnoticed"
+                        await asyncio.sleep(0.02)
+                finally:
+                    redis.resume()
+                assert await sub.get(timeout=WAIT) == Message("reconnected", None, None)
+                assert await cache.publish("h", "alive") == 1
+                assert (await sub.get(timeout=WAIT)).data == "alive"  # type: ignore[union-attr]
+        eventually(lambda: pubsub_clients(redis) == 0, "the subscriber to close")
+
+    run(main())
+
+
+def test_sync_health_check(redis: RedisServer) -> None:
+    with sync_cache(redis) as cache, cache.subscribe("h", health_check_interval=0.1) as sub:
+        redis.pause()
+        try:
+            deadline = time.monotonic() + WAIT
+            while sub.gaps == 0:
+                assert time.monotonic() < deadline, "the dead connection went unnoticed"
+                assert sub.get(timeout=0.05) is None
+        finally:
+            redis.resume()
+        assert sub.get(timeout=WAIT) == Message("reconnected", None, None)
+        assert cache.publish("h", "alive") == 1
+        assert sub.get(timeout=WAIT).data == "alive"  # type: ignore[union-attr]
+
+
+def test_two_tasks_waiting_both_get_messages(run: Runner, redis: RedisServer) -> None:
+    async def main() -> None:
+        async with async_cache(redis) as cache, cache.subscribe("two") as sub:
+            waiting = [asyncio.ensure_future(sub.get(timeout=WAIT)) for _ in range(2)]
+            await asyncio.sleep(0)
+            await cache.publish("two", 1)
+            await cache.publish("two", 2)
+            got = await asyncio.gather(*waiting)
+            assert sorted(data_of(got)) == [1, 2]
+
+    run(main())

@@ -493,6 +493,10 @@ static const char *const stateful_commands[] = {
     "SYNC",        "PSYNC",        "REPLCONF",     "READONLY", "READWRITE", "ASKING",
     NULL,
 };
+/* The stateful commands that cache.subscribe() does properly. */
+static const char *const pubsub_commands[] = {
+    "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE", NULL,
+};
 /* CLIENT subcommands that change this connection (the others, such as LIST,
  * ID, INFO, KILL or PAUSE, only read or act on the server). */
 static const char *const stateful_client_subcommands[] = {
@@ -583,8 +587,11 @@ static int check_command(rc_client *self, PyObject *const *args, Py_ssize_t narg
     if (stateful) {
         PyErr_Format(PyExc_ValueError,
                      "%s changes the connection or the replies on it, and other callers share "
-                     "the connection; %s",
-                     name, where);
+                     "the connection; %s%s",
+                     name, where, in_list(args[0], pubsub_commands)
+                         ? " (for pub/sub: 'cache.subscribe(channel, ...)', which has "
+                           "connections of its own)"
+                         : "");
         return -1;
     }
     if (!self->transport->multiplexed)

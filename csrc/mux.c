@@ -357,14 +357,15 @@ static void stop_watching(rc_mux *m)
     cancel_timer(m);
 }
 
-/* Subscriber mode: hands one reply (or, with reply NULL, the exception
- * that closed the connection) to on_push. An exception the callback raises
- * is reported as unraisable: the reader must go on. */
-static void push(rc_mux *m, PyObject *reply, PyObject *closed)
+/* Subscriber mode: calls callback(reply, None), or with reply NULL
+ * callback(None, closed). An exception the callback raises is reported as
+ * unraisable: the reader must go on. */
+static void push(PyObject *callback, PyObject *reply, PyObject *closed)
 {
     PyObject *args[2] = {reply != NULL ? reply : Py_None, closed != NULL ? closed : Py_None};
-    PyObject *callback = Py_NewRef(m->on_push), *r;
+    PyObject *r;
 
+    Py_INCREF(callback); /* the callback may drop the multiplexer's reference */
     r = PyObject_Vectorcall(callback, args, 2, NULL);
     if (r == NULL)
         PyErr_WriteUnraisable(callback);
@@ -372,20 +373,21 @@ static void push(rc_mux *m, PyObject *reply, PyObject *closed)
     Py_DECREF(callback);
 }
 
-/* Subscriber mode: tells on_push, once, that the connection closed. */
+/* Subscriber mode: tells on_push, once, that the connection closed. The
+ * reference is taken off the multiplexer first, so it is called once even
+ * if the call closes the multiplexer again. */
 static void notify_push_closed(rc_mux *m, PyObject *exc_type, PyObject *message)
 {
     PyObject *callback = m->on_push, *exc;
 
     if (callback == NULL)
         return;
+    m->on_push = NULL;
     exc = new_error(exc_type, message, NULL);
     if (exc != NULL) {
-        push(m, NULL, exc);
+        push(callback, NULL, exc);
         Py_DECREF(exc);
     }
-    /* Cleared after the call: it may read m's state, never call it again. */
-    m->on_push = NULL;
     Py_DECREF(callback);
 }
 
@@ -637,7 +639,7 @@ static void dispatch(rc_mux *m, const char *p, size_t n)
             if (status == RC_REPLY_READY) {
                 m->replies++;
                 m->last_reply_ms = now_ms();
-                push(m, reply, NULL);
+                push(m->on_push, reply, NULL);
                 Py_DECREF(reply);
             } else if (status == RC_REPLY_PENDING && fed < n) {
                 if (feed_slice(m, p, n, &fed) < 0)

@@ -164,6 +164,9 @@ class _Link:
         self.backoff = _Backoff()
         self.last_reply = time.monotonic()
         self.ping_sent: float | None = None
+        #: When the current connection was opened (monotonic), for one that
+        #: never gets subscribed (a server that accepts and stays silent).
+        self.opened_at = 0.0
 
     def empty(self) -> bool:
         return not any(self.names.values())
@@ -598,6 +601,7 @@ class Subscription(_Base):
         mux = self._cache._new_multiplexer(self._loop, True)
         mux._set_push(lambda reply, closed: self._on_push(link, mux, reply, closed))
         link.conn = mux
+        link.opened_at = time.monotonic()
         link.acks.clear()
         acks = []
         for args, ack in link.commands():
@@ -694,9 +698,18 @@ class Subscription(_Base):
                 waiter.exception()  # the caller re-raises it from _wait
 
     async def _wait(self, acks: list[_Ack]) -> None:
-        for ack in acks:
-            if ack.waiter is not None:
-                await ack.waiter
+        """Waits for the server's confirmations, at most socket_timeout (a
+        server that accepts connections and stays silent)."""
+        waiters = [ack.waiter for ack in acks if ack.waiter is not None]
+        if not waiters:
+            return
+        timeout = self._cache._settings.socket_timeout
+        _, pending = await asyncio.wait(waiters, timeout=timeout)
+        if pending:
+            raise TimeoutError(
+                f"redis did not confirm the subscription within socket_timeout ({timeout} s)")
+        for waiter in waiters:
+            waiter.result()  # the first refusal, raised
 
     def _rehome(self, names: list[bytes], ack: _Ack | None = None) -> None:
         self._spawn(self._rehome_async(names, ack))
@@ -743,7 +756,12 @@ class Subscription(_Base):
         now = time.monotonic()
         for link in self._links:
             conn = link.conn
-            if conn is None or not link.ready:
+            if conn is None:
+                continue
+            if not link.ready:
+                if now - link.opened_at >= self._health_interval:  # type: ignore[operator]
+                    conn.fail(TimeoutError, "a subscriber's connection was not subscribed "
+                              f"within health_check_interval ({self._health_interval} s)")
                 continue
             if link.ping_sent is not None and link.last_reply < link.ping_sent:
                 conn.fail(TimeoutError, "a subscriber's connection did not answer PING")
@@ -795,6 +813,8 @@ class SyncSubscription(_Base):
                  health_check_interval: float | None = DEFAULT_HEALTH_CHECK_INTERVAL) -> None:
         super().__init__(cache, channels, patterns, shard_channels, max_queued, report_gaps,
                          health_check_interval)
+        #: Set by close(): a get() waiting out a reconnect backoff returns.
+        self._closing = threading.Event()
 
     def __enter__(self) -> SyncSubscription:
         self.start()
@@ -881,6 +901,7 @@ class SyncSubscription(_Base):
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         _unregister(self._cache, self)
         for link in self._links:
             conn = link.conn
@@ -911,6 +932,7 @@ class SyncSubscription(_Base):
         host, port = self._address(link)
         conn = self._cache._open_dedicated(host, port)
         link.conn = conn
+        link.opened_at = time.monotonic()
         link.acks.clear()
         acks = []
         try:
@@ -979,24 +1001,23 @@ class SyncSubscription(_Base):
     def _pump(self, timeout: float | None, strict: bool = False) -> None:
         """Reads what has come on every link, waiting at most timeout for
         something; connects lost links again first (after their backoff)."""
-        wait_for_backoff = None
         for link in list(self._links):
-            if link.conn is None and not link.empty() and not self._closed and not strict:
-                delay = link.backoff.delay()
-                if delay > 0:
-                    wait_for_backoff = delay if wait_for_backoff is None else min(
-                        delay, wait_for_backoff)
-                else:
-                    self._reconnect(link)
+            if (link.conn is None and not link.empty() and not self._closed and not strict
+                    and link.backoff.delay() <= 0):
+                self._reconnect(link)
+        waits = [link.backoff.delay() for link in self._links
+                 if link.conn is None and not link.empty()]
+        if waits:
+            wait_for_backoff = max(min(waits), 0.001)
+            if timeout is None or wait_for_backoff < timeout:
+                timeout = wait_for_backoff
         live = [link for link in self._links if link.conn is not None]
-        if wait_for_backoff is not None and (timeout is None or wait_for_backoff < timeout):
-            timeout = wait_for_backoff
         if self._health_interval is not None and (timeout is None or
                                                   timeout > self._health_interval):
             timeout = self._health_interval
         if not live:
-            if timeout is not None:
-                time.sleep(timeout)  # out of the reconnect backoff: nothing to read
+            # Nothing to read until a reconnect's backoff ends (or close()).
+            self._closing.wait(timeout)
             return
         if len(live) == 1:
             self._read(live[0], timeout, strict)
@@ -1035,9 +1056,14 @@ class SyncSubscription(_Base):
     def _check_health(self, link: _Link) -> None:
         """A PING on an idle link; one unanswered for the interval means the
         connection is dead (half-open TCP) and it is replaced."""
-        if self._health_interval is None or link.conn is None or not link.ready:
+        if self._health_interval is None or link.conn is None:
             return
         now = time.monotonic()
+        if not link.ready:
+            if now - link.opened_at >= self._health_interval:
+                self._drop(link, TimeoutError("a subscriber's connection was not subscribed "
+                                              "within health_check_interval"))
+            return
         if link.ping_sent is not None:
             if link.last_reply < link.ping_sent and now - link.ping_sent >= self._health_interval:
                 self._drop(link, TimeoutError("a subscriber's connection did not answer PING"))

@@ -5,6 +5,7 @@ cluster's plain and shard channels (redis_cache/pubsub.py)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +20,11 @@ from redis_cache import (
     ConnectionError,
     Message,
     RedisCache,
+    ResponseError,
     RedisClusterCache,
     SyncRedisCache,
     SyncRedisClusterCache,
+    TimeoutError,
 )
 from redis_cache._testing_cluster import ClusterTopology
 from redis_cache.cluster import key_slot
@@ -651,3 +654,48 @@ def test_two_tasks_waiting_both_get_messages(run: Runner, redis: RedisServer) ->
             assert sorted(data_of(got)) == [1, 2]
 
     run(main())
+
+
+def test_a_refused_channel_raises_and_is_not_kept(run: Runner, redis: RedisServer) -> None:
+    redis.command("ACL", "SETUSER", "limited", "on", ">limited-pw", "~*", "resetchannels",
+                  "&allowed:*", "+@all")
+    try:
+        options = {"username": "limited", "password": "limited-pw"}
+        with sync_cache(redis, **options) as cache:
+            with pytest.raises(ResponseError, match="NOPERM"):
+                cache.subscribe("forbidden").start()
+            with cache.subscribe("allowed:1") as sub:
+                with pytest.raises(ResponseError, match="NOPERM"):
+                    sub.subscribe("forbidden")
+                assert sub.channels == {"allowed:1"}
+                assert cache.publish("allowed:1", "yes") == 1
+                assert sub.get(timeout=WAIT).data == "yes"  # type: ignore[union-attr]
+
+        async def main() -> None:
+            async with async_cache(redis, **options) as cache:
+                async with cache.subscribe("allowed:2") as sub:
+                    with pytest.raises(ResponseError, match="NOPERM"):
+                        await sub.subscribe(patterns=["*"])
+                    assert sub.patterns == frozenset()
+                    assert await cache.publish("allowed:2", 2) == 1
+                    assert (await sub.get(timeout=WAIT)).data == 2  # type: ignore[union-attr]
+
+        run(main())
+    finally:
+        redis.command("ACL", "DELUSER", "limited")
+
+
+def test_a_server_that_never_answers_times_out(run: Runner) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        port = silent.getsockname()[1]
+        with SyncRedisCache(port=port, socket_timeout=0.3) as cache:
+            with pytest.raises(TimeoutError, match="did not confirm the subscription"):
+                cache.subscribe("a").start()
+
+        async def main() -> None:
+            async with RedisCache(port=port, socket_timeout=0.3) as cache:
+                with pytest.raises(TimeoutError, match="did not confirm the subscription"):
+                    async with cache.subscribe("a"):
+                        pass
+
+        run(main())

@@ -128,7 +128,7 @@ class _Ack:
     pong (the PING sent after a link's subscriptions, whose answer says all
     of them were confirmed). ``waiter`` (async) completes with it."""
 
-    __slots__ = ("reply_kind", "names", "waiter", "error", "done", "user")
+    __slots__ = ("reply_kind", "names", "waiter", "error", "done", "user", "then", "gap_end")
 
     def __init__(self, reply_kind: bytes, names: Iterable[bytes], user: bool = False) -> None:
         self.reply_kind = reply_kind
@@ -138,6 +138,12 @@ class _Ack:
         self.done = False
         #: Asked for by the user (subscribe/unsubscribe), not a resubscription.
         self.user = user
+        #: An ack that completes with this one (a user's SSUBSCRIBE that was
+        #: answered MOVED and is sent again at the slot's owner).
+        self.then: _Ack | None = None
+        #: Its confirmation ends a gap (a shard channel subscribed again where
+        #: its slot moved): "reconnected" is reported then.
+        self.gap_end = False
 
 
 class _Link:
@@ -385,6 +391,13 @@ class _Base:
     def _ack_done(self, link: _Link | None, ack: _Ack, error: BaseException | None) -> None:
         ack.done = True
         ack.error = error
+        follower, ack.then = ack.then, None
+        if follower is not None:
+            self._ack_done(None, follower, error)
+        if ack.gap_end:
+            self.reconnects += 1
+            if self._report_gaps:
+                self._put(Message("reconnected", None, None))
         if link is not None and ack.reply_kind == b"pong" and not ack.user:
             link.ready = True
             link.backoff.succeeded()
@@ -725,11 +738,9 @@ class Subscription(_Base):
                     for name in names:
                         if name in link.names["shard"]:
                             acks.append(self._send(link, b"SSUBSCRIBE", b"ssubscribe", name))
+            if ack is None and acks:
+                acks[-1].gap_end = True  # reported once confirmed
             await self._wait(acks)
-            if ack is None:
-                self.reconnects += 1
-                if self._report_gaps:
-                    self._put(Message("reconnected", None, None))
         except Exception as exc:  # noqa: BLE001 - told to the waiter, or logged
             if ack is not None and ack.waiter is not None and not ack.waiter.done():
                 ack.waiter.set_exception(exc)
@@ -1075,20 +1086,33 @@ class SyncSubscription(_Base):
                 self._drop(link, exc)
 
     def _rehome(self, names: list[bytes], ack: _Ack | None = None) -> None:
-        self._prepare_map(force=True)
-        for link in self._plan():
-            if link.conn is None:
-                self._reconnect(link)
+        """Subscribes the shard channels where their slots are now; the user's
+        ack (MOVED) completes, or the gap is reported, once that is confirmed."""
+        acks: list[_Ack] = []
+        try:
+            self._prepare_map(force=True)
+            for link in self._plan():
+                if link.conn is None:
+                    acks.extend(self._reconnect(link))
+                else:
+                    for name in names:
+                        if name in link.names["shard"]:
+                            acks.extend(self._send(link, b"SSUBSCRIBE", b"ssubscribe", name))
+        except (ConnectionError, TimeoutError, ResponseError) as exc:
+            if ack is not None:
+                self._ack_done(None, ack, exc)
             else:
-                for name in names:
-                    if name in link.names["shard"]:
-                        self._send(link, b"SSUBSCRIBE", b"ssubscribe", name)
+                _log.warning("a subscriber could not follow a moved shard channel: %s", exc)
+            return
+        if not acks:
+            if ack is not None:
+                self._ack_done(None, ack, ConnectionError(
+                    "the node that owns the shard channel's slot could not be reached"))
+            return
         if ack is not None:
-            _Base._ack_done(self, None, ack, None)
+            acks[-1].then = ack
         else:
-            self.reconnects += 1
-            if self._report_gaps:
-                self._put(Message("reconnected", None, None))
+            acks[-1].gap_end = True
 
     def _node_changed(self) -> None:
         """The primary changed (Sentinel; called from the watcher thread): the

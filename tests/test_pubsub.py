@@ -699,3 +699,48 @@ def test_a_server_that_never_answers_times_out(run: Runner) -> None:
                         pass
 
         run(main())
+
+
+def test_cluster_ssubscribe_with_a_stale_map_follows_moved(
+    run: Runner, healthy_cluster: ClusterTopology
+) -> None:
+    names = shard_channels_on_each_primary(healthy_cluster)
+    wrong = healthy_cluster.owner(names[1]).address  # a node that does not own names[0]
+
+    def make_stale(cache: Any) -> None:
+        cache._map.moved(key_slot(names[0]), wrong)
+        cache._map.loaded_at = time.monotonic() + 3600  # not reloaded before use
+
+    with SyncRedisClusterCache(cluster_nodes=healthy_cluster.seed_addresses) as cache:
+        with cache.ssubscribe(names[1]) as sub:
+            make_stale(cache)
+            sub.subscribe(shard_channels=[names[0]])  # MOVED, then at the owner
+            assert cache.spublish(names[0], "found") == 1
+            assert sub.get(timeout=WAIT) == Message("smessage", names[0], "found")
+            assert sub.gaps == 0  # nothing was missed: it was never subscribed elsewhere
+            assert sub.connections == 2  # names[0] went to its owner, not the wrong node
+
+    async def main() -> None:
+        async with RedisClusterCache(cluster_nodes=healthy_cluster.seed_addresses) as cache:
+            async with cache.ssubscribe(names[1]) as sub:
+                make_stale(cache)
+                await sub.subscribe(shard_channels=[names[0]])
+                assert await cache.spublish(names[0], "found") == 1
+                assert await sub.get(timeout=WAIT) == Message("smessage", names[0], "found")
+                assert sub.gaps == 0 and sub.connections == 2
+
+    run(main())
+
+
+def test_cluster_sync_shard_channel_follows_its_slot(healthy_cluster: ClusterTopology) -> None:
+    name = shard_channels_on_each_primary(healthy_cluster)[0]
+    source = healthy_cluster.owner(name)
+    target = next(p for p in healthy_cluster.primaries() if p.port != source.port)
+    with SyncRedisClusterCache(cluster_nodes=healthy_cluster.seed_addresses) as cache:
+        with cache.ssubscribe(name) as sub:
+            healthy_cluster.migrate_slot(key_slot(name), target)
+            assert sub.get(timeout=WAIT) == Message("reconnected", None, None)
+            assert sub.gaps == 1 and sub.reconnects == 1
+            assert cache.spublish(name, "moved") == 1
+            assert sub.get(timeout=WAIT) == Message("smessage", name, "moved")
+            assert pubsub_clients(target) == 1

@@ -744,3 +744,70 @@ def test_cluster_sync_shard_channel_follows_its_slot(healthy_cluster: ClusterTop
             assert cache.spublish(name, "moved") == 1
             assert sub.get(timeout=WAIT) == Message("smessage", name, "moved")
             assert pubsub_clients(target) == 1
+
+
+def grows(fn: Callable[[], Any], n: int) -> tuple[int, int]:
+    """How much traced memory and how many gc-tracked objects n calls of fn
+    (after a warm-up) leave behind."""
+    import gc
+    import tracemalloc
+
+    for _ in range(n // 5):
+        fn()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0], len(gc.get_objects())
+        for _ in range(n):
+            fn()
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0], len(gc.get_objects())
+    finally:
+        tracemalloc.stop()
+    return after[0] - before[0], after[1] - before[1]
+
+
+def test_subscriptions_and_messages_do_not_leak(redis: RedisServer) -> None:
+    with sync_cache(redis) as cache, cache.subscribe("m") as sub:
+        def message_round_trip() -> None:
+            cache.publish("m", {"a": [1, "x"]})
+            assert sub.get(timeout=WAIT) is not None
+
+        memory, objects = grows(message_round_trip, 3000)
+        assert memory < 200_000 and objects < 100, (memory, objects)
+
+        def subscribe_and_close() -> None:
+            with cache.subscribe("x", patterns=["y*"]):
+                pass
+
+        memory, objects = grows(subscribe_and_close, 300)
+        assert memory < 200_000 and objects < 100, (memory, objects)
+
+
+def test_async_subscriptions_and_messages_do_not_leak(redis: RedisServer) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        cache = async_cache(redis)
+        sub = cache.subscribe("m")
+        loop.run_until_complete(sub.start())
+
+        def message_round_trip() -> None:
+            async def once() -> None:
+                await cache.publish("m", {"a": [1, "x"]})
+                assert await sub.get(timeout=WAIT) is not None
+            loop.run_until_complete(once())
+
+        memory, objects = grows(message_round_trip, 2000)
+        assert memory < 200_000 and objects < 100, (memory, objects)
+
+        def subscribe_and_close() -> None:
+            async def once() -> None:
+                async with cache.subscribe("x", patterns=["y*"]):
+                    pass
+            loop.run_until_complete(once())
+
+        memory, objects = grows(subscribe_and_close, 300)
+        assert memory < 200_000 and objects < 100, (memory, objects)
+        loop.run_until_complete(cache.close())
+    finally:
+        loop.close()

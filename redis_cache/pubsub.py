@@ -28,7 +28,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Union
 
 from . import _core
@@ -99,7 +99,11 @@ def _name(value: Any, what: str) -> bytes:
 def _names(values: Any, what: str) -> list[bytes]:
     if isinstance(values, (str, bytes)):
         raise TypeError(f"{what}s must be a list of names, not a single {type(values).__name__}")
-    return [_name(v, what) for v in values]
+    try:
+        items = list(values)
+    except TypeError:
+        raise TypeError(f"{what}s must be a list of names, not {type(values).__name__}") from None
+    return [_name(v, what) for v in items]
 
 
 def _shown(name: bytes) -> Name:
@@ -962,8 +966,17 @@ class SyncSubscription(_Base):
         return acks
 
     def _send(self, link: _Link, command: bytes, confirm: bytes, name: bytes) -> list[_Ack]:
+        if link.conn is None and link.lost:
+            return self._reconnect(link)[-1:]  # quietly: get() keeps trying
         if link.conn is None:
-            return self._reconnect(link)[-1:]
+            # A new link (a node no name was on yet): its failure is the caller's.
+            try:
+                return self._connect(link)[-1:]
+            except BaseException:
+                for kind, names in link.names.items():
+                    self._wanted[kind] -= names
+                self._links.remove(link)
+                raise
         ack = _Ack(confirm, [name], True)
         link.acks.append(ack)
         try:

@@ -811,3 +811,20 @@ def test_async_subscriptions_and_messages_do_not_leak(redis: RedisServer) -> Non
         loop.run_until_complete(cache.close())
     finally:
         loop.close()
+
+
+def test_an_empty_subscription_takes_names_later(run: Runner, redis: RedisServer) -> None:
+    with sync_cache(redis) as cache, cache.subscribe() as sub:
+        assert sub.connections == 0 and sub.get(timeout=0) is None
+        sub.subscribe("late")
+        assert cache.publish("late", 1) == 1
+        assert sub.get(timeout=WAIT).data == 1  # type: ignore[union-attr]
+
+    async def main() -> None:
+        async with async_cache(redis) as cache, cache.subscribe() as sub:
+            assert sub.connections == 0
+            await sub.subscribe(patterns=["late*"])
+            assert await cache.publish("later", 2) == 1
+            assert (await sub.get(timeout=WAIT)).data == 2  # type: ignore[union-attr]
+
+    run(main())

@@ -18,7 +18,7 @@ import random
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
 from os import PathLike
 from typing import Any, TypeVar, Union
@@ -28,6 +28,7 @@ from ._breaker import CircuitBreaker, breaker_from_setting
 from ._config import ConnectionSettings, TLSSettings, parse_url, settings_from_env
 from ._topology import SentinelDiscovery
 from .errors import ConfigurationError, ConnectionError, PoolTimeout, ProtocolError, TimeoutError
+from .pubsub import Subscription, SyncSubscription, publish_args, subscription
 from .serializers import SignedPickle
 
 __all__ = ["RedisCache", "SyncRedisCache", "TTL"]
@@ -266,38 +267,6 @@ class _CacheSettings:
             ttl = ttl.total_seconds()
         return cached_route(ttl, cache=self, **options)  # type: ignore[arg-type]
 
-    # -- pub/sub (redis_cache.pubsub)
-
-    def publish(self, channel: str | bytes, value: Any) -> Any:
-        """Publishes ``value``, encoded as ``set`` stores it, on ``channel`` (not
-        namespaced) and returns how many subscribers received it (awaitable
-        on RedisCache). On a cluster every node's subscribers receive it."""
-        from .pubsub import publish_args
-
-        return self.execute_command(*publish_args(self, "PUBLISH", channel, value))  # type: ignore[attr-defined]
-
-    def spublish(self, channel: str | bytes, value: Any) -> Any:
-        """Publishes on a shard channel (SPUBLISH, Redis 7): on a cluster only
-        the node that owns the channel's slot (and its replicas) carry it."""
-        from .pubsub import publish_args
-
-        return self.execute_command(*publish_args(self, "SPUBLISH", channel, value))  # type: ignore[attr-defined]
-
-    def subscribe(self, *channels: str | bytes, patterns: Any = (), shard_channels: Any = (),
-                  **options: Any) -> Any:
-        """A subscription on a connection of its own: ``async with`` /
-        ``with`` it, then iterate or ``get(timeout=...)``. Options:
-        ``max_queued``, ``report_gaps``, ``health_check_interval``; see
-        redis_cache.pubsub and the README's "Pub/sub"."""
-        from .pubsub import subscription
-
-        return subscription(self, channels, patterns, shard_channels, options)
-
-    def ssubscribe(self, *channels: str | bytes, **options: Any) -> Any:
-        """A subscription to shard channels (SSUBSCRIBE): on a cluster, one
-        connection per node owning their slots."""
-        return self.subscribe(shard_channels=channels, **options)
-
     def _session_key(self, session_id: str) -> str:
         if not isinstance(session_id, str) or not session_id:
             raise ValueError(f"a session id must be a non-empty str, got {session_id!r}")
@@ -438,6 +407,31 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
                 removed += _unlinked(self.execute_command("UNLINK", *keys, idempotent=True))
             if cursor == b"0":
                 return removed
+
+    # -- pub/sub (redis_cache.pubsub)
+
+    def publish(self, channel: str | bytes, value: Any) -> int:
+        """Publishes ``value``, encoded as ``set`` stores it, on ``channel`` (not
+        namespaced); returns how many subscribers received it. On a cluster
+        every node's subscribers receive it."""
+        return self.execute_command(*publish_args(self, "PUBLISH", channel, value))  # type: ignore[no-any-return]
+
+    def spublish(self, channel: str | bytes, value: Any) -> int:
+        """Publishes on a shard channel (SPUBLISH, Redis 7): on a cluster only
+        the node owning the channel's slot (and its replicas) carry it."""
+        return self.execute_command(*publish_args(self, "SPUBLISH", channel, value))  # type: ignore[no-any-return]
+
+    def subscribe(self, *channels: str | bytes, patterns: Iterable[str | bytes] = (),
+                  shard_channels: Iterable[str | bytes] = (), **options: Any) -> SyncSubscription:
+        """A subscription on a connection of its own: ``with`` it, then
+        iterate (blocking) or ``get(timeout=...)``. Options: ``max_queued``,
+        ``report_gaps``, ``health_check_interval`` (see the README's "Pub/sub")."""
+        return subscription(self, channels, patterns, shard_channels, options)  # type: ignore[no-any-return]
+
+    def ssubscribe(self, *channels: str | bytes, **options: Any) -> SyncSubscription:
+        """A subscription to shard channels (SSUBSCRIBE): on a cluster, one
+        connection per node owning their slots."""
+        return self.subscribe(shard_channels=channels, **options)
 
     def is_rate_limited(self, key: str, limit: int, window_seconds: float) -> bool:
         """Counts a request of ``key`` and says whether it is over ``limit`` requests
@@ -686,6 +680,31 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
                 removed += _unlinked(await self.execute_command("UNLINK", *keys, idempotent=True))
             if cursor == b"0":
                 return removed
+
+    # -- pub/sub (redis_cache.pubsub)
+
+    def publish(self, channel: str | bytes, value: Any) -> Awaitable[int]:
+        """Publishes ``value``, encoded as ``set`` stores it, on ``channel`` (not
+        namespaced); awaits how many subscribers received it. On a cluster
+        every node's subscribers receive it."""
+        return self.execute_command(*publish_args(self, "PUBLISH", channel, value))
+
+    def spublish(self, channel: str | bytes, value: Any) -> Awaitable[int]:
+        """Publishes on a shard channel (SPUBLISH, Redis 7): on a cluster only
+        the node owning the channel's slot (and its replicas) carry it."""
+        return self.execute_command(*publish_args(self, "SPUBLISH", channel, value))
+
+    def subscribe(self, *channels: str | bytes, patterns: Iterable[str | bytes] = (),
+                  shard_channels: Iterable[str | bytes] = (), **options: Any) -> Subscription:
+        """A subscription on a connection of its own: ``async with`` it, then
+        ``async for`` or ``await get(timeout=...)``. Options: ``max_queued``,
+        ``report_gaps``, ``health_check_interval`` (see the README's "Pub/sub")."""
+        return subscription(self, channels, patterns, shard_channels, options)  # type: ignore[no-any-return]
+
+    def ssubscribe(self, *channels: str | bytes, **options: Any) -> Subscription:
+        """A subscription to shard channels (SSUBSCRIBE): on a cluster, one
+        connection per node owning their slots."""
+        return self.subscribe(shard_channels=channels, **options)
 
     async def is_rate_limited(self, key: str, limit: int, window_seconds: float) -> bool:
         """Counts a request of ``key`` and says whether it is over ``limit`` requests

@@ -119,7 +119,7 @@ def publish_args(cache: Any, command: str, channel: Any, value: Any) -> tuple[An
 
 
 def _key_slot(name: bytes) -> int:
-    return _core.key_slot(name)  # type: ignore[no-any-return]
+    return _core.key_slot(name)  # type: ignore[attr-defined,no-any-return]
 
 
 # --------------------------------------------------------------------------
@@ -184,7 +184,7 @@ class _Link:
     def commands(self) -> list[tuple[tuple[bytes, ...], _Ack]]:
         """What subscribes a new connection to all the link's names, then a
         PING whose pong says every confirmation before it came."""
-        out = []
+        out: list[tuple[tuple[bytes, ...], _Ack]] = []
         for kind, names in self.names.items():
             if not names:
                 continue

@@ -828,3 +828,21 @@ def test_an_empty_subscription_takes_names_later(run: Runner, redis: RedisServer
             assert (await sub.get(timeout=WAIT)).data == 2  # type: ignore[union-attr]
 
     run(main())
+
+
+def test_the_readme_example_runs(redis: RedisServer) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Pub/sub"):]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None
+    env = {**os.environ, "REDIS_URL": redis.url}
+    done = subprocess.run([sys.executable, "-c", match.group(1)], env=env, capture_output=True,
+                          text=True, timeout=WAIT * 3)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "orders None {'id': 7, 'total': 12.5}\n"

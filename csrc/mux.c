@@ -1613,6 +1613,12 @@ static PyObject *mux_send(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
     }
     if (m->status == MUX_CLOSED)
         return closed_error(m);
+    if (m->generation != rc_fork_generation) {
+        PyErr_SetString(m->state->ConnectionError,
+                        "this subscriber's connection belongs to the parent process; subscribe "
+                        "again in the child");
+        return NULL;
+    }
     gc = begin_write(m);
     mark = m->out.len;
     rc = rc_cmd_raw(&m->out, args, nargs);

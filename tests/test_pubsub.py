@@ -846,3 +846,36 @@ def test_the_readme_example_runs(redis: RedisServer) -> None:
                           text=True, timeout=WAIT * 3)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "orders None {'id': 7, 'total': 12.5}\n"
+
+
+def test_a_serializer_closing_the_subscription_mid_read(run: Runner, redis: RedisServer) -> None:
+    """Messages are decoded while the C reader dispatches a read: a loads()
+    that closes the subscription there must stop the reading cleanly."""
+    import json
+
+    holder: dict[str, Any] = {}
+
+    class Closing:
+        def dumps(self, value: Any) -> bytes:
+            return json.dumps(value).encode()
+
+        def loads(self, data: bytes) -> Any:
+            value = json.loads(data)
+            if value == "close":
+                holder["sub"].close()
+            return value
+
+    async def main() -> None:
+        async with async_cache(redis, serializer=Closing()) as cache:
+            async with cache.subscribe("c") as sub:
+                holder["sub"] = sub
+                # One read holds all three: the second closes mid-dispatch.
+                await asyncio.gather(cache.publish("c", 1), cache.publish("c", "close"),
+                                     cache.publish("c", 3))
+                got = [m.data async for m in sub]
+                assert got[:2] == [1, "close"] and len(got) <= 3
+                assert sub.closed
+                assert await cache.get("nothing") is None  # the cache is unharmed
+
+    run(main())
+    eventually(lambda: pubsub_clients(redis) == 0, "the subscriber to close")

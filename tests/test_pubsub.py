@@ -344,7 +344,8 @@ def test_closing_the_cache_closes_its_subscriptions(run: Runner, redis: RedisSer
         sub = cache.subscribe("a")
         await sub.start()
         waiting = asyncio.ensure_future(sub.get())
-        await asyncio.sleep(0)
+        while not sub._waiters:  # until get() waits
+            await asyncio.sleep(0)
         assert pubsub_clients(redis) == 1
         await cache.close()
         assert await asyncio.wait_for(waiting, WAIT) is None  # iteration ends
@@ -380,8 +381,10 @@ def test_cancelling_a_task_in_async_for_leaks_no_connection(run: Runner, redis: 
 def test_cancelling_while_connecting_leaks_no_connection(run: Runner, redis: RedisServer) -> None:
     async def main() -> None:
         async with async_cache(redis) as cache:
-            task = asyncio.ensure_future(cache.subscribe("a").start())
-            await asyncio.sleep(0)
+            sub = cache.subscribe("a")
+            task = asyncio.ensure_future(sub.start())
+            while not sub._tasks:  # until its connection is being opened
+                await asyncio.sleep(0)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -647,7 +650,8 @@ def test_two_tasks_waiting_both_get_messages(run: Runner, redis: RedisServer) ->
     async def main() -> None:
         async with async_cache(redis) as cache, cache.subscribe("two") as sub:
             waiting = [asyncio.ensure_future(sub.get(timeout=WAIT)) for _ in range(2)]
-            await asyncio.sleep(0)
+            while len(sub._waiters) < 2:  # until both wait
+                await asyncio.sleep(0)
             await cache.publish("two", 1)
             await cache.publish("two", 2)
             got = await asyncio.gather(*waiting)

@@ -27,6 +27,7 @@ import os
 import select
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Union
@@ -834,6 +835,12 @@ class SyncSubscription(_Base):
     def __enter__(self) -> SyncSubscription:
         self.start()
         return self
+
+    def __del__(self) -> None:
+        # No I/O here: the connections' sockets close with them.
+        if getattr(self, "_started", False) and not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed {self!r}: use 'with cache.subscribe(...)' or close()",
+                          ResourceWarning, stacklevel=2, source=self)
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -883,3 +883,15 @@ def test_a_serializer_closing_the_subscription_mid_read(run: Runner, redis: Redi
 
     run(main())
     eventually(lambda: pubsub_clients(redis) == 0, "the subscriber to close")
+
+
+def test_an_unclosed_sync_subscription_warns(redis: RedisServer) -> None:
+    import gc
+
+    with sync_cache(redis) as cache:
+        sub = cache.subscribe("forgotten")
+        sub.start()
+        with pytest.warns(ResourceWarning, match="unclosed"):
+            del sub
+            gc.collect()
+        eventually(lambda: pubsub_clients(redis) == 0, "the forgotten subscriber's socket to close")

@@ -452,10 +452,17 @@ def test_tls_server(run: Runner, tls_only_server: RedisServer, tls_certs: TLSCer
     run(main())
 
 
-def test_unix_socket(redis: RedisServer) -> None:
+def test_unix_socket(run: Runner, redis: RedisServer) -> None:
     with SyncRedisCache.from_url(redis.unix_url) as cache, cache.subscribe("u") as sub:
         assert cache.publish("u", 3) == 1
         assert sub.get(timeout=WAIT).data == 3  # type: ignore[union-attr]
+
+    async def main() -> None:
+        async with RedisCache.from_url(redis.unix_url) as cache, cache.subscribe("u") as sub:
+            assert await cache.publish("u", 4) == 1
+            assert (await sub.get(timeout=WAIT)).data == 4  # type: ignore[union-attr]
+
+    run(main())
 
 
 # --------------------------------------------------------------------------

@@ -808,8 +808,10 @@ def test_async_subscriptions_and_messages_do_not_leak(redis: RedisServer) -> Non
                 assert await sub.get(timeout=WAIT) is not None
             loop.run_until_complete(once())
 
+        # The event loop's own bookkeeping moves the object count by a few
+        # dozen either way; a leak would add at least one per call.
         memory, objects = grows(message_round_trip, 2000)
-        assert memory < 200_000 and objects < 100, (memory, objects)
+        assert memory < 200_000 and objects < 1000, (memory, objects)
 
         def subscribe_and_close() -> None:
             async def once() -> None:
@@ -818,7 +820,7 @@ def test_async_subscriptions_and_messages_do_not_leak(redis: RedisServer) -> Non
             loop.run_until_complete(once())
 
         memory, objects = grows(subscribe_and_close, 300)
-        assert memory < 200_000 and objects < 100, (memory, objects)
+        assert memory < 200_000 and objects < 300, (memory, objects)
         loop.run_until_complete(cache.close())
     finally:
         loop.close()

@@ -396,6 +396,45 @@ PyObject *rc_client_ask_next(rc_client *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+PyObject *rc_client_encode_value(rc_client *self, PyObject *value)
+{
+    const rc_codec *codec = &self->ks.codec;
+    PyObject *prepared, *result = NULL;
+    const char *body;
+    rc_buf b;
+
+    prepared = rc_codec_needs_prepare(codec) ? rc_codec_prepare(codec, value, self->state)
+                                             : Py_NewRef(value);
+    if (prepared == NULL)
+        return NULL;
+    rc_buf_init(&b);
+    if (rc_codec_write(codec, &b, prepared, self->state) < 0)
+        goto out;
+    /* The bulk string "$<len>\r\n<bytes>\r\n": its bytes. */
+    body = b.len >= 5 ? memchr(b.data, '\n', b.len) : NULL;
+    if (body == NULL || b.data[0] != '$') {
+        PyErr_SetString(PyExc_SystemError, "redis_cache: the codec wrote no bulk string");
+        goto out;
+    }
+    body++;
+    result = PyBytes_FromStringAndSize(body, (Py_ssize_t)(b.data + b.len - 2 - body));
+out:
+    rc_buf_free(&b);
+    Py_DECREF(prepared);
+    return result;
+}
+
+PyObject *rc_client_decode_value(rc_client *self, PyObject *data)
+{
+    if (!PyBytes_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "_decode_value() takes bytes, not %.100s",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    return rc_codec_decode(&self->ks.codec, PyBytes_AS_STRING(data),
+                           (size_t)PyBytes_GET_SIZE(data), self->state);
+}
+
 PyObject *rc_client_as_cluster_node(rc_client *self, PyObject *unused)
 {
     (void)unused;
@@ -471,6 +510,10 @@ static const char *const stateful_commands[] = {
     "MONITOR",     "SELECT",       "QUIT",         "RESET",    "AUTH",     "HELLO",
     "SYNC",        "PSYNC",        "REPLCONF",     "READONLY", "READWRITE", "ASKING",
     NULL,
+};
+/* The stateful commands that cache.subscribe() does properly. */
+static const char *const pubsub_commands[] = {
+    "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE", NULL,
 };
 /* CLIENT subcommands that change this connection (the others, such as LIST,
  * ID, INFO, KILL or PAUSE, only read or act on the server). */
@@ -562,8 +605,11 @@ static int check_command(rc_client *self, PyObject *const *args, Py_ssize_t narg
     if (stateful) {
         PyErr_Format(PyExc_ValueError,
                      "%s changes the connection or the replies on it, and other callers share "
-                     "the connection; %s",
-                     name, where);
+                     "the connection; %s%s",
+                     name, where, in_list(args[0], pubsub_commands)
+                         ? " (for pub/sub: 'cache.subscribe(channel, ...)', which has "
+                           "connections of its own)"
+                         : "");
         return -1;
     }
     if (!self->transport->multiplexed)

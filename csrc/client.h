@@ -70,6 +70,11 @@ PyObject *rc_client_as_cluster_node(rc_client *self, PyObject *unused);
 /* Starts the client's metrics block when enabled (init). 0, or -1 with
  * MemoryError set. */
 int rc_client_metrics_init(rc_client *self, int enabled);
+/* A value as set() stores it (serializer and compression), as bytes; and
+ * stored bytes back into a value. For pub/sub, whose messages carry values
+ * in the same encoding. */
+PyObject *rc_client_encode_value(rc_client *self, PyObject *value);
+PyObject *rc_client_decode_value(rc_client *self, PyObject *data);
 
 /* The TLS context described by `settings` (redis_cache._config.TLSSettings:
  * attributes ca_certs, ca_path, ca_data, certfile, keyfile, password,
@@ -107,6 +112,8 @@ rc_tls_context *rc_client_tls_context(rc_state *st, PyObject *settings, int *non
         {"_key_slot", (PyCFunction)rc_client_key_slot, METH_O, NULL},                              \
         {"_ask_next", (PyCFunction)rc_client_ask_next, METH_NOARGS, NULL},                         \
         {"_as_cluster_node", (PyCFunction)rc_client_as_cluster_node, METH_NOARGS, NULL},           \
+        {"_encode_value", (PyCFunction)rc_client_encode_value, METH_O, NULL},                      \
+        {"_decode_value", (PyCFunction)rc_client_decode_value, METH_O, NULL},                      \
     {                                                                                              \
         "execute_command", RC_FASTCALL_KW(rc_client_execute_command),                              \
             "execute_command(*args, idempotent=False): any command (no namespace applied); the "   \

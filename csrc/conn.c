@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -688,4 +689,38 @@ int rc_conn_has_unread(const rc_conn *c)
 {
     return c->in_pos < c->in_len || rc_reader_has_unread(&c->reader) ||
            (c->tls != NULL && rc_tls_pending(c->tls) > 0);
+}
+
+int rc_conn_wait_readable(rc_conn *c, int timeout_ms, rc_state *st)
+{
+    long long deadline = timeout_ms < 0 ? -1 : monotonic_ms() + timeout_ms;
+    struct pollfd pfd;
+    int n, err = 0, wait;
+
+    if (rc_conn_has_unread(c))
+        return 1;
+    while (1) {
+        wait = -1;
+        if (deadline >= 0) {
+            long long left = deadline - monotonic_ms();
+            wait = left <= 0 ? 0 : (left > INT_MAX ? INT_MAX : (int)left);
+        }
+        pfd.fd = c->fd;
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        Py_BEGIN_ALLOW_THREADS
+        n = poll(&pfd, 1, wait);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (n > 0)
+            return 1;
+        if (n == 0)
+            return 0;
+        if (err != EINTR)
+            return fail_io(c, err, "waiting for a message", st);
+        /* A signal: its handler may raise (KeyboardInterrupt). Nothing was
+         * read, so the connection stays usable. */
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
 }

@@ -117,6 +117,13 @@ int rc_conn_has_unread(const rc_conn *c);
  * marked broken). */
 rc_reply_status rc_conn_read(rc_conn *c, const rc_codec *codec, PyObject **reply, rc_state *st);
 
+/* Waits up to timeout_ms (-1: no limit) for a reply to begin: returns 1
+ * when bytes are there to read (received or buffered), 0 when the time ran
+ * out with none, -1 with an exception set (the socket failed, or a signal
+ * handler raised). For a subscriber's connection, which has no request
+ * whose deadline would bound the wait. */
+int rc_conn_wait_readable(rc_conn *c, int timeout_ms, rc_state *st);
+
 /* Writes a description of the server address ("host:port" or the socket
  * path) for error messages. */
 void rc_conn_describe(const rc_conn_options *o, char *out, size_t size);

@@ -9,6 +9,7 @@
 #include "async_client.h"
 #include "conn.h"
 #include "json.h"
+#include "dedicated.h"
 #include "mux.h"
 #include "state.h"
 #include "sync_client.h"
@@ -180,7 +181,8 @@ static int module_exec(PyObject *module)
     if (load_asyncio(st) < 0 || rc_json_init_types(st) < 0 || rc_json_check_dict_layout() < 0 ||
         add_type(module, &rc_sync_client_spec, &st->SyncClientType) < 0 ||
         add_type(module, &rc_async_client_spec, &st->AsyncClientType) < 0 ||
-        add_type(module, &rc_mux_spec, &st->MuxType) < 0)
+        add_type(module, &rc_mux_spec, &st->MuxType) < 0 ||
+        add_type(module, &rc_dedicated_spec, &st->DedicatedType) < 0)
         goto out;
     if (PyModule_AddIntConstant(module, "JSON_DICT_WALK_DIRECT", rc_json_dict_walk_direct()) < 0 ||
         PyModule_AddIntConstant(module, "HIREDIS_MAJOR", HIREDIS_MAJOR) < 0 ||
@@ -261,6 +263,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->SyncClientType);
     Py_VISIT(st->AsyncClientType);
     Py_VISIT(st->MuxType);
+    Py_VISIT(st->DedicatedType);
     Py_VISIT(st->FutureType);
     Py_VISIT(st->loop_kwnames);
     Py_VISIT(st->get_running_loop);
@@ -304,6 +307,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->SyncClientType);
     Py_CLEAR(st->AsyncClientType);
     Py_CLEAR(st->MuxType);
+    Py_CLEAR(st->DedicatedType);
     Py_CLEAR(st->FutureType);
     Py_CLEAR(st->loop_kwnames);
     Py_CLEAR(st->get_running_loop);

@@ -157,6 +157,12 @@ struct rc_mux {
      * off, or a dedicated connection (whose blocking commands would skew
      * the latencies). */
     rc_metrics *metrics;
+    /* Subscriber mode (pub/sub): on_push(reply, None) gets every reply that
+     * no request waits for, instead of that being a protocol error, and
+     * on_push(None, exception) is called once when the connection closes.
+     * Commands go out with send(), which records no slot: in RESP2 a
+     * subscribed connection's replies do not pair with its commands. */
+    PyObject *on_push;
 };
 
 static long long now_ms(void)
@@ -382,6 +388,40 @@ static void stop_watching(rc_mux *m)
     cancel_timer(m);
 }
 
+/* Subscriber mode: calls callback(reply, None), or with reply NULL
+ * callback(None, closed). An exception the callback raises is reported as
+ * unraisable: the reader must go on. */
+static void push(PyObject *callback, PyObject *reply, PyObject *closed)
+{
+    PyObject *args[2] = {reply != NULL ? reply : Py_None, closed != NULL ? closed : Py_None};
+    PyObject *r;
+
+    Py_INCREF(callback); /* the callback may drop the multiplexer's reference */
+    r = PyObject_Vectorcall(callback, args, 2, NULL);
+    if (r == NULL)
+        PyErr_WriteUnraisable(callback);
+    Py_XDECREF(r);
+    Py_DECREF(callback);
+}
+
+/* Subscriber mode: tells on_push, once, that the connection closed. The
+ * reference is taken off the multiplexer first, so it is called once even
+ * if the call closes the multiplexer again. */
+static void notify_push_closed(rc_mux *m, PyObject *exc_type, PyObject *message)
+{
+    PyObject *callback = m->on_push, *exc;
+
+    if (callback == NULL)
+        return;
+    m->on_push = NULL;
+    exc = new_error(exc_type, message, NULL);
+    if (exc != NULL) {
+        push(callback, NULL, exc);
+        Py_DECREF(exc);
+    }
+    Py_DECREF(callback);
+}
+
 /* Fails every request still waiting and closes the socket. */
 static void fail_all(rc_mux *m, PyObject *exc_type, PyObject *message)
 {
@@ -417,6 +457,7 @@ static void fail_all(rc_mux *m, PyObject *exc_type, PyObject *message)
     }
     Py_XDECREF(shared);
     m->head = 0;
+    notify_push_closed(m, exc_type, message);
     wipe_sent_secret(m, m->out.len);
     m->out.len = 0;
     m->out_off = 0;
@@ -639,6 +680,26 @@ static void dispatch(rc_mux *m, const char *p, size_t n)
         rc_reply_status status;
         rc_slot *s;
 
+        if (m->count == 0 && m->on_push != NULL) {
+            /* Subscriber mode: every reply past the handshake is the
+             * subscriber's (messages, confirmations, pongs, errors). */
+            status = rc_reader_next(&m->reader, NULL, &reply);
+            if (status == RC_REPLY_READY) {
+                m->replies++;
+                m->last_reply_ms = now_ms();
+                push(m->on_push, reply, NULL);
+                Py_DECREF(reply);
+            } else if (status == RC_REPLY_PENDING && fed < n) {
+                if (feed_slice(m, p, n, &fed) < 0)
+                    break;
+            } else if (status != RC_REPLY_PENDING) {
+                Py_XDECREF(reply);
+                fail_with_pending(m);
+            } else {
+                break;
+            }
+            continue;
+        }
         if (m->count == 0) {
             /* Nothing is waiting: any complete reply, fed now or earlier,
              * was asked for by nobody. Giving it to the next request would
@@ -991,6 +1052,11 @@ PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
     }
     if (m->status == MUX_CLOSED)
         return closed_error(m);
+    if (m->on_push != NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a subscriber connection takes commands through send(), not requests");
+        return NULL;
+    }
     /* 1. What may run Python code. */
     args[0] = m->loop;
     future = PyObject_Vectorcall(m->state->FutureType, args, 0, m->state->loop_kwnames);
@@ -1567,6 +1633,69 @@ static PyObject *mux_execute_command(rc_mux *m, PyObject *const *args, Py_ssize_
     return rc_mux_submit(m, &request, NULL, NULL);
 }
 
+/* _set_push(callback): subscriber mode (see on_push). Only on a fresh
+ * multiplexer with nothing queued: a request slot would then wait for a
+ * reply that the callback takes. */
+static PyObject *mux_set_push(rc_mux *m, PyObject *callback)
+{
+    if (!PyCallable_Check(callback)) {
+        PyErr_SetString(PyExc_TypeError, "_set_push(callback): callback must be callable");
+        return NULL;
+    }
+    if (m->status != MUX_PENDING || m->count != 0 || m->bytes_queued != 0 || m->on_push != NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "_set_push(): only a fresh multiplexer can become a subscriber");
+        return NULL;
+    }
+    m->on_push = Py_NewRef(callback);
+    Py_RETURN_NONE;
+}
+
+/* send(*args): queues a raw command with no request slot (subscriber mode
+ * only: its replies go to on_push). Written in the same window as
+ * rc_mux_submit; while connecting it waits in the buffer, behind the
+ * handshake attach() puts in front. */
+static PyObject *mux_send(rc_mux *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    size_t mark;
+    int gc, rc;
+
+    if (m->on_push == NULL) {
+        if (m->status == MUX_CLOSED)
+            return closed_error(m);
+        PyErr_SetString(PyExc_RuntimeError, "send() is for subscriber multiplexers (_set_push)");
+        return NULL;
+    }
+    if (m->writing) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "redis_cache: a command was submitted while another was being written");
+        return NULL;
+    }
+    if (m->status == MUX_CLOSED)
+        return closed_error(m);
+    if (m->generation != rc_fork_generation) {
+        PyErr_SetString(m->state->ConnectionError,
+                        "this subscriber's connection belongs to the parent process; subscribe "
+                        "again in the child");
+        return NULL;
+    }
+    gc = begin_write(m);
+    mark = m->out.len;
+    rc = rc_cmd_raw(&m->out, args, nargs);
+    if (rc < 0)
+        m->out.len = mark;
+    else
+        m->bytes_queued += m->out.len - mark;
+    end_write(m, gc);
+    if (rc < 0)
+        return NULL;
+    if (m->status == MUX_READY && schedule_flush(m) < 0) {
+        fail_with_pending(m);
+        return closed_error(m);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *mux_get_closed(rc_mux *m, void *unused)
 {
     (void)unused;
@@ -1621,6 +1750,7 @@ static int mux_traverse(rc_mux *m, visitproc visit, void *arg)
     Py_VISIT(m->down_reason);
     Py_VISIT(m->where);
     Py_VISIT(m->on_stale);
+    Py_VISIT(m->on_push);
     for (i = 0; i < m->count; i++) {
         rc_slot *s = slot_at(m, i);
         Py_VISIT(s->future);
@@ -1655,6 +1785,7 @@ static int mux_clear(rc_mux *m)
     Py_CLEAR(m->down_reason);
     Py_CLEAR(m->where);
     Py_CLEAR(m->on_stale);
+    Py_CLEAR(m->on_push);
     return 0;
 }
 
@@ -1699,6 +1830,11 @@ static PyMethodDef mux_methods[] = {
      "Close without touching the event loop (it is closed, or this is a forked child)."},
     {"execute_command", (PyCFunction)(void (*)(void))mux_execute_command, METH_FASTCALL,
      "execute_command(*args) -> Future of the raw reply."},
+    {"_set_push", (PyCFunction)mux_set_push, METH_O,
+     "_set_push(callback): subscriber mode; callback(reply, None) per reply, "
+     "callback(None, exc) once on close."},
+    {"send", (PyCFunction)(void (*)(void))mux_send, METH_FASTCALL,
+     "send(*args): queue a command whose replies go to the push callback."},
     {NULL, NULL, 0, NULL},
 };
 

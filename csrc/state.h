@@ -26,6 +26,7 @@ typedef struct rc_state {
     PyTypeObject *SyncClientType;
     PyTypeObject *AsyncClientType;
     PyTypeObject *MuxType;
+    PyTypeObject *DedicatedType;
     /* asyncio.Future, created with loop= as a keyword (loop_kwnames). */
     PyObject *FutureType;
     PyObject *loop_kwnames;

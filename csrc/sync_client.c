@@ -14,6 +14,7 @@
 #include "client.h"
 #include "cmd.h"
 #include "conn.h"
+#include "dedicated.h"
 #include "metrics.h"
 #include "pool.h"
 #include "result.h"
@@ -589,7 +590,50 @@ static PyObject *SyncClient_metrics(SyncClient *self, PyObject *unused)
     return rc_metrics_snapshot(self->base.metrics, &pool);
 }
 
+/* _open_dedicated(host=None, port=0): a connection outside the pool (a
+ * subscriber's), with this client's handshake, TLS and timeouts, to
+ * host:port (None: the configured address; a unix socket ignores both).
+ * Connecting blocks for at most socket_connect_timeout; it is not retried
+ * here (the subscriber has its own backoff). */
+static PyObject *SyncClient_open_dedicated(SyncClient *self, PyObject *const *args,
+                                           Py_ssize_t nargs)
+{
+    rc_conn_options o;
+    rc_conn *c;
+    int unreachable = 0;
+    long port;
+
+    if (!self->ready || self->pool.closed) {
+        PyErr_SetString(self->base.state->ConnectionError, "the cache is closed; create a new one");
+        return NULL;
+    }
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_open_dedicated(host, port)");
+        return NULL;
+    }
+    o = self->options;
+    if (args[0] != Py_None && o.unix_path == NULL) {
+        o.host = PyUnicode_AsUTF8(args[0]);
+        if (o.host == NULL)
+            return NULL;
+        port = PyLong_AsLong(args[1]);
+        if (port == -1 && PyErr_Occurred())
+            return NULL;
+        if (port < 1 || port > 65535) {
+            PyErr_Format(PyExc_ValueError, "_open_dedicated(): bad port %ld", port);
+            return NULL;
+        }
+        o.port = (int)port;
+    }
+    c = rc_conn_open(&o, self->base.state, &unreachable);
+    if (c == NULL)
+        return NULL;
+    return rc_dedicated_new(self->base.state, c);
+}
+
 static PyMethodDef SyncClient_methods[] = {
+    {"_open_dedicated", (PyCFunction)(void (*)(void))SyncClient_open_dedicated, METH_FASTCALL,
+     NULL},
     RC_CLIENT_METHOD_DEFS,
     {"close", (PyCFunction)SyncClient_close, METH_NOARGS,
      "close(): close every connection; the cache cannot be used afterwards."},

@@ -22,6 +22,7 @@ from .decorators import (
 )
 from .keyspace import KeyInfo
 from .locks import AsyncLock, Lock
+from .pubsub import Message, Subscription, SyncSubscription
 from .ratelimit import Decision, Limit, RateLimiter, SyncRateLimiter
 from .sessions import SessionStore
 from .errors import (
@@ -69,6 +70,9 @@ __all__ = [
     "LockError",
     "LockTimeout",
     "LockLost",
+    "Message",
+    "Subscription",
+    "SyncSubscription",
     "errors",
     "RedisCacheError",
     "ConfigurationError",

@@ -18,7 +18,7 @@ import random
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from os import PathLike
 from typing import TYPE_CHECKING, Any, TypeVar, Union
@@ -36,6 +36,7 @@ from .keyspace import (
     key_info_args,
     parse_key_info,
 )
+from .pubsub import Subscription, SyncSubscription, publish_args, subscription
 from .serializers import SignedPickle
 
 if TYPE_CHECKING:
@@ -217,6 +218,18 @@ def _scan_match(key_prefix: bytes, pattern: str | bytes) -> bytes:
     elif not isinstance(pattern, bytes):
         raise TypeError(f"pattern must be str or bytes, not {type(pattern).__name__}")
     return escape_glob(key_prefix) + pattern
+
+
+def _close_subscriptions(cache: Any) -> None:
+    from .pubsub import close_subscriptions
+
+    close_subscriptions(cache)
+
+
+def _subscriptions_node_changed(cache: Any) -> None:
+    from .pubsub import node_changed
+
+    node_changed(cache)
 
 
 def _cache_class(cls: Any, options: dict[str, Any]) -> Any:
@@ -470,6 +483,7 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         _log.info("Sentinel announced a new primary for %s: %s:%s",
                   self._settings.service_name, *new_primary)
         self._node_stale()
+        _subscriptions_node_changed(self)
 
     def clear_pattern(self, pattern: str | bytes) -> int:
         """Deletes the keys of this namespace matching a glob ``pattern`` and returns
@@ -504,6 +518,31 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
 
         return Lock(self, name, lease=lease, wait=wait, renew=renew, fencing=fencing)
 
+    # -- pub/sub (redis_cache.pubsub)
+
+    def publish(self, channel: str | bytes, value: Any) -> int:
+        """Publishes ``value``, encoded as ``set`` stores it, on ``channel`` (not
+        namespaced); returns how many subscribers received it. On a cluster
+        every node's subscribers receive it."""
+        return self.execute_command(*publish_args(self, "PUBLISH", channel, value))  # type: ignore[no-any-return]
+
+    def spublish(self, channel: str | bytes, value: Any) -> int:
+        """Publishes on a shard channel (SPUBLISH, Redis 7): on a cluster only
+        the node owning the channel's slot (and its replicas) carry it."""
+        return self.execute_command(*publish_args(self, "SPUBLISH", channel, value))  # type: ignore[no-any-return]
+
+    def subscribe(self, *channels: str | bytes, patterns: Iterable[str | bytes] = (),
+                  shard_channels: Iterable[str | bytes] = (), **options: Any) -> SyncSubscription:
+        """A subscription on a connection of its own: ``with`` it, then
+        iterate (blocking) or ``get(timeout=...)``. Options: ``max_queued``,
+        ``report_gaps``, ``health_check_interval`` (see the README's "Pub/sub")."""
+        return subscription(self, channels, patterns, shard_channels, options)  # type: ignore[no-any-return]
+
+    def ssubscribe(self, *channels: str | bytes, **options: Any) -> SyncSubscription:
+        """A subscription to shard channels (SSUBSCRIBE): on a cluster, one
+        connection per node owning their slots."""
+        return self.subscribe(shard_channels=channels, **options)
+
     def is_rate_limited(self, key: str, limit: int, window_seconds: float) -> bool:
         """Counts a request of ``key`` and says whether it is over ``limit`` requests
         in the last ``window_seconds`` (exact sliding window; a refused request is
@@ -533,6 +572,7 @@ class SyncRedisCache(_CacheSettings, _core.SyncClient):
         if getattr(self, "_stop_watching", None) is not None:
             self._stop_watching()
             self._stop_watching = None
+        _close_subscriptions(self)
         super().close()
         for twin in self.__dict__.get("_twins", {}).values():
             twin._close_connections()
@@ -706,6 +746,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         if self._watch_task is not None:
             self._watch_task.cancel()
             self._watch_task = None
+        _close_subscriptions(self)
         self._close_connections()
         self._dedicated.close()
         for twin in self.__dict__.get("_twins", {}).values():
@@ -769,6 +810,31 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
         from .locks import AsyncLock
 
         return AsyncLock(self, name, lease=lease, wait=wait, renew=renew, fencing=fencing)
+
+    # -- pub/sub (redis_cache.pubsub)
+
+    def publish(self, channel: str | bytes, value: Any) -> Awaitable[int]:
+        """Publishes ``value``, encoded as ``set`` stores it, on ``channel`` (not
+        namespaced); awaits how many subscribers received it. On a cluster
+        every node's subscribers receive it."""
+        return self.execute_command(*publish_args(self, "PUBLISH", channel, value))
+
+    def spublish(self, channel: str | bytes, value: Any) -> Awaitable[int]:
+        """Publishes on a shard channel (SPUBLISH, Redis 7): on a cluster only
+        the node owning the channel's slot (and its replicas) carry it."""
+        return self.execute_command(*publish_args(self, "SPUBLISH", channel, value))
+
+    def subscribe(self, *channels: str | bytes, patterns: Iterable[str | bytes] = (),
+                  shard_channels: Iterable[str | bytes] = (), **options: Any) -> Subscription:
+        """A subscription on a connection of its own: ``async with`` it, then
+        ``async for`` or ``await get(timeout=...)``. Options: ``max_queued``,
+        ``report_gaps``, ``health_check_interval`` (see the README's "Pub/sub")."""
+        return subscription(self, channels, patterns, shard_channels, options)  # type: ignore[no-any-return]
+
+    def ssubscribe(self, *channels: str | bytes, **options: Any) -> Subscription:
+        """A subscription to shard channels (SSUBSCRIBE): on a cluster, one
+        connection per node owning their slots."""
+        return self.subscribe(shard_channels=channels, **options)
 
     async def is_rate_limited(self, key: str, limit: int, window_seconds: float) -> bool:
         """Counts a request of ``key`` and says whether it is over ``limit`` requests
@@ -843,6 +909,7 @@ class RedisCache(_CacheSettings, _core.AsyncClient):
                   self._settings.service_name, *new_primary)
         self._drain_connections()
         self._dedicated.drop_idle()
+        _subscriptions_node_changed(self)
 
     def _start_watching(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._discovery is None:

@@ -24,6 +24,9 @@ typedef struct rc_future {
     PyObject *weakrefs;
     fut_state status;
     int blocking; /* _asyncio_future_blocking */
+    /* An exception nobody has looked at yet: reported to the loop's
+     * exception handler if the future dies that way, as asyncio does. */
+    int log_exception;
 } rc_future;
 
 #define AS_FUT(o) ((rc_future *)(o))
@@ -70,6 +73,7 @@ PyObject *rc_future_new(rc_state *st, PyObject *loop)
     f->weakrefs = NULL;
     f->status = FUT_PENDING;
     f->blocking = 0;
+    f->log_exception = 0;
     PyObject_GC_Track(f);
     return (PyObject *)f;
 }
@@ -125,26 +129,34 @@ static void schedule_all(rc_future *f)
 /* Hands a callback's exception to loop.call_exception_handler, as a Handle
  * does. Returns -1 (error still set) for KeyboardInterrupt and SystemExit,
  * which must propagate. */
-static int report(rc_future *f, PyObject *cb)
+static void to_exception_handler(rc_future *f, const char *message, PyObject *exc,
+                                 PyObject *cb)
 {
-    PyObject *exc, *context = NULL, *r = NULL;
-    int rc = 0;
+    PyObject *context, *r = NULL;
 
-    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
-        PyErr_ExceptionMatches(PyExc_SystemExit))
-        return -1;
-    exc = take_raised();
-    context = Py_BuildValue("{s:s,s:O,s:O,s:O}", "message",
-                            "Exception in a done callback of a redis_cache future", "exception",
-                            exc, "future", (PyObject *)f, "callback", cb);
+    context = cb != NULL ? Py_BuildValue("{s:s,s:O,s:O,s:O}", "message", message, "exception",
+                                         exc, "future", (PyObject *)f, "callback", cb)
+                         : Py_BuildValue("{s:s,s:O,s:O}", "message", message, "exception", exc,
+                                         "future", (PyObject *)f);
     if (context != NULL)
         r = PyObject_CallMethod(f->loop, "call_exception_handler", "O", context);
     if (r == NULL)
         PyErr_WriteUnraisable((PyObject *)f);
     Py_XDECREF(r);
     Py_XDECREF(context);
+}
+
+static int report(rc_future *f, PyObject *cb)
+{
+    PyObject *exc;
+
+    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
+        PyErr_ExceptionMatches(PyExc_SystemExit))
+        return -1;
+    exc = take_raised();
+    to_exception_handler(f, "Exception in a done callback of a redis_cache future", exc, cb);
     Py_XDECREF(exc);
-    return rc;
+    return 0;
 }
 
 /* Runs cb(f) in ctx now. Returns -1 only for an exception that must
@@ -244,9 +256,10 @@ int rc_future_finish(PyObject *fut, PyObject *result, PyObject *exc, PyObject *w
         return 0;
     if (woken != NULL && (f->cb0 != NULL || f->more != NULL) && PyList_Append(woken, fut) < 0)
         return -1;
-    if (exc != NULL)
+    if (exc != NULL) {
         f->exception = Py_NewRef(exc);
-    else
+        f->log_exception = 1;
+    } else
         f->result = Py_NewRef(result);
     f->status = FUT_FINISHED;
     if (woken == NULL)
@@ -296,6 +309,7 @@ static PyObject *fut_result(rc_future *f, PyObject *unused)
         return NULL;
     }
     if (f->exception != NULL) {
+        f->log_exception = 0;
         PyErr_SetObject((PyObject *)Py_TYPE(f->exception), f->exception);
         return NULL;
     }
@@ -313,6 +327,7 @@ static PyObject *fut_exception(rc_future *f, PyObject *unused)
         raise_cancelled(f);
         return NULL;
     }
+    f->log_exception = 0;
     return Py_NewRef(f->exception != NULL ? f->exception : Py_None);
 }
 
@@ -355,13 +370,22 @@ static PyObject *fut_cancel(rc_future *f, PyObject *args, PyObject *kwargs)
     Py_RETURN_TRUE;
 }
 
-static PyObject *fut_add_done_callback(rc_future *f, PyObject *args, PyObject *kwargs)
+/* add_done_callback(fn, *, context=None), parsed by hand: a task calls it
+ * on every await. */
+static PyObject *fut_add_done_callback(rc_future *f, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames)
 {
-    static char *names[] = {"fn", "context", NULL};
     PyObject *fn, *ctx = Py_None, *pair = NULL, *r = NULL;
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$O:add_done_callback", names, &fn, &ctx))
+    if (nargs != 1 || nkw > 1 ||
+        (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context") != 0)) {
+        PyErr_SetString(PyExc_TypeError, "add_done_callback(fn, *, context=None)");
         return NULL;
+    }
+    fn = args[0];
+    if (nkw == 1)
+        ctx = args[1];
     if (ctx == Py_None) {
         ctx = PyContext_CopyCurrent();
         if (ctx == NULL)
@@ -541,6 +565,25 @@ static PyObject *fut_repr(rc_future *f)
     return PyUnicode_FromFormat("<redis_cache future %s>", names[f->status]);
 }
 
+/* Like asyncio: an exception nobody retrieved is not lost silently. */
+static void fut_finalize(rc_future *f)
+{
+    PyObject *saved, *closed;
+
+    if (!f->log_exception || f->exception == NULL || f->loop == NULL)
+        return;
+    f->log_exception = 0;
+    saved = take_raised();
+    closed = PyObject_CallMethod(f->loop, "is_closed", NULL);
+    if (closed == NULL)
+        PyErr_Clear();
+    else if (closed == Py_False)
+        to_exception_handler(f, "Future exception was never retrieved", f->exception, NULL);
+    Py_XDECREF(closed);
+    if (saved != NULL)
+        put_back_raised(saved);
+}
+
 static int fut_traverse(rc_future *f, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(f));
@@ -570,6 +613,8 @@ static void fut_dealloc(rc_future *f)
 {
     PyTypeObject *type = Py_TYPE(f);
 
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)f) < 0)
+        return; /* resurrected */
     PyObject_GC_UnTrack(f);
     if (f->weakrefs != NULL)
         PyObject_ClearWeakRefs((PyObject *)f);
@@ -586,7 +631,7 @@ static PyMethodDef fut_methods[] = {
     {"cancel", (PyCFunction)(void (*)(void))fut_cancel, METH_VARARGS | METH_KEYWORDS,
      "Cancels it (its reply, when it comes, is dropped)."},
     {"add_done_callback", (PyCFunction)(void (*)(void))fut_add_done_callback,
-     METH_VARARGS | METH_KEYWORDS, "fn(future) once done, in context (default: the current one)."},
+     METH_FASTCALL | METH_KEYWORDS, "fn(future) once done, in context (default: the current one)."},
     {"remove_done_callback", (PyCFunction)fut_remove_done_callback, METH_O,
      "Removes every registration of fn; returns how many."},
     {"set_result", (PyCFunction)fut_set_result, METH_O, "Completes it with a result."},
@@ -618,6 +663,7 @@ static PyType_Slot fut_slots[] = {
     {Py_tp_iternext, (void *)fut_iternext},
     {Py_am_await, (void *)fut_await},
     {Py_am_send, (void *)fut_send},
+    {Py_tp_finalize, (void *)fut_finalize},
     {Py_tp_traverse, (void *)fut_traverse},
     {Py_tp_clear, (void *)fut_clear},
     {Py_tp_dealloc, (void *)fut_dealloc},

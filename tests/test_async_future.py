@@ -220,3 +220,23 @@ def test_futures_leave_no_cycle_behind(run: Runner, redis: RedisServer) -> None:
             assert all(r() is None for r in refs)
 
     run(main())
+
+
+def test_an_exception_nobody_retrieved_is_reported(run: Runner, redis: RedisServer) -> None:
+    reported: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: reported.append(ctx))
+        async with RedisCache(port=redis.port) as c:
+            seen = c.execute_command("NO-SUCH-COMMAND")
+            await asyncio.wait([seen])
+            assert isinstance(seen.exception(), Exception)  # retrieved: not reported
+            ignored = c.execute_command("NO-SUCH-COMMAND")
+            await asyncio.wait([ignored])
+            del seen, ignored
+            await asyncio.sleep(0)
+            gc.collect()
+
+    run(main())
+    assert [ctx["message"] for ctx in reported] == ["Future exception was never retrieved"]
+    assert "unknown command" in str(reported[0]["exception"]).lower()

@@ -9,6 +9,7 @@
 #include "cmd.h"
 #include "conn.h"
 #include "metrics.h"
+#include "future.h"
 #include "mux.h"
 #include "state.h"
 
@@ -286,25 +287,15 @@ static rc_mux *pick(AsyncClient *self)
 /* An already-completed future, for requests that need no round trip. */
 static PyObject *done_future(rc_client *self, PyObject *result)
 {
-    PyObject *loop, *future, *args[2], *r;
+    PyObject *loop, *future;
 
     loop = rc_running_loop(self->state);
     if (loop == NULL)
         return NULL;
-    args[0] = loop;
-    future = PyObject_Vectorcall(self->state->FutureType, args, 0, self->state->loop_kwnames);
+    future = rc_future_new(self->state, loop);
     Py_DECREF(loop);
-    if (future == NULL)
-        return NULL;
-    args[0] = future;
-    args[1] = result;
-    r = PyObject_VectorcallMethod(self->state->str_set_result, args,
-                                  2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (r == NULL) {
-        Py_DECREF(future);
-        return NULL;
-    }
-    Py_DECREF(r);
+    if (future != NULL && rc_future_finish(future, result, NULL, NULL) < 0)
+        Py_CLEAR(future);
     return future;
 }
 

@@ -8,6 +8,7 @@
 #include "slots.h"
 #include "async_client.h"
 #include "conn.h"
+#include "future.h"
 #include "json.h"
 #include "dedicated.h"
 #include "mux.h"
@@ -71,15 +72,18 @@ static int load_asyncio(rc_state *st)
 
     if (asyncio == NULL)
         return -1;
-    st->FutureType = PyObject_GetAttrString(asyncio, "Future");
+    st->CancelledError = PyObject_GetAttrString(asyncio, "CancelledError");
+    st->InvalidStateError = PyObject_GetAttrString(asyncio, "InvalidStateError");
     st->get_running_loop = PyObject_GetAttrString(asyncio, "get_running_loop");
-    st->loop_kwnames = Py_BuildValue("(s)", "loop");
+    st->BaseEventLoop = PyObject_GetAttrString(asyncio, "BaseEventLoop");
+    st->context_kwnames = Py_BuildValue("(s)", "context");
     st->str_set_result = PyUnicode_InternFromString("set_result");
     st->str_set_exception = PyUnicode_InternFromString("set_exception");
     st->str_call_soon = PyUnicode_InternFromString("call_soon");
     st->str_cancel = PyUnicode_InternFromString("cancel");
     st->running_loop_key = PyUnicode_InternFromString("__asyncio_running_event_loop__");
-    if (st->FutureType && st->get_running_loop && st->loop_kwnames && st->str_set_result &&
+    if (st->CancelledError && st->InvalidStateError && st->get_running_loop && st->BaseEventLoop &&
+        st->context_kwnames && st->str_set_result &&
         st->str_set_exception && st->str_call_soon && st->str_cancel && st->running_loop_key)
         rc = 0;
     Py_DECREF(asyncio);
@@ -182,7 +186,8 @@ static int module_exec(PyObject *module)
         add_type(module, &rc_sync_client_spec, &st->SyncClientType) < 0 ||
         add_type(module, &rc_async_client_spec, &st->AsyncClientType) < 0 ||
         add_type(module, &rc_mux_spec, &st->MuxType) < 0 ||
-        add_type(module, &rc_dedicated_spec, &st->DedicatedType) < 0)
+        add_type(module, &rc_dedicated_spec, &st->DedicatedType) < 0 ||
+        add_type(module, &rc_future_spec, &st->FutureType) < 0)
         goto out;
     if (PyModule_AddIntConstant(module, "JSON_DICT_WALK_DIRECT", rc_json_dict_walk_direct()) < 0 ||
         PyModule_AddIntConstant(module, "HIREDIS_MAJOR", HIREDIS_MAJOR) < 0 ||
@@ -265,7 +270,10 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->MuxType);
     Py_VISIT(st->DedicatedType);
     Py_VISIT(st->FutureType);
-    Py_VISIT(st->loop_kwnames);
+    Py_VISIT(st->CancelledError);
+    Py_VISIT(st->InvalidStateError);
+    Py_VISIT(st->context_kwnames);
+    Py_VISIT(st->BaseEventLoop);
     Py_VISIT(st->get_running_loop);
     Py_VISIT(st->seen_loop);
     Py_VISIT(st->seen_holder);
@@ -309,7 +317,10 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->MuxType);
     Py_CLEAR(st->DedicatedType);
     Py_CLEAR(st->FutureType);
-    Py_CLEAR(st->loop_kwnames);
+    Py_CLEAR(st->CancelledError);
+    Py_CLEAR(st->InvalidStateError);
+    Py_CLEAR(st->context_kwnames);
+    Py_CLEAR(st->BaseEventLoop);
     Py_CLEAR(st->get_running_loop);
     Py_CLEAR(st->seen_loop);
     Py_CLEAR(st->seen_holder);

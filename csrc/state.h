@@ -27,9 +27,14 @@ typedef struct rc_state {
     PyTypeObject *AsyncClientType;
     PyTypeObject *MuxType;
     PyTypeObject *DedicatedType;
-    /* asyncio.Future, created with loop= as a keyword (loop_kwnames). */
-    PyObject *FutureType;
-    PyObject *loop_kwnames;
+    /* The futures async commands return (future.c). */
+    PyTypeObject *FutureType;
+    PyObject *CancelledError;    /* asyncio's */
+    PyObject *InvalidStateError; /* asyncio's */
+    PyObject *context_kwnames;   /* ("context",), for call_soon */
+    /* asyncio.BaseEventLoop: the loops whose reader callbacks may wake
+     * tasks directly (see rc_mux's wake_directly). */
+    PyObject *BaseEventLoop;
     PyObject *get_running_loop;
     /* The last running loop seen, and the thread's running-loop holder it
      * came with (see rc_running_loop). */

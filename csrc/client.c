@@ -240,13 +240,19 @@ PyObject *rc_client_get(rc_client *self, PyObject *const *args, Py_ssize_t nargs
 
 PyObject *rc_client_set(rc_client *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"key", "value", "ttl"};
-    PyObject *params[3] = {NULL, NULL, Py_None}, *result;
+    static const char *const names[] = {"key", "value", "ttl", "tags"};
+    PyObject *params[4] = {NULL, NULL, Py_None, Py_None}, *result;
     set_arg arg;
     rc_request request = {"SET", encode_set, &arg, 1, RC_RESULT_STORED, NULL, NULL, 1};
 
-    if (rc_parse_args("set", args, nargs, kwnames, names, 3, 2, params) < 0 ||
-        rc_check_keys(&self->ks, params, 1) < 0 || rc_ttl_ms(&self->ks, params[2], &arg.ms) < 0)
+    if (rc_parse_args("set", args, nargs, kwnames, names, 4, 2, params) < 0)
+        return NULL;
+    /* A tagged entry is written by the Python layer (redis_cache/tags.py):
+     * it reads the tags' tokens first. */
+    if (params[3] != Py_None)
+        return PyObject_CallMethod((PyObject *)self, "set_tagged", "OOOO", params[0], params[1],
+                                   params[3], params[2]);
+    if (rc_check_keys(&self->ks, params, 1) < 0 || rc_ttl_ms(&self->ks, params[2], &arg.ms) < 0)
         return NULL;
     arg.key = params[0];
     request.op = RC_OP_SET;

@@ -335,7 +335,7 @@ def test_tags_across_cluster_slots(run: Runner, healthy_cluster: Any) -> None:
     async def main() -> None:
         async with RedisClusterCache(nodes, namespace="cl") as cache:
             for i in range(20):
-                await cache.set_tagged(f"k{i}", i, [names[i % 4], "all"], ttl=60)
+                await cache.set(f"k{i}", i, ttl=60, tags=[names[i % 4], "all"])
             await cache.invalidate_tags("user:1", "user:3")
             left = [i for i in range(20) if await cache.get_tagged(f"k{i}", None) is not None]
             assert left == [i for i in range(20) if i % 4 in (1, 3)]
@@ -432,5 +432,28 @@ def test_invalidate_decorator_with_tags(run: Runner, redis: RedisServer) -> None
             assert await members("acme") == ["a"]
             await add_member("acme")
             assert await members("acme") == ["a", "b"]
+
+    run(main())
+
+
+def test_set_with_tags_is_set_tagged(run: Runner, redis: RedisServer) -> None:
+    """The issue's spelling, cache.set(key, value, tags=[...]), writes a tagged
+    entry (validated by get_tagged), sync and async; tags=None is a plain set."""
+    with SyncRedisCache(port=redis.port, namespace="st") as cache:
+        assert cache.set("a", {"v": 1}, 60, tags=["t1"]) is True
+        assert cache.set("b", 2, tags=None) is True
+        assert cache.get("b") == 2
+        assert cache.get_tagged("a") == {"v": 1}
+        cache.invalidate_tags("t1")
+        assert cache.get_tagged("a") is None
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            cache.get("a")
+
+    async def main() -> None:
+        async with RedisCache(port=redis.port, namespace="st") as cache:
+            assert await cache.set("c", [1, 2], ttl=60, tags="t2") is True
+            assert await cache.get_tagged("c") == [1, 2]
+            await cache.invalidate_tags("t2")
+            assert await cache.get_tagged("c", "gone") == "gone"
 
     run(main())

@@ -392,15 +392,7 @@ class _AsyncCached:
                     if _refresh_due(self.options, self.stats, remaining_ms):
                         self._refresh_soon(cache, key, args, kwargs)
                     return value
-        self.stats.count("misses")
-        if stale is _MISSING:
-            return await self._single_flight(cache, key, args, kwargs)
-        try:
-            return await self._single_flight(cache, key, args, kwargs)
-        except Exception as exc:
-            self.stats.count("stale_served")
-            self.warnings.serving_stale(self.stats.name, exc)
-            return stale
+        return await self._miss(cache, key, args, kwargs, stale)
 
     async def lookup_entry(self, cache: RedisCache, key: str, args: Any, kwargs: Any) -> Any:
         """__call__ for tagged or stale-capable entries (redis_cache.tags): the
@@ -425,6 +417,11 @@ class _AsyncCached:
                     return entry.value
                 if entry is not None:
                     stale = entry.value
+        return await self._miss(cache, key, args, kwargs, stale)
+
+    async def _miss(self, cache: RedisCache, key: str, args: Any, kwargs: Any, stale: Any) -> Any:
+        """Computes (single flight); if that raises and a value past its expiry
+        is at hand (stale_if_error), answers with it instead."""
         self.stats.count("misses")
         if stale is _MISSING:
             return await self._single_flight(cache, key, args, kwargs)
@@ -541,6 +538,12 @@ class _AsyncCached:
         if outcome is not ACQUIRED:
             return outcome  # the value the holder stored
         try:
+            # Double-checked: a holder may have stored the value and let go
+            # between our miss and our taking the lock.
+            with contextlib.suppress(RedisCacheError):
+                stored = await self._stored_by_holder(cache, key)
+                if stored is not TIMED_OUT:
+                    return stored
             return await self._run_and_store(cache, key, args, kwargs)
         finally:
             with contextlib.suppress(RedisCacheError):
@@ -620,15 +623,7 @@ class _SyncCached:
                         with contextlib.suppress(Exception):
                             return self._single_flight(cache, key, args, kwargs)
                     return value
-        self.stats.count("misses")
-        if stale is _MISSING:
-            return self._single_flight(cache, key, args, kwargs)
-        try:
-            return self._single_flight(cache, key, args, kwargs)
-        except Exception as exc:
-            self.stats.count("stale_served")
-            self.warnings.serving_stale(self.stats.name, exc)
-            return stale
+        return self._miss(cache, key, args, kwargs, stale)
 
     def lookup_entry(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any) -> Any:
         """__call__ for tagged or stale-capable entries; see _AsyncCached."""
@@ -652,6 +647,10 @@ class _SyncCached:
                     return entry.value
                 if entry is not None:
                     stale = entry.value
+        return self._miss(cache, key, args, kwargs, stale)
+
+    def _miss(self, cache: SyncRedisCache, key: str, args: Any, kwargs: Any, stale: Any) -> Any:
+        """See _AsyncCached._miss."""
         self.stats.count("misses")
         if stale is _MISSING:
             return self._single_flight(cache, key, args, kwargs)
@@ -766,6 +765,10 @@ class _SyncCached:
         if outcome is not ACQUIRED:
             return outcome  # the value the holder stored
         try:
+            with contextlib.suppress(RedisCacheError):  # double-checked, as above
+                stored = self._stored_by_holder(cache, key)
+                if stored is not TIMED_OUT:
+                    return stored
             return self._run_and_store(cache, key, args, kwargs)
         finally:
             with contextlib.suppress(RedisCacheError):

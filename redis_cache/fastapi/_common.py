@@ -3,11 +3,13 @@ cooldown breaker and a rate-limited warning."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 
 from starlette.requests import HTTPConnection
+from starlette.types import Message, Receive, Send
 
 from ..cache import RedisCache
 from ..errors import RedisCacheError
@@ -84,3 +86,25 @@ def _configured_cache(conn: HTTPConnection) -> RedisCache:
         )
     return cache
 
+
+
+def background_request() -> tuple[Receive, Send]:
+    """``receive`` and ``send`` for running a GET again in the background (the
+    refresh of a stale response): the request has no body and never
+    disconnects, so the refresh runs to its end; what the app sends is
+    dropped (the refresh stores it on its way)."""
+    sent_request = False
+    never = asyncio.Event()
+
+    async def receive() -> Message:
+        nonlocal sent_request
+        if not sent_request:
+            sent_request = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def discard(message: Message) -> None:
+        return None
+
+    return receive, discard

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import tags as _tags
 from ..cache import RedisCache
 from ..metrics import route_stats
-from ._common import STATE_ATTR, _Breaker, _describe, _RateLimitedWarning
+from ._common import STATE_ATTR, _Breaker, _describe, _RateLimitedWarning, background_request
 
 _ENTRY_MAGIC = "RCH1\n"
 _SPEC_MAGIC = "RCV1\n"
@@ -694,19 +694,7 @@ class CacheMiddleware:
         inner["method"] = "GET"
         fresh_req = _Request(inner)
         fresh_req.tags = req.tags
-        sent_request = False
-        never = asyncio.Event()
-
-        async def receive() -> Message:
-            nonlocal sent_request
-            if not sent_request:
-                sent_request = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await never.wait()  # no disconnect: the refresh runs to its end
-            return {"type": "http.disconnect"}
-
-        async def discard(message: Message) -> None:
-            return None
+        receive, discard = background_request()
 
         async def refresh() -> None:
             try:

@@ -44,7 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import tags as _tags
 from ..cache import RedisCache
 from ..metrics import route_stats
-from ._common import STATE_ATTR, _Breaker, _describe, _RateLimitedWarning
+from ._common import STATE_ATTR, _Breaker, _describe, _RateLimitedWarning, background_request
 from .middleware import _NOT_MODIFIED_KEEPS, _UNSTORED, _directives, _seconds, etag_matches
 
 __all__ = ["CachedRoute", "cached_route", "install_cached_routes"]
@@ -520,19 +520,7 @@ class _CachedRouteApp:
         task.add_done_callback(self._background.discard)
 
     async def _refresh_app(self, scope: Scope, found: _Lookup) -> None:
-        sent_request = False
-        never = asyncio.Event()
-
-        async def receive() -> Message:
-            nonlocal sent_request
-            if not sent_request:
-                sent_request = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await never.wait()  # no disconnect: the refresh runs to its end
-            return {"type": "http.disconnect"}
-
-        async def discard(message: Message) -> None:
-            return None
+        receive, discard = background_request()
 
         await self._miss(dict(scope), receive, discard, found)
 

@@ -245,6 +245,12 @@ PyObject *rc_client_set(rc_client *self, PyObject *const *args, Py_ssize_t nargs
     set_arg arg;
     rc_request request = {"SET", encode_set, &arg, 1, RC_RESULT_STORED, NULL, NULL, 1};
 
+    if (nargs > 3) { /* tags is keyword-only */
+        PyErr_Format(PyExc_TypeError,
+                     "set() takes at most 3 positional arguments (%zd given); pass tags= by name",
+                     nargs);
+        return NULL;
+    }
     if (rc_parse_args("set", args, nargs, kwnames, names, 4, 2, params) < 0)
         return NULL;
     /* A tagged entry is written by the Python layer (redis_cache/tags.py):

@@ -496,7 +496,7 @@ class SyncRedisClusterCache(SyncRedisCache):
     def get(self, key: Any, default: Any = None, model: Any = None) -> Any:
         return self._send(self._key_slot(key), _SYNC.get, (key, default, model))
 
-    def set(self, key: Any, value: Any, ttl: Any = None, tags: Any = None) -> bool:
+    def set(self, key: Any, value: Any, ttl: Any = None, *, tags: Any = None) -> bool:
         if tags is not None:
             return self.set_tagged(key, value, tags, ttl)  # type: ignore[no-any-return]
         return self._send(self._key_slot(key), _SYNC.set, (key, value, ttl))  # type: ignore[no-any-return]
@@ -767,7 +767,7 @@ class RedisClusterCache(RedisCache):
     def get(self, key: Any, default: Any = None, model: Any = None) -> Any:
         return self._send(self._key_slot(key), _ASYNC.get, (key, default, model))
 
-    def set(self, key: Any, value: Any, ttl: Any = None, tags: Any = None) -> Any:
+    def set(self, key: Any, value: Any, ttl: Any = None, *, tags: Any = None) -> Any:
         if tags is not None:
             return self.set_tagged(key, value, tags, ttl)
         return self._send(self._key_slot(key), _ASYNC.set, (key, value, ttl))

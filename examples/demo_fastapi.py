@@ -54,6 +54,13 @@ def main() -> None:
             hit = timed(client, "GET", "/reports/7")
             show("GET /reports/7 (hit: from Redis)", *hit)
             print(f"  speed-up: {miss[1] / hit[1]:,.0f}x")
+            print("tags (@cache.cached(tags=['user:{user_id}']) on /users/5/orders and /profile):")
+            for path in ("/users/5/orders", "/users/5/profile"):
+                show(f"GET {path} (miss)", *timed(client, "GET", path))
+                show(f"GET {path} (hit)", *timed(client, "GET", path))
+            show("POST /users/5 (invalidate_tags)", *timed(client, "POST", "/users/5"))
+            for path in ("/users/5/orders", "/users/5/profile"):
+                show(f"GET {path} (miss again)", *timed(client, "GET", path))
             print("response middleware (CacheMiddleware on /pages):")
             first = timed(client, "GET", "/pages/about")
             show("GET /pages/about", *first)
@@ -82,6 +89,11 @@ def main() -> None:
                   f"used, keyspace hits {redis['keyspace_hits']} / misses {redis['keyspace_misses']}")
             for name, figures in stats.get("decorators", {}).items():
                 print(f"  {name.rsplit('.', 1)[-1]}: {figures}")
+            metrics = client.get("/health/metrics").text.splitlines()
+            wanted = ("redis_cache_client_requests_total", "redis_cache_function_hits_total")
+            print(f"  GET /health/metrics: {len(metrics)} lines of Prometheus text, e.g.")
+            for line in [m for m in metrics if m.startswith(wanted)][:4]:
+                print(f"    {line}")
         http.should_exit = True
         thread.join(10)
     print("app stopped, private redis-server stopped")

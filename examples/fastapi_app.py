@@ -1,7 +1,8 @@
 """A small FastAPI service using redis_cache: a slow endpoint cached with the
-decorator, a mutation that invalidates it, a page cached by the response
-middleware (ETag / 304), a route whose response bytes are cached
-(cached_route), a rate-limited route, and the health router."""
+decorator, a mutation that invalidates it, endpoints tagged by user that one
+write invalidates together, a page cached by the response middleware (ETag /
+304), a route whose response bytes are cached (cached_route), a rate-limited
+route, and the health router (with /health/metrics)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,24 @@ def create_app(redis_url: str) -> FastAPI:
     @cache.invalidate("report:{user_id}")
     async def refresh(user_id: int) -> dict[str, int]:
         return {"invalidated": user_id}
+
+    @app.get("/users/{user_id}/orders")
+    @cache.cached(ttl=300, tags=["user:{user_id}"])
+    async def orders(user_id: int) -> list[dict[str, object]]:
+        await asyncio.sleep(0.2)  # a slow query
+        return [{"order": 1, "user": user_id}, {"order": 2, "user": user_id}]
+
+    @app.get("/users/{user_id}/profile")
+    @cache.cached(ttl=300, tags=["user:{user_id}"])
+    async def profile(user_id: int) -> dict[str, object]:
+        await asyncio.sleep(0.2)
+        return {"id": user_id, "name": f"user {user_id}"}
+
+    @app.post("/users/{user_id}")
+    async def update_user(user_id: int) -> dict[str, int]:
+        # One write; everything cached about this user is stale now.
+        await cache.invalidate_tags(f"user:{user_id}")
+        return {"updated": user_id}
 
     @app.get("/products/{product_id}")
     @cache.cached_route(ttl=60)

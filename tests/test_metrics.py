@@ -254,9 +254,9 @@ def test_function_metrics_and_stampedes(redis: RedisServer, run: Runner,
             assert await asyncio.gather(*callers) == [2] * 10
             assert await slow(1) == 2
             stats = cache.metrics()["functions"][qualname(slow)]
-        assert stats["misses"] == 10 and stats["hits"] == 1
-        assert stats["computations"] == 1
-        assert stats["stampedes_collapsed"] == 9
+        assert stats["misses"] == 10 and stats["hits"] == 1, stats
+        assert stats["computations"] == 1, stats
+        assert stats["stampedes_collapsed"] == 9, stats
         assert stats["hit_rate"] == pytest.approx(1 / 11)
         assert stats["time_saved_seconds"] >= 0
 

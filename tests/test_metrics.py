@@ -285,8 +285,10 @@ def test_a_decorators_twin_is_counted(redis: RedisServer, run: Runner,
 
 
 def qualname(fn: Any) -> str:
-    return next(name for name, s in decorators._stats.items()
-                if name.endswith(fn.__qualname__.split(".")[-1]))
+    """The stats name of a decorated function: its whole qualified name (a bare
+    "slow" also matched another module's function of that name whose stats were
+    still registered, and the test read that one's counters)."""
+    return next(name for name in decorators._stats if name.endswith("." + fn.__qualname__))
 
 
 def test_function_counters_are_read_generically() -> None:

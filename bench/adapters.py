@@ -553,9 +553,9 @@ class CoredisAdapter(AsyncAdapter):
 
     Its default pool holds up to 64 connections and multiplexes: a command
     goes out on a leased connection that is handed back before the reply is
-    awaited.  coredis (on anyio) must be entered with ``async with`` in the
+    awaited.  coredis 6 (on anyio) must be entered with ``async with`` in the
     task that later leaves it, so a background task holds the client open
-    from setup to teardown.
+    from setup to teardown; coredis 5 has nothing to enter.
     """
 
     name = "coredis"
@@ -587,6 +587,10 @@ class CoredisAdapter(AsyncAdapter):
         import coredis
 
         self._client = coredis.Redis(host=host, port=port)
+        if not hasattr(self._client, "__aenter__"):
+            # coredis before its anyio rewrite (5.x): no context to enter,
+            # connections open on first use.
+            return
         ready, stop = asyncio.Event(), asyncio.Event()
         self._stop = stop
 
@@ -630,7 +634,13 @@ class CoredisAdapter(AsyncAdapter):
             return {k: v for k, v in zip(many, values, strict=True) if v is not None}
 
         async def set_many(value_of: Callable[[], bytes | str]) -> object:
-            async with client.pipeline(transaction=False) as pipe:
+            pipe = client.pipeline(transaction=False)
+            if not hasattr(pipe, "__aenter__"):  # coredis 5: awaited, then execute()
+                pipe = await pipe
+                for k in set_many_keys:
+                    pipe.set(k, value_of(), ex=ttl)
+                return all(await pipe.execute())
+            async with pipe:
                 for k in set_many_keys:
                     pipe.set(k, value_of(), ex=ttl)
             return all(pipe.results)
@@ -666,6 +676,8 @@ class CoredisAdapter(AsyncAdapter):
         if self._stop is not None and self._holder is not None:
             self._stop.set()
             await self._holder
+        elif self._client is not None:
+            self._client.connection_pool.disconnect()
 
 
 class GlideAdapter(AsyncAdapter):

@@ -270,6 +270,23 @@ class _Base:
                 f"patterns={len(self._wanted['pattern'])} "
                 f"shard_channels={len(self._wanted['shard'])} {state}>")
 
+    def _forget(self, channels: Iterable[Name], patterns: Iterable[Name],
+                shard_channels: Iterable[Name]) -> list[tuple[_Link, str, Any]]:
+        """unsubscribe()'s bookkeeping, shared by both kinds: drops the names
+        from what is wanted and from each link holding them, and returns the
+        (link, kind, name) to send an unsubscribe for (links that are up)."""
+        self._check_open()
+        targets = []
+        for kind, names in _split(channels, patterns, shard_channels).items():
+            for name in names:
+                self._wanted[kind].discard(name)
+                for link in self._links:
+                    if name in link.names[kind]:
+                        link.names[kind].discard(name)
+                        if link.conn is not None:
+                            targets.append((link, kind, name))
+        return targets
+
     def _check_open(self) -> None:
         if self._closed:
             raise ConnectionError("the subscription is closed; subscribe again")
@@ -542,16 +559,8 @@ class Subscription(_Base):
                           shard_channels: Iterable[Name] = ()) -> None:
         """Removes names, returning once the server confirmed it (messages
         already queued stay in the queue)."""
-        self._check_open()
-        acks: list[_Ack] = []
-        for kind, names in _split(channels, patterns, shard_channels).items():
-            for name in names:
-                self._wanted[kind].discard(name)
-                for link in self._links:
-                    if name in link.names[kind]:
-                        link.names[kind].discard(name)
-                        if link.conn is not None:
-                            acks.append(self._send(link, _KINDS[kind][1], _KINDS[kind][3], name))
+        acks = [self._send(link, _KINDS[kind][1], _KINDS[kind][3], name)
+                for link, kind, name in self._forget(channels, patterns, shard_channels)]
         await self._wait(acks)
 
     def close(self) -> None:
@@ -906,16 +915,9 @@ class SyncSubscription(_Base):
     def unsubscribe(self, *channels: Name, patterns: Iterable[Name] = (),
                     shard_channels: Iterable[Name] = ()) -> None:
         """Removes names, returning once the server confirmed it."""
-        self._check_open()
         acks: list[_Ack] = []
-        for kind, names in _split(channels, patterns, shard_channels).items():
-            for name in names:
-                self._wanted[kind].discard(name)
-                for link in self._links:
-                    if name in link.names[kind]:
-                        link.names[kind].discard(name)
-                        if link.conn is not None:
-                            acks.extend(self._send(link, _KINDS[kind][1], _KINDS[kind][3], name))
+        for link, kind, name in self._forget(channels, patterns, shard_channels):
+            acks.extend(self._send(link, _KINDS[kind][1], _KINDS[kind][3], name))
         self._wait(acks)
 
     def close(self) -> None:

@@ -82,9 +82,15 @@ static int load_asyncio(rc_state *st)
     st->str_call_soon = PyUnicode_InternFromString("call_soon");
     st->str_cancel = PyUnicode_InternFromString("cancel");
     st->running_loop_key = PyUnicode_InternFromString("__asyncio_running_event_loop__");
+    st->str__ready = PyUnicode_InternFromString("_ready");
+    st->str__scheduled = PyUnicode_InternFromString("_scheduled");
+    st->str__stopping = PyUnicode_InternFromString("_stopping");
+    st->str__debug = PyUnicode_InternFromString("_debug");
+    st->str__when = PyUnicode_InternFromString("_when");
     if (st->CancelledError && st->InvalidStateError && st->get_running_loop && st->BaseEventLoop &&
         st->context_kwnames && st->str_set_result &&
-        st->str_set_exception && st->str_call_soon && st->str_cancel && st->running_loop_key)
+        st->str_set_exception && st->str_call_soon && st->str_cancel && st->running_loop_key &&
+        st->str__ready && st->str__scheduled && st->str__stopping && st->str__debug && st->str__when)
         rc = 0;
     Py_DECREF(asyncio);
     return rc;
@@ -282,6 +288,11 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->str_set_exception);
     Py_VISIT(st->str_call_soon);
     Py_VISIT(st->str_cancel);
+    Py_VISIT(st->str__ready);
+    Py_VISIT(st->str__scheduled);
+    Py_VISIT(st->str__stopping);
+    Py_VISIT(st->str__debug);
+    Py_VISIT(st->str__when);
     Py_VISIT(st->ConnectionError);
     Py_VISIT(st->AuthenticationError);
     Py_VISIT(st->TimeoutError);
@@ -329,6 +340,11 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->str_set_exception);
     Py_CLEAR(st->str_call_soon);
     Py_CLEAR(st->str_cancel);
+    Py_CLEAR(st->str__ready);
+    Py_CLEAR(st->str__scheduled);
+    Py_CLEAR(st->str__stopping);
+    Py_CLEAR(st->str__debug);
+    Py_CLEAR(st->str__when);
     Py_CLEAR(st->ConnectionError);
     Py_CLEAR(st->AuthenticationError);
     Py_CLEAR(st->TimeoutError);

@@ -57,6 +57,7 @@
 #include "cmd.h"
 #include "conn.h"
 #include "future.h"
+#include "loopwait.h"
 #include "reply.h"
 
 #define RC_MUX_READ_CHUNK 65536
@@ -134,6 +135,9 @@ struct rc_mux {
      * other loops futures complete the asyncio way. uvloop's iteration is
      * cheap: one caller already gets 93% of redis-benchmark there. */
     int wake_directly;
+    /* Where the reader callback may wait for the next reply itself (a loop
+     * of asyncio's own on epoll: see loopwait.h). */
+    rc_loopwait loopwait;
     /* Set once the node answered READONLY / LOADING / MASTERDOWN: no new
      * command comes here (the client opens another connection); replies
      * still due are read, then the connection closes. */
@@ -981,6 +985,10 @@ rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
         PyErr_Clear();
         m->wake_directly = 0;
     }
+    if (m->wake_directly)
+        rc_loopwait_open(&m->loopwait, st, loop);
+    else
+        m->loopwait.epfd = -1;
     m->tls_ctx = tls != NULL ? rc_tls_context_ref(tls) : NULL;
     m->on_stale = Py_XNewRef(on_stale);
     m->metrics = rc_metrics_ref(metrics);
@@ -1232,25 +1240,12 @@ static PyObject *woke_and_done(rc_mux *m)
     Py_RETURN_NONE;
 }
 
-static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
+/* Reads what the socket has (without TLS) and dispatches it. */
+static void read_plain(rc_mux *m)
 {
     ssize_t n;
     int rounds = 0;
 
-    (void)unused;
-    Py_INCREF(m); /* completing futures must not free us mid-read */
-    if (m->status == MUX_TLS_HANDSHAKE) {
-        drive_tls_handshake(m);
-        goto out;
-    }
-    if (m->tls != NULL) {
-        read_tls(m);
-        if (m->write_wants_read && m->status == MUX_READY) {
-            m->write_wants_read = 0;
-            flush(m);
-        }
-        goto flush_held_back;
-    }
     while (m->status == MUX_READY && rounds++ < 16) {
         n = recv(m->fd, m->in, RC_MUX_READ_CHUNK, 0);
         if (n > 0) {
@@ -1282,12 +1277,51 @@ static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
                         strerror(errno));
         break;
     }
-flush_held_back:
-    /* Requests held back by backpressure may go now. */
-    if (m->status == MUX_READY && m->bytes_sent < m->bytes_queued)
-        flush(m);
-out:
-    return woke_and_done(m);
+}
+
+/* Whether the next thing to happen in the loop is this connection's reply:
+ * a request waits for it, everything is sent, and rc_loopwait_for() saw
+ * nothing else ready before it came. Not with TLS (OpenSSL may hold
+ * decrypted bytes the socket no longer shows) nor for a subscriber. */
+static int reply_comes_next(rc_mux *m)
+{
+    return m->loopwait.epfd >= 0 && m->status == MUX_READY && m->tls == NULL &&
+           m->on_push == NULL && m->count > 0 && m->bytes_sent == m->bytes_queued &&
+           !m->writer_registered && rc_loopwait_for(&m->loopwait, m->state, m->fd);
+}
+
+static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
+{
+    (void)unused;
+    Py_INCREF(m); /* completing futures must not free us mid-read */
+    if (m->status == MUX_TLS_HANDSHAKE) {
+        drive_tls_handshake(m);
+        return woke_and_done(m);
+    }
+    if (m->tls != NULL) {
+        read_tls(m);
+        if (m->write_wants_read && m->status == MUX_READY) {
+            m->write_wants_read = 0;
+            flush(m);
+        }
+    } else {
+        read_plain(m);
+    }
+    for (;;) {
+        /* Requests held back by backpressure may go now. */
+        if (m->status == MUX_READY && m->bytes_sent < m->bytes_queued)
+            flush(m);
+        /* The callers resume; their next commands go out. */
+        if (wake_waiters(m) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+        if (!reply_comes_next(m))
+            break;
+        read_plain(m);
+    }
+    Py_DECREF(m);
+    Py_RETURN_NONE;
 }
 
 static PyObject *mux_on_writable(rc_mux *m, PyObject *unused)
@@ -1778,6 +1812,7 @@ static int mux_traverse(rc_mux *m, visitproc visit, void *arg)
     Py_VISIT(m->on_stale);
     Py_VISIT(m->on_push);
     Py_VISIT(m->woken);
+    Py_VISIT(m->loopwait.loop_dict);
     for (i = 0; i < m->count; i++) {
         rc_slot *s = slot_at(m, i);
         Py_VISIT(s->future);
@@ -1814,6 +1849,7 @@ static int mux_clear(rc_mux *m)
     Py_CLEAR(m->on_stale);
     Py_CLEAR(m->on_push);
     Py_CLEAR(m->woken);
+    rc_loopwait_close(&m->loopwait);
     return 0;
 }
 

@@ -47,6 +47,8 @@ typedef struct rc_state {
     PyObject *str_set_exception;
     PyObject *str_call_soon;
     PyObject *str_cancel;
+    /* The loop attributes loopwait.c reads. */
+    PyObject *str__ready, *str__scheduled, *str__stopping, *str__debug, *str__when;
     PyObject *ConnectionError;
     PyObject *AuthenticationError;
     PyObject *TimeoutError;

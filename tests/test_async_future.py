@@ -172,37 +172,6 @@ def test_the_awaiting_task_keeps_its_context_across_awaits(run: Runner, redis: R
     run(main())
 
 
-def test_one_awaiting_caller_costs_one_loop_iteration_per_command(redis: RedisServer) -> None:
-    """The point of the future: on asyncio's loop the reply's reader callback
-    resumes the task, so N sequential GETs take about N selector polls, where
-    asyncio.Future would take 2N (one more to run the task's wake-up)."""
-    n = 200
-
-    async def main() -> int:
-        async with RedisCache(port=redis.port) as c:
-            await c.set("k", "v")
-            loop = asyncio.get_running_loop()
-            selector = loop._selector  # type: ignore[attr-defined]
-            polls = 0
-            real_select = selector.select
-
-            def counting_select(timeout: float | None = None) -> Any:
-                nonlocal polls
-                polls += 1
-                return real_select(timeout)
-
-            selector.select = counting_select
-            try:
-                for _ in range(n):
-                    assert await c.get("k") == "v"
-            finally:
-                selector.select = real_select
-            return polls
-
-    polls = asyncio.run(main())
-    assert n <= polls < n * 1.2, polls
-
-
 def test_futures_leave_no_cycle_behind(run: Runner, redis: RedisServer) -> None:
     async def main() -> None:
         async with RedisCache(port=redis.port) as c:

@@ -1,0 +1,276 @@
+"""Waiting for a reply in the loop's place (csrc/loopwait.c).
+
+On asyncio's own epoll loop, the reader callback that resumed a task may
+sleep on the loop's epoll descriptor for that task's next reply instead of
+returning to the loop. That is only right while the loop has nothing else to
+do, so each test here gives the loop something else to do (a due timer, a
+ready callback, another socket, a thread's call_soon_threadsafe, a signal,
+another connection, a stalled server) while one task awaits GET after GET,
+and checks that the other thing happened while that task was still going.
+
+The caller stops after CAP commands at most: were the other thing ignored,
+the caller would run out its CAP (seconds of round trips) instead of hanging,
+and the test fails on the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from redis_cache import RedisCache, SyncRedisCache
+from redis_cache.errors import TimeoutError as CacheTimeout
+from redis_cache.testing import RedisServer
+
+#: Commands one caller may send before the test calls it a failure: far more
+#: round trips than the interruption needs, far fewer than a hang.
+CAP = 20_000
+
+
+async def gets_until(cache: RedisCache, stop: Callable[[], bool], started: threading.Event | None = None) -> int:
+    """GETs one at a time until stop(); returns how many were sent."""
+    n = 0
+    while not stop() and n < CAP:
+        assert await cache.get("k") == "v"
+        n += 1
+        if n == 10 and started is not None:
+            started.set()
+    return n
+
+
+def count_polls(loop: asyncio.AbstractEventLoop) -> Callable[[], int]:
+    selector = loop._selector  # type: ignore[attr-defined]
+    real_select = selector.select
+    polls = 0
+
+    def counting_select(timeout: float | None = None) -> Any:
+        nonlocal polls
+        polls += 1
+        return real_select(timeout)
+
+    selector.select = counting_select
+    return lambda: polls
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+@pytest.fixture(scope="module")
+def server(redis_server_factory: Any) -> RedisServer:
+    return redis_server_factory()
+
+
+@pytest.fixture(autouse=True)
+def value(server: RedisServer) -> None:
+    with SyncRedisCache(port=server.port) as c:
+        c.set("k", "v")
+
+
+def test_sequential_commands_stay_in_the_reader_callback(server: RedisServer) -> None:
+    """The point: N awaited GETs in a row cost the loop almost no iterations
+    (asyncio.Future costs 2N, our future alone N)."""
+    n = 200
+
+    async def main() -> int:
+        async with RedisCache(port=server.port) as c:
+            await c.get("k")
+            polls = count_polls(asyncio.get_running_loop())
+            for _ in range(n):
+                assert await c.get("k") == "v"
+            return polls()
+
+    assert run(main()) < 5
+
+
+def test_debug_mode_keeps_one_iteration_per_command(server: RedisServer) -> None:
+    """In debug mode asyncio times every callback: no waiting inside one. What
+    is left is our future's own saving: the reply's reader callback resumes
+    the task, so N GETs take about N polls (asyncio.Future would take 2N)."""
+    n = 200
+
+    async def main() -> int:
+        asyncio.get_running_loop().set_debug(True)
+        async with RedisCache(port=server.port) as c:
+            await c.get("k")
+            polls = count_polls(asyncio.get_running_loop())
+            for _ in range(n):
+                assert await c.get("k") == "v"
+            return polls()
+
+    assert n <= run(main()) < n * 1.2
+
+
+def test_a_due_timer_runs(server: RedisServer) -> None:
+    async def main() -> int:
+        fired = asyncio.Event()
+        async with RedisCache(port=server.port) as c:
+            await c.get("k")
+            asyncio.get_running_loop().call_later(0.005, fired.set)
+            return await gets_until(c, fired.is_set)
+
+    assert 0 < run(main()) < CAP
+
+
+def test_a_ready_callback_runs_between_commands(server: RedisServer) -> None:
+    """Another task yielding with sleep(0) is in the ready queue after every
+    reply: it must progress in step with the caller."""
+    order: list[str] = []
+
+    async def yielder(done: asyncio.Event) -> None:
+        for _ in range(50):
+            order.append("y")
+            await asyncio.sleep(0)
+        done.set()
+
+    async def main() -> int:
+        done = asyncio.Event()
+        async with RedisCache(port=server.port) as c:
+            await c.get("k")
+            task = asyncio.create_task(yielder(done))
+
+            async def caller() -> int:
+                n = 0
+                while not done.is_set() and n < CAP:
+                    await c.get("k")
+                    order.append("g")
+                    n += 1
+                return n
+
+            n = await caller()
+            await task
+            return n
+
+    n = run(main())
+    assert n < CAP
+    # Never more than a few replies in a row without the yielder's turn.
+    runs = "".join(order).split("y")
+    assert max(len(r) for r in runs) <= 3, order
+
+
+def test_a_thread_call_soon_threadsafe_runs(server: RedisServer) -> None:
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        started = threading.Event()
+
+        def other_thread() -> None:
+            assert started.wait(30)
+            loop.call_soon_threadsafe(stop.set)
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        try:
+            async with RedisCache(port=server.port) as c:
+                await c.get("k")
+                return await gets_until(c, stop.is_set, started)
+        finally:
+            started.set()
+            await asyncio.to_thread(thread.join)
+
+    assert 10 <= run(main()) < CAP
+
+
+def test_another_readable_socket_is_served(server: RedisServer) -> None:
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        started = threading.Event()
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        loop.add_reader(ours.fileno(), lambda: (ours.recv(16), stop.set()))
+
+        def other_thread() -> None:
+            assert started.wait(30)
+            theirs.send(b"x")
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        try:
+            async with RedisCache(port=server.port) as c:
+                await c.get("k")
+                return await gets_until(c, stop.is_set, started)
+        finally:
+            started.set()
+            await asyncio.to_thread(thread.join)
+            loop.remove_reader(ours.fileno())
+            ours.close()
+            theirs.close()
+
+    assert 10 <= run(main()) < CAP
+
+
+def test_a_signal_handler_runs(server: RedisServer) -> None:
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        started = threading.Event()
+        loop.add_signal_handler(signal.SIGUSR1, stop.set)
+
+        def other_thread() -> None:
+            assert started.wait(30)
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        try:
+            async with RedisCache(port=server.port) as c:
+                await c.get("k")
+                return await gets_until(c, stop.is_set, started)
+        finally:
+            started.set()
+            await asyncio.to_thread(thread.join)
+            loop.remove_signal_handler(signal.SIGUSR1)
+
+    assert 10 <= run(main()) < CAP
+
+
+def test_two_connections_take_turns(server: RedisServer) -> None:
+    """Two callers on two caches: each one's reply wakes the loop, so neither
+    runs many commands while the other's reply waits."""
+    order: list[str] = []
+
+    async def caller(c: RedisCache, name: str, n: int) -> None:
+        for _ in range(n):
+            await c.get("k")
+            order.append(name)
+
+    async def main() -> None:
+        async with RedisCache(port=server.port) as a, RedisCache(port=server.port) as b:
+            await a.get("k")
+            await b.get("k")
+            await asyncio.gather(caller(a, "a", 300), caller(b, "b", 300))
+
+    run(main())
+    text = "".join(order)
+    longest = max(len(r) for r in text.replace("b", " ").split() + text.replace("a", " ").split())
+    assert longest < 50, longest
+
+
+def test_a_stalled_server_still_times_out(redis_server_factory: Any) -> None:
+    """The request timeout is one of the loop's timers: a reply that never
+    comes ends the wait at the timeout, as it would in the loop."""
+    victim = redis_server_factory()
+
+    async def main() -> int:
+        async with RedisCache(port=victim.port, socket_timeout=0.2) as c:
+            await c.set("k", "v")
+            n = 0
+            for n in range(1, 6):
+                assert await c.get("k") == "v"
+            victim.pause()
+            try:
+                with pytest.raises(CacheTimeout):
+                    await c.get("k")
+            finally:
+                victim.resume()
+            return n
+
+    assert run(main()) == 5

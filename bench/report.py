@@ -519,26 +519,42 @@ def _profile_conclusion(by_name: dict[str, dict[str, Any]], getpid_ns: float | N
         s, b = seq["costs"], sync["costs"]
         loop_us = sum(us for c, us in seq.get("user_us_split", []) if "event loop" in c)
         ours_us = sum(us for c, us in seq.get("user_us_split", []) if "redis_cache" in c)
-        parts.append(
+        polls = (seq.get("syscalls_per_get") or {}).get("epoll_wait", 0.0)
+        text = (
             f"**Sequential GET.** An async GET costs {s['wall_us']:.1f} µs against the blocking "
-            f"client's {b['wall_us']:.1f} µs. The gap is the event loop, not redis_cache's C "
-            f"engine ({ours_us:.1f} µs of user time per GET): asyncio's Python loop code "
-            f"(`_run_once`, `call_soon`, `Handle._run`, the selector) takes {loop_us:.1f} µs, "
-            f"and the loop's design costs syscalls — per GET the async path makes "
-            f"{_syscalls(seq.get('syscalls_per_get'))} (two `epoll_wait`: one that sleeps "
-            "until the reply, one that polls before running the woken task), the blocking one "
-            f"{_syscalls(sync.get('syscalls_per_get'))}, so {s['kernel_us']:.1f} against "
-            f"{b['kernel_us']:.1f} µs in the kernel. Off-CPU time (the server's turn, loopback "
-            f"and wake-up latency) is about the same: {s['off_cpu_us']:.1f} vs "
-            f"{b['off_cpu_us']:.1f} µs."
+            f"client's {b['wall_us']:.1f} µs ({b['wall_us'] / s['wall_us']:.2f}x its rate). "
+            f"Of its user time, asyncio's Python loop code takes {loop_us:.1f} µs and "
+            f"redis_cache's C engine {ours_us:.1f} µs. Per GET the async path makes "
+            f"{_syscalls(seq.get('syscalls_per_get'))}, the blocking one "
+            f"{_syscalls(sync.get('syscalls_per_get'))}; {s['kernel_us']:.1f} against "
+            f"{b['kernel_us']:.1f} µs in the kernel, {s['off_cpu_us']:.1f} against "
+            f"{b['off_cpu_us']:.1f} µs off-CPU (the server's turn, loopback, wake-ups)."
         )
+        if polls >= 1.5:
+            text += (
+                " Two `epoll_wait` per GET: one sleeps until the reply, one polls before "
+                "the woken task runs (asyncio.Future's callbacks go through `call_soon`)."
+            )
+        elif polls >= 0.5:
+            text += (
+                " One `epoll_wait` per GET, made by the loop: the reply's reader callback "
+                "resumes the task itself (our future), but each command still goes once "
+                "through `_run_once` and the selector's Python code."
+            )
+        else:
+            text += (
+                " The reader callback waits for the next reply itself on the loop's epoll "
+                "descriptor (docs/architecture.md, \"Waiting for the reply in the loop's "
+                "place\"), so the loop's Python code runs almost never and the async path "
+                "makes the blocking client's syscalls plus one `epoll_wait`."
+            )
+        parts.append(text)
         if uv:
             u = uv["costs"]
             parts.append(
-                f"On uvloop (loop in C, one `epoll_pwait` per GET) the same GET costs "
-                f"{u['wall_us']:.1f} µs ({u['user_us']:.1f} user, {u['kernel_us']:.1f} kernel): "
-                "what is left over the blocking client is two more syscalls per GET "
-                "(`epoll_pwait`, `getpid`) and the switch through the loop to the task."
+                f"On uvloop (loop in C, where neither shortcut applies) the same GET costs "
+                f"{u['wall_us']:.1f} µs ({u['user_us']:.1f} user, {u['kernel_us']:.1f} kernel; "
+                f"{_syscalls(uv.get('syscalls_per_get'))} per GET)."
             )
     if c100:
         c = c100["costs"]

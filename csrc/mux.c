@@ -1279,15 +1279,32 @@ static void read_plain(rc_mux *m)
     }
 }
 
+/* Reads what the connection has and dispatches it. */
+static void read_available(rc_mux *m)
+{
+    if (m->tls == NULL) {
+        read_plain(m);
+        return;
+    }
+    read_tls(m);
+    if (m->write_wants_read && m->status == MUX_READY) {
+        m->write_wants_read = 0;
+        flush(m);
+    }
+}
+
 /* Whether the next thing to happen in the loop is this connection's reply:
  * a request waits for it, everything is sent, and rc_loopwait_for() saw
- * nothing else ready before it came. Not with TLS (OpenSSL may hold
- * decrypted bytes the socket no longer shows) nor for a subscriber. */
+ * nothing else ready before it came. With TLS, read_tls() has taken every
+ * record OpenSSL could decrypt, so the socket's readiness is the whole
+ * story, unless OpenSSL waits for the other direction. Not for a
+ * subscriber, whose replies pair with no request. */
 static int reply_comes_next(rc_mux *m)
 {
-    return m->loopwait.epfd >= 0 && m->status == MUX_READY && m->tls == NULL &&
-           m->on_push == NULL && m->count > 0 && m->bytes_sent == m->bytes_queued &&
-           !m->writer_registered && rc_loopwait_for(&m->loopwait, m->state, m->fd);
+    return m->loopwait.epfd >= 0 && m->status == MUX_READY && m->on_push == NULL &&
+           m->count > 0 && m->bytes_sent == m->bytes_queued && !m->writer_registered &&
+           !m->read_wants_write && !m->write_wants_read &&
+           rc_loopwait_for(&m->loopwait, m->state, m->fd);
 }
 
 static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
@@ -1298,15 +1315,7 @@ static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
         drive_tls_handshake(m);
         return woke_and_done(m);
     }
-    if (m->tls != NULL) {
-        read_tls(m);
-        if (m->write_wants_read && m->status == MUX_READY) {
-            m->write_wants_read = 0;
-            flush(m);
-        }
-    } else {
-        read_plain(m);
-    }
+    read_available(m);
     for (;;) {
         /* Requests held back by backpressure may go now. */
         if (m->status == MUX_READY && m->bytes_sent < m->bytes_queued)
@@ -1318,7 +1327,7 @@ static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
         }
         if (!reply_comes_next(m))
             break;
-        read_plain(m);
+        read_available(m);
     }
     Py_DECREF(m);
     Py_RETURN_NONE;

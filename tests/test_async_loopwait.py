@@ -274,3 +274,36 @@ def test_a_stalled_server_still_times_out(redis_server_factory: Any) -> None:
             return n
 
     assert run(main()) == 5
+
+
+def test_over_tls_too(tls_server: RedisServer, tls_certs: Any) -> None:
+    """The reader drains what OpenSSL decrypted before waiting, so sequential
+    commands over TLS stay in the callback too, and replies of many records
+    (a large value) arrive whole and in order."""
+    big = "x" * 300_000
+    n = 200
+
+    async def main() -> int:
+        async with RedisCache(port=tls_server.tls_port, ssl=True, ssl_ca_certs=tls_certs.ca.cert) as c:
+            await c.set("k", "v")
+            await c.set("big", big)
+            polls = count_polls(asyncio.get_running_loop())
+            for i in range(n):
+                if i % 10 == 0:
+                    assert await c.get("big") == big
+                else:
+                    assert await c.get("k") == "v"
+            return polls()
+
+    assert run(main()) < 5
+
+
+def test_over_tls_a_due_timer_runs(tls_server: RedisServer, tls_certs: Any) -> None:
+    async def main() -> int:
+        fired = asyncio.Event()
+        async with RedisCache(port=tls_server.tls_port, ssl=True, ssl_ca_certs=tls_certs.ca.cert) as c:
+            await c.set("k", "v")
+            asyncio.get_running_loop().call_later(0.005, fired.set)
+            return await gets_until(c, fired.is_set)
+
+    assert 0 < run(main()) < CAP

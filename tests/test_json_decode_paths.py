@@ -363,6 +363,24 @@ def test_bad_escapes_after_non_ascii_text_keep_their_offsets() -> None:
     assert error_of('"日本\\q"'.encode()).startswith("invalid JSON at byte 8: ")
 
 
+@pytest.mark.parametrize(
+    "doc",
+    [b"1 ", b" 1", b"[1, 2]", b'{"a": 1, "b": [ ]}', b"[ 1 , 2 ]", b"[1,  2]", b"[1, \t2]", b' {"a": 1} '],
+)
+def test_single_spaces_skipped_inline(doc: bytes) -> None:
+    """One space between tokens has an inline fast path; a space before the
+    end of the text, or before another whitespace byte, takes the loop."""
+    check(doc)
+
+
+@pytest.mark.parametrize("doc", [b"[1, \x01]", b"[1, \x7f]", b'{"a": \x00}', b"1 \x01"])
+def test_a_bad_byte_after_one_space_is_an_error(doc: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(doc)
+    with pytest.raises(SerializationError):
+        json_loads(doc)
+
+
 @pytest.mark.parametrize("indent", [0, 1, 2, 4, 7, 8, 15, 16, 17, 33, "\t", "\r\n  \t"])
 def test_indented_documents(indent: int | str) -> None:
     value = {"a": [1, 2.5, {"b": "日本", "c": [None, True, []]}], "d": {}, "e": "x" * 40}

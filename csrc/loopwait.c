@@ -30,8 +30,9 @@ static int inherited(PyObject *loop, PyObject *base, const char *name)
 }
 
 /* The loop's epoll descriptor, or -1 when its selector is not exactly
- * selectors.EpollSelector. */
-static int epoll_fd(PyObject *loop)
+ * selectors.EpollSelector; *fd_to_key gets the selector's map of
+ * registrations. */
+static int epoll_fd(PyObject *loop, PyObject **fd_to_key)
 {
     PyObject *selectors = NULL, *epoll_selector = NULL, *selector = NULL, *epoll = NULL;
     PyObject *fileno = NULL;
@@ -48,9 +49,16 @@ static int epoll_fd(PyObject *loop)
     epoll = PyObject_GetAttrString(selector, "_selector");
     if (epoll == NULL)
         goto out;
+    *fd_to_key = PyObject_GetAttrString(selector, "_fd_to_key");
+    if (*fd_to_key == NULL || !PyDict_CheckExact(*fd_to_key)) {
+        Py_CLEAR(*fd_to_key);
+        goto out;
+    }
     fileno = PyObject_CallMethod(epoll, "fileno", NULL);
     if (fileno != NULL)
         fd = PyLong_AsLong(fileno);
+    if (fd < 0 || fd > INT_MAX)
+        Py_CLEAR(*fd_to_key);
 out:
     Py_XDECREF(fileno);
     Py_XDECREF(epoll);
@@ -65,16 +73,17 @@ void rc_loopwait_open(rc_loopwait *w, rc_state *st, PyObject *loop)
 {
     w->epfd = -1;
     w->loop_dict = NULL;
+    w->fd_to_key = NULL;
 #ifdef __linux__
     {
-        PyObject *dict = NULL;
+        PyObject *dict = NULL, *fd_to_key = NULL;
         int fd;
 
         if (PyObject_IsInstance(loop, st->BaseEventLoop) != 1 ||
             !inherited(loop, st->BaseEventLoop, "_run_once") ||
             !inherited(loop, st->BaseEventLoop, "time"))
             goto out;
-        fd = epoll_fd(loop);
+        fd = epoll_fd(loop, &fd_to_key);
         if (fd < 0)
             goto out;
         dict = PyObject_GenericGetDict(loop, NULL);
@@ -86,9 +95,11 @@ void rc_loopwait_open(rc_loopwait *w, rc_state *st, PyObject *loop)
             goto out;
         w->epfd = fd;
         w->loop_dict = dict;
-        dict = NULL;
+        w->fd_to_key = fd_to_key;
+        dict = fd_to_key = NULL;
     out:
         Py_XDECREF(dict);
+        Py_XDECREF(fd_to_key);
         PyErr_Clear();
     }
 #else
@@ -101,6 +112,7 @@ void rc_loopwait_close(rc_loopwait *w)
 {
     w->epfd = -1;
     Py_CLEAR(w->loop_dict);
+    Py_CLEAR(w->fd_to_key);
 }
 
 #ifdef __linux__
@@ -144,10 +156,48 @@ static int loop_idle_ms(rc_loopwait *w, rc_state *st)
 }
 #endif
 
-int rc_loopwait_for(rc_loopwait *w, rc_state *st, int fd)
+#ifdef __linux__
+/* The callback of fd's reader, borrowed, when fd is watched for reading
+ * only, by a reader not cancelled; else NULL. Reads the selector's
+ * SelectorKey(fileobj, fd, events, (reader, writer)): tuples and a
+ * Handle's slots, no Python code. */
+static PyObject *reader_of(rc_loopwait *w, rc_state *st, int fd)
+{
+    PyObject *number = PyLong_FromLong(fd), *key, *data, *handle, *attr;
+    PyObject *callback = NULL;
+
+    if (number == NULL)
+        return NULL;
+    key = PyDict_GetItemWithError(w->fd_to_key, number);
+    Py_DECREF(number);
+    if (key == NULL || !PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 4)
+        return NULL;
+    if (PyLong_AsLong(PyTuple_GET_ITEM(key, 2)) != 1) /* selectors.EVENT_READ alone */
+        return NULL;
+    data = PyTuple_GET_ITEM(key, 3);
+    if (!PyTuple_Check(data) || PyTuple_GET_SIZE(data) != 2 || PyTuple_GET_ITEM(data, 1) != Py_None)
+        return NULL;
+    handle = PyTuple_GET_ITEM(data, 0);
+    attr = PyObject_GetAttr(handle, st->str__cancelled);
+    if (attr == NULL)
+        return NULL;
+    Py_DECREF(attr);
+    if (attr != Py_False)
+        return NULL;
+    attr = PyObject_GetAttr(handle, st->str__callback);
+    if (attr == NULL)
+        return NULL;
+    callback = attr;
+    Py_DECREF(attr); /* the handle keeps it */
+    return callback;
+}
+#endif
+
+int rc_loopwait_ready(rc_loopwait *w, rc_state *st, int (*is_ours)(PyObject *callback),
+                      PyObject **readers)
 {
 #ifdef __linux__
-    struct epoll_event events[RC_LOOPWAIT_EVENTS];
+    struct epoll_event events[RC_LOOPWAIT_MAX_READY];
     int timeout_ms, n, i;
 
     if (w->epfd < 0)
@@ -158,19 +208,23 @@ int rc_loopwait_for(rc_loopwait *w, rc_state *st, int fd)
         return 0;
     }
     Py_BEGIN_ALLOW_THREADS
-    n = epoll_wait(w->epfd, events, RC_LOOPWAIT_EVENTS, timeout_ms);
+    n = epoll_wait(w->epfd, events, RC_LOOPWAIT_MAX_READY, timeout_ms);
     Py_END_ALLOW_THREADS
     if (n <= 0)
         return 0; /* timed out (a timer is due), EINTR (a signal), or an error */
     for (i = 0; i < n; i++) {
-        if (events[i].data.fd != fd)
+        readers[i] = reader_of(w, st, events[i].data.fd);
+        if (readers[i] == NULL || !is_ours(readers[i])) {
+            PyErr_Clear();
             return 0;
+        }
     }
-    return 1;
+    return n;
 #else
     (void)w;
     (void)st;
-    (void)fd;
+    (void)is_ours;
+    (void)readers;
     return 0;
 #endif
 }

@@ -31,7 +31,11 @@
 typedef struct rc_loopwait {
     int epfd;            /* the loop's epoll descriptor; -1: never wait here */
     PyObject *loop_dict; /* the loop's __dict__, where its queues live */
+    PyObject *fd_to_key; /* its selector's map of registered descriptors */
 } rc_loopwait;
+
+/* At most this many descriptors are handed back by one wait. */
+#define RC_LOOPWAIT_MAX_READY 8
 
 /* Sets w up for loop: w->epfd stays -1 unless loop qualifies. Never fails
  * (a loop it cannot inspect simply does not qualify). */
@@ -40,9 +44,14 @@ void rc_loopwait_open(rc_loopwait *w, rc_state *st, PyObject *loop);
 void rc_loopwait_close(rc_loopwait *w);
 
 /* Sleeps, the GIL released, until something is ready in the loop or its
- * next timer is due. 1: the only thing ready is fd (readable); 0: return to
- * the loop (something else is ready or due, the loop has work queued, or
- * waiting here does not apply). Never raises. */
-int rc_loopwait_for(rc_loopwait *w, rc_state *st, int fd);
+ * next timer is due. Returns how many descriptors were ready (1 to
+ * RC_LOOPWAIT_MAX_READY, stored in fds), when every one of them is readable
+ * and watched for reading only, by a reader whose callback `is_ours` says
+ * the caller can run itself; 0: return to the loop (something else is
+ * ready or due, the loop has work queued, or waiting here does not apply).
+ * *readers gets the readers' callbacks, borrowed (valid until Python code
+ * runs). Never raises. */
+int rc_loopwait_ready(rc_loopwait *w, rc_state *st, int (*is_ours)(PyObject *callback),
+                      PyObject **readers);
 
 #endif

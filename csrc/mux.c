@@ -1132,6 +1132,7 @@ PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
         s->retried = 0;
         s->skip = s->asked = r->asking;
         m->count++;
+        m->state->commands_submitted++;
     }
     end_write(m, gc);
     if (rc < 0)
@@ -1293,44 +1294,81 @@ static void read_available(rc_mux *m)
     }
 }
 
-/* Whether the next thing to happen in the loop is this connection's reply:
- * a request waits for it, everything is sent, and rc_loopwait_for() saw
- * nothing else ready before it came. With TLS, read_tls() has taken every
- * record OpenSSL could decrypt, so the socket's readiness is the whole
- * story, unless OpenSSL waits for the other direction. Not for a
- * subscriber, whose replies pair with no request. */
-static int reply_comes_next(rc_mux *m)
+/* What the loop does when the connection is readable: read, send what
+ * backpressure held back, resume the callers (whose next commands go out).
+ * -1 only for KeyboardInterrupt or SystemExit raised by a callback. */
+static int serve_readable(rc_mux *m)
 {
-    return m->loopwait.epfd >= 0 && m->status == MUX_READY && m->on_push == NULL &&
-           m->count > 0 && m->bytes_sent == m->bytes_queued && !m->writer_registered &&
-           !m->read_wants_write && !m->write_wants_read &&
-           rc_loopwait_for(&m->loopwait, m->state, m->fd);
-}
+    int rc;
 
-static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
-{
-    (void)unused;
     Py_INCREF(m); /* completing futures must not free us mid-read */
     if (m->status == MUX_TLS_HANDSHAKE) {
         drive_tls_handshake(m);
-        return woke_and_done(m);
-    }
-    read_available(m);
-    for (;;) {
-        /* Requests held back by backpressure may go now. */
+    } else {
+        read_available(m);
         if (m->status == MUX_READY && m->bytes_sent < m->bytes_queued)
             flush(m);
-        /* The callers resume; their next commands go out. */
-        if (wake_waiters(m) < 0) {
-            Py_DECREF(m);
-            return NULL;
-        }
-        if (!reply_comes_next(m))
+    }
+    rc = wake_waiters(m);
+    Py_DECREF(m);
+    return rc;
+}
+
+static PyObject *mux_on_readable(rc_mux *m, PyObject *unused);
+
+/* Whether a loop callback is a connection's reader that this module may
+ * run in the loop's place: not a subscriber's, whose pushes go to Python
+ * code that would then run in the wrong callback's context. */
+static int is_plain_reader(PyObject *callback)
+{
+    PyObject *self;
+
+    if (!PyCFunction_Check(callback) ||
+        PyCFunction_GET_FUNCTION(callback) != (PyCFunction)(void (*)(void))mux_on_readable)
+        return 0;
+    self = PyCFunction_GET_SELF(callback);
+    return self != NULL && ((rc_mux *)self)->on_push == NULL;
+}
+
+/* The reader callback. Once it has resumed the callers, if one of them sent
+ * a command (to this connection or another: a cluster's next key may live
+ * elsewhere) or this connection still awaits replies, the loop's next step
+ * is most likely a reply. rc_loopwait_ready() then waits for it in the
+ * loop's place and hands back the readers that became ready, when nothing
+ * else did; they are served here, as the loop would have (see loopwait.h). */
+static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
+{
+    rc_state *st = m->state;
+    PyObject *readers[RC_LOOPWAIT_MAX_READY];
+    rc_mux *ready[RC_LOOPWAIT_MAX_READY];
+    uint64_t submitted = st->commands_submitted;
+    int i, n, rc = 0;
+
+    (void)unused;
+    Py_INCREF(m); /* its loopwait is used below */
+    if (serve_readable(m) < 0)
+        goto fail;
+    while (m->loopwait.epfd >= 0 && (st->commands_submitted != submitted || m->count > 0)) {
+        submitted = st->commands_submitted;
+        n = rc_loopwait_ready(&m->loopwait, st, is_plain_reader, readers);
+        if (n == 0)
             break;
-        read_available(m);
+        /* References first: serving one runs Python code. */
+        for (i = 0; i < n; i++)
+            ready[i] = (rc_mux *)Py_NewRef(PyCFunction_GET_SELF(readers[i]));
+        for (i = 0; i < n; i++) {
+            if (rc == 0 && serve_readable(ready[i]) < 0)
+                rc = -1; /* the others stay readable: the loop serves them */
+            Py_DECREF(ready[i]);
+        }
+        if (rc < 0)
+            goto fail;
     }
     Py_DECREF(m);
     Py_RETURN_NONE;
+fail:
+    Py_DECREF(m);
+    return NULL;
 }
 
 static PyObject *mux_on_writable(rc_mux *m, PyObject *unused)
@@ -1822,6 +1860,7 @@ static int mux_traverse(rc_mux *m, visitproc visit, void *arg)
     Py_VISIT(m->on_push);
     Py_VISIT(m->woken);
     Py_VISIT(m->loopwait.loop_dict);
+    Py_VISIT(m->loopwait.fd_to_key);
     for (i = 0; i < m->count; i++) {
         rc_slot *s = slot_at(m, i);
         Py_VISIT(s->future);

@@ -307,3 +307,71 @@ def test_over_tls_a_due_timer_runs(tls_server: RedisServer, tls_certs: Any) -> N
             return await gets_until(c, fired.is_set)
 
     assert 0 < run(main()) < CAP
+
+
+def test_commands_alternating_between_connections(server: RedisServer) -> None:
+    """The task's next command may go to another connection (a cluster's next
+    key, a second cache): that connection's reply is served in place too."""
+    n = 200
+
+    async def main() -> int:
+        async with RedisCache(port=server.port) as a, RedisCache(port=server.port) as b:
+            await a.get("k")
+            await b.get("k")
+            polls = count_polls(asyncio.get_running_loop())
+            for i in range(n):
+                assert await (a if i % 2 else b).get("k") == "v"
+            return polls()
+
+    assert run(main()) < 5
+
+
+def test_on_a_cluster(cluster: Any) -> None:
+    from redis_cache import RedisClusterCache
+
+    keys = [f"key{i}" for i in range(30)]  # spread over the three primaries
+
+    async def main() -> int:
+        async with RedisClusterCache(list(cluster.seed_addresses), namespace="loopwait") as c:
+            await c.set_many({k: k for k in keys})
+            for k in keys:
+                assert await c.get(k) == k  # every node's connection open
+            polls = count_polls(asyncio.get_running_loop())
+            for _ in range(5):
+                for k in keys:
+                    assert await c.get(k) == k
+            polled = polls()
+            await c.delete_many(keys)
+            return polled
+
+    assert run(main()) < 5
+
+
+def test_messages_reach_a_subscriber_meanwhile(server: RedisServer) -> None:
+    """A subscriber's connection is left to the loop (its pushes run Python
+    code in its own reader's context): messages published while another task
+    awaits GET after GET are still delivered, in step."""
+
+    async def main() -> int:
+        got: list[Any] = []
+        async with RedisCache(port=server.port) as c:
+            await c.get("k")
+            async with c.subscribe("loopwait") as sub:
+                async def listen() -> None:
+                    async for message in sub:
+                        got.append(message.data)
+                        if len(got) == 3:
+                            return
+
+                listener = asyncio.create_task(listen())
+                n = 0
+                while len(got) < 3 and n < CAP:
+                    if n % 50 == 0:
+                        await c.publish("loopwait", n)
+                    assert await c.get("k") == "v"
+                    n += 1
+                await listener
+        assert got == [0, 50, 100]
+        return n
+
+    assert run(main()) < CAP

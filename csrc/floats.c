@@ -322,7 +322,13 @@ static int short_decimal(double v, uint64_t *f, int *e)
          * one such decimal of 15 digits rounds to a, so no other number of
          * places can find another one). One division checks it, instead
          * of one per number of places: doubles near a short decimal but
-         * not one (canada.json's coordinates) get here too. */
+         * not one (canada.json's coordinates) get here too. It divides N
+         * itself, before the zeros come off: N and N without its zeros
+         * over the matching power of ten are the same decimal, and IEEE
+         * division of exact operands rounds that decimal to the same
+         * double, so the near misses are turned away sooner. */
+        if (whole / powers_of_ten[RC_SHORT_PLACES] != a)
+            return 0;
         digits = (uint64_t)whole;
         places = RC_SHORT_PLACES;
         /* its trailing zeros off, four, two and one at a time (more than
@@ -340,8 +346,7 @@ static int short_decimal(double v, uint64_t *f, int *e)
             digits /= 10;
             places -= 1;
         }
-        if (places <= 0 || digits >= 1000000000000000ULL /* 10^15 */ ||
-            (double)digits / powers_of_ten[places] != a)
+        if (places <= 0 || digits >= 1000000000000000ULL /* 10^15 */)
             return 0;
         *f = digits;
         *e = -places;

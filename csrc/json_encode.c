@@ -645,7 +645,9 @@ static int refuse_hooks(encoder *e)
     return -1;
 }
 
-static int encode_float(encoder *e, PyObject *obj)
+/* What encode_float leaves to CPython: NaN and infinities (refused), and
+ * the doubles rc_float_format does not format. */
+static NOINLINE int encode_float_slow(encoder *e, PyObject *obj)
 {
     double v = PyFloat_AS_DOUBLE(obj);
     char *text;
@@ -661,13 +663,6 @@ static int encode_float(encoder *e, PyObject *obj)
                      obj);
         return -1;
     }
-    if (reserve(e, RC_FLOAT_TEXT_MAX + SPARE) < 0)
-        return -1;
-    n = rc_float_format(v, e->p);
-    if (likely(n > 0)) {
-        e->p += n;
-        return 0;
-    }
     text = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (text == NULL)
         return -1;
@@ -679,6 +674,23 @@ static int encode_float(encoder *e, PyObject *obj)
     }
     PyMem_Free(text);
     return rc;
+}
+
+/* Inlined into the loops over items (canada.json is 111,000 doubles): the
+ * reservation and rc_float_format, which returns 0 for NaN and the
+ * infinities as for the few doubles it leaves to CPython. */
+static ALWAYS_INLINE int encode_float(encoder *e, PyObject *obj)
+{
+    size_t n;
+
+    if (reserve(e, RC_FLOAT_TEXT_MAX + SPARE) < 0)
+        return -1;
+    n = rc_float_format(PyFloat_AS_DOUBLE(obj), e->p);
+    if (likely(n > 0)) {
+        e->p += n;
+        return 0;
+    }
+    return encode_float_slow(e, obj);
 }
 
 /* Records where in the value an error happened, as a segment like [3] or

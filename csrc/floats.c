@@ -16,6 +16,9 @@
 
 #include <math.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 static const double powers_of_ten[23] = {
     1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
@@ -186,14 +189,56 @@ static inline uint64_t eight_digits(uint32_t n)
     return (tens | (pairs - tens * 10) << 8) + 0x3030303030303030ULL;
 }
 
+#ifdef __SSE2__
+/* The 16 digits of hi8 and lo8 (each < 10^8), hi8's first, stored as 16
+ * characters at d: all of them at once in the eight 16-bit lanes of a
+ * vector, with the multiply-and-shift divisions of eight_digits(). Each
+ * number is cut into two of four digits (n / 10^4 = n * 0xd1b71759 >> 45,
+ * exact below 2^32), each of those into two of two digits (x / 100 = x *
+ * 5243 >> 19, exact below 10^4), each of those into tens and units (p / 10
+ * = p * 103 >> 10, exact below 100). tests/test_json_codec.py checks the
+ * three against every input they get. */
+static inline void sixteen_digits(char *d, uint32_t hi8, uint32_t lo8)
+{
+    const __m128i n = _mm_set_epi64x((long long)lo8, (long long)hi8);
+    /* 64-bit lanes [a, c]: hi8 = a * 10^4 + b, lo8 = c * 10^4 + d */
+    const __m128i q = _mm_srli_epi64(_mm_mul_epu32(n, _mm_set1_epi32((int)0xd1b71759)), 45);
+    /* 32-bit lanes [b, 0, d, 0] */
+    const __m128i r = _mm_sub_epi32(n, _mm_mul_epu32(q, _mm_set1_epi32(10000)));
+    /* 32-bit lanes [a, b, c, d], then 16-bit ones [a, a, b, b, c, c, d, d] */
+    const __m128i quads = _mm_or_si128(q, _mm_slli_epi64(r, 32));
+    const __m128i twice = _mm_or_si128(quads, _mm_slli_epi32(quads, 16));
+    /* each lane's x / 100 and x % 100; the first of each two lanes keeps
+     * the quotient, the second the remainder: the pairs of digits in order */
+    const __m128i hundreds = _mm_srli_epi16(_mm_mulhi_epu16(twice, _mm_set1_epi16(5243)), 3);
+    const __m128i rest = _mm_sub_epi16(twice, _mm_mullo_epi16(hundreds, _mm_set1_epi16(100)));
+    const __m128i first = _mm_set1_epi32(0xFFFF);
+    const __m128i pairs = _mm_or_si128(_mm_and_si128(first, hundreds), _mm_andnot_si128(first, rest));
+    /* tens in each lane's low byte (written first), units in its high one */
+    const __m128i tens = _mm_srli_epi16(_mm_mullo_epi16(pairs, _mm_set1_epi16(103)), 10);
+    const __m128i units = _mm_sub_epi16(pairs, _mm_mullo_epi16(tens, _mm_set1_epi16(10)));
+    const __m128i chars = _mm_add_epi16(_mm_or_si128(tens, _mm_slli_epi16(units, 8)),
+                                        _mm_set1_epi16(0x3030));
+
+    _mm_storeu_si128((__m128i *)d, chars);
+}
+#endif
+
 /* The digits of f < 10^17, right-aligned in d[0..16] (d[17 - n] is the
  * first of f's n digits; what lies before it is not written when f is
- * short). Two words of eight digits and one lone digit, each computed
- * without a loop or a branch on the digits and stored whole: formatting
- * every number into the same place lets write_decimal() cut and paste its
- * parts with fixed-size copies instead of formatting each part apart. */
+ * short, or written as zeros). One lone digit and sixteen computed without
+ * a loop or a branch on the digits and stored whole: formatting every
+ * number into the same place lets write_decimal() cut and paste its parts
+ * with fixed-size copies instead of formatting each part apart. */
 static inline void digits17(char *d, uint64_t f)
 {
+#ifdef __SSE2__
+    uint64_t high = div_pow10(f, 8); /* < 10^9 */
+    uint32_t top = (uint32_t)high / 100000000;
+
+    d[0] = (char)('0' + top);
+    sixteen_digits(d + 1, (uint32_t)high - top * 100000000, (uint32_t)(f - high * 100000000));
+#else
     uint64_t word;
 
     if (f < 100000000) {
@@ -211,6 +256,7 @@ static inline void digits17(char *d, uint64_t f)
         word = eight_digits((uint32_t)(f - high * 100000000));
         memcpy(d + 9, &word, 8);
     }
+#endif
 }
 
 /* Writes f * 10^e (f > 0) as repr() does: positional when the exponent of

@@ -1268,6 +1268,28 @@ def test_empty_containers_are_written_without_entering_them_within_the_depth_lim
             json_dumps(nested(MAX_DEPTH, lambda inner: {"k": inner}, leaf=empty))
 
 
+def test_the_vector_digit_writers_divisions() -> None:
+    # sixteen_digits() in csrc/floats.c: n / 10^4 = n * 0xd1b71759 >> 45 for
+    # n < 10^8 (exact for every n below 2^32: the multiplier overshoots
+    # 2^45 / 10^4 by e / 10^4 with n * e < 2^45), then in 16-bit lanes
+    # x / 100 = (x * 5243 >> 16) >> 3 for x < 10^4 and p / 10 = (p * 103
+    # mod 2^16) >> 10 for p < 100, both checked on every input.
+    m = 0xD1B71759
+    assert m == -(-(2**45) // 10**4)
+    assert (2**32) * (m * 10**4 - 2**45) < 2**45
+    for n in (0, 9999, 10**4, 10**8 - 1, 2**32 - 1, 12345678, 99990000, 10001):
+        assert n * m >> 45 == n // 10**4
+    assert all(((x * 5243) >> 16) >> 3 == x // 100 for x in range(10**4))
+    assert all(x * 5243 >> 16 < 2**16 for x in range(10**4))
+    assert all(((p * 103) & 0xFFFF) >> 10 == p // 10 and p * 103 < 2**16 for p in range(100))
+    # ...and what they write, on the digit counts and the positions they serve
+    for digits in range(1, 18):
+        for value in (10 ** (digits - 1), 10**digits - 1, int("1234567890123456789"[:digits])):
+            for exponent in (-20, -5, -digits, -1, 0, 3, 300 - digits):
+                text = repr(float(f"{value}e{exponent}"))
+                assert json_dumps(float(text)) == text.encode()
+
+
 def test_the_writers_division_table() -> None:
     # csrc/floats.c divides by 10^k as (n * m >> 64) >> shift; its table
     # must be m = ceil(2^(63+l) / 10^k), shift = l - 1, l = ceil(log2(10^k)),

@@ -20,6 +20,12 @@
 #include <emmintrin.h>
 #endif
 
+#if defined(__GNUC__)
+#define RC_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define RC_ALWAYS_INLINE inline
+#endif
+
 static const double powers_of_ten[23] = {
     1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
@@ -66,7 +72,7 @@ static uint64_t round_to_odd(uint64_t g1, uint64_t g0, uint64_t cp)
 }
 
 /* v = c * 2^q; the shortest decimal f * 10^e that rounds back to it. */
-static void to_decimal(int q, uint64_t c, int dk, uint64_t *f, int *e)
+static RC_ALWAYS_INLINE void to_decimal(int q, uint64_t c, int dk, uint64_t *f, int *e)
 {
     uint64_t out = c & 1, cb = c << 2, cbr = cb + 2, cbl, vb, vbl, vbr, s, t;
     const uint64_t *g;
@@ -265,7 +271,7 @@ static inline void digits17(char *d, uint64_t f)
  * pieces, whatever n is; the bytes copied past the text's end are left over,
  * for the caller to overwrite. At most 24 bytes of text; the stores reach
  * no further than out + 34 (RC_FLOAT_TEXT_MAX is 40). */
-static size_t write_decimal(char *out, int negative, uint64_t f, int e)
+static RC_ALWAYS_INLINE size_t write_decimal(char *out, int negative, uint64_t f, int e)
 {
     char d[40] = {0}; /* 17 digits, then slack for the 16-byte copies */
     const char *s;
@@ -414,8 +420,8 @@ static int short_decimal(double v, uint64_t *f, int *e)
 
 size_t rc_float_format(double v, char *out)
 {
-    uint64_t bits, t, f;
-    int bq, e, negative;
+    uint64_t bits, t, c, f;
+    int bq, q, e, negative;
 
     memcpy(&bits, &v, sizeof(bits));
     negative = (int)(bits >> 63);
@@ -426,23 +432,30 @@ size_t rc_float_format(double v, char *out)
         return 0; /* NaN and infinities: the caller refuses them */
     if (bq != 0) {
         int mq = 1075 - bq;
-        uint64_t c = (1ULL << 52) | t;
-        if (mq > 0 && mq < 53 && ((c >> mq) << mq) == c)
-            return write_decimal(out, negative, c >> mq, 0); /* an integer */
+        c = (1ULL << 52) | t;
+        q = -mq;
+        if (mq > 0 && mq < 53 && ((c >> mq) << mq) == c) {
+            f = c >> mq; /* an integer */
+            e = 0;
+            goto write;
+        }
         if (short_decimal(v, &f, &e))
-            return write_decimal(out, negative, f, e);
-        to_decimal(-mq, c, 0, &f, &e);
-        return write_decimal(out, negative, f, e);
+            goto write;
+    } else {
+        if (t == 0) {
+            memcpy(out, negative ? "-0.0" : "0.0", negative ? 4 : 3);
+            return negative ? 4 : 3;
+        }
+        /* The two smallest subnormals are below the method's precision;
+         * CPython formats them (5e-324 and 1e-323). */
+        if (t < 3)
+            return 0;
+        c = t;
+        q = -1074;
     }
-    if (t == 0) {
-        memcpy(out, negative ? "-0.0" : "0.0", negative ? 4 : 3);
-        return negative ? 4 : 3;
-    }
-    /* The two smallest subnormals are below the method's precision; CPython
-     * formats them (5e-324 and 1e-323). */
-    if (t < 3)
-        return 0;
-    to_decimal(-1074, t, 0, &f, &e);
+    to_decimal(q, c, 0, &f, &e);
+write:
+    /* to_decimal and write_decimal are inlined here, their one caller */
     return write_decimal(out, negative, f, e);
 }
 

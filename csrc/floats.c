@@ -97,7 +97,7 @@ static RC_ALWAYS_INLINE void to_decimal(int q, uint64_t c, int dk, uint64_t *f, 
      * and no branch. The shorter candidate is a branch: measured faster,
      * as the code after it can start before the choice is known. */
     {
-        uint64_t sp10 = 10 * (s / 10), tp10 = sp10 + 10;
+        uint64_t s10 = s / 10, sp10 = 10 * s10, tp10 = sp10 + 10;
         int upin = vbl + out <= sp10 << 2, wpin = (tp10 << 2) + out <= vbr;
         int uin, win, differ, pick_s;
         int64_t cmp;
@@ -105,8 +105,10 @@ static RC_ALWAYS_INLINE void to_decimal(int q, uint64_t c, int dk, uint64_t *f, 
         /* sp10 or tp10 when exactly one is inside (a digit shorter;
          * repr() may print a single digit, hence s >= 10, not 100) */
         if (s >= 10 && upin != wpin) {
-            *f = upin ? sp10 : tp10;
-            *e = k;
+            /* written with the zero they end in taken off, which spares
+             * write_decimal's strip_zeros() a round */
+            *f = s10 + (uint64_t)(upin ^ 1);
+            *e = k + 1;
             return;
         }
         t = s + 1;

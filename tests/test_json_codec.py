@@ -815,6 +815,29 @@ def test_cycle_through_a_hook_calls_it_a_bounded_number_of_times() -> None:
     assert 1 <= reads <= MAX_DEPTH
 
 
+def test_cycle_through_a_hook_near_the_recursion_limit_is_still_circular() -> None:
+    # A cycle is now followed down to the depth limit before it is refused,
+    # which charges Python's recursion count MAX_DEPTH // 16 times; called
+    # with 100 frames to spare, the refusal is still the SerializationError.
+    loop = Link()
+    loop.next = [loop]
+
+    def frames() -> int:
+        frame, count = sys._getframe(), 0
+        while frame is not None:
+            count, frame = count + 1, frame.f_back
+        return count
+
+    def at(depth: int) -> None:
+        if depth > 0:
+            at(depth - 1)
+            return
+        with pytest.raises(SerializationError, match=r"Link that contains itself"):
+            json_dumps(loop)
+
+    at(sys.getrecursionlimit() - frames() - 100)
+
+
 def test_refused_cycles_leave_the_recursion_count_balanced() -> None:
     # Each refusal unwinds MAX_DEPTH levels, charged to Python's recursion
     # count every few levels: a charge not given back would show as a

@@ -16,6 +16,15 @@
 
 #include <math.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#if defined(__GNUC__)
+#define RC_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define RC_ALWAYS_INLINE inline
+#endif
 
 static const double powers_of_ten[23] = {
     1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
@@ -63,7 +72,7 @@ static uint64_t round_to_odd(uint64_t g1, uint64_t g0, uint64_t cp)
 }
 
 /* v = c * 2^q; the shortest decimal f * 10^e that rounds back to it. */
-static void to_decimal(int q, uint64_t c, int dk, uint64_t *f, int *e)
+static RC_ALWAYS_INLINE void to_decimal(int q, uint64_t c, int dk, uint64_t *f, int *e)
 {
     uint64_t out = c & 1, cb = c << 2, cbr = cb + 2, cbl, vb, vbl, vbr, s, t;
     const uint64_t *g;
@@ -88,7 +97,7 @@ static void to_decimal(int q, uint64_t c, int dk, uint64_t *f, int *e)
      * and no branch. The shorter candidate is a branch: measured faster,
      * as the code after it can start before the choice is known. */
     {
-        uint64_t sp10 = 10 * (s / 10), tp10 = sp10 + 10;
+        uint64_t s10 = s / 10, sp10 = 10 * s10, tp10 = sp10 + 10;
         int upin = vbl + out <= sp10 << 2, wpin = (tp10 << 2) + out <= vbr;
         int uin, win, differ, pick_s;
         int64_t cmp;
@@ -96,8 +105,10 @@ static void to_decimal(int q, uint64_t c, int dk, uint64_t *f, int *e)
         /* sp10 or tp10 when exactly one is inside (a digit shorter;
          * repr() may print a single digit, hence s >= 10, not 100) */
         if (s >= 10 && upin != wpin) {
-            *f = upin ? sp10 : tp10;
-            *e = k;
+            /* written with the zero they end in taken off, which spares
+             * write_decimal's strip_zeros() a round */
+            *f = s10 + (uint64_t)(upin ^ 1);
+            *e = k + 1;
             return;
         }
         t = s + 1;
@@ -186,14 +197,56 @@ static inline uint64_t eight_digits(uint32_t n)
     return (tens | (pairs - tens * 10) << 8) + 0x3030303030303030ULL;
 }
 
+#ifdef __SSE2__
+/* The 16 digits of hi8 and lo8 (each < 10^8), hi8's first, stored as 16
+ * characters at d: all of them at once in the eight 16-bit lanes of a
+ * vector, with the multiply-and-shift divisions of eight_digits(). Each
+ * number is cut into two of four digits (n / 10^4 = n * 0xd1b71759 >> 45,
+ * exact below 2^32), each of those into two of two digits (x / 100 = x *
+ * 5243 >> 19, exact below 10^4), each of those into tens and units (p / 10
+ * = p * 103 >> 10, exact below 100). tests/test_json_codec.py checks the
+ * three against every input they get. */
+static inline void sixteen_digits(char *d, uint32_t hi8, uint32_t lo8)
+{
+    const __m128i n = _mm_set_epi64x((long long)lo8, (long long)hi8);
+    /* 64-bit lanes [a, c]: hi8 = a * 10^4 + b, lo8 = c * 10^4 + d */
+    const __m128i q = _mm_srli_epi64(_mm_mul_epu32(n, _mm_set1_epi32((int)0xd1b71759)), 45);
+    /* 32-bit lanes [b, 0, d, 0] */
+    const __m128i r = _mm_sub_epi32(n, _mm_mul_epu32(q, _mm_set1_epi32(10000)));
+    /* 32-bit lanes [a, b, c, d], then 16-bit ones [a, a, b, b, c, c, d, d] */
+    const __m128i quads = _mm_or_si128(q, _mm_slli_epi64(r, 32));
+    const __m128i twice = _mm_or_si128(quads, _mm_slli_epi32(quads, 16));
+    /* each lane's x / 100 and x % 100; the first of each two lanes keeps
+     * the quotient, the second the remainder: the pairs of digits in order */
+    const __m128i hundreds = _mm_srli_epi16(_mm_mulhi_epu16(twice, _mm_set1_epi16(5243)), 3);
+    const __m128i rest = _mm_sub_epi16(twice, _mm_mullo_epi16(hundreds, _mm_set1_epi16(100)));
+    const __m128i first = _mm_set1_epi32(0xFFFF);
+    const __m128i pairs = _mm_or_si128(_mm_and_si128(first, hundreds), _mm_andnot_si128(first, rest));
+    /* tens in each lane's low byte (written first), units in its high one */
+    const __m128i tens = _mm_srli_epi16(_mm_mullo_epi16(pairs, _mm_set1_epi16(103)), 10);
+    const __m128i units = _mm_sub_epi16(pairs, _mm_mullo_epi16(tens, _mm_set1_epi16(10)));
+    const __m128i chars = _mm_add_epi16(_mm_or_si128(tens, _mm_slli_epi16(units, 8)),
+                                        _mm_set1_epi16(0x3030));
+
+    _mm_storeu_si128((__m128i *)d, chars);
+}
+#endif
+
 /* The digits of f < 10^17, right-aligned in d[0..16] (d[17 - n] is the
  * first of f's n digits; what lies before it is not written when f is
- * short). Two words of eight digits and one lone digit, each computed
- * without a loop or a branch on the digits and stored whole: formatting
- * every number into the same place lets write_decimal() cut and paste its
- * parts with fixed-size copies instead of formatting each part apart. */
+ * short, or written as zeros). One lone digit and sixteen computed without
+ * a loop or a branch on the digits and stored whole: formatting every
+ * number into the same place lets write_decimal() cut and paste its parts
+ * with fixed-size copies instead of formatting each part apart. */
 static inline void digits17(char *d, uint64_t f)
 {
+#ifdef __SSE2__
+    uint64_t high = div_pow10(f, 8); /* < 10^9 */
+    uint32_t top = (uint32_t)high / 100000000;
+
+    d[0] = (char)('0' + top);
+    sixteen_digits(d + 1, (uint32_t)high - top * 100000000, (uint32_t)(f - high * 100000000));
+#else
     uint64_t word;
 
     if (f < 100000000) {
@@ -211,6 +264,7 @@ static inline void digits17(char *d, uint64_t f)
         word = eight_digits((uint32_t)(f - high * 100000000));
         memcpy(d + 9, &word, 8);
     }
+#endif
 }
 
 /* Writes f * 10^e (f > 0) as repr() does: positional when the exponent of
@@ -219,7 +273,7 @@ static inline void digits17(char *d, uint64_t f)
  * pieces, whatever n is; the bytes copied past the text's end are left over,
  * for the caller to overwrite. At most 24 bytes of text; the stores reach
  * no further than out + 34 (RC_FLOAT_TEXT_MAX is 40). */
-static size_t write_decimal(char *out, int negative, uint64_t f, int e)
+static RC_ALWAYS_INLINE size_t write_decimal(char *out, int negative, uint64_t f, int e)
 {
     char d[40] = {0}; /* 17 digits, then slack for the 16-byte copies */
     const char *s;
@@ -322,7 +376,13 @@ static int short_decimal(double v, uint64_t *f, int *e)
          * one such decimal of 15 digits rounds to a, so no other number of
          * places can find another one). One division checks it, instead
          * of one per number of places: doubles near a short decimal but
-         * not one (canada.json's coordinates) get here too. */
+         * not one (canada.json's coordinates) get here too. It divides N
+         * itself, before the zeros come off: N and N without its zeros
+         * over the matching power of ten are the same decimal, and IEEE
+         * division of exact operands rounds that decimal to the same
+         * double, so the near misses are turned away sooner. */
+        if (whole / powers_of_ten[RC_SHORT_PLACES] != a)
+            return 0;
         digits = (uint64_t)whole;
         places = RC_SHORT_PLACES;
         /* its trailing zeros off, four, two and one at a time (more than
@@ -340,8 +400,7 @@ static int short_decimal(double v, uint64_t *f, int *e)
             digits /= 10;
             places -= 1;
         }
-        if (places <= 0 || digits >= 1000000000000000ULL /* 10^15 */ ||
-            (double)digits / powers_of_ten[places] != a)
+        if (places <= 0 || digits >= 1000000000000000ULL /* 10^15 */)
             return 0;
         *f = digits;
         *e = -places;
@@ -363,8 +422,8 @@ static int short_decimal(double v, uint64_t *f, int *e)
 
 size_t rc_float_format(double v, char *out)
 {
-    uint64_t bits, t, f;
-    int bq, e, negative;
+    uint64_t bits, t, c, f;
+    int bq, q, e, negative;
 
     memcpy(&bits, &v, sizeof(bits));
     negative = (int)(bits >> 63);
@@ -375,23 +434,30 @@ size_t rc_float_format(double v, char *out)
         return 0; /* NaN and infinities: the caller refuses them */
     if (bq != 0) {
         int mq = 1075 - bq;
-        uint64_t c = (1ULL << 52) | t;
-        if (mq > 0 && mq < 53 && ((c >> mq) << mq) == c)
-            return write_decimal(out, negative, c >> mq, 0); /* an integer */
+        c = (1ULL << 52) | t;
+        q = -mq;
+        if (mq > 0 && mq < 53 && ((c >> mq) << mq) == c) {
+            f = c >> mq; /* an integer */
+            e = 0;
+            goto write;
+        }
         if (short_decimal(v, &f, &e))
-            return write_decimal(out, negative, f, e);
-        to_decimal(-mq, c, 0, &f, &e);
-        return write_decimal(out, negative, f, e);
+            goto write;
+    } else {
+        if (t == 0) {
+            memcpy(out, negative ? "-0.0" : "0.0", negative ? 4 : 3);
+            return negative ? 4 : 3;
+        }
+        /* The two smallest subnormals are below the method's precision;
+         * CPython formats them (5e-324 and 1e-323). */
+        if (t < 3)
+            return 0;
+        c = t;
+        q = -1074;
     }
-    if (t == 0) {
-        memcpy(out, negative ? "-0.0" : "0.0", negative ? 4 : 3);
-        return negative ? 4 : 3;
-    }
-    /* The two smallest subnormals are below the method's precision; CPython
-     * formats them (5e-324 and 1e-323). */
-    if (t < 3)
-        return 0;
-    to_decimal(-1074, t, 0, &f, &e);
+    to_decimal(q, c, 0, &f, &e);
+write:
+    /* to_decimal and write_decimal are inlined here, their one caller */
     return write_decimal(out, negative, f, e);
 }
 

@@ -52,16 +52,22 @@ typedef struct encoder {
     /* Path segments collected while an error unwinds, innermost first. */
     PyObject *path;
     int depth;
+    /* Levels whose path segments an error records: all but those below a
+     * cycle's repeated container (see refuse_depth). */
+    int path_depth;
     /* Calls into Python code so far (see encode_other). */
     unsigned long hooks;
     int flags; /* RC_JSON_* */
     /* The containers being encoded, outermost first: a container met again
-     * among them is a cycle. */
+     * among them is a cycle (see refuse_depth, which puts the one being
+     * entered after them). */
     PyObject *open[RC_JSON_MAX_DEPTH + 1];
 } encoder;
 
 static int encode_value(encoder *e, PyObject *obj);
 static int encode_container(encoder *e, PyObject *obj);
+static int encode_dict(encoder *e, PyObject *obj);
+static ALWAYS_INLINE int encode_items(encoder *e, PyObject *obj, int is_list);
 static int encode_other(encoder *e, PyObject *obj);
 
 /* Makes room for n more bytes when the cursor is short of it. */
@@ -576,6 +582,61 @@ static ALWAYS_INLINE int encode_int(encoder *e, PyObject *obj)
     return 0;
 }
 
+/* Refuses the container entered at the depth limit: as a cycle when the
+ * containers open, and obj after them, hold one twice (a container met
+ * again inside itself), else as too deep. Cycles are only looked for here:
+ * a cycle drives the depth to the limit (each turn enters the same
+ * containers again), and the first repeat on the way down is the one an
+ * eager check on every enter() would have reported. The error then reads
+ * as if raised there: the type is the repeated container's, and the path
+ * stops at it (note_path ignores the levels below path_depth). Every
+ * container in open[] is still being encoded, so still alive. */
+static NOINLINE int refuse_depth(encoder *e, PyObject *obj)
+{
+    int i, j;
+
+    e->open[e->depth] = obj;
+    for (j = 1; j <= e->depth; j++) {
+        for (i = 0; i < j; i++) {
+            if (e->open[i] == e->open[j]) {
+                e->path_depth = j;
+                PyErr_Format(e->error_type,
+                             "cannot serialize a %.100s that contains itself (circular reference)",
+                             Py_TYPE(e->open[j])->tp_name);
+                return -1;
+            }
+        }
+    }
+    PyErr_Format(e->error_type, "cannot serialize a value nested deeper than %d levels",
+                 RC_JSON_MAX_DEPTH);
+    return -1;
+}
+
+/* Steps into a container (or an object encoded as one): refuses nesting
+ * past the limit, and so cycles (see refuse_depth). Every enter() is paired
+ * with a leave(). */
+static ALWAYS_INLINE int enter(encoder *e, PyObject *obj)
+{
+    if (unlikely(e->depth >= RC_JSON_MAX_DEPTH))
+        return refuse_depth(e, obj);
+    /* The depth limit bounds this encoder's C stack; Python's recursion
+     * limit bounds how many encoders nest through hooks (json_dumps() in a
+     * model_dump(), ...) when each charges it for every RECURSION_STEP
+     * levels. One charge per container would cost a call each. */
+    if (unlikely(e->depth % RECURSION_STEP == 0) &&
+        Py_EnterRecursiveCall(" while serializing a value to JSON"))
+        return -1;
+    e->open[e->depth++] = obj;
+    return 0;
+}
+
+static ALWAYS_INLINE void leave(encoder *e)
+{
+    e->depth--;
+    if (unlikely(e->depth % RECURSION_STEP == 0))
+        Py_LeaveRecursiveCall();
+}
+
 /* Stops an encoding with RC_JSON_NO_HOOKS at a value that would run Python
  * code (see json.h). */
 static int refuse_hooks(encoder *e)
@@ -584,7 +645,9 @@ static int refuse_hooks(encoder *e)
     return -1;
 }
 
-static int encode_float(encoder *e, PyObject *obj)
+/* What encode_float leaves to CPython: NaN and infinities (refused), and
+ * the doubles rc_float_format does not format. */
+static NOINLINE int encode_float_slow(encoder *e, PyObject *obj)
 {
     double v = PyFloat_AS_DOUBLE(obj);
     char *text;
@@ -600,13 +663,6 @@ static int encode_float(encoder *e, PyObject *obj)
                      obj);
         return -1;
     }
-    if (reserve(e, RC_FLOAT_TEXT_MAX + SPARE) < 0)
-        return -1;
-    n = rc_float_format(v, e->p);
-    if (likely(n > 0)) {
-        e->p += n;
-        return 0;
-    }
     text = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (text == NULL)
         return -1;
@@ -620,6 +676,23 @@ static int encode_float(encoder *e, PyObject *obj)
     return rc;
 }
 
+/* Inlined into the loops over items (canada.json is 111,000 doubles): the
+ * reservation and rc_float_format, which returns 0 for NaN and the
+ * infinities as for the few doubles it leaves to CPython. */
+static ALWAYS_INLINE int encode_float(encoder *e, PyObject *obj)
+{
+    size_t n;
+
+    if (reserve(e, RC_FLOAT_TEXT_MAX + SPARE) < 0)
+        return -1;
+    n = rc_float_format(PyFloat_AS_DOUBLE(obj), e->p);
+    if (likely(n > 0)) {
+        e->p += n;
+        return 0;
+    }
+    return encode_float_slow(e, obj);
+}
+
 /* Records where in the value an error happened, as a segment like [3] or
  * ['name'], so the message can point at the culprit. */
 static void note_path(encoder *e, PyObject *segment_source, int is_index)
@@ -628,6 +701,8 @@ static void note_path(encoder *e, PyObject *segment_source, int is_index)
 
     if (e->flags & RC_JSON_NO_HOOKS)
         return; /* no message is built: the caller encodes again (encode_top) */
+    if (e->depth > e->path_depth)
+        return; /* below the container a cycle came back to (refuse_depth) */
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
     if (e->path == NULL)
         e->path = PyList_New(0);
@@ -744,10 +819,19 @@ static NOINLINE int encode_held(encoder *e, PyObject *obj)
     int rc;
 
     Py_INCREF(obj);
-    if (type == &PyDict_Type || type == &PyList_Type || type == &PyTuple_Type)
+    /* encode_container's work, done here for lists and dicts: one call per
+     * container instead of three (canada.json is lists of [x, y] pairs). */
+    if (type == &PyList_Type || type == &PyDict_Type) {
+        rc = enter(e, obj);
+        if (likely(rc == 0)) {
+            rc = type == &PyList_Type ? encode_items(e, obj, 1) : encode_dict(e, obj);
+            leave(e);
+        }
+    } else if (type == &PyTuple_Type) {
         rc = encode_container(e, obj);
-    else
+    } else {
         rc = encode_uncommon(e, obj);
+    }
     Py_DECREF(obj);
     return rc;
 }
@@ -1109,43 +1193,6 @@ static int encode_sequence(encoder *e, PyObject *obj)
     return PyList_Check(obj) ? encode_items(e, obj, 1) : encode_items(e, obj, 0);
 }
 
-/* Steps into a container (or an object encoded as one): refuses cycles and
- * nesting past the limit. Every enter() is paired with a leave(). */
-static int enter(encoder *e, PyObject *obj)
-{
-    int i;
-
-    for (i = 0; i < e->depth; i++) {
-        if (e->open[i] == obj) {
-            PyErr_Format(e->error_type,
-                         "cannot serialize a %.100s that contains itself (circular reference)",
-                         Py_TYPE(obj)->tp_name);
-            return -1;
-        }
-    }
-    if (e->depth >= RC_JSON_MAX_DEPTH) {
-        PyErr_Format(e->error_type, "cannot serialize a value nested deeper than %d levels",
-                     RC_JSON_MAX_DEPTH);
-        return -1;
-    }
-    /* The depth limit bounds this encoder's C stack; Python's recursion
-     * limit bounds how many encoders nest through hooks (json_dumps() in a
-     * model_dump(), ...) when each charges it for every RECURSION_STEP
-     * levels. One charge per container would cost a call each. */
-    if (e->depth % RECURSION_STEP == 0 &&
-        Py_EnterRecursiveCall(" while serializing a value to JSON"))
-        return -1;
-    e->open[e->depth++] = obj;
-    return 0;
-}
-
-static void leave(encoder *e)
-{
-    e->depth--;
-    if (e->depth % RECURSION_STEP == 0)
-        Py_LeaveRecursiveCall();
-}
-
 static int encode_container(encoder *e, PyObject *obj)
 {
     int rc;
@@ -1310,6 +1357,7 @@ static void encoder_init(encoder *e, rc_state *st, int flags)
     e->st = st;
     e->error_type = st->SerializationError;
     e->depth = 0;
+    e->path_depth = RC_JSON_MAX_DEPTH + 1;
     e->hooks = 0;
     e->flags = flags;
     e->path = NULL;

@@ -682,6 +682,175 @@ def test_circular_references_are_refused_with_the_path() -> None:
         json_dumps(outer)
 
 
+def list_cycle(period: int) -> list[Any]:
+    """A list whose [0][0]... leads back to it after period steps."""
+    first: list[Any] = []
+    last = first
+    for _ in range(period - 1):
+        inner: list[Any] = []
+        last.append(inner)
+        last = inner
+    last.append(first)
+    return first
+
+
+def dict_cycle(period: int) -> dict[str, Any]:
+    first: dict[str, Any] = {}
+    last = first
+    for _ in range(period - 1):
+        inner: dict[str, Any] = {}
+        last["k"] = inner
+        last = inner
+    last["k"] = first
+    return first
+
+
+# Cycles are found when they drive the depth to the limit (csrc/json_encode.c,
+# refuse_depth), yet reported as where they close: the path ends at the first
+# container met again, whatever the period.
+@pytest.mark.parametrize("period", [1, 2, 3, 300, MAX_DEPTH - 1, MAX_DEPTH])
+def test_cycles_of_any_period_are_refused_where_they_close(period: int) -> None:
+    with pytest.raises(SerializationError) as caught:
+        json_dumps(list_cycle(period))
+    assert str(caught.value) == (
+        "cannot serialize a list that contains itself (circular reference) (at value"
+        + "[0]" * period
+        + ")"
+    )
+    with pytest.raises(SerializationError) as caught:
+        json_dumps(dict_cycle(period))
+    assert str(caught.value) == (
+        "cannot serialize a dict that contains itself (circular reference) (at value"
+        + "['k']" * period
+        + ")"
+    )
+
+
+def test_cycle_below_an_acyclic_prefix_is_refused_where_it_closes() -> None:
+    # 200 levels of plain nesting, then a cycle of period 5 entered at its
+    # second list: the path runs to the repeat of that list.
+    loop = list_cycle(5)
+    with pytest.raises(SerializationError) as caught:
+        json_dumps(nested(200, leaf=loop[0]))
+    assert str(caught.value) == (
+        "cannot serialize a list that contains itself (circular reference) (at value"
+        + "[0]" * 205
+        + ")"
+    )
+    # A tuple and a dict on the way down, and siblings before the cycle.
+    cyclic: dict[str, Any] = {"a": 1}
+    cyclic["b"] = (0, [cyclic])
+    with pytest.raises(SerializationError) as caught:
+        json_dumps(["x", cyclic])
+    assert str(caught.value) == (
+        "cannot serialize a dict that contains itself (circular reference) "
+        "(at value[1]['b'][1][0])"
+    )
+
+
+def test_cycle_closing_past_the_limit_is_too_deep() -> None:
+    # The repeat would come at level MAX_DEPTH + 1: the limit is met first,
+    # as it was when cycles were looked for at every level.
+    prefix = MAX_DEPTH - 10
+    with pytest.raises(SerializationError) as caught:
+        json_dumps(nested(prefix, leaf=list_cycle(11)))
+    assert str(caught.value).startswith(
+        f"cannot serialize a value nested deeper than {MAX_DEPTH} levels (at value[0]"
+    )
+    # ...and one level less closes it just in time.
+    with pytest.raises(SerializationError, match=r"circular reference"):
+        json_dumps(nested(prefix, leaf=list_cycle(10)))
+
+
+@dataclasses.dataclass
+class Link:
+    next: Any = None
+
+
+def test_cycles_through_dataclasses_are_refused_where_they_close() -> None:
+    one = Link()
+    one.next = one
+    with pytest.raises(SerializationError) as caught:
+        json_dumps(one)
+    assert str(caught.value) == (
+        "cannot serialize a Link that contains itself (circular reference) (at value['next'])"
+    )
+    two = Link(Link())
+    two.next.next = two
+    with pytest.raises(SerializationError) as caught:
+        json_dumps({"top": two})
+    assert str(caught.value) == (
+        "cannot serialize a Link that contains itself (circular reference) "
+        "(at value['top']['next']['next'])"
+    )
+    # through a list and a set's array on the way
+    mixed = Link()
+    mixed.next = [frozenset([1]), {"m": mixed}]
+    with pytest.raises(SerializationError) as caught:
+        json_dumps(mixed)
+    assert str(caught.value) == (
+        "cannot serialize a Link that contains itself (circular reference) "
+        "(at value['next'][1]['m'])"
+    )
+
+
+def test_cycle_through_a_hook_calls_it_a_bounded_number_of_times() -> None:
+    reads = 0
+
+    @dataclasses.dataclass
+    class Counted:
+        next: Any = None
+
+        def __getattribute__(self, name: str) -> Any:
+            nonlocal reads
+            if name == "next":
+                reads += 1
+            return object.__getattribute__(self, name)
+
+    node = Counted()
+    node.next = node
+    with pytest.raises(SerializationError, match=r"Counted that contains itself"):
+        json_dumps(node)
+    # once per level down to the limit, where the cycle is found
+    assert 1 <= reads <= MAX_DEPTH
+
+
+def test_cycle_through_a_hook_near_the_recursion_limit_is_still_circular() -> None:
+    # A cycle is now followed down to the depth limit before it is refused,
+    # which charges Python's recursion count MAX_DEPTH // 16 times; called
+    # with 100 frames to spare, the refusal is still the SerializationError.
+    loop = Link()
+    loop.next = [loop]
+
+    def frames() -> int:
+        frame, count = sys._getframe(), 0
+        while frame is not None:
+            count, frame = count + 1, frame.f_back
+        return count
+
+    def at(depth: int) -> None:
+        if depth > 0:
+            at(depth - 1)
+            return
+        with pytest.raises(SerializationError, match=r"Link that contains itself"):
+            json_dumps(loop)
+
+    at(sys.getrecursionlimit() - frames() - 100)
+
+
+def test_refused_cycles_leave_the_recursion_count_balanced() -> None:
+    # Each refusal unwinds MAX_DEPTH levels, charged to Python's recursion
+    # count every few levels: a charge not given back would show as a
+    # RecursionError after a few dozen refusals.
+    loop = list_cycle(7)
+    for _ in range(200):
+        with pytest.raises(SerializationError, match="circular reference"):
+            json_dumps(loop)
+        with pytest.raises(SerializationError, match="nested deeper"):
+            json_dumps(nested(MAX_DEPTH + 1))
+    assert json_dumps(nested(MAX_DEPTH)) == b"[" * MAX_DEPTH + b"0" + b"]" * MAX_DEPTH
+
+
 def test_shared_but_acyclic_references_are_fine() -> None:
     shared = [1, 2]
     assert json_dumps([shared, shared, {"a": shared}]) == b'[[1,2],[1,2],{"a":[1,2]}]'
@@ -1120,6 +1289,28 @@ def test_empty_containers_are_written_without_entering_them_within_the_depth_lim
             json_dumps(nested(MAX_DEPTH, leaf=empty))
         with pytest.raises(SerializationError, match=f"nested deeper than {MAX_DEPTH} levels"):
             json_dumps(nested(MAX_DEPTH, lambda inner: {"k": inner}, leaf=empty))
+
+
+def test_the_vector_digit_writers_divisions() -> None:
+    # sixteen_digits() in csrc/floats.c: n / 10^4 = n * 0xd1b71759 >> 45 for
+    # n < 10^8 (exact for every n below 2^32: the multiplier overshoots
+    # 2^45 / 10^4 by e / 10^4 with n * e < 2^45), then in 16-bit lanes
+    # x / 100 = (x * 5243 >> 16) >> 3 for x < 10^4 and p / 10 = (p * 103
+    # mod 2^16) >> 10 for p < 100, both checked on every input.
+    m = 0xD1B71759
+    assert m == -(-(2**45) // 10**4)
+    assert (2**32) * (m * 10**4 - 2**45) < 2**45
+    for n in (0, 9999, 10**4, 10**8 - 1, 2**32 - 1, 12345678, 99990000, 10001):
+        assert n * m >> 45 == n // 10**4
+    assert all(((x * 5243) >> 16) >> 3 == x // 100 for x in range(10**4))
+    assert all(x * 5243 >> 16 < 2**16 for x in range(10**4))
+    assert all(((p * 103) & 0xFFFF) >> 10 == p // 10 and p * 103 < 2**16 for p in range(100))
+    # ...and what they write, on the digit counts and the positions they serve
+    for digits in range(1, 18):
+        for value in (10 ** (digits - 1), 10**digits - 1, int("1234567890123456789"[:digits])):
+            for exponent in (-20, -5, -digits, -1, 0, 3, 300 - digits):
+                text = repr(float(f"{value}e{exponent}"))
+                assert json_dumps(float(text)) == text.encode()
 
 
 def test_the_writers_division_table() -> None:

@@ -158,7 +158,7 @@ static int loop_idle_ms(rc_loopwait *w, rc_state *st)
 
 #ifdef __linux__
 /* The callback of fd's reader, borrowed, when fd is watched for reading
- * only, by a reader not cancelled; else NULL. Reads the selector's
+ * only; else NULL. Reads the selector's
  * SelectorKey(fileobj, fd, events, (reader, writer)): tuples and a
  * Handle's slots, no Python code. */
 static PyObject *reader_of(rc_loopwait *w, rc_state *st, int fd)
@@ -177,13 +177,9 @@ static PyObject *reader_of(rc_loopwait *w, rc_state *st, int fd)
     data = PyTuple_GET_ITEM(key, 3);
     if (!PyTuple_Check(data) || PyTuple_GET_SIZE(data) != 2 || PyTuple_GET_ITEM(data, 1) != Py_None)
         return NULL;
+    /* No need to ask whether the handle was cancelled: remove_reader() and
+     * add_reader() take a handle they cancel out of the key. */
     handle = PyTuple_GET_ITEM(data, 0);
-    attr = PyObject_GetAttr(handle, st->str__cancelled);
-    if (attr == NULL)
-        return NULL;
-    Py_DECREF(attr);
-    if (attr != Py_False)
-        return NULL;
     attr = PyObject_GetAttr(handle, st->str__callback);
     if (attr == NULL)
         return NULL;

@@ -87,13 +87,12 @@ static int load_asyncio(rc_state *st)
     st->str__stopping = PyUnicode_InternFromString("_stopping");
     st->str__debug = PyUnicode_InternFromString("_debug");
     st->str__when = PyUnicode_InternFromString("_when");
-    st->str__cancelled = PyUnicode_InternFromString("_cancelled");
     st->str__callback = PyUnicode_InternFromString("_callback");
     if (st->CancelledError && st->InvalidStateError && st->get_running_loop && st->BaseEventLoop &&
         st->context_kwnames && st->str_set_result &&
         st->str_set_exception && st->str_call_soon && st->str_cancel && st->running_loop_key &&
         st->str__ready && st->str__scheduled && st->str__stopping && st->str__debug && st->str__when &&
-        st->str__callback && st->str__cancelled)
+        st->str__callback)
         rc = 0;
     Py_DECREF(asyncio);
     return rc;
@@ -296,7 +295,6 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->str__stopping);
     Py_VISIT(st->str__debug);
     Py_VISIT(st->str__when);
-    Py_VISIT(st->str__cancelled);
     Py_VISIT(st->str__callback);
     Py_VISIT(st->ConnectionError);
     Py_VISIT(st->AuthenticationError);
@@ -350,7 +348,6 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->str__stopping);
     Py_CLEAR(st->str__debug);
     Py_CLEAR(st->str__when);
-    Py_CLEAR(st->str__cancelled);
     Py_CLEAR(st->str__callback);
     Py_CLEAR(st->ConnectionError);
     Py_CLEAR(st->AuthenticationError);

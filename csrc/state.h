@@ -49,7 +49,7 @@ typedef struct rc_state {
     PyObject *str_cancel;
     /* The loop attributes loopwait.c reads. */
     PyObject *str__ready, *str__scheduled, *str__stopping, *str__debug, *str__when;
-    PyObject *str__callback, *str__cancelled;
+    PyObject *str__callback;
     /* Commands submitted by async clients so far (see mux_on_readable). */
     uint64_t commands_submitted;
     PyObject *ConnectionError;

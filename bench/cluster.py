@@ -209,9 +209,9 @@ def peer_async_ops(
 
 
 class CoredisHolder:
-    """coredis (on anyio) must be entered with ``async with`` in the task that
+    """coredis 6 (on anyio) must be entered with ``async with`` in the task that
     later leaves it, so a background task holds the client open (as in
-    bench/adapters.py)."""
+    bench/adapters.py); coredis 5 has nothing to enter."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -219,6 +219,10 @@ class CoredisHolder:
         self._task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
+        if not hasattr(self.client, "__aenter__"):
+            # coredis 5: nothing to enter (its cross-slot MGET/MSET then fail
+            # with "Unable to map slots", which the tables report).
+            return
         ready = asyncio.Event()
 
         async def hold() -> None:

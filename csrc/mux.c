@@ -1199,8 +1199,10 @@ static int adopt(rc_mux *m, rc_mux *from, const rc_buf *bytes, rc_slot *s)
 
 static void drive_tls_handshake(rc_mux *m);
 
-/* Reads through TLS until OpenSSL has nothing more: what it decrypted
- * would not make the socket readable again. */
+/* Reads through TLS until OpenSSL holds nothing more: what it buffered
+ * would not make the socket readable again. Once it holds nothing, the rest
+ * is in the socket, which stays readable (the loop polls level-triggered):
+ * stopping there spares the read that would only say "would block". */
 static void read_tls(rc_mux *m)
 {
     char err[RC_TLS_ERROR_MAX];
@@ -1211,6 +1213,8 @@ static void read_tls(rc_mux *m)
         status = rc_tls_read(m->tls, m->in, RC_MUX_READ_CHUNK, &got, err, sizeof(err));
         if (status == RC_TLS_DONE) {
             dispatch(m, m->in, got);
+            if (!rc_tls_holds_input(m->tls))
+                break;
             continue;
         }
         if (status == RC_TLS_WANT_READ)

@@ -330,6 +330,11 @@ int rc_tls_pending(const rc_tls *t)
     return SSL_pending(t->ssl);
 }
 
+int rc_tls_holds_input(const rc_tls *t)
+{
+    return SSL_has_pending(t->ssl);
+}
+
 int rc_tls_looks_like_tls(const char *p, size_t n)
 {
     /* A TLS record: content type alert (21) or handshake (22), version 3.x. */

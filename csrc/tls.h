@@ -86,6 +86,11 @@ rc_tls_status rc_tls_write(rc_tls *t, const char *buf, size_t n, size_t *put, ch
 /* Bytes decrypted and waiting inside OpenSSL: readable without the socket. */
 int rc_tls_pending(const rc_tls *t);
 
+/* Whether OpenSSL holds bytes read from the socket that no read has
+ * returned yet (decrypted or not): when it does not, everything still to
+ * come is in the socket, where polling sees it. */
+int rc_tls_holds_input(const rc_tls *t);
+
 /* Non-zero when the socket's first bytes look like TLS records: for telling
  * a user they connected with redis:// to a TLS port. */
 int rc_tls_looks_like_tls(const char *p, size_t n);

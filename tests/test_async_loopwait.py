@@ -74,12 +74,12 @@ def value(server: RedisServer) -> None:
         c.set("k", "v")
 
 
-def test_sequential_commands_stay_in_the_reader_callback(server: RedisServer) -> None:
-    """The point: N awaited GETs in a row cost the loop almost no iterations
-    (asyncio.Future costs 2N, our future alone N)."""
-    n = 200
+def polls_for_gets(server: RedisServer, n: int, debug: bool = False) -> int:
+    """How many times the loop polled its selector while one task awaited n
+    GETs, one after the other."""
 
     async def main() -> int:
+        asyncio.get_running_loop().set_debug(debug)
         async with RedisCache(port=server.port) as c:
             await c.get("k")
             polls = count_polls(asyncio.get_running_loop())
@@ -87,25 +87,20 @@ def test_sequential_commands_stay_in_the_reader_callback(server: RedisServer) ->
                 assert await c.get("k") == "v"
             return polls()
 
-    assert run(main()) < 5
+    return run(main())
+
+
+def test_sequential_commands_stay_in_the_reader_callback(server: RedisServer) -> None:
+    """The point: N awaited GETs in a row cost the loop almost no iterations
+    (asyncio.Future costs 2N, our future alone N)."""
+    assert polls_for_gets(server, 200) < 5
 
 
 def test_debug_mode_keeps_one_iteration_per_command(server: RedisServer) -> None:
     """In debug mode asyncio times every callback: no waiting inside one. What
     is left is our future's own saving: the reply's reader callback resumes
     the task, so N GETs take about N polls (asyncio.Future would take 2N)."""
-    n = 200
-
-    async def main() -> int:
-        asyncio.get_running_loop().set_debug(True)
-        async with RedisCache(port=server.port) as c:
-            await c.get("k")
-            polls = count_polls(asyncio.get_running_loop())
-            for _ in range(n):
-                assert await c.get("k") == "v"
-            return polls()
-
-    assert n <= run(main()) < n * 1.2
+    assert 200 <= polls_for_gets(server, 200, debug=True) < 240
 
 
 def test_a_due_timer_runs(server: RedisServer) -> None:
@@ -155,15 +150,24 @@ def test_a_ready_callback_runs_between_commands(server: RedisServer) -> None:
     assert max(len(r) for r in runs) <= 3, order
 
 
-def test_a_thread_call_soon_threadsafe_runs(server: RedisServer) -> None:
+Arrange = Callable[[asyncio.AbstractEventLoop, asyncio.Event], tuple[Callable[[], None], Callable[[], None]]]
+
+
+def stopped_from_a_thread(server: RedisServer, arrange: Arrange) -> int:
+    """A caller awaits GET after GET; once it has made 10, another thread
+    does fire() (arrange(loop, stop) gives fire and a clean-up), which must
+    get stop set in the loop while the caller still runs. Returns how many
+    GETs the caller made."""
+
     async def main() -> int:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         started = threading.Event()
+        fire, clean_up = arrange(loop, stop)
 
         def other_thread() -> None:
             assert started.wait(30)
-            loop.call_soon_threadsafe(stop.set)
+            fire()
 
         thread = threading.Thread(target=other_thread)
         thread.start()
@@ -174,62 +178,41 @@ def test_a_thread_call_soon_threadsafe_runs(server: RedisServer) -> None:
         finally:
             started.set()
             await asyncio.to_thread(thread.join)
+            clean_up()
 
-    assert 10 <= run(main()) < CAP
+    return run(main())
+
+
+def test_a_thread_call_soon_threadsafe_runs(server: RedisServer) -> None:
+    def arrange(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Any:
+        return (lambda: loop.call_soon_threadsafe(stop.set)), (lambda: None)
+
+    assert 10 <= stopped_from_a_thread(server, arrange) < CAP
 
 
 def test_another_readable_socket_is_served(server: RedisServer) -> None:
-    async def main() -> int:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        started = threading.Event()
-        ours, theirs = socket.socketpair()
+    ours, theirs = socket.socketpair()
+
+    def arrange(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Any:
         ours.setblocking(False)
         loop.add_reader(ours.fileno(), lambda: (ours.recv(16), stop.set()))
+        return (lambda: theirs.send(b"x")), (lambda: loop.remove_reader(ours.fileno()))
 
-        def other_thread() -> None:
-            assert started.wait(30)
-            theirs.send(b"x")
-
-        thread = threading.Thread(target=other_thread)
-        thread.start()
-        try:
-            async with RedisCache(port=server.port) as c:
-                await c.get("k")
-                return await gets_until(c, stop.is_set, started)
-        finally:
-            started.set()
-            await asyncio.to_thread(thread.join)
-            loop.remove_reader(ours.fileno())
-            ours.close()
-            theirs.close()
-
-    assert 10 <= run(main()) < CAP
+    try:
+        assert 10 <= stopped_from_a_thread(server, arrange) < CAP
+    finally:
+        ours.close()
+        theirs.close()
 
 
 def test_a_signal_handler_runs(server: RedisServer) -> None:
-    async def main() -> int:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        started = threading.Event()
+    def arrange(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Any:
         loop.add_signal_handler(signal.SIGUSR1, stop.set)
+        return (lambda: os.kill(os.getpid(), signal.SIGUSR1)), (
+            lambda: loop.remove_signal_handler(signal.SIGUSR1)
+        )
 
-        def other_thread() -> None:
-            assert started.wait(30)
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-        thread = threading.Thread(target=other_thread)
-        thread.start()
-        try:
-            async with RedisCache(port=server.port) as c:
-                await c.get("k")
-                return await gets_until(c, stop.is_set, started)
-        finally:
-            started.set()
-            await asyncio.to_thread(thread.join)
-            loop.remove_signal_handler(signal.SIGUSR1)
-
-    assert 10 <= run(main()) < CAP
+    assert 10 <= stopped_from_a_thread(server, arrange) < CAP
 
 
 def test_two_connections_take_turns(server: RedisServer) -> None:

@@ -444,6 +444,25 @@ def _claimant(states: Sequence[_NodeState], slot: int) -> ClusterNode | None:
     return max(claims)[2] if claims else None
 
 
+def _bind_slot_on_target(
+    states: Sequence[_NodeState], slot: int, source: ClusterNode, target: ClusterNode
+) -> None:
+    """Make ``target`` name ``source`` as the owner of ``slot`` before it
+    imports from it.
+
+    After a failover in the middle of a migration (Redis 7.0), the importing
+    node ignores the new primary's claim on the slot it imports and then
+    drops the slot with the old primary's when that one turns replica: the
+    slot is unbound there for good, and every MIGRATE into it fails with
+    "CLUSTERDOWN Hash slot not served".  ``SETSLOT NODE`` binds it again and
+    leaves the importing state alone.
+    """
+    view = next(state for state in states if state.node is target)
+    owner = _owner_in_view(view.views, slot)
+    if owner is None or owner.node_id not in (source.node_id, target.node_id):
+        _expect_ok(target, "CLUSTER", "SETSLOT", slot, "NODE", source.node_id)
+
+
 def _promotion_missing(
     states: Sequence[_NodeState], node: ClusterNode, slots: Sequence[int]
 ) -> str | None:
@@ -627,6 +646,8 @@ class ClusterTopology:
         ]
         #: The slot ranges each shard starts with (and ensure_healthy restores).
         self._layout: list[tuple[int, int]] = _even_ranges(primaries)
+        #: When each node last stood in an election (monotonic clock).
+        self._elections: dict[ClusterNode, float] = {}
 
     # -------------------------------------------------------------- lifecycle
 
@@ -1137,8 +1158,11 @@ class ClusterTopology:
         running node sees it as a primary owning its former primary's slots.
 
         Without ``option`` (a coordinated failover) the replica's link must be
-        up first: that is waited for.  The old primary is turned into its
-        replica by the same exchange; :meth:`wait_healthy` waits for its link.
+        up and its primary must know it as its replica: both are waited for.
+        A replica that stood in an election a moment ago first waits out
+        Redis's election retry time (see :meth:`_wait_election_retry_time`).
+        The old primary is turned into its replica by the same exchange;
+        :meth:`wait_healthy` waits for its link.
         This does not wait for ``cluster_state:ok`` everywhere: a failover can
         leave a node out of service, e.g. the target of a migration left open
         across it (with Redis 7.0 it drops the slot it was importing), which
@@ -1155,13 +1179,43 @@ class ClusterTopology:
                 info = replica.info("replication")
                 if info.get("master_link_status") != "up":
                     raise _NotYet(f"{replica!r}: link {info.get('master_link_status')}")
+                # The primary ignores the replica's request (MFSTART) until
+                # the bus has told it who its replicas are: just after a
+                # role change the replication link is up before that.
+                views = old_primary.cluster_nodes()
+                seen = next((view for view in views if view.node_id == myself.node_id), None)
+                if seen is None or seen.primary_id != old_primary.node_id:
+                    raise _NotYet(f"{old_primary!r} does not know {replica!r} as its replica")
 
             _wait_until(linked, timeout, f"{replica!r} in sync before CLUSTER FAILOVER")
         slots = [first for first, _last in old_primary.myself().slots]
         command = ("CLUSTER", "FAILOVER") + ((option,) if option else ())
+        if option != "TAKEOVER":  # TAKEOVER holds no election
+            self._wait_election_retry_time(replica)
         _expect_ok(replica, *command)
         what = f"{' '.join(command)} on {replica!r}"
-        return self._wait_promoted([replica], slots, timeout, what, settled=False)
+        promoted = self._wait_promoted([replica], slots, timeout, what, settled=False)
+        if option != "TAKEOVER":
+            self._elections[replica] = time.monotonic()
+        return promoted
+
+    def _wait_election_retry_time(self, replica: ClusterNode) -> None:
+        """Let the election retry time pass since ``replica`` last stood.
+
+        Redis 7.0 keeps a replica's last election (its epoch and the votes it
+        won) for twice the election timeout, max(2 x node timeout, 2 s), and
+        a manual failover asked within that time reuses it: the replica
+        "wins" at once with its old epoch, loses the conflict to its primary's
+        newer one, and turns back into a replica.  The timer is internal to
+        the server (nothing reports it), so we wait it out.
+        """
+        last = self._elections.get(replica)
+        if last is None:
+            return
+        retry_time = 2 * max(2 * self.node_timeout_ms, 2000) / 1000
+        remaining = last + retry_time - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
 
     def _wait_promoted(
         self,
@@ -1215,7 +1269,12 @@ class ClusterTopology:
         slots = [first for first, _last in myself.slots]
         node.kill()
         what = f"a replica taking over from killed {node!r}"
-        return self._wait_promoted(candidates, slots, self._timeout(timeout), what, settled=True)
+        promoted = self._wait_promoted(
+            candidates, slots, self._timeout(timeout), what, settled=True
+        )
+        for candidate in candidates:  # the losers stood too
+            self._elections[candidate] = time.monotonic()
+        return promoted
 
     def restart_node(self, node: ClusterNode, *, timeout: float | None = None) -> ClusterNode:
         """Start ``node`` again (stopping it first if it runs), then
@@ -1299,6 +1358,7 @@ class ClusterTopology:
             if source is None:
                 self._assign_slots({slot: target})
             elif source is not target:
+                _bind_slot_on_target(states, slot, source, target)
                 self._open_slots([slot], source, target)
                 self._move_keys(slot, source, target, limit=None, batch=100)
                 self._assign_slots({slot: target}, source=source)

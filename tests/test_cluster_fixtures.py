@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import pytest
 import redis_cache._testing_cluster as testing_cluster
 from conftest import PASSWORD
+from lock_support import wait_until
 from redis_cache.testing import (
     CLUSTER_SLOTS,
     ClusterNode,
@@ -77,6 +78,14 @@ def role(node: ClusterNode) -> Sequence[object]:
     reply = node.command("ROLE")
     assert isinstance(reply, list)
     return reply
+
+
+def unbound_in_view(node: ClusterNode, slot: int) -> bool:
+    """Whether ``node``'s own CLUSTER NODES names no owner for ``slot``."""
+    return not any(
+        view.is_primary and any(first <= slot <= last for first, last in view.slots)
+        for view in node.cluster_nodes()
+    )
 
 
 def write_replicated(primary: ClusterNode, key: str, value: str) -> None:
@@ -294,6 +303,13 @@ def test_ensure_healthy_repairs_a_failover_in_the_middle_of_a_migration(
     (replica,) = cluster.replicas_of(source)
     assert cluster.failover(replica) is replica
     assert "->-" not in str(replica.command("CLUSTER", "NODES"))
+    # The target ignores the new primary's claim on the slot it imports and
+    # drops the slot with the old primary's once that one turns replica;
+    # ensure_healthy must bind it again before it can migrate into it.
+    wait_until(
+        lambda: unbound_in_view(target, slot),
+        f"{target!r} to see slot {slot} unbound",
+    )
 
     cluster.ensure_healthy()
     assert cluster.node_for_slot(slot) is replica  # home shard, its current primary
@@ -322,6 +338,26 @@ def test_failover_promotes_the_replica(healthy_cluster: ClusterTopology) -> None
     cluster.wait_healthy()
     assert role(old)[:4] == ["slave", "127.0.0.1", replica.port, "connected"]
     assert cluster.replicas_of(replica) == [old]
+
+
+def test_failover_right_back_after_the_new_primary_changed_epoch(
+    healthy_cluster: ClusterTopology,
+) -> None:
+    # A manual failover asked within the election retry time of the same
+    # replica's last election would reuse that election's stale epoch; once
+    # the primary has moved to a newer epoch (here: by importing a slot) the
+    # replica would lose the conflict and turn back into a replica.
+    cluster = healthy_cluster
+    old = cluster.primaries()[2]
+    (replica,) = cluster.replicas_of(old)
+    assert cluster.failover(replica) is replica
+    assert cluster.failover(old) is old
+    other = cluster.primaries()[0]
+    cluster.migrate_slot(0, old)  # bumps old's config epoch
+    cluster.migrate_slot(0, other)
+    assert cluster.failover(replica) is replica
+    for node in cluster.nodes:
+        assert owner_port(cluster_slots(node), 16383) == replica.port, node
 
 
 def test_kill_primary_promotes_its_replica_and_restart_brings_it_back_as_replica(

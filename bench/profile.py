@@ -98,6 +98,19 @@ async def _async_workload(port: int, callers: int, seconds: float) -> dict[str, 
         await cache.get(KEY)
     deadline = time.perf_counter() + seconds
     done = 0
+    # How often asyncio's loop polls its selector (one trip through
+    # _run_once each); uvloop's loop has no selector to count.
+    selector = getattr(asyncio.get_running_loop(), "_selector", None)
+    polls = 0
+    if selector is not None:
+        real_select = selector.select
+
+        def counting_select(timeout: float | None = None) -> Any:
+            nonlocal polls
+            polls += 1
+            return real_select(timeout)
+
+        selector.select = counting_select
 
     async def caller() -> None:
         nonlocal done
@@ -110,6 +123,9 @@ async def _async_workload(port: int, callers: int, seconds: float) -> dict[str, 
     usage = _Usage()
     await asyncio.gather(*(caller() for _ in range(callers)))
     result = usage.since(done)
+    if selector is not None:
+        selector.select = real_select
+        result["loop_polls_per_get"] = polls / done
     await cache.close()
     return result
 

@@ -519,7 +519,7 @@ def _profile_conclusion(by_name: dict[str, dict[str, Any]], getpid_ns: float | N
         s, b = seq["costs"], sync["costs"]
         loop_us = sum(us for c, us in seq.get("user_us_split", []) if "event loop" in c)
         ours_us = sum(us for c, us in seq.get("user_us_split", []) if "redis_cache" in c)
-        polls = (seq.get("syscalls_per_get") or {}).get("epoll_wait", 0.0)
+        polls = s.get("loop_polls_per_get")
         text = (
             f"**Sequential GET.** An async GET costs {s['wall_us']:.1f} µs against the blocking "
             f"client's {b['wall_us']:.1f} µs ({b['wall_us'] / s['wall_us']:.2f}x its rate). "
@@ -530,23 +530,17 @@ def _profile_conclusion(by_name: dict[str, dict[str, Any]], getpid_ns: float | N
             f"{b['kernel_us']:.1f} µs in the kernel, {s['off_cpu_us']:.1f} against "
             f"{b['off_cpu_us']:.1f} µs off-CPU (the server's turn, loopback, wake-ups)."
         )
-        if polls >= 1.5:
+        if polls is not None and polls < 0.5:
             text += (
-                " Two `epoll_wait` per GET: one sleeps until the reply, one polls before "
-                "the woken task runs (asyncio.Future's callbacks go through `call_soon`)."
+                f" asyncio's loop polled its selector {polls:.4f} times per GET: the reader "
+                "callback waits for the next reply itself on the loop's epoll descriptor "
+                "(docs/architecture.md, \"Waiting for the reply in the loop's place\"), so the "
+                "one `epoll_wait` per GET is ours and the loop's own iteration is skipped."
             )
-        elif polls >= 0.5:
+        elif polls is not None:
             text += (
-                " One `epoll_wait` per GET, made by the loop: the reply's reader callback "
-                "resumes the task itself (our future), but each command still goes once "
-                "through `_run_once` and the selector's Python code."
-            )
-        else:
-            text += (
-                " The reader callback waits for the next reply itself on the loop's epoll "
-                "descriptor (docs/architecture.md, \"Waiting for the reply in the loop's "
-                "place\"), so the loop's Python code runs almost never and the async path "
-                "makes the blocking client's syscalls plus one `epoll_wait`."
+                f" asyncio's loop polled its selector {polls:.2f} times per GET: each command "
+                "goes through `_run_once` and the selector's Python code."
             )
         parts.append(text)
         if uv:

@@ -11,6 +11,7 @@
 #include "floats.h"
 
 #include "buf.h"
+#include "compiler.h"
 #include "pow10.h"
 #include "pow5.h"
 
@@ -18,12 +19,6 @@
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
-#endif
-
-#if defined(__GNUC__)
-#define RC_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define RC_ALWAYS_INLINE inline
 #endif
 
 static const double powers_of_ten[23] = {

@@ -7,6 +7,7 @@
  * (',', ':', ']', '}') need no check of their own.
  */
 #include "json.h"
+#include "compiler.h"
 #include "floats.h"
 
 #include <datetime.h>
@@ -14,20 +15,6 @@
 #include <stdio.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
-#endif
-
-#if defined(__GNUC__)
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-#define RC_UNUSED __attribute__((unused))
-#define NOINLINE __attribute__((noinline))
-#else
-#define likely(x) (x)
-#define unlikely(x) (x)
-#define ALWAYS_INLINE inline
-#define NOINLINE
-#define RC_UNUSED
 #endif
 
 /* Room every writer leaves after what it wrote (see the top of the file). */
@@ -67,7 +54,7 @@ typedef struct encoder {
 static int encode_value(encoder *e, PyObject *obj);
 static int encode_container(encoder *e, PyObject *obj);
 static int encode_dict(encoder *e, PyObject *obj);
-static ALWAYS_INLINE int encode_items(encoder *e, PyObject *obj, int is_list);
+static RC_ALWAYS_INLINE int encode_items(encoder *e, PyObject *obj, int is_list);
 static int encode_other(encoder *e, PyObject *obj);
 
 /* Makes room for n more bytes when the cursor is short of it. */
@@ -469,7 +456,7 @@ static int encode_chars(encoder *e, PyObject *s)
 
 /* A str that needs more than a block copy: escapes, or no UTF-8 form at
  * hand. */
-static NOINLINE int encode_str_slow(encoder *e, PyObject *s, const char *utf8, Py_ssize_t n)
+static RC_NOINLINE int encode_str_slow(encoder *e, PyObject *s, const char *utf8, Py_ssize_t n)
 {
     if (reserve(e, 1) < 0)
         return -1;
@@ -486,7 +473,7 @@ static NOINLINE int encode_str_slow(encoder *e, PyObject *s, const char *utf8, P
     return 0;
 }
 
-static ALWAYS_INLINE int encode_str(encoder *e, PyObject *s)
+static RC_ALWAYS_INLINE int encode_str(encoder *e, PyObject *s)
 {
     const char *utf8;
     char *p;
@@ -537,7 +524,7 @@ static inline long long int_value(PyObject *obj, int *overflow)
 
 /* Ints beyond a long long, through int.__repr__ (not str(): an IntEnum
  * member's str() is its name). */
-static NOINLINE int encode_big_int(encoder *e, PyObject *obj)
+static RC_NOINLINE int encode_big_int(encoder *e, PyObject *obj)
 {
     PyObject *text;
     const char *p;
@@ -565,7 +552,7 @@ out:
     return rc;
 }
 
-static ALWAYS_INLINE int encode_int(encoder *e, PyObject *obj)
+static RC_ALWAYS_INLINE int encode_int(encoder *e, PyObject *obj)
 {
     int overflow = 0;
     long long v = int_value(obj, &overflow);
@@ -591,7 +578,7 @@ static ALWAYS_INLINE int encode_int(encoder *e, PyObject *obj)
  * as if raised there: the type is the repeated container's, and the path
  * stops at it (note_path ignores the levels below path_depth). Every
  * container in open[] is still being encoded, so still alive. */
-static NOINLINE int refuse_depth(encoder *e, PyObject *obj)
+static RC_NOINLINE int refuse_depth(encoder *e, PyObject *obj)
 {
     int i, j;
 
@@ -615,7 +602,7 @@ static NOINLINE int refuse_depth(encoder *e, PyObject *obj)
 /* Steps into a container (or an object encoded as one): refuses nesting
  * past the limit, and so cycles (see refuse_depth). Every enter() is paired
  * with a leave(). */
-static ALWAYS_INLINE int enter(encoder *e, PyObject *obj)
+static RC_ALWAYS_INLINE int enter(encoder *e, PyObject *obj)
 {
     if (unlikely(e->depth >= RC_JSON_MAX_DEPTH))
         return refuse_depth(e, obj);
@@ -630,7 +617,7 @@ static ALWAYS_INLINE int enter(encoder *e, PyObject *obj)
     return 0;
 }
 
-static ALWAYS_INLINE void leave(encoder *e)
+static RC_ALWAYS_INLINE void leave(encoder *e)
 {
     e->depth--;
     if (unlikely(e->depth % RECURSION_STEP == 0))
@@ -647,7 +634,7 @@ static int refuse_hooks(encoder *e)
 
 /* What encode_float leaves to CPython: NaN and infinities (refused), and
  * the doubles rc_float_format does not format. */
-static NOINLINE int encode_float_slow(encoder *e, PyObject *obj)
+static RC_NOINLINE int encode_float_slow(encoder *e, PyObject *obj)
 {
     double v = PyFloat_AS_DOUBLE(obj);
     char *text;
@@ -679,7 +666,7 @@ static NOINLINE int encode_float_slow(encoder *e, PyObject *obj)
 /* Inlined into the loops over items (canada.json is 111,000 doubles): the
  * reservation and rc_float_format, which returns 0 for NaN and the
  * infinities as for the few doubles it leaves to CPython. */
-static ALWAYS_INLINE int encode_float(encoder *e, PyObject *obj)
+static RC_ALWAYS_INLINE int encode_float(encoder *e, PyObject *obj)
 {
     size_t n;
 
@@ -813,7 +800,7 @@ static int encode_uncommon(encoder *e, PyObject *obj)
 
 /* Containers and the rest: what may run Python code is held while it is
  * encoded, as that code could drop it from the container it came from. */
-static NOINLINE int encode_held(encoder *e, PyObject *obj)
+static RC_NOINLINE int encode_held(encoder *e, PyObject *obj)
 {
     PyTypeObject *type = Py_TYPE(obj);
     int rc;
@@ -855,7 +842,7 @@ static inline int is_empty_container(const encoder *e, PyObject *obj, PyTypeObje
 
 /* Inlined into the loops over containers' items: the plain types are
  * written without a call. */
-static ALWAYS_INLINE int encode_value_inline(encoder *e, PyObject *obj)
+static RC_ALWAYS_INLINE int encode_value_inline(encoder *e, PyObject *obj)
 {
     PyTypeObject *type = Py_TYPE(obj);
 
@@ -953,7 +940,7 @@ static inline void dict_walk_start(dict_walk *w, PyObject *dict)
 }
 
 /* The next item (borrowed references), or 0 at the end. */
-static ALWAYS_INLINE int dict_walk_next(dict_walk *w, PyObject **key, PyObject **value)
+static RC_ALWAYS_INLINE int dict_walk_next(dict_walk *w, PyObject **key, PyObject **value)
 {
 #ifdef DICT_WALK_DIRECT
     if (likely(w->direct)) {
@@ -1164,7 +1151,7 @@ static int encode_dict(encoder *e, PyObject *obj)
 }
 
 /* The items of a list or tuple; inlined once for each. */
-static ALWAYS_INLINE int encode_items(encoder *e, PyObject *obj, int is_list)
+static RC_ALWAYS_INLINE int encode_items(encoder *e, PyObject *obj, int is_list)
 {
     Py_ssize_t i;
 

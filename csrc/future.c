@@ -3,6 +3,8 @@
 
 #include <structmember.h>
 
+#include "mux.h"
+
 typedef enum fut_state {
     FUT_PENDING,
     FUT_CANCELLED,
@@ -22,6 +24,8 @@ typedef struct rc_future {
     PyObject *cb0, *ctx0;
     PyObject *more;
     PyObject *weakrefs;
+    /* The multiplexer that reads the reply (rc_future_set_source), or NULL. */
+    PyObject *source;
     fut_state status;
     int blocking; /* _asyncio_future_blocking */
     /* An exception nobody has looked at yet: reported to the loop's
@@ -71,6 +75,7 @@ PyObject *rc_future_new(rc_state *st, PyObject *loop)
     f->result = f->exception = f->cancel_msg = NULL;
     f->cb0 = f->ctx0 = f->more = NULL;
     f->weakrefs = NULL;
+    f->source = NULL;
     f->status = FUT_PENDING;
     f->blocking = 0;
     f->log_exception = 0;
@@ -265,6 +270,14 @@ int rc_future_finish(PyObject *fut, PyObject *result, PyObject *exc, PyObject *w
     if (woken == NULL)
         schedule_all(f);
     return 1;
+}
+
+void rc_future_set_source(PyObject *fut, PyObject *source)
+{
+    PyObject *old = AS_FUT(fut)->source;
+
+    AS_FUT(fut)->source = Py_NewRef(source);
+    Py_XDECREF(old); /* a multiplexer the caller holds too: no code runs */
 }
 
 int rc_future_cancel(PyObject *fut)
@@ -485,10 +498,25 @@ static PyObject *fut_set_exception(rc_future *f, PyObject *exc)
 }
 
 /* await: yields the future itself to the task until it is done (the task
- * then waits for its callback), then returns its result. */
+ * then waits for its callback), then returns its result. Before yielding,
+ * the multiplexer that reads the reply may wait for it right here, which
+ * spares the task's trip through the loop (rc_mux_wait_in_place). Not with
+ * callbacks already added: completing the future would run them inside
+ * this task's step, where asyncio would have run them in their own. */
 static PySendResult fut_send(rc_future *f, PyObject *arg, PyObject **out)
 {
     (void)arg;
+    if (f->source != NULL) {
+        PyObject *source = f->source;
+        int rc = 0;
+
+        f->source = NULL; /* once per await: a task that comes back waits as usual */
+        if (f->status == FUT_PENDING && f->cb0 == NULL && f->more == NULL)
+            rc = rc_mux_wait_in_place((rc_mux *)source, (PyObject *)f);
+        Py_DECREF(source);
+        if (rc < 0)
+            return PYGEN_ERROR;
+    }
     if (f->status == FUT_PENDING) {
         f->blocking = 1;
         *out = Py_NewRef((PyObject *)f);
@@ -594,6 +622,7 @@ static int fut_traverse(rc_future *f, visitproc visit, void *arg)
     Py_VISIT(f->cb0);
     Py_VISIT(f->ctx0);
     Py_VISIT(f->more);
+    Py_VISIT(f->source);
     return 0;
 }
 
@@ -606,6 +635,7 @@ static int fut_clear(rc_future *f)
     Py_CLEAR(f->cb0);
     Py_CLEAR(f->ctx0);
     Py_CLEAR(f->more);
+    Py_CLEAR(f->source);
     return 0;
 }
 

@@ -50,4 +50,10 @@ int rc_future_wake(PyObject *woken);
 /* Cancels fut as fut.cancel() would. Returns 1 if it was pending. */
 int rc_future_cancel(PyObject *fut);
 
+/* Names the multiplexer that reads fut's reply (a reference is kept): a
+ * task that awaits fut may then wait for that reply in its own step
+ * (rc_mux_wait_in_place) instead of through the loop. Runs no Python code
+ * (source is alive: the caller holds it). */
+void rc_future_set_source(PyObject *fut, PyObject *source);
+
 #endif

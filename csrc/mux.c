@@ -138,6 +138,11 @@ struct rc_mux {
     /* Where the reader callback may wait for the next reply itself (a loop
      * of asyncio's own on epoll: see loopwait.h). */
     rc_loopwait loopwait;
+    /* The thread that made the multiplexer, the loop's: the only one whose
+     * awaits may wait in the loop's place (rc_mux_wait_in_place). A
+     * coroutine driven by another thread (against asyncio's rules) yields
+     * as usual and meets the task's own check of the future's loop. */
+    unsigned long loop_thread;
     /* Set once the node answered READONLY / LOADING / MASTERDOWN: no new
      * command comes here (the client opens another connection); replies
      * still due are read, then the connection closes. */
@@ -989,6 +994,7 @@ rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
         rc_loopwait_open(&m->loopwait, st, loop);
     else
         m->loopwait.epfd = -1;
+    m->loop_thread = PyThread_get_thread_ident();
     m->tls_ctx = tls != NULL ? rc_tls_context_ref(tls) : NULL;
     m->on_stale = Py_XNewRef(on_stale);
     m->metrics = rc_metrics_ref(metrics);
@@ -1113,6 +1119,7 @@ PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
         m->bytes_queued += m->out.len - mark;
         s->future = future; /* the slot takes our reference; one more is returned */
         Py_INCREF(future);
+        rc_future_set_source(future, (PyObject *)m);
         s->extra = Py_XNewRef(r->extra);
         s->codec_owner = Py_XNewRef(codec_owner);
         s->result = batch;
@@ -1188,6 +1195,8 @@ static int adopt(rc_mux *m, rc_mux *from, const rc_buf *bytes, rc_slot *s)
     slot->retried = 1;
     m->count++;
     end_write(m, gc);
+    if (slot->future != NULL) /* `from` stays alive (the caller holds it): no code runs */
+        rc_future_set_source(slot->future, (PyObject *)m);
     if (m->timer == NULL && head_wait_limit(m) >= 0 && arm_timer(m, head_wait_limit(m)) < 0)
         fail_with_pending(m);
     else if (m->status == MUX_READY && schedule_flush(m) < 0)
@@ -1373,6 +1382,32 @@ static PyObject *mux_on_readable(rc_mux *m, PyObject *unused)
 fail:
     Py_DECREF(m);
     return NULL;
+}
+
+int rc_mux_wait_in_place(rc_mux *m, PyObject *fut)
+{
+    PyObject *readers[RC_LOOPWAIT_MAX_READY];
+    int rc = 0;
+
+    if (m->loopwait.epfd < 0 || m->loop_thread != PyThread_get_thread_ident())
+        return 0;
+    Py_INCREF(m);
+    /* Only while fut's request is all this connection waits for, all sent:
+     * reading can then complete nothing but fut, and fut has no callbacks
+     * (see fut_send), so no other task runs inside this one's step. */
+    while (m->loopwait.epfd >= 0 && m->status == MUX_READY && m->count == 1 &&
+           slot_at(m, 0)->future == fut && m->bytes_sent == m->bytes_queued &&
+           !m->dispatching) {
+        if (rc_loopwait_ready(&m->loopwait, m->state, is_plain_reader, readers) != 1 ||
+            PyCFunction_GET_SELF(readers[0]) != (PyObject *)m)
+            break; /* something else to do, or due: the loop does it */
+        if (serve_readable(m) < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    Py_DECREF(m);
+    return rc;
 }
 
 static PyObject *mux_on_writable(rc_mux *m, PyObject *unused)

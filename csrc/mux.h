@@ -76,4 +76,13 @@ PyObject *rc_mux_loop(rc_mux *m);
 PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
                         PyObject *codec_owner);
 
+/* A task awaits fut, still pending, whose reply m is to read (its source,
+ * see future.h). When fut's request is the only one m has in flight and
+ * the loop would do nothing but wait (loopwait.h), waits for the reply here,
+ * in the task's step, and reads it: the task goes on without handing fut to
+ * the loop and being woken by its callback. Returns 0 (fut done, or left to
+ * the loop as usual), -1 with an exception set (KeyboardInterrupt or
+ * SystemExit). */
+int rc_mux_wait_in_place(rc_mux *m, PyObject *fut);
+
 #endif

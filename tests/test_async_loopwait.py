@@ -1,8 +1,8 @@
 """Waiting for a reply in the loop's place (csrc/loopwait.c).
 
-On asyncio's own epoll loop, the reader callback that resumed a task may
-sleep on the loop's epoll descriptor for that task's next reply instead of
-returning to the loop. That is only right while the loop has nothing else to
+On asyncio's own epoll loop, a task awaiting the one request its connection
+has in flight, or the reader callback that resumed a task, may sleep on the
+loop's epoll descriptor for the reply instead of returning to the loop. That is only right while the loop has nothing else to
 do, so each test here gives the loop something else to do (a due timer, a
 ready callback, another socket, a thread's call_soon_threadsafe, a signal,
 another connection, a stalled server) while one task awaits GET after GET,
@@ -19,6 +19,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -94,6 +95,53 @@ def test_sequential_commands_stay_in_the_reader_callback(server: RedisServer) ->
     """The point: N awaited GETs in a row cost the loop almost no iterations
     (asyncio.Future costs 2N, our future alone N)."""
     assert polls_for_gets(server, 200) < 5
+
+
+def test_a_task_awaiting_one_command_at_a_time_is_not_suspended(server: RedisServer) -> None:
+    """When the awaited future's request is all its connection waits for,
+    the task's own step waits for the reply (rc_mux_wait_in_place): the
+    coroutine runs from its first command to its last without suspending.
+    A tracer sees its frame entered once, not once per command."""
+    n = 200
+    entries = 0
+
+    async def caller(c: RedisCache) -> None:
+        for _ in range(n):
+            assert await c.get("k") == "v"
+
+    def tracer(frame: Any, event: str, arg: Any) -> None:
+        nonlocal entries
+        if event == "call" and frame.f_code is caller.__code__:
+            entries += 1
+
+    async def main() -> None:
+        async with RedisCache(port=server.port) as c:
+            await c.get("k")
+            sys.settrace(tracer)
+            try:
+                await caller(c)
+            finally:
+                sys.settrace(None)
+
+    run(main())
+    assert 1 <= entries < 5, entries
+
+
+def test_a_callback_added_before_the_await_runs_outside_the_task(server: RedisServer) -> None:
+    """A future someone else also waits for is left to the loop: its
+    callback runs where asyncio would run it (no task current), not inside
+    the awaiting task's step."""
+
+    async def main() -> list[Any]:
+        async with RedisCache(port=server.port) as c:
+            await c.get("k")
+            ran_in: list[Any] = []
+            future = c.get("k")
+            future.add_done_callback(lambda _: ran_in.append(asyncio.current_task()))
+            assert await future == "v"
+            return ran_in
+
+    assert run(main()) == [None]
 
 
 def test_debug_mode_keeps_one_iteration_per_command(server: RedisServer) -> None:

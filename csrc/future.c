@@ -239,10 +239,21 @@ int rc_future_wake(PyObject *woken)
     }
     for (i = 0; i < n; i++) {
         rc_future *f = AS_FUT(PyList_GET_ITEM(batch, i));
-        if (exc != NULL)
+        if (exc != NULL) {
             schedule_all(f);
-        else if (run_all(f) < 0)
-            exc = take_raised();
+        } else {
+            /* The tasks woken after this one are ready too: while this one
+             * runs, none may wait for a reply in place (rc_mux_wait_in_place),
+             * or they would wait for it one after the other. */
+            Py_ssize_t outer = f->state->wakes_pending;
+            int rc;
+
+            f->state->wakes_pending = outer + (n - i - 1);
+            rc = run_all(f);
+            f->state->wakes_pending = outer;
+            if (rc < 0)
+                exc = take_raised();
+        }
     }
     Py_DECREF(batch);
     if (exc == NULL)

@@ -1389,7 +1389,8 @@ int rc_mux_wait_in_place(rc_mux *m, PyObject *fut)
     PyObject *readers[RC_LOOPWAIT_MAX_READY];
     int rc = 0;
 
-    if (m->loopwait.epfd < 0 || m->loop_thread != PyThread_get_thread_ident())
+    if (m->loopwait.epfd < 0 || m->loop_thread != PyThread_get_thread_ident() ||
+        m->state->wakes_pending > 0)
         return 0;
     Py_INCREF(m);
     /* Only while fut's request is all this connection waits for, all sent:

@@ -77,7 +77,8 @@ PyObject *rc_mux_submit(rc_mux *m, const rc_request *r, const rc_keyspace *ks,
                         PyObject *codec_owner);
 
 /* A task awaits fut, still pending, whose reply m is to read (its source,
- * see future.h). When fut's request is the only one m has in flight and
+ * see future.h). When fut's request is the only one m has in flight, no
+ * other task is still to be woken by a read (rc_state.wakes_pending) and
  * the loop would do nothing but wait (loopwait.h), waits for the reply here,
  * in the task's step, and reads it: the task goes on without handing fut to
  * the loop and being woken by its callback. Returns 0 (fut done, or left to

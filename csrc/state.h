@@ -52,6 +52,10 @@ typedef struct rc_state {
     PyObject *str__callback;
     /* Commands submitted by async clients so far (see mux_on_readable). */
     uint64_t commands_submitted;
+    /* Futures completed by the read under way whose callbacks (tasks'
+     * wake-ups) have not run yet: a ready queue the loop cannot see, so no
+     * task may wait in place while it is not empty (see rc_future_wake). */
+    Py_ssize_t wakes_pending;
     PyObject *ConnectionError;
     PyObject *AuthenticationError;
     PyObject *TimeoutError;

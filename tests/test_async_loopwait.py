@@ -144,6 +144,44 @@ def test_a_callback_added_before_the_await_runs_outside_the_task(server: RedisSe
     assert run(main()) == [None]
 
 
+def test_tasks_woken_together_send_their_next_commands_together(redis_server_factory: Any) -> None:
+    """Two callers on one connection whose replies are read in one go: the
+    read wakes their tasks one after the other, and each task's next command
+    must go out before any of them waits. Were the first woken to wait for
+    its own next reply in place while the second is still to be woken (a
+    ready queue the loop cannot see), it would run all its commands before
+    the second ran any: 100 coroutines fell from 300,000 to 20,000 GET/s."""
+    victim = redis_server_factory()
+    order: list[str] = []
+
+    async def caller(c: RedisCache, name: str) -> None:
+        for _ in range(5):
+            assert await c.get("k") == "v"
+            order.append(name)
+
+    async def main() -> None:
+        async with RedisCache(port=victim.port) as c:
+            await c.set("k", "v")
+            victim.pause()
+            try:
+                tasks = [asyncio.create_task(caller(c, name)) for name in "ab"]
+                for _ in range(5):
+                    await asyncio.sleep(0)  # both GETs sent (the second by a flush)
+            finally:
+                victim.resume()
+            # Once this reply is back, so are the two GETs' (the server
+            # answers them in the same event-loop turn): the loop's next read
+            # gets both.
+            with SyncRedisCache(port=victim.port) as other:
+                assert other.get("k") == "v"
+            await asyncio.gather(*tasks)
+
+    run(main())
+    text = "".join(order)
+    assert sorted(text) == list("aaaaabbbbb")
+    assert "aaa" not in text and "bbb" not in text, text
+
+
 def test_debug_mode_keeps_one_iteration_per_command(server: RedisServer) -> None:
     """In debug mode asyncio times every callback: no waiting inside one. What
     is left is our future's own saving: the reply's reader callback resumes

@@ -532,10 +532,11 @@ def _profile_conclusion(by_name: dict[str, dict[str, Any]], getpid_ns: float | N
         )
         if polls is not None and polls < 0.5:
             text += (
-                f" asyncio's loop polled its selector {polls:.4f} times per GET: the reader "
-                "callback waits for the next reply itself on the loop's epoll descriptor "
-                "(docs/architecture.md, \"Waiting for the reply in the loop's place\"), so the "
-                "one `epoll_wait` per GET is ours and the loop's own iteration is skipped."
+                f" asyncio's loop polled its selector {polls:.4f} times per GET: the awaiting "
+                "task's own step waits for its reply on the loop's epoll descriptor and goes "
+                "on without suspending (docs/architecture.md, \"Waiting in the awaiting task's "
+                "own step\"), so the one `epoll_wait` per GET is ours and neither the loop's "
+                "iteration nor the task's wake-up runs."
             )
         elif polls is not None:
             text += (

@@ -525,8 +525,10 @@ static PySendResult fut_send(rc_future *f, PyObject *arg, PyObject **out)
         if (f->status == FUT_PENDING && f->cb0 == NULL && f->more == NULL)
             rc = rc_mux_wait_in_place((rc_mux *)source, (PyObject *)f);
         Py_DECREF(source);
-        if (rc < 0)
+        if (rc < 0) {
+            *out = NULL;
             return PYGEN_ERROR;
+        }
     }
     if (f->status == FUT_PENDING) {
         f->blocking = 1;

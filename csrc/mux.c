@@ -138,11 +138,6 @@ struct rc_mux {
     /* Where the reader callback may wait for the next reply itself (a loop
      * of asyncio's own on epoll: see loopwait.h). */
     rc_loopwait loopwait;
-    /* The thread that made the multiplexer, the loop's: the only one whose
-     * awaits may wait in the loop's place (rc_mux_wait_in_place). A
-     * coroutine driven by another thread (against asyncio's rules) yields
-     * as usual and meets the task's own check of the future's loop. */
-    unsigned long loop_thread;
     /* Set once the node answered READONLY / LOADING / MASTERDOWN: no new
      * command comes here (the client opens another connection); replies
      * still due are read, then the connection closes. */
@@ -994,7 +989,6 @@ rc_mux *rc_mux_new(rc_state *st, PyObject *loop, const rc_mux_limits *limits,
         rc_loopwait_open(&m->loopwait, st, loop);
     else
         m->loopwait.epfd = -1;
-    m->loop_thread = PyThread_get_thread_ident();
     m->tls_ctx = tls != NULL ? rc_tls_context_ref(tls) : NULL;
     m->on_stale = Py_XNewRef(on_stale);
     m->metrics = rc_metrics_ref(metrics);
@@ -1386,11 +1380,22 @@ fail:
 
 int rc_mux_wait_in_place(rc_mux *m, PyObject *fut)
 {
-    PyObject *readers[RC_LOOPWAIT_MAX_READY];
+    PyObject *readers[RC_LOOPWAIT_MAX_READY], *running;
     int rc = 0;
 
-    if (m->loopwait.epfd < 0 || m->loop_thread != PyThread_get_thread_ident() ||
-        m->state->wakes_pending > 0)
+    if (m->loopwait.epfd < 0 || m->state->wakes_pending > 0)
+        return 0;
+    /* Only under the connection's own loop, running in this thread: a
+     * future awaited from another thread or another loop (against asyncio's
+     * rules), or after its loop closed (its epoll descriptor with it), is
+     * yielded as usual and meets the task's own check of the future's loop. */
+    running = rc_running_loop(m->state);
+    if (running == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(running); /* compared only; m holds its loop */
+    if (running != m->loop)
         return 0;
     Py_INCREF(m);
     /* Only while fut's request is all this connection waits for, all sent:

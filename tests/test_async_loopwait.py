@@ -182,6 +182,36 @@ def test_tasks_woken_together_send_their_next_commands_together(redis_server_fac
     assert "aaa" not in text and "bbb" not in text, text
 
 
+def test_a_future_awaited_under_another_loop_meets_asyncios_check(redis_server_factory: Any) -> None:
+    """A pending future whose loop has closed (its epoll descriptor with it),
+    awaited by a task of a new loop, is not waited for in place: it is
+    yielded, and the task refuses it as it refuses any future of another
+    loop."""
+    victim = redis_server_factory()
+    first = asyncio.new_event_loop()
+    cache = RedisCache(port=victim.port)
+
+    async def send() -> Any:
+        await cache.get("k")  # connected
+        victim.pause()
+        return cache.get("k")  # sent; its reply will not come while paused
+
+    async def await_it(future: Any) -> Any:
+        return await future
+
+    try:
+        future = first.run_until_complete(send())
+        first.close()
+        assert not future.done()
+        with pytest.raises(RuntimeError, match="different loop"):
+            asyncio.run(await_it(future))
+    finally:
+        victim.resume()
+        if not first.is_closed():
+            first.close()
+        asyncio.run(cache.close())
+
+
 def test_debug_mode_keeps_one_iteration_per_command(server: RedisServer) -> None:
     """In debug mode asyncio times every callback: no waiting inside one. What
     is left is our future's own saving: the reply's reader callback resumes
